@@ -1,0 +1,718 @@
+//! `sfcdc emulator`: a stand-in Salesforce org on loopback.
+//!
+//! It serves the Pub/Sub API over gRPC ([`grpc`]) and the REST endpoints sfcdc uses, OAuth
+//! included ([`rest`]), both over TLS from a CA generated at start ([`tls`]) unless plaintext is
+//! asked for. Behind them is one [`world::World`]: an org of Accounts, Orders and OrderItems
+//! whose every change becomes a change event, encoded with the schema `GetSchema` serves and
+//! appended to the event bus. Faults ([`faults`]) and bulk generation ([`bulk`]) are reachable from
+//! the command line and from a control API under `/emulator/` on the REST port.
+//!
+//! Invariants: everything the emulator says about an event (its schema id, replay id, bitmaps)
+//! is derived from the same state a client can query, so a faithful client decodes every event
+//! exactly; and the emulator never panics on client input.
+
+pub mod auth;
+pub mod avro;
+pub mod bulk;
+pub mod bus;
+pub mod faults;
+pub mod grpc;
+pub mod model;
+pub mod org;
+pub mod rest;
+pub mod schema;
+pub mod soql;
+pub mod tls;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::auth::{Credentials, TokenStore};
+use self::faults::{Fault, FaultState, ScheduledFault};
+use self::org::now_ms;
+use self::tls::TlsMaterial;
+use self::world::{World, WorldSnapshot};
+use crate::decode::ChangeType;
+use crate::proto::pub_sub_server::PubSubServer;
+use crate::sfid::SfId;
+
+/// Configuration of one emulator instance.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// gRPC listen address (port 0 picks a free port).
+    pub grpc_addr: SocketAddr,
+    /// REST listen address.
+    pub rest_addr: SocketAddr,
+    /// Serve TLS (the default) or plaintext.
+    pub tls: bool,
+    /// Where to write the CA certificate.
+    pub ca_out: Option<PathBuf>,
+    /// Seed of the sample data and generated ids.
+    pub seed: u64,
+    /// File that keeps the org and event log across restarts.
+    pub state: Option<PathBuf>,
+    /// Interval of keepalive FetchResponses while events are owed (at most 270 s).
+    pub keepalive: Duration,
+    /// A Subscribe stream that owes nothing is closed after this long without a FetchRequest.
+    pub idle_timeout: Duration,
+    /// How long events are retained.
+    pub retention: Duration,
+    /// Lifetime of issued access tokens.
+    pub token_lifetime: Duration,
+    /// Accepted credentials.
+    pub credentials: Credentials,
+    /// Faults to inject, each after its delay.
+    pub faults: Vec<ScheduledFault>,
+    /// Change events to generate at start.
+    pub bulk: usize,
+    /// Seed the sample accounts, orders and items (a fresh org only).
+    pub sample_data: bool,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            grpc_addr: "127.0.0.1:7443".parse().expect("valid address"),
+            rest_addr: "127.0.0.1:7444".parse().expect("valid address"),
+            tls: true,
+            ca_out: None,
+            seed: 42,
+            state: None,
+            keepalive: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            retention: Duration::from_secs(72 * 3600),
+            token_lifetime: Duration::from_secs(2 * 3600),
+            credentials: Credentials::default(),
+            faults: Vec::new(),
+            bulk: 0,
+            sample_data: true,
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// A configuration for tests: ephemeral ports on loopback, everything else default.
+    pub fn ephemeral() -> Self {
+        EmulatorConfig {
+            grpc_addr: "127.0.0.1:0".parse().expect("valid address"),
+            rest_addr: "127.0.0.1:0".parse().expect("valid address"),
+            ..EmulatorConfig::default()
+        }
+    }
+}
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// A setting is out of range.
+    #[error("invalid emulator setting {name}: {reason}")]
+    Config {
+        /// The flag.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A port could not be bound.
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The state file could not be read or written.
+    #[error("state file {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The CA certificate could not be written.
+    #[error("could not write the CA certificate to {path}: {source}")]
+    CaOut {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Call and event counters, exposed at `GET /emulator/stats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    calls: Mutex<BTreeMap<String, u64>>,
+    delivered: AtomicU64,
+}
+
+/// A copy of the counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StatsSnapshot {
+    /// Calls by `"<protocol> <route>"`, e.g. `"GET /services/data/{version}/sobjects/{sobject}/{id}"`
+    /// or `"grpc Subscribe"`.
+    pub calls: BTreeMap<String, u64>,
+    /// Events delivered to subscribers.
+    pub events_delivered: u64,
+    /// Events retained per topic.
+    pub events_retained: BTreeMap<String, usize>,
+}
+
+impl StatsSnapshot {
+    /// Calls counted under `key`.
+    pub fn calls(&self, key: &str) -> u64 {
+        self.calls.get(key).copied().unwrap_or(0)
+    }
+
+    /// REST calls other than OAuth and the control API: what a cache saves.
+    pub fn data_api_calls(&self) -> u64 {
+        self.calls
+            .iter()
+            .filter(|(k, _)| k.contains(" /services/data/"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+impl Stats {
+    /// Counts one call.
+    pub fn count(&self, key: String) {
+        *self
+            .calls
+            .lock()
+            .expect("stats lock")
+            .entry(key)
+            .or_insert(0) += 1;
+    }
+
+    fn add_delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// State shared by the gRPC and REST layers.
+pub struct Shared {
+    world: Mutex<World>,
+    tokens: Mutex<TokenStore>,
+    faults: FaultState,
+    stats: Stats,
+    credentials: Credentials,
+    /// 18-character org id.
+    org_id: String,
+    instance_url: String,
+    keepalive: Duration,
+    idle_timeout: Duration,
+    dirty: AtomicBool,
+    /// Results of long queries, for `nextRecordsUrl`.
+    cursors: Mutex<std::collections::HashMap<String, Arc<Vec<serde_json::Value>>>>,
+    cursor_seq: AtomicU64,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Shared {
+    /// Whether a client's `instanceurl` names this emulator (`localhost` and `127.0.0.1` are the
+    /// same host; a trailing slash is ignored).
+    fn same_instance(&self, given: &str) -> bool {
+        let norm = |s: &str| {
+            s.trim_end_matches('/')
+                .to_ascii_lowercase()
+                .replace("://localhost", "://127.0.0.1")
+        };
+        norm(given) == norm(&self.instance_url)
+    }
+
+    /// Whether a `tenantid` names this org: its 15- or 18-character id, or `core/<x>/<id>`.
+    fn is_tenant(&self, given: &str) -> bool {
+        let id = given.rsplit('/').next().unwrap_or(given);
+        if given.contains('/') && !given.to_ascii_lowercase().starts_with("core/") {
+            return false;
+        }
+        SfId::parse(id).is_ok_and(|id| id.as_str() == self.org_id)
+    }
+
+    fn next_cursor(&self) -> u64 {
+        self.cursor_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What an injected fault did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FaultOutcome {
+    /// A short description.
+    pub applied: String,
+    /// The new Order schema id, for a schema change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_id: Option<String>,
+    /// Replay id (hex) of an emitted gap event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_id: Option<String>,
+}
+
+/// A running emulator. Dropping it stops it.
+pub struct Emulator {
+    shared: Arc<Shared>,
+    grpc_addr: SocketAddr,
+    rest_addr: SocketAddr,
+    tls: Option<TlsMaterial>,
+    state: Option<PathBuf>,
+}
+
+impl Emulator {
+    /// Starts the emulator: binds both ports, seeds or restores the org, and serves until
+    /// [`Emulator::shutdown`] or drop.
+    pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+        if !grpc::valid_keepalive(config.keepalive) {
+            return Err(EmulatorError::Config {
+                name: "--keepalive",
+                reason: format!(
+                    "{} is not within (0s, 270s]",
+                    humantime::format_duration(config.keepalive)
+                ),
+            });
+        }
+        for (name, d) in [
+            ("--idle-timeout", config.idle_timeout),
+            ("--retention", config.retention),
+            ("--token-lifetime", config.token_lifetime),
+        ] {
+            if d.is_zero() {
+                return Err(EmulatorError::Config {
+                    name,
+                    reason: "must be greater than zero".into(),
+                });
+            }
+        }
+        // Exactly one crypto provider is compiled in; make it the process default for any
+        // rustls user that does not pick one (ignore the error if it was already installed).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.grpc_addr,
+                source,
+            })?;
+        let rest_listener = TcpListener::bind(config.rest_addr)
+            .await
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.rest_addr,
+                source,
+            })?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.grpc_addr,
+                source,
+            })?;
+        let rest_addr = rest_listener
+            .local_addr()
+            .map_err(|source| EmulatorError::Bind {
+                addr: config.rest_addr,
+                source,
+            })?;
+
+        let tls = if config.tls {
+            Some(TlsMaterial::generate()?)
+        } else {
+            None
+        };
+        if let (Some(path), Some(m)) = (&config.ca_out, &tls) {
+            std::fs::write(path, &m.ca_pem).map_err(|source| EmulatorError::CaOut {
+                path: path.clone(),
+                source,
+            })?;
+        }
+
+        let (mut world, saved_tokens) = match &config.state {
+            Some(path) if path.exists() => load_state(path, config.seed)?,
+            _ => (World::new(config.seed), Vec::new()),
+        };
+        if config.sample_data && world.org.count("Account") == 0 {
+            world.seed_sample_data(now_ms());
+        }
+        let mut tokens = TokenStore::new(config.token_lifetime);
+        for t in saved_tokens {
+            tokens.adopt(t);
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let shared = Arc::new(Shared {
+            org_id: world.org.org_id.to_string(),
+            world: Mutex::new(world),
+            tokens: Mutex::new(tokens),
+            faults: FaultState::default(),
+            stats: Stats::default(),
+            credentials: config.credentials.clone(),
+            instance_url: format!("{scheme}://127.0.0.1:{}", rest_addr.port()),
+            keepalive: config.keepalive,
+            idle_timeout: config.idle_timeout,
+            dirty: AtomicBool::new(false),
+            cursors: Mutex::new(std::collections::HashMap::new()),
+            cursor_seq: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+
+        let emulator = Emulator {
+            shared: shared.clone(),
+            grpc_addr,
+            rest_addr,
+            tls: tls.clone(),
+            state: config.state.clone(),
+        };
+
+        // gRPC.
+        let mut server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .tcp_nodelay(true);
+        if let Some(m) = &tls {
+            let identity = tonic::transport::Identity::from_pem(&m.cert_pem, &m.key_pem);
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| EmulatorError::Tls(tls::TlsError::Config(e.to_string())))?;
+        }
+        let service = PubSubServer::new(grpc::PubSubService::new(shared.clone()));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let cancel = shared.cancel.clone();
+        shared.tasks.spawn(async move {
+            if let Err(e) = server
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "Emulator gRPC server stopped");
+            }
+        });
+
+        // REST.
+        let router = rest::router(shared.clone());
+        let rustls = match &tls {
+            Some(m) => Some(m.server_config(&[b"h2", b"http/1.1"])?),
+            None => None,
+        };
+        rest::spawn_server(shared.clone(), rest_listener, router, rustls);
+
+        // Retention sweeps.
+        let retention = config.retention;
+        let sweeper = shared.clone();
+        shared.tasks.spawn(async move {
+            let every = (retention / 20).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    () = sweeper.cancel.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                let cutoff = now_ms() - retention.as_millis() as i64;
+                let purged = sweeper
+                    .world
+                    .lock()
+                    .expect("world lock")
+                    .bus
+                    .purge_before(cutoff);
+                if purged > 0 {
+                    tracing::debug!(purged, "Emulator purged events past retention");
+                    sweeper.mark_dirty();
+                }
+            }
+        });
+
+        // State persistence.
+        if let Some(path) = config.state.clone() {
+            let saver = shared.clone();
+            shared.tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = saver.cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    if saver.dirty.swap(false, Ordering::Relaxed)
+                        && let Err(e) = save_state(&saver, &path)
+                    {
+                        tracing::warn!(error = %e, "Emulator could not save its state");
+                    }
+                }
+            });
+        }
+
+        // Start-up faults and bulk events.
+        if config.bulk > 0 {
+            emulator.bulk(config.bulk);
+        }
+        for scheduled in config.faults {
+            if scheduled.after.is_zero() {
+                if let Err(e) = emulator.inject(scheduled.fault) {
+                    tracing::warn!(error = %e, "Emulator could not inject a start-up fault");
+                }
+            } else {
+                let target = shared.clone();
+                let cancel = shared.cancel.clone();
+                shared.tasks.spawn(async move {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(scheduled.after) => {
+                            if let Err(e) = inject(&target, scheduled.fault) {
+                                tracing::warn!(error = %e, "Emulator could not inject a scheduled fault");
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(emulator)
+    }
+
+    /// The gRPC endpoint URL (`https://127.0.0.1:<port>`).
+    pub fn grpc_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.grpc_addr.port())
+    }
+
+    /// The gRPC listen address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The REST listen address.
+    pub fn rest_addr(&self) -> SocketAddr {
+        self.rest_addr
+    }
+
+    /// The instance URL (REST base), which is also the login URL.
+    pub fn instance_url(&self) -> &str {
+        &self.shared.instance_url
+    }
+
+    /// The CA certificate (PEM) when serving TLS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|m| m.ca_pem.as_str())
+    }
+
+    /// The 18-character org id.
+    pub fn org_id(&self) -> &str {
+        &self.shared.org_id
+    }
+
+    /// The accepted credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.shared.credentials
+    }
+
+    /// Issues an access token directly, as a completed OAuth flow would.
+    pub fn issue_token(&self) -> String {
+        let org15 = self.shared.org_id[..15].to_owned();
+        let t = self.shared.tokens.lock().expect("token lock").issue(&org15);
+        self.shared.mark_dirty();
+        t
+    }
+
+    /// Injects a fault now.
+    pub fn inject(&self, fault: Fault) -> Result<FaultOutcome, String> {
+        inject(&self.shared, fault)
+    }
+
+    /// Clears the behavioural faults (disconnect, refusal, delay).
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Appends `n` realistic order change events without REST round trips.
+    pub fn bulk(&self, n: usize) -> bulk::BulkReport {
+        let report = bulk::generate(&self.shared.world, n);
+        self.shared.mark_dirty();
+        report
+    }
+
+    /// A copy of the call and event counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        stats_snapshot(&self.shared)
+    }
+
+    /// Runs `f` with the world locked: for tests and the demo, which act on the org directly.
+    pub fn with_world<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        let out = f(&mut self.shared.world.lock().expect("world lock"));
+        self.shared.mark_dirty();
+        out
+    }
+
+    /// Stops serving, waits for the servers to finish, and saves the state file.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Emulator tasks did not stop within 5s");
+        }
+        if let Some(path) = &self.state
+            && let Err(e) = save_state(&self.shared, path)
+        {
+            tracing::warn!(error = %e, "Emulator could not save its state");
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+fn stats_snapshot(shared: &Shared) -> StatsSnapshot {
+    StatsSnapshot {
+        calls: shared.stats.calls.lock().expect("stats lock").clone(),
+        events_delivered: shared.stats.delivered.load(Ordering::Relaxed),
+        events_retained: shared.world.lock().expect("world lock").bus.counts(),
+    }
+}
+
+fn inject(shared: &Shared, fault: Fault) -> Result<FaultOutcome, String> {
+    let outcome = |s: String| FaultOutcome {
+        applied: s,
+        schema_id: None,
+        replay_id: None,
+    };
+    tracing::info!(?fault, "Emulator injecting fault");
+    let result = match fault {
+        Fault::DisconnectAfter { events } => {
+            shared.faults.arm_disconnect(events);
+            outcome(format!(
+                "the stream delivering event {events} from now ends with service.unavailable"
+            ))
+        }
+        Fault::RefuseSubscriptions { seconds } => {
+            if !(seconds.is_finite() && seconds >= 0.0) {
+                return Err(format!(
+                    "seconds must be a non-negative number, got {seconds}"
+                ));
+            }
+            shared.faults.refuse_for(Duration::from_secs_f64(seconds));
+            outcome(format!("new subscriptions are refused for {seconds}s"))
+        }
+        Fault::ExpireTokens => {
+            let n = shared.tokens.lock().expect("token lock").expire_all();
+            outcome(format!("{n} tokens expired"))
+        }
+        Fault::CorruptNext { count } => {
+            shared.world.lock().expect("world lock").corrupt_next(count);
+            outcome(format!("the next {count} event payload(s) will be corrupt"))
+        }
+        Fault::Gap {
+            change_type,
+            record_id,
+        } => {
+            if !change_type.is_gap() {
+                return Err(format!("{change_type} is not a gap change type"));
+            }
+            let mut world = shared.world.lock().expect("world lock");
+            let id = match (&record_id, change_type) {
+                (_, ChangeType::GapOverflow) => None,
+                (Some(id), _) => Some(SfId::parse(id).map_err(|e| format!("record_id: {e}"))?),
+                (None, _) => Some(
+                    world
+                        .org
+                        .pick("Order", |_| true)
+                        .ok_or("the org has no orders")?,
+                ),
+            };
+            let actor = world.internal_actor();
+            let change = world
+                .org
+                .gap("Order", change_type, id.as_ref(), &actor, now_ms());
+            let events = world.commit(vec![change], now_ms());
+            let mut o = outcome(format!("{change_type} emitted"));
+            o.replay_id = events.first().map(|e| hex::encode(&e.replay_bytes));
+            o
+        }
+        Fault::SchemaChange { field } => {
+            let name = field.unwrap_or_else(|| "Fulfilment_Notes__c".to_owned());
+            if !name.ends_with("__c")
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!(
+                    "{name:?} is not a custom field API name (letters, digits, underscores, ending in __c)"
+                ));
+            }
+            let id = shared
+                .world
+                .lock()
+                .expect("world lock")
+                .add_order_field(&name)
+                .map_err(|e| e.to_string())?;
+            let mut o = outcome(format!("Order gained field {name}"));
+            o.schema_id = Some(id);
+            o
+        }
+        Fault::Delay { ms } => {
+            shared.faults.set_delay(ms);
+            outcome(format!("responses are delayed by {ms}ms"))
+        }
+        Fault::LongReplayIds { enabled } => {
+            shared
+                .world
+                .lock()
+                .expect("world lock")
+                .bus
+                .set_long_ids(enabled);
+            outcome(format!(
+                "10-byte replay ids {}",
+                if enabled { "on" } else { "off" }
+            ))
+        }
+        Fault::ExpireEvents => {
+            let n = shared
+                .world
+                .lock()
+                .expect("world lock")
+                .bus
+                .purge_before(i64::MAX);
+            outcome(format!("{n} events purged"))
+        }
+    };
+    shared.mark_dirty();
+    Ok(result)
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    world: WorldSnapshot,
+    tokens: Vec<String>,
+}
+
+fn load_state(path: &PathBuf, seed: u64) -> Result<(World, Vec<String>), EmulatorError> {
+    let err = |reason: String| EmulatorError::State {
+        path: path.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let state: StateFile =
+        serde_json::from_str(&text).map_err(|e| err(format!("not a valid state file: {e}")))?;
+    Ok((World::restore(seed, state.world), state.tokens))
+}
+
+fn save_state(shared: &Shared, path: &PathBuf) -> std::io::Result<()> {
+    let state = StateFile {
+        world: shared.world.lock().expect("world lock").snapshot(),
+        tokens: shared.tokens.lock().expect("token lock").valid_tokens(),
+    };
+    let json = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}

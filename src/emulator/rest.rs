@@ -1,0 +1,702 @@
+//! The emulated REST API, shaped as Salesforce exposes it, plus the emulator's control API.
+//!
+//! Salesforce routes: OAuth (`/services/oauth2/token`, `/services/oauth2/userinfo`, the `/id/`
+//! identity URL), records (`/services/data/vNN.N/sobjects/{type}/{id}`), queries
+//! (`/services/data/vNN.N/query?q=`) and publishing the fulfilment platform event. Errors use the
+//! Salesforce shapes: `[{"message":…,"errorCode":…}]` for the data API and
+//! `{"error":…,"error_description":…}` for OAuth.
+//!
+//! Control routes live under `/emulator/`: faults, bulk generation, undelete, and counters of
+//! every call, which tests use to prove what a client did or did not call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::Shared;
+use super::auth::{self, TokenRequest, TokenState};
+use super::faults::Fault;
+use super::org::{Actor, Org, OrgError, now_ms};
+use super::soql;
+use super::world::{FULFILMENT_EVENT, FULFILMENT_FIELDS};
+
+/// Rows per query page, as Salesforce returns them by default.
+const QUERY_PAGE: usize = 2000;
+
+type AppState = Arc<Shared>;
+
+/// A Salesforce data-API error response.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn session() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_SESSION_ID",
+            "Session expired or invalid",
+        )
+    }
+
+    fn not_found() -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "The requested resource does not exist",
+        )
+    }
+}
+
+impl From<OrgError> for ApiError {
+    fn from(e: OrgError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
+            code: e.error_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<soql::SoqlError> for ApiError {
+    fn from(e: soql::SoqlError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, e.error_code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!([{"message": self.message, "errorCode": self.code}])),
+        )
+            .into_response()
+    }
+}
+
+/// Builds the router; every route is counted and subject to the delay fault.
+pub fn router(shared: AppState) -> Router {
+    Router::new()
+        .route("/services/oauth2/token", post(token))
+        .route("/services/oauth2/userinfo", get(userinfo))
+        .route("/id/{org}/{user}", get(userinfo))
+        .route("/services/data", get(versions))
+        .route("/services/data/{version}/sobjects/{sobject}", post(create))
+        .route(
+            "/services/data/{version}/sobjects/{sobject}/{id}",
+            get(read).patch(update).delete(delete),
+        )
+        .route("/services/data/{version}/query", get(query))
+        .route("/services/data/{version}/query/{cursor}", get(query_more))
+        .route("/emulator/faults", post(post_fault).delete(clear_faults))
+        .route("/emulator/bulk", post(post_bulk))
+        .route("/emulator/stats", get(get_stats))
+        .route("/emulator/info", get(info))
+        .route("/emulator/sobjects/{sobject}/{id}/undelete", post(undelete))
+        .fallback(|| async { ApiError::not_found() })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            count_and_delay,
+        ))
+        .with_state(shared)
+}
+
+async fn count_and_delay(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |m| m.as_str().to_owned(),
+    );
+    shared.stats.count(format!("{} {route}", request.method()));
+    if !route.starts_with("/emulator/") {
+        shared.faults.delay().await;
+    }
+    next.run(request).await
+}
+
+/// Serves the router on `listener`, over TLS when a rustls configuration is given.
+pub(super) fn spawn_server(
+    shared: AppState,
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let cancel = shared.cancel.clone();
+    let tasks = shared.tasks.clone();
+    match tls {
+        None => {
+            shared.tasks.spawn(async move {
+                let serve =
+                    axum::serve(listener, router).with_graceful_shutdown(cancel.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "Emulator REST server stopped");
+                }
+            });
+        }
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            shared.tasks.spawn(async move {
+                loop {
+                    let (tcp, _) = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        accepted = listener.accept() => match accepted {
+                            Ok(a) => a,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "Emulator REST accept failed");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let acceptor = acceptor.clone();
+                    let router = router.clone();
+                    let cancel = cancel.clone();
+                    tasks.spawn(async move {
+                        let Ok(Ok(stream)) =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                                .await
+                        else {
+                            return;
+                        };
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let service = hyper_util::service::TowerToHyperService::new(router);
+                        let builder = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        );
+                        let conn = builder.serve_connection_with_upgrades(io, service);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => {}
+                            () = cancel.cancelled() => {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    }
+}
+
+/// The access token of a request, if it is valid.
+fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(ApiError::session)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("OAuth "))
+        .ok_or_else(ApiError::session)?
+        .trim();
+    match shared.tokens.lock().expect("token lock").check(token) {
+        TokenState::Valid => Ok(token.to_owned()),
+        _ => Err(ApiError::session()),
+    }
+}
+
+fn actor(shared: &Shared) -> Actor {
+    Actor {
+        user_id: shared
+            .world
+            .lock()
+            .expect("world lock")
+            .org
+            .user_id
+            .to_string(),
+        origin: format!(
+            "com/salesforce/api/rest/60.0;client={}",
+            shared.credentials.client_id
+        ),
+    }
+}
+
+fn check_version(version: &str) -> Result<(), ApiError> {
+    let ok = version
+        .strip_prefix('v')
+        .and_then(|v| v.split_once('.'))
+        .is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+async fn token(
+    State(shared): State<AppState>,
+    form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let oauth_error = |status: StatusCode, error: &str, description: &str| {
+        (
+            status,
+            Json(json!({"error": error, "error_description": description})),
+        )
+            .into_response()
+    };
+    let Ok(Form(req)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request body must be application/x-www-form-urlencoded",
+        );
+    };
+    let audiences = vec![
+        "https://login.salesforce.com".to_owned(),
+        "https://test.salesforce.com".to_owned(),
+        shared.instance_url.clone(),
+        shared.instance_url.replace("127.0.0.1", "localhost"),
+    ];
+    let username = match auth::authenticate(&shared.credentials, &req, &audiences) {
+        Ok(u) => u,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, e.error, &e.description),
+    };
+    let org15 = shared.org_id[..15].to_owned();
+    let access_token = shared.tokens.lock().expect("token lock").issue(&org15);
+    shared.mark_dirty();
+    let user_id = shared
+        .world
+        .lock()
+        .expect("world lock")
+        .org
+        .user_id
+        .to_string();
+    let id_url = format!("{}/id/{}/{}", shared.instance_url, shared.org_id, user_id);
+    let issued_at = now_ms().to_string();
+    let signature =
+        auth::response_signature(&shared.credentials.client_secret, &id_url, &issued_at);
+    tracing::debug!(%username, grant = req.grant_type.as_deref().unwrap_or(""), "Emulator issued an access token");
+    Json(json!({
+        "access_token": access_token,
+        "instance_url": shared.instance_url,
+        "id": id_url,
+        "token_type": "Bearer",
+        "issued_at": issued_at,
+        "signature": signature,
+        "scope": "api",
+    }))
+    .into_response()
+}
+
+async fn userinfo(State(shared): State<AppState>, headers: HeaderMap) -> Response {
+    if bearer(&shared, &headers).is_err() {
+        return (StatusCode::FORBIDDEN, "Bad_OAuth_Token").into_response();
+    }
+    let user_id = shared
+        .world
+        .lock()
+        .expect("world lock")
+        .org
+        .user_id
+        .to_string();
+    let username = &shared.credentials.username;
+    let base = &shared.instance_url;
+    Json(json!({
+        "sub": format!("{base}/id/{}/{user_id}", shared.org_id),
+        "user_id": user_id,
+        "organization_id": shared.org_id,
+        "preferred_username": username,
+        "nickname": "sfcdc",
+        "name": "sfcdc Integration",
+        "email": username,
+        "email_verified": true,
+        "zoneinfo": "Europe/London",
+        "locale": "en_GB",
+        "language": "en_US",
+        "active": true,
+        "user_type": "STANDARD",
+        "urls": {
+            "rest": format!("{base}/services/data/v{{version}}/"),
+            "sobjects": format!("{base}/services/data/v{{version}}/sobjects/"),
+            "query": format!("{base}/services/data/v{{version}}/query/"),
+        },
+    }))
+    .into_response()
+}
+
+async fn versions() -> Response {
+    Json(json!([
+        {"label": "Winter '24", "url": "/services/data/v60.0", "version": "60.0"},
+        {"label": "Spring '25", "url": "/services/data/v63.0", "version": "63.0"}
+    ]))
+    .into_response()
+}
+
+async fn read(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, sobject, id)): Path<(String, String, String)>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let world = shared.world.lock().expect("world lock");
+    let def = world.org.def(&sobject).ok_or_else(ApiError::not_found)?;
+    let id = Org::parse_id(&def.name, &id)?;
+    let record = world
+        .org
+        .get(&id)
+        .filter(|r| r.sobject == def.name)
+        .ok_or_else(ApiError::not_found)?;
+    let only: Option<Vec<String>> = params.get("fields").map(|f| {
+        f.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    if let Some(fields) = &only
+        && let Some(bad) = fields.iter().find(|f| def.flat_field(f).is_none())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_FIELD",
+            format!("No such column '{bad}' on sobject of type {}", def.name),
+        ));
+    }
+    Ok(Json(world.org.to_json(record, &version, only.as_deref())).into_response())
+}
+
+fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            format!("Unexpected JSON: {e}"),
+        )),
+    }
+}
+
+async fn update(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, sobject, id)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let input = body_object(&body)?;
+    let actor = actor(&shared);
+    let now = now_ms();
+    shared
+        .world
+        .lock()
+        .expect("world lock")
+        .mutate(now, |org| {
+            let id = Org::parse_id(&sobject, &id)?;
+            org.update(&sobject, &id, &input, &actor, now)
+                .map(|c| ((), c))
+        })?;
+    shared.mark_dirty();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, sobject, id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let actor = actor(&shared);
+    let now = now_ms();
+    shared
+        .world
+        .lock()
+        .expect("world lock")
+        .mutate(now, |org| {
+            let id = Org::parse_id(&sobject, &id)?;
+            org.delete(&sobject, &id, &actor, now).map(|c| ((), c))
+        })?;
+    shared.mark_dirty();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn create(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, sobject)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let input = body_object(&body)?;
+    let actor = actor(&shared);
+    let now = now_ms();
+    if sobject.eq_ignore_ascii_case(FULFILMENT_EVENT) {
+        return publish_fulfilment(&shared, &input, &actor, now);
+    }
+    let id = shared
+        .world
+        .lock()
+        .expect("world lock")
+        .mutate(now, |org| org.create(&sobject, &input, &actor, now))?;
+    shared.mark_dirty();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id.as_str(), "success": true, "errors": []})),
+    )
+        .into_response())
+}
+
+fn publish_fulfilment(
+    shared: &Shared,
+    input: &serde_json::Map<String, Value>,
+    actor: &Actor,
+    now: i64,
+) -> Result<Response, ApiError> {
+    let mut fields = BTreeMap::new();
+    for (name, raw) in input {
+        if name == "attributes" {
+            continue;
+        }
+        let Some((field, ftype)) = FULFILMENT_FIELDS
+            .iter()
+            .find(|(f, _)| f.eq_ignore_ascii_case(name))
+        else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_FIELD",
+                format!("No such column '{name}' on sobject of type {FULFILMENT_EVENT}"),
+            ));
+        };
+        let value = super::org::json_to_value(field, *ftype, raw)?;
+        if !value.is_null() {
+            fields.insert((*field).to_owned(), value);
+        }
+    }
+    let event =
+        shared
+            .world
+            .lock()
+            .expect("world lock")
+            .publish_fulfilment(fields, &actor.user_id, now);
+    shared.mark_dirty();
+    let id = crate::sfid::generate("e00", "Hs", event.replay);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": id.as_str(), "success": true, "errors": []})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct QueryParams {
+    q: Option<String>,
+}
+
+async fn query(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+    Query(params): Query<QueryParams>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let q = params.q.filter(|q| !q.trim().is_empty()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "A query string is required in the q parameter",
+        )
+    })?;
+    let parsed = soql::parse(&q)?;
+    let rows: Vec<Value> = {
+        let world = shared.world.lock().expect("world lock");
+        let (records, fields) = soql::run(&world.org, &parsed)?;
+        records
+            .into_iter()
+            .map(|r| world.org.to_json(r, &version, Some(&fields)))
+            .collect()
+    };
+    Ok(Json(page(&shared, &version, rows, 0)).into_response())
+}
+
+async fn query_more(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, cursor)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let (key, offset) = cursor
+        .rsplit_once('-')
+        .and_then(|(k, o)| o.parse::<usize>().ok().map(|o| (k.to_owned(), o)))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_QUERY_LOCATOR",
+                "invalid query locator",
+            )
+        })?;
+    let rows = shared
+        .cursors
+        .lock()
+        .expect("cursor lock")
+        .get(&key)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_QUERY_LOCATOR",
+                "invalid query locator",
+            )
+        })?;
+    Ok(Json(page_of(&version, &key, &rows, offset)).into_response())
+}
+
+/// The first page of a result; the full result is kept for `nextRecordsUrl` when it is longer.
+fn page(shared: &Shared, version: &str, rows: Vec<Value>, offset: usize) -> Value {
+    if rows.len() <= QUERY_PAGE {
+        return json!({"totalSize": rows.len(), "done": true, "records": rows});
+    }
+    let key = crate::sfid::generate("01g", "Hs", shared.next_cursor()).to_string();
+    let rows = Arc::new(rows);
+    let out = page_of(version, &key, &rows, offset);
+    shared
+        .cursors
+        .lock()
+        .expect("cursor lock")
+        .insert(key, rows);
+    out
+}
+
+fn page_of(version: &str, key: &str, rows: &[Value], offset: usize) -> Value {
+    let end = (offset + QUERY_PAGE).min(rows.len());
+    let records: Vec<Value> = rows.get(offset..end).unwrap_or_default().to_vec();
+    let mut out = json!({"totalSize": rows.len(), "done": end >= rows.len(), "records": records});
+    if end < rows.len() {
+        out["nextRecordsUrl"] = json!(format!("/services/data/{version}/query/{key}-{end}"));
+    }
+    out
+}
+
+async fn post_fault(State(shared): State<AppState>, body: axum::body::Bytes) -> Response {
+    let fault: Fault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("not a fault: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    match super::inject(&shared, fault) {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),
+    }
+}
+
+async fn clear_faults(State(shared): State<AppState>) -> Response {
+    shared.faults.clear();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRequest {
+    count: usize,
+}
+
+async fn post_bulk(State(shared): State<AppState>, body: axum::body::Bytes) -> Response {
+    let req: BulkRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("expected {{\"count\": N}}: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    if req.count > 5_000_000 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "count must be at most 5000000"})),
+        )
+            .into_response();
+    }
+    let shared2 = shared.clone();
+    let report =
+        tokio::task::spawn_blocking(move || super::bulk::generate(&shared2.world, req.count)).await;
+    shared.mark_dirty();
+    match report {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_stats(State(shared): State<AppState>) -> Response {
+    Json(super::stats_snapshot(&shared)).into_response()
+}
+
+async fn info(State(shared): State<AppState>) -> Response {
+    let world = shared.world.lock().expect("world lock");
+    let schemas: BTreeMap<String, String> = ["Order", "OrderItem", FULFILMENT_EVENT]
+        .iter()
+        .filter_map(|e| {
+            world
+                .current_schema(e)
+                .map(|s| (e.to_string(), s.id.clone()))
+        })
+        .collect();
+    Json(json!({
+        "org_id": shared.org_id,
+        "user_id": world.org.user_id.as_str(),
+        "instance_url": shared.instance_url,
+        "client_id": shared.credentials.client_id,
+        "username": shared.credentials.username,
+        "topics": super::world::all_topics(),
+        "schemas": schemas,
+        "high_water_replay_id": hex::encode(world.bus.encode_replay(world.bus.high_water())),
+    }))
+    .into_response()
+}
+
+async fn undelete(
+    State(shared): State<AppState>,
+    Path((sobject, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let mut world = shared.world.lock().expect("world lock");
+    let actor = world.internal_actor();
+    world.mutate(now, |org| {
+        let id = Org::parse_id(&sobject, &id)?;
+        org.undelete(&sobject, &id, &actor, now).map(|c| ((), c))
+    })?;
+    drop(world);
+    shared.mark_dirty();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

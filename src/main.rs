@@ -1,0 +1,59 @@
+//! The `sfcdc` binary: parses the command line, starts logging, runs the chosen job, and maps
+//! the outcome to an exit code. Everything else lives in the library.
+
+use clap::Parser;
+use sfcdc::cli::{Cli, Command};
+use sfcdc::telemetry;
+
+/// Resolves on SIGINT or SIGTERM: the only place sfcdc listens to OS signals.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let format = match telemetry::LogFormat::from_env() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sfcdc: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init(format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sfcdc: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Emulator(args) => sfcdc::cli::run_emulator(args, shutdown_signal()).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sfcdc: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
