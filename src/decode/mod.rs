@@ -5,6 +5,7 @@
 //! the emulator speak.
 
 pub mod bitmap;
+pub mod schema;
 
 use serde::{Deserialize, Serialize};
 

@@ -126,6 +126,11 @@ impl TokenStore {
         }
     }
 
+    /// Lifetime of issued tokens.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
     /// Issues a new token for the org.
     pub fn issue(&mut self, org_id_15: &str) -> String {
         let mut rng = rand::rng();

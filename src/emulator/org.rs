@@ -567,7 +567,9 @@ impl Org {
             "OrderItem" => derive_item_total(&mut after),
             _ => {}
         }
-        let mut changed_flat: Vec<&str> = Vec::new();
+        // LastModifiedDate is written by every update, so it is always a changed field, even when
+        // the clock has not moved since the previous write.
+        let mut changed_flat: Vec<&str> = vec!["LastModifiedDate"];
         for key in before.keys().chain(after.keys()) {
             if before.get(key) != after.get(key) && !changed_flat.contains(&key.as_str()) {
                 changed_flat.push(key);

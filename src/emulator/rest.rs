@@ -99,6 +99,7 @@ pub fn router(shared: AppState) -> Router {
     Router::new()
         .route("/services/oauth2/token", post(token))
         .route("/services/oauth2/userinfo", get(userinfo))
+        .route("/services/Soap/u/{version}", post(soap_login))
         .route("/id/{org}/{user}", get(userinfo))
         .route("/services/data", get(versions))
         .route("/services/data/{version}/sobjects/{sobject}", post(create))
@@ -298,6 +299,111 @@ async fn token(
         "scope": "api",
     }))
     .into_response()
+}
+
+/// Text of the first element named `name` (any namespace prefix), XML entities decoded.
+fn xml_text(xml: &str, name: &str) -> Option<String> {
+    let mut rest = xml;
+    while let Some(start) = rest.find('<') {
+        rest = &rest[start + 1..];
+        let end = rest.find('>')?;
+        let tag = &rest[..end];
+        let local = tag.split_whitespace().next()?.rsplit(':').next()?;
+        if local == name && !tag.starts_with('/') && !tag.ends_with('/') {
+            let body = &rest[end + 1..];
+            let close = body.find("</")?;
+            let raw = &body[..close];
+            return Some(
+                raw.replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&quot;", "\"")
+                    .replace("&apos;", "'")
+                    .replace("&amp;", "&"),
+            );
+        }
+    }
+    None
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// SOAP `login()` of the partner API, as the official Java and Python examples and jsforce use
+/// it: `sessionId` is an access token, `serverUrl` names the instance.
+async fn soap_login(
+    State(shared): State<AppState>,
+    Path(version): Path<String>,
+    body: String,
+) -> Response {
+    let soap = |status: StatusCode, inner: String| {
+        let xml = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns="urn:partner.soap.sforce.com" xmlns:sf="urn:fault.partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>{inner}</soapenv:Body></soapenv:Envelope>"#
+        );
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            xml,
+        )
+            .into_response()
+    };
+    let fault = |code: &str, message: &str| {
+        soap(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                r#"<soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{code}: {message}</faultstring><detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>{code}</sf:exceptionCode><sf:exceptionMessage>{message}</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault>"#
+            ),
+        )
+    };
+    let version = version.trim_end_matches('/');
+    if version.parse::<f64>().is_err() {
+        return fault(
+            "UNSUPPORTED_API_VERSION",
+            "Invalid Api version specified on URL",
+        );
+    }
+    let creds = &shared.credentials;
+    let (Some(username), Some(password)) =
+        (xml_text(&body, "username"), xml_text(&body, "password"))
+    else {
+        return fault(
+            "INVALID_LOGIN",
+            "Invalid username, password, security token; or user locked out.",
+        );
+    };
+    if username != creds.username || password != creds.password {
+        return fault(
+            "INVALID_LOGIN",
+            "Invalid username, password, security token; or user locked out.",
+        );
+    }
+    let org15 = shared.org_id[..15].to_owned();
+    let token = shared.tokens.lock().expect("token lock").issue(&org15);
+    shared.mark_dirty();
+    let user_id = shared
+        .world
+        .lock()
+        .expect("world lock")
+        .org
+        .user_id
+        .to_string();
+    let inst = &shared.instance_url;
+    let org = &shared.org_id;
+    let lifetime = shared
+        .tokens
+        .lock()
+        .expect("token lock")
+        .lifetime()
+        .as_secs();
+    let user = xml_escape(&creds.username);
+    soap(
+        StatusCode::OK,
+        format!(
+            "<loginResponse><result><metadataServerUrl>{inst}/services/Soap/m/{version}/{org}</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>false</sandbox><serverUrl>{inst}/services/Soap/u/{version}/{org}</serverUrl><sessionId>{token}</sessionId><userId>{user_id}</userId><userInfo><accessibilityMode>false</accessibilityMode><currencySymbol>£</currencySymbol><orgAttachmentFileSizeLimit>5242880</orgAttachmentFileSizeLimit><orgDefaultCurrencyIsoCode>GBP</orgDefaultCurrencyIsoCode><orgDisallowHtmlAttachments>false</orgDisallowHtmlAttachments><orgHasPersonAccounts>false</orgHasPersonAccounts><organizationId>{org}</organizationId><organizationMultiCurrency>false</organizationMultiCurrency><organizationName>sfcdc emulator</organizationName><profileId>00eHs000000AbCdIAK</profileId><roleId xsi:nil=\"true\"/><sessionSecondsValid>{lifetime}</sessionSecondsValid><userDefaultCurrencyIsoCode xsi:nil=\"true\"/><userEmail>{user}</userEmail><userFullName>sfcdc Integration</userFullName><userId>{user_id}</userId><userLanguage>en_US</userLanguage><userLocale>en_GB</userLocale><userName>{user}</userName><userTimeZone>Europe/London</userTimeZone><userType>Standard</userType><userUiSkin>Theme3</userUiSkin></userInfo></result></loginResponse>"
+        ),
+    )
 }
 
 async fn userinfo(State(shared): State<AppState>, headers: HeaderMap) -> Response {

@@ -366,6 +366,20 @@ impl EventSchema {
         buf
     }
 
+    /// A corrupt version of a payload of this schema, that every Avro decoder rejects: the
+    /// first string field declares 127 bytes but far fewer follow. (A merely truncated datum is
+    /// not enough: some decoders read a missing union index as 0, that is, as null.)
+    pub fn corrupt(&self, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20);
+        if self.kind == SchemaKind::PlatformEvent {
+            // CreatedDate (a long) comes before the first string, CreatedById.
+            avro::long(&mut out, 1);
+        }
+        avro::long(&mut out, 127);
+        out.extend_from_slice(&payload[..payload.len().min(16)]);
+        out
+    }
+
     /// Encodes a platform event from its field values; `CreatedDate` and `CreatedById` must be
     /// present.
     pub fn encode_platform(&self, values: &BTreeMap<String, FieldValue>) -> Vec<u8> {

@@ -177,14 +177,12 @@ impl World {
             .to_string()
     }
 
-    fn maybe_corrupt(&mut self, payload: Vec<u8>) -> Bytes {
+    fn maybe_corrupt(&mut self, schema: &EventSchema, payload: Vec<u8>) -> Bytes {
         if self.corrupt_next == 0 {
             return Bytes::from(payload);
         }
         self.corrupt_next -= 1;
-        // A truncated datum always fails to decode: the reader runs out of bytes.
-        let keep = payload.len() / 2;
-        Bytes::from(payload[..keep].to_vec())
+        Bytes::from(schema.corrupt(&payload))
     }
 
     /// Encodes and publishes a transaction's changes. Returns the events appended to the entity
@@ -195,7 +193,7 @@ impl World {
             let entity = change.header.entity_name.clone();
             let schema = self.current[&entity].clone();
             let encoded = schema.encode_change(&change.header, &change.values);
-            let payload = self.maybe_corrupt(encoded);
+            let payload = self.maybe_corrupt(&schema, encoded);
             let id = self.event_id();
             if let Some(e) = self.bus.append(
                 &cdc_channel(&entity),
@@ -223,7 +221,7 @@ impl World {
         let mut values = fields;
         values.insert("CreatedDate".into(), FieldValue::Long(now_ms));
         values.insert("CreatedById".into(), FieldValue::Str(user_id.to_owned()));
-        let payload = self.maybe_corrupt(schema.encode_platform(&values));
+        let payload = self.maybe_corrupt(&schema, schema.encode_platform(&values));
         let id = self.event_id();
         self.bus
             .append(
@@ -251,19 +249,19 @@ impl World {
                 "Publishing to {topic} is not allowed: only platform events can be published."
             ));
         };
-        match self.schemas.get(schema_id) {
-            Some(s) if s.entity == event => {}
+        let schema = match self.schemas.get(schema_id) {
+            Some(s) if s.entity == event => s.clone(),
             _ => {
                 return Err(format!(
                     "The schema ID {schema_id} is not valid for topic {topic}."
                 ));
             }
-        }
+        };
         let id = event_id
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| self.event_id());
         let payload = if self.corrupt_next > 0 {
-            self.maybe_corrupt(payload.to_vec())
+            self.maybe_corrupt(&schema, payload.to_vec())
         } else {
             payload
         };

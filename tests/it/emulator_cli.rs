@@ -1,0 +1,251 @@
+//! `sfcdc emulator` as a user runs it, and its `--state` file across restarts.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use sfcdc::emulator::EmulatorConfig;
+use sfcdc::proto::{ReplayPreset, TopicRequest};
+
+use crate::common::*;
+
+const ORDERS: &str = "/data/OrderChangeEvent";
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn field_of<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+}
+
+#[tokio::test]
+async fn the_binary_prints_its_addresses_and_applies_flag_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+            .args([
+                "emulator",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--rest-addr",
+                "127.0.0.1:0",
+                "--bulk",
+                "5",
+            ])
+            .args([
+                "--fault",
+                "corrupt-next",
+                "--fault",
+                "long-replay-ids",
+                "--ca-out",
+            ])
+            .arg(&ca)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sfcdc runs"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(line.starts_with("sfcdc emulator ready:"), "{line}");
+    let rest = field_of(&line, "rest").to_owned();
+    assert_eq!(field_of(&line, "ca"), ca.display().to_string());
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    assert!(ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let token: serde_json::Value = http
+        .post(format!("{rest}/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "sfcdc-demo"),
+            ("client_secret", "sfcdc-demo-secret"),
+            ("username", "demo@sfcdc.test"),
+            ("password", "demo"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(token["access_token"].as_str().unwrap().contains('!'));
+    // Start-up faults are armed after --bulk, so the five bulk events are intact and the next
+    // event is both corrupt and carries a 10-byte replay id.
+    let access = token["access_token"].as_str().unwrap().to_owned();
+    let org_id = token["id"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .rev()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let account: serde_json::Value = http
+        .get(format!("{rest}/services/data/v60.0/query"))
+        .query(&[("q", "SELECT Id FROM Account LIMIT 1")])
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let created = http
+        .post(format!("{rest}/services/data/v60.0/sobjects/Order"))
+        .bearer_auth(&access)
+        .json(&json!({"AccountId": account["records"][0]["Id"], "EffectiveDate": "2024-01-01", "Status": "Draft"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    let channel = tonic::transport::Channel::from_shared(field_of(&line, "grpc").to_owned())
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let auth = Auth {
+        token: Some(access),
+        instance: Some(rest.clone()),
+        tenant: Some(org_id),
+    };
+    let mut client = sfcdc::proto::pub_sub_client::PubSubClient::with_interceptor(channel, auth);
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Earliest, vec![], 10),
+    )
+    .await
+    .unwrap();
+    let events = sub.events(6).await;
+    assert!(events[..5].iter().all(|e| e.replay_id.len() == 8));
+    assert_eq!(events[5].replay_id.len(), 10);
+    let ev = events[5].event.as_ref().unwrap();
+    let schema = client
+        .get_schema(sfcdc::proto::SchemaRequest {
+            schema_id: ev.schema_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schema_json;
+    let schema = apache_avro::Schema::parse_str(&schema).unwrap();
+    assert!(try_decode(&schema, &mut &ev.payload[..]).is_err());
+}
+
+#[tokio::test]
+async fn bad_flags_fail_with_a_message_naming_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+        .args([
+            "emulator",
+            "--keepalive",
+            "300s",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--rest-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--keepalive"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+        .args(["emulator", "--fault", "explode"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown fault"));
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("org.json");
+    let config = || EmulatorConfig {
+        state: Some(state.clone()),
+        ..test_config()
+    };
+    let org = Org::start_with(config()).await;
+    let order = org.create_order(json!({"Name": "persisted"})).await;
+    org.fault(json!({"kind": "schema_change"})).await;
+    org.patch_order(&order, json!({"Fulfilment_Notes__c": "kept"}))
+        .await;
+    let mut client = org.client().await;
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Earliest, vec![], 10),
+    )
+    .await
+    .unwrap();
+    let before = sub.events(2).await;
+    let token = org.token.clone();
+    let Org { emu, .. } = org;
+    emu.shutdown().await;
+
+    let org = Org::start_with(config()).await;
+    // The old token still works, as a real session would.
+    let mut client = org
+        .client_with(Auth {
+            token: Some(token),
+            ..org.auth()
+        })
+        .await;
+    let (status, rec) = org
+        .rest(
+            reqwest::Method::GET,
+            &format!("/services/data/v60.0/sobjects/Order/{order}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(rec["Fulfilment_Notes__c"], "kept");
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(
+            ORDERS,
+            ReplayPreset::Custom,
+            before[0].replay_id.clone(),
+            10,
+        ),
+    )
+    .await
+    .unwrap();
+    let after = sub.events(1).await;
+    assert_eq!(after[0].replay_id, before[1].replay_id);
+    for e in &before {
+        // Both schema versions are still served.
+        org.schema_json(&mut client, &e.event.as_ref().unwrap().schema_id)
+            .await;
+    }
+    client
+        .get_topic(TopicRequest {
+            topic_name: ORDERS.into(),
+        })
+        .await
+        .unwrap();
+}

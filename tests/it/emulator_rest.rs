@@ -1,0 +1,634 @@
+//! The emulator's REST side: OAuth grants, user info, records, queries and error shapes.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use sfcdc::emulator::EmulatorConfig;
+
+use crate::common::*;
+
+async fn token_request(org: &Org, form: &[(&str, &str)]) -> (u16, Value) {
+    let resp = org
+        .http
+        .post(org.url("/services/oauth2/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+fn sign_assertion(iss: &str, sub: &str, aud: &str, exp_offset: i64) -> String {
+    let key = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt-test-key.pem"
+    ))
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"iss": iss, "sub": sub, "aud": aud, "exp": now + exp_offset});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&key).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn jwt_org() -> Org {
+    let mut config = test_config();
+    config.credentials.jwt_public_key = Some(
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt-test-key.pub.pem"
+        ))
+        .unwrap(),
+    );
+    Org::start_with(config).await
+}
+
+#[tokio::test]
+async fn oauth_grants_issue_tokens_that_work_everywhere() {
+    let org = jwt_org().await;
+    let jwt = sign_assertion(
+        "sfcdc-demo",
+        "demo@sfcdc.test",
+        "https://login.salesforce.com",
+        300,
+    );
+    let grants: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", "sfcdc-demo"),
+            ("client_secret", "sfcdc-demo-secret"),
+        ],
+        vec![
+            ("grant_type", "password"),
+            ("client_id", "sfcdc-demo"),
+            ("client_secret", "sfcdc-demo-secret"),
+            ("username", "demo@sfcdc.test"),
+            ("password", "demo"),
+        ],
+        vec![
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", jwt.as_str()),
+        ],
+    ];
+    for form in grants {
+        let (status, body) = token_request(&org, &form).await;
+        assert_eq!(status, 200, "{form:?}: {body}");
+        let token = body["access_token"].as_str().unwrap();
+        let (org_part, _) = token.split_once('!').expect("token is <org>!<random>");
+        assert_eq!(org_part, &org.emu.org_id()[..15]);
+        assert_eq!(body["instance_url"], org.emu.instance_url());
+        assert_eq!(body["token_type"], "Bearer");
+        assert!(
+            body["id"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/id/{}/", org.emu.org_id()))
+        );
+        assert!(!body["signature"].as_str().unwrap().is_empty());
+
+        let info: Value = org
+            .http
+            .get(org.url("/services/oauth2/userinfo"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["organization_id"], org.emu.org_id());
+        assert_eq!(info["preferred_username"], "demo@sfcdc.test");
+
+        // The same token works on gRPC.
+        let mut client = org
+            .client_with(Auth {
+                token: Some(token.to_owned()),
+                ..org.auth()
+            })
+            .await;
+        client
+            .get_topic(sfcdc::proto::TopicRequest {
+                topic_name: "/data/OrderChangeEvent".into(),
+            })
+            .await
+            .expect("token accepted by gRPC");
+    }
+}
+
+#[tokio::test]
+async fn oauth_failures_use_the_oauth_error_shape() {
+    let org = jwt_org().await;
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", "sfcdc-demo"),
+                ("client_secret", "wrong"),
+            ],
+            "invalid_client",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", "nobody"),
+                ("client_secret", "x"),
+            ],
+            "invalid_client_id",
+        ),
+        (
+            vec![
+                ("grant_type", "password"),
+                ("client_id", "sfcdc-demo"),
+                ("client_secret", "sfcdc-demo-secret"),
+                ("username", "demo@sfcdc.test"),
+                ("password", "nope"),
+            ],
+            "invalid_grant",
+        ),
+        (
+            vec![("grant_type", "authorization_code")],
+            "unsupported_grant_type",
+        ),
+    ];
+    for (form, error) in cases {
+        let (status, body) = token_request(&org, &form).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], error, "{form:?}");
+        assert!(body["error_description"].is_string());
+    }
+    let expired = sign_assertion(
+        "sfcdc-demo",
+        "demo@sfcdc.test",
+        "https://login.salesforce.com",
+        -3600,
+    );
+    let wrong_sub = sign_assertion(
+        "sfcdc-demo",
+        "someone@else",
+        "https://login.salesforce.com",
+        300,
+    );
+    let wrong_aud = sign_assertion("sfcdc-demo", "demo@sfcdc.test", "https://evil.example", 300);
+    let wrong_iss = sign_assertion(
+        "other-app",
+        "demo@sfcdc.test",
+        "https://login.salesforce.com",
+        300,
+    );
+    for jwt in [
+        expired,
+        wrong_sub,
+        wrong_aud,
+        wrong_iss,
+        "not.a.jwt".to_owned(),
+    ] {
+        let (status, body) = token_request(
+            &org,
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &jwt),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+    }
+    let resp = org
+        .http
+        .get(org.url("/services/oauth2/userinfo"))
+        .bearer_auth("bogus")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn jwt_grant_is_refused_without_a_configured_key() {
+    let org = Org::start().await;
+    let jwt = sign_assertion(
+        "sfcdc-demo",
+        "demo@sfcdc.test",
+        "https://login.salesforce.com",
+        300,
+    );
+    let (status, body) = token_request(
+        &org,
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &jwt),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_client");
+}
+
+#[tokio::test]
+async fn records_can_be_read_created_updated_and_deleted() {
+    let org = Org::start().await;
+    let id = org
+        .create_order(json!({"BillingCity": "Bath", "PoNumber": "PO-1"}))
+        .await;
+    let (status, rec) = org
+        .rest(
+            Method::GET,
+            &format!("/services/data/v60.0/sobjects/Order/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(rec["attributes"]["type"], "Order");
+    assert_eq!(rec["Id"], id);
+    assert_eq!(rec["Status"], "Draft");
+    assert_eq!(rec["BillingCity"], "Bath");
+    assert_eq!(rec["BillingAddress"]["city"], "Bath");
+    assert_eq!(rec["EffectiveDate"], "2024-06-01");
+    assert!(rec["CreatedDate"].as_str().unwrap().ends_with("+0000"));
+    assert_eq!(rec["Activation_Status__c"], Value::Null);
+    assert_eq!(rec["OrderNumber"].as_str().unwrap().len(), 8);
+
+    // 15-character ids are accepted, and ?fields= limits the answer.
+    let (status, rec) = org
+        .rest(
+            Method::GET,
+            &format!(
+                "/services/data/v60.0/sobjects/Order/{}?fields=Status,PoNumber",
+                &id[..15]
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rec.as_object().unwrap().len(),
+        3,
+        "attributes + 2 fields: {rec}"
+    );
+
+    org.patch_order(
+        &id,
+        json!({"Status": "Approved", "Activation_Status__c": "Activating"}),
+    )
+    .await;
+    let (_, rec) = org
+        .rest(
+            Method::GET,
+            &format!("/services/data/v60.0/sobjects/Order/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(rec["Status"], "Approved");
+    assert_eq!(rec["Activation_Status__c"], "Activating");
+
+    let (status, _) = org
+        .rest(
+            Method::DELETE,
+            &format!("/services/data/v60.0/sobjects/Order/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = org
+        .rest(
+            Method::GET,
+            &format!("/services/data/v60.0/sobjects/Order/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body[0]["errorCode"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn errors_use_the_salesforce_shape() {
+    let org = Org::start().await;
+    let id = org.create_order(json!({})).await;
+    let path = format!("/services/data/v60.0/sobjects/Order/{id}");
+    let cases: Vec<(Method, String, Option<Value>, u16, &str)> = vec![
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"Nope__c": 1})),
+            400,
+            "INVALID_FIELD",
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"OrderNumber": "1"})),
+            400,
+            "INVALID_FIELD_FOR_INSERT_UPDATE",
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"Status": "Exploded"})),
+            400,
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(json!({"EffectiveDate": 5})),
+            400,
+            "JSON_PARSER_ERROR",
+        ),
+        (
+            Method::PATCH,
+            path.clone(),
+            Some(json!([1, 2])),
+            400,
+            "JSON_PARSER_ERROR",
+        ),
+        (
+            Method::GET,
+            "/services/data/v60.0/sobjects/Order/bad-id".into(),
+            None,
+            400,
+            "MALFORMED_ID",
+        ),
+        (
+            Method::GET,
+            "/services/data/v60.0/sobjects/Widget__c/801Hs0000000Q0vIAE".into(),
+            None,
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            Method::POST,
+            "/services/data/v60.0/sobjects/Order".into(),
+            Some(json!({"Status": "Draft"})),
+            400,
+            "REQUIRED_FIELD_MISSING",
+        ),
+        (
+            Method::POST,
+            "/services/data/v60.0/sobjects/Order".into(),
+            Some(
+                json!({"AccountId": "001Hs0000000000AAA", "EffectiveDate": "2024-01-01", "Status": "Draft"}),
+            ),
+            400,
+            "FIELD_INTEGRITY_EXCEPTION",
+        ),
+        (
+            Method::GET,
+            "/services/data/latest/sobjects/Order/x".into(),
+            None,
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            Method::GET,
+            "/services/data/v60.0/query?q=DELETE+FROM+Order".into(),
+            None,
+            400,
+            "MALFORMED_QUERY",
+        ),
+        (
+            Method::GET,
+            "/services/data/v60.0/query?q=SELECT+Id+FROM+Widget".into(),
+            None,
+            400,
+            "INVALID_TYPE",
+        ),
+        (
+            Method::GET,
+            "/services/data/v60.0/query?q=SELECT+Nope+FROM+Order".into(),
+            None,
+            400,
+            "INVALID_FIELD",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, resp) = org.rest(method.clone(), &path, body).await;
+        assert_eq!(got, status, "{method} {path}: {resp}");
+        assert_eq!(resp[0]["errorCode"], code, "{method} {path}: {resp}");
+        assert!(resp[0]["message"].is_string());
+    }
+    // No token, or an expired one: 401 INVALID_SESSION_ID.
+    let resp = org.http.get(org.url(&path)).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body[0]["errorCode"], "INVALID_SESSION_ID");
+}
+
+#[tokio::test]
+async fn queries_by_id_id_list_account_and_last_modified() {
+    let org = Org::start().await;
+    let account = org.first_account().await;
+    let a = org.create_order(json!({"Name": "A"})).await;
+    let b = org.create_order(json!({"Name": "B"})).await;
+
+    let r = org
+        .query(&format!(
+            "SELECT Id, Name, Status FROM Order WHERE Id = '{a}'"
+        ))
+        .await;
+    assert_eq!(r["totalSize"], 1);
+    assert_eq!(r["done"], true);
+    assert_eq!(r["records"][0]["Name"], "A");
+    assert!(
+        r["records"][0]["attributes"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&a)
+    );
+
+    let r = org
+        .query(&format!(
+            "SELECT Id FROM Order WHERE Id IN ('{a}', '{}')",
+            &b[..15]
+        ))
+        .await;
+    assert_eq!(r["totalSize"], 2, "15-character ids match too");
+
+    let r = org
+        .query(&format!(
+            "SELECT Id, AccountId FROM Order WHERE AccountId = '{account}'"
+        ))
+        .await;
+    let n = r["totalSize"].as_u64().unwrap();
+    assert!(n >= 2);
+    assert!(
+        r["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["AccountId"] == account.as_str())
+    );
+
+    org.patch_order(&a, json!({"Description": "touched"})).await;
+    let (_, rec) = org
+        .rest(
+            Method::GET,
+            &format!("/services/data/v60.0/sobjects/Order/{a}"),
+            None,
+        )
+        .await;
+    let a_modified = rec["LastModifiedDate"].as_str().unwrap().to_owned();
+    let ids = |r: &Value| -> Vec<String> {
+        r["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["Id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let r = org.query(&format!("SELECT Id FROM Order WHERE LastModifiedDate >= {a_modified} ORDER BY LastModifiedDate DESC")).await;
+    assert_eq!(ids(&r)[0], a);
+    let r = org
+        .query(&format!(
+            "SELECT Id FROM Order WHERE LastModifiedDate > {a_modified}"
+        ))
+        .await;
+    assert!(!ids(&r).contains(&a));
+    let r = org
+        .query("SELECT Id FROM Order WHERE LastModifiedDate < 2000-01-01T00:00:00Z")
+        .await;
+    assert_eq!(r["totalSize"], 0);
+}
+
+#[tokio::test]
+async fn long_query_results_are_paged() {
+    let org = Org::start().await;
+    org.emu.bulk(8000);
+    let mut r = org.query("SELECT Id FROM Order").await;
+    let total = r["totalSize"].as_u64().unwrap() as usize;
+    assert!(total > 2000);
+    let mut seen = r["records"].as_array().unwrap().len();
+    assert_eq!(seen, 2000);
+    while let Some(next) = r["nextRecordsUrl"].as_str() {
+        assert_eq!(r["done"], false);
+        let (status, page) = org.rest(Method::GET, next, None).await;
+        assert_eq!(status, 200);
+        seen += page["records"].as_array().unwrap().len();
+        r = page;
+    }
+    assert_eq!(r["done"], true);
+    assert_eq!(seen, total);
+}
+
+#[tokio::test]
+async fn control_api_rejects_bad_requests_clearly() {
+    let org = Org::start_with(EmulatorConfig { ..test_config() }).await;
+    for body in [
+        json!({"kind": "explode"}),
+        json!({"kind": "delay"}),
+        json!({"kind": "gap", "change_type": "UPDATE"}),
+        json!("x"),
+    ] {
+        let resp = org
+            .http
+            .post(org.url("/emulator/faults"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"].is_string());
+    }
+    let resp = org
+        .http
+        .post(org.url("/emulator/faults"))
+        .json(&json!({"kind": "schema_change", "field": "Bad Name"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = org
+        .http
+        .post(org.url("/emulator/bulk"))
+        .json(&json!({"count": "many"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let info: Value = org
+        .http
+        .get(org.url("/emulator/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["org_id"], org.emu.org_id());
+    assert!(
+        info.get("client_secret").is_none(),
+        "the info endpoint does not echo secrets"
+    );
+}
+
+#[tokio::test]
+async fn soap_login_returns_a_session_and_faults_on_bad_passwords() {
+    let org = Org::start().await;
+    let envelope = |password: &str| {
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8" ?><env:Envelope xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"><env:Body><n1:login xmlns:n1="urn:partner.soap.sforce.com"><n1:username>demo@sfcdc.test</n1:username><n1:password>{password}</n1:password></n1:login></env:Body></env:Envelope>"#
+        )
+    };
+    let resp = org
+        .http
+        .post(org.url("/services/Soap/u/60.0"))
+        .header("SOAPAction", "login")
+        .header("Content-Type", "text/xml")
+        .body(envelope("demo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let xml = resp.text().await.unwrap();
+    let between = |a: &str, b: &str| {
+        xml.split(a)
+            .nth(1)
+            .unwrap()
+            .split(b)
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let session = between("<sessionId>", "</sessionId>");
+    assert!(between("<serverUrl>", "</serverUrl>").starts_with(org.emu.instance_url()));
+    assert_eq!(
+        between("<organizationId>", "</organizationId>"),
+        org.emu.org_id()
+    );
+    assert_eq!(
+        between("<sessionSecondsValid>", "</sessionSecondsValid>"),
+        "7200"
+    );
+    let mut client = org
+        .client_with(Auth {
+            token: Some(session),
+            ..org.auth()
+        })
+        .await;
+    client
+        .get_topic(sfcdc::proto::TopicRequest {
+            topic_name: "/data/OrderChangeEvent".into(),
+        })
+        .await
+        .expect("the session id is an access token");
+
+    let resp = org
+        .http
+        .post(org.url("/services/Soap/u/60.0"))
+        .body(envelope("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let xml = resp.text().await.unwrap();
+    assert!(
+        xml.contains("<faultcode>sf:INVALID_LOGIN</faultcode>"),
+        "{xml}"
+    );
+}
