@@ -121,7 +121,7 @@ async fn create_update_delete_undelete_round_trip_through_avro() {
     for e in &d {
         let h = e.header();
         assert_eq!(string(field(h, "entityName")), "Order");
-        assert_eq!(strings(field(h, "recordIds")), [id.clone()]);
+        assert_eq!(strings(field(h, "recordIds")), std::slice::from_ref(&id));
         assert!(string(field(h, "changeOrigin")).starts_with("com/salesforce/api/"));
         assert_eq!(string(field(h, "transactionKey")).len(), 36);
         assert_eq!(field(h, "sequenceNumber"), &Avro::Int(1));
