@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Payloads and replay ids stay `Bytes` end to end: decoding slices strings out of the
+        // payload instead of copying them.
+        .bytes(".")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -14,6 +14,11 @@
 //! Both directions are pure functions over a [`FieldLayout`], which is derived once per schema.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A field name as the decoder hands it out: shared with the layout, so decoding a bitmap
+/// allocates no strings.
+pub type FieldName = Arc<str>;
 
 /// The field names a bitmap indexes: the top-level fields of one writer schema, and for each
 /// record-typed field the names of its nested fields.
@@ -24,8 +29,9 @@ pub struct FieldLayout {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct LayoutField {
-    name: String,
-    children: Option<Vec<String>>,
+    name: FieldName,
+    /// Nested field names, and their `Parent.Child` paths.
+    children: Option<Vec<(FieldName, FieldName)>>,
 }
 
 impl FieldLayout {
@@ -36,6 +42,15 @@ impl FieldLayout {
 
     /// Appends the next top-level field; `children` is `Some` for compound (record) fields.
     pub fn push(&mut self, name: impl Into<String>, children: Option<Vec<String>>) {
+        let name: String = name.into();
+        let children = children.map(|cs| {
+            cs.into_iter()
+                .map(|c| {
+                    let path: FieldName = format!("{name}.{c}").into();
+                    (FieldName::from(c), path)
+                })
+                .collect()
+        });
         self.fields.push(LayoutField {
             name: name.into(),
             children,
@@ -53,17 +68,22 @@ impl FieldLayout {
     }
 
     /// Name of the top-level field at `index`.
-    pub fn name(&self, index: usize) -> Option<&str> {
-        self.fields.get(index).map(|f| f.name.as_str())
+    pub fn name(&self, index: usize) -> Option<&FieldName> {
+        self.fields.get(index).map(|f| &f.name)
     }
 
     /// Position of a top-level field.
     pub fn position(&self, name: &str) -> Option<usize> {
-        self.fields.iter().position(|f| f.name == name)
+        self.fields.iter().position(|f| &*f.name == name)
     }
 
     /// Nested field names of the compound field at `index`, if it is one.
-    pub fn children(&self, index: usize) -> Option<&[String]> {
+    pub fn children(&self, index: usize) -> Option<Vec<&str>> {
+        let children = self.fields.get(index)?.children.as_ref()?;
+        Some(children.iter().map(|(c, _)| &**c).collect())
+    }
+
+    fn nested(&self, index: usize) -> Option<&[(FieldName, FieldName)]> {
         self.fields.get(index)?.children.as_deref()
     }
 }
@@ -113,19 +133,23 @@ fn strip_hex_prefix(s: &str) -> Option<&str> {
 
 /// Decodes a bitmap array into field names, top-level fields first (in schema order), then
 /// nested fields as `Parent.Child` in the order of the array.
-pub fn decode(layout: &FieldLayout, values: &[String]) -> Result<Vec<String>, BitmapError> {
+pub fn decode<S: AsRef<str>>(
+    layout: &FieldLayout,
+    values: &[S],
+) -> Result<Vec<FieldName>, BitmapError> {
     let mut top = Vec::new();
     let mut nested = Vec::new();
     for value in values {
+        let value = value.as_ref();
         if let Some(hex) = strip_hex_prefix(value) {
             for_each_bit(hex, value, |i| {
                 if let Some(name) = layout.name(i) {
-                    top.push(name.to_owned());
+                    top.push(name.clone());
                 }
             })?;
         } else if let Some((parent, rest)) = value.split_once('-') {
             let position: usize = parent.parse().map_err(|_| BitmapError::BadParent {
-                element: value.clone(),
+                element: value.to_owned(),
             })?;
             let hex = strip_hex_prefix(rest).unwrap_or(rest);
             let Some(parent_name) = layout.name(position) else {
@@ -134,21 +158,21 @@ pub fn decode(layout: &FieldLayout, values: &[String]) -> Result<Vec<String>, Bi
                 for_each_bit(hex, value, |_| {})?;
                 continue;
             };
-            match layout.children(position) {
+            match layout.nested(position) {
                 Some(children) => for_each_bit(hex, value, |i| {
-                    if let Some(child) = children.get(i) {
-                        nested.push(format!("{parent_name}.{child}"));
+                    if let Some((_, path)) = children.get(i) {
+                        nested.push(path.clone());
                     }
                 })?,
                 // A nested entry on a scalar field still says the field changed.
                 None => {
                     for_each_bit(hex, value, |_| {})?;
-                    nested.push(parent_name.to_owned());
+                    nested.push(parent_name.clone());
                 }
             }
         } else {
             // Defensive, as in the reference decoders: a plain field name passes through.
-            nested.push(value.clone());
+            nested.push(FieldName::from(value));
         }
     }
     top.extend(nested);
@@ -190,8 +214,8 @@ pub fn encode<'a>(layout: &FieldLayout, paths: impl IntoIterator<Item = &'a str>
                     continue;
                 };
                 let Some(c) = layout
-                    .children(p)
-                    .and_then(|cs| cs.iter().position(|n| n == child))
+                    .nested(p)
+                    .and_then(|cs| cs.iter().position(|(n, _)| &**n == child))
                 else {
                     continue;
                 };
@@ -350,7 +374,11 @@ mod tests {
 
     fn dec(layout: &FieldLayout, input: &[&str]) -> Vec<String> {
         let v: Vec<String> = input.iter().map(|s| s.to_string()).collect();
-        decode(layout, &v).unwrap()
+        decode(layout, &v)
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! Decoding of Pub/Sub API payloads: Avro with each event's writer schema, and the
 //! ChangeEventHeader field bitmaps.
 //!
-//! This module owns the vocabulary of change events ([`ChangeType`]) that both the subscriber and
-//! the emulator speak.
+//! [`avro`] compiles a writer schema into a decoding plan once; [`event`] turns a payload into a
+//! [`ChangeEvent`] or a [`PlatformEvent`]; [`bitmap`] expands `changedFields` and friends into
+//! names. This module also owns the vocabulary of change events ([`ChangeType`]) that both the
+//! subscriber and the emulator speak. Decoding is pure and never panics on input.
 
+pub mod avro;
 pub mod bitmap;
+pub mod event;
 pub mod schema;
+
+pub use event::{
+    ChangeEvent, CompiledSchema, DecodeError, DecodedEvent, EventBody, FailedEvent, PlatformEvent,
+    ReplayId,
+};
 
 use serde::{Deserialize, Serialize};
 

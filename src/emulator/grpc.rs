@@ -352,19 +352,19 @@ fn publish_one(shared: &Shared, req: PublishRequest, rpc: &str) -> Result<Publis
             world.publish_raw(
                 &topic,
                 &ev.schema_id,
-                Bytes::from(ev.payload),
+                ev.payload,
                 Some(correlation_key.clone()),
                 now,
             )
         };
         results.push(match outcome {
             Ok(stored) => PublishResult {
-                replay_id: stored.replay_bytes.to_vec(),
+                replay_id: stored.replay_bytes.clone(),
                 error: None,
                 correlation_key,
             },
             Err(msg) => PublishResult {
-                replay_id: Vec::new(),
+                replay_id: Bytes::new(),
                 error: Some(crate::proto::Error {
                     code: ErrorCode::Publish as i32,
                     msg,
@@ -481,17 +481,13 @@ impl Session {
                                     event: Some(ProducerEvent {
                                         id: e.event_id.clone(),
                                         schema_id: e.schema_id.clone(),
-                                        payload: e.payload.to_vec(),
+                                        payload: e.payload.clone(),
                                         headers: Vec::new(),
                                     }),
-                                    replay_id: e.replay_bytes.to_vec(),
+                                    replay_id: e.replay_bytes.clone(),
                                 })
                                 .collect(),
-                            latest_replay_id: batch
-                                .last()
-                                .expect("non-empty")
-                                .replay_bytes
-                                .to_vec(),
+                            latest_replay_id: batch.last().expect("non-empty").replay_bytes.clone(),
                             rpc_id: new_rpc_id(),
                             pending_num_requested: pending,
                         };
@@ -551,7 +547,7 @@ impl Session {
                     shared.faults.delay().await;
                     let response = FetchResponse {
                         events: Vec::new(),
-                        latest_replay_id: latest.to_vec(),
+                        latest_replay_id: latest,
                         rpc_id: new_rpc_id(),
                         pending_num_requested: pending,
                     };

@@ -229,7 +229,7 @@ async fn state_survives_a_restart() {
         fetch(
             ORDERS,
             ReplayPreset::Custom,
-            before[0].replay_id.clone(),
+            before[0].replay_id.to_vec(),
             10,
         ),
     )

@@ -30,7 +30,11 @@ impl Decoded {
 
     fn bitmap(&self, name: &str) -> Vec<String> {
         let raw = strings(field(self.header(), name));
-        bitmap::decode(&self.layout, &raw).expect("bitmap decodes")
+        bitmap::decode(&self.layout, &raw)
+            .expect("bitmap decodes")
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
     }
 
     fn raw_bitmap(&self, name: &str) -> Vec<String> {

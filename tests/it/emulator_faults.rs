@@ -40,9 +40,12 @@ async fn disconnect_after_n_events_ends_the_stream_mid_batch() {
     );
     // One-shot: resuming after the last event received gets the rest.
     let last = first.events.last().unwrap().replay_id.clone();
-    let mut sub = Sub::open(&mut client, fetch(ORDERS, ReplayPreset::Custom, last, 100))
-        .await
-        .unwrap();
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Custom, last.to_vec(), 100),
+    )
+    .await
+    .unwrap();
     assert_eq!(sub.events(13).await.len(), 13);
 }
 
@@ -358,7 +361,7 @@ async fn long_replay_ids_have_ten_bytes_and_resume_exactly() {
         fetch(
             ORDERS,
             ReplayPreset::Custom,
-            events[0].replay_id.clone(),
+            events[0].replay_id.to_vec(),
             10,
         ),
     )
@@ -384,7 +387,12 @@ async fn expire_events_makes_stored_replay_ids_expired() {
     org.fault(json!({"kind": "expire_events"})).await;
     let mut sub = Sub::open(
         &mut client,
-        fetch(ORDERS, ReplayPreset::Custom, events[0].replay_id.clone(), 1),
+        fetch(
+            ORDERS,
+            ReplayPreset::Custom,
+            events[0].replay_id.to_vec(),
+            1,
+        ),
     )
     .await
     .unwrap();

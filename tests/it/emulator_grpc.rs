@@ -284,7 +284,7 @@ async fn replay_presets_latest_earliest_and_custom() {
     // CUSTOM starts strictly after the given id.
     let mut custom = Sub::open(
         &mut client,
-        fetch(ORDERS, ReplayPreset::Custom, all[4].replay_id.clone(), 100),
+        fetch(ORDERS, ReplayPreset::Custom, all[4].replay_id.to_vec(), 100),
     )
     .await
     .unwrap();
@@ -359,7 +359,7 @@ async fn retention_expires_old_replay_ids() {
     .expect("events are purged");
     let mut sub = Sub::open(
         &mut client,
-        fetch(ORDERS, ReplayPreset::Custom, old[0].replay_id.clone(), 1),
+        fetch(ORDERS, ReplayPreset::Custom, old[0].replay_id.to_vec(), 1),
     )
     .await
     .unwrap();
@@ -372,7 +372,7 @@ async fn retention_expires_old_replay_ids() {
     // The newest purged id is still a valid position.
     let mut sub = Sub::open(
         &mut client,
-        fetch(ORDERS, ReplayPreset::Custom, old[1].replay_id.clone(), 1),
+        fetch(ORDERS, ReplayPreset::Custom, old[1].replay_id.to_vec(), 1),
     )
     .await
     .unwrap();
@@ -405,7 +405,7 @@ async fn keepalive_carries_latest_replay_id_while_events_are_owed() {
         fetch(
             ORDERS,
             ReplayPreset::Custom,
-            ka.latest_replay_id.clone(),
+            ka.latest_replay_id.to_vec(),
             10,
         ),
     )
@@ -521,7 +521,7 @@ async fn platform_events_publish_over_grpc_and_stream() {
             ),
         ),
     ]);
-    let payload = encode(&schema, record);
+    let payload = bytes::Bytes::from(encode(&schema, record));
 
     let mut sub = Sub::open(&mut client, fetch(topic, ReplayPreset::Latest, vec![], 10))
         .await

@@ -216,7 +216,7 @@ pub fn fetch(topic: &str, preset: ReplayPreset, replay_id: Vec<u8>, n: i32) -> F
     FetchRequest {
         topic_name: topic.to_owned(),
         replay_preset: preset as i32,
-        replay_id,
+        replay_id: replay_id.into(),
         num_requested: n,
         auth_refresh: String::new(),
     }

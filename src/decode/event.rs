@@ -1,0 +1,456 @@
+//! Decoded events: change events with their header and field names, and platform events.
+//!
+//! A [`CompiledSchema`] is built once per schema id from the JSON `GetSchema` returns: the
+//! decoding plan, the bitmap layout, and the positions of the ChangeEventHeader fields. Every
+//! event is decoded with the schema its own `schema_id` names, never the topic's.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use compact_str::CompactString;
+use serde::Serialize;
+
+use super::ChangeType;
+use super::avro::{AvroError, Plan, Record, Value};
+use super::bitmap::{self, BitmapError, FieldLayout, FieldName};
+
+/// A replay id: opaque bytes, stored and sent back exactly as received (8 or 10 bytes in
+/// practice). Only its display is numeric.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct ReplayId(pub Bytes);
+
+impl ReplayId {
+    /// Wraps raw bytes.
+    pub fn new(bytes: impl Into<Bytes>) -> Self {
+        ReplayId(bytes.into())
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Lower-case hex of the bytes.
+    pub fn to_hex(&self) -> String {
+        hex::encode(&self.0)
+    }
+
+    /// Parses the hex form.
+    pub fn from_hex(s: &str) -> Result<Self, hex::FromHexError> {
+        hex::decode(s).map(|b| ReplayId(Bytes::from(b)))
+    }
+
+    /// The first 8 bytes as a big-endian number, for display and ordering in logs.
+    pub fn position(&self) -> Option<u64> {
+        self.0
+            .get(..8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for ReplayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReplayId({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for ReplayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for ReplayId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+/// Why one event could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The schema JSON is not valid Avro.
+    #[error("invalid schema: {0}")]
+    Schema(String),
+    /// The payload does not match its schema.
+    #[error("payload does not decode: {0}")]
+    Payload(#[from] AvroError),
+    /// A header field is missing or of the wrong type.
+    #[error("ChangeEventHeader.{0} is missing or has the wrong type")]
+    Header(&'static str),
+    /// A header bitmap is malformed.
+    #[error("bitmap: {0}")]
+    Bitmap(#[from] BitmapError),
+    /// The schema this event names does not exist.
+    #[error("schema {0} is unknown to the server")]
+    UnknownSchema(String),
+}
+
+impl DecodeError {
+    /// A short, fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Schema(_) => "schema",
+            DecodeError::Payload(_) => "payload",
+            DecodeError::Header(_) => "header",
+            DecodeError::Bitmap(_) => "bitmap",
+            DecodeError::UnknownSchema(_) => "unknown_schema",
+        }
+    }
+}
+
+/// A change event (reference §3).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    /// `entityName`.
+    pub entity: CompactString,
+    /// `recordIds` (empty for `GAP_OVERFLOW`).
+    pub record_ids: Vec<CompactString>,
+    /// `changeType`.
+    pub change_type: ChangeType,
+    /// `changeOrigin`.
+    pub change_origin: CompactString,
+    /// `transactionKey`.
+    pub transaction_key: CompactString,
+    /// `sequenceNumber`.
+    pub sequence_number: i32,
+    /// `commitTimestamp`, epoch milliseconds.
+    pub commit_timestamp: i64,
+    /// `commitNumber`: an integer that can exceed 2^53.
+    pub commit_number: i64,
+    /// `commitUser`.
+    pub commit_user: CompactString,
+    /// `changedFields`, as names (`Parent.Child` for compound fields).
+    pub changed_fields: Vec<FieldName>,
+    /// `nulledFields`, as names.
+    pub nulled_fields: Vec<FieldName>,
+    /// `diffFields`, as names.
+    pub diff_fields: Vec<FieldName>,
+    /// The record's field values (the header slot is `Null`).
+    pub fields: Record,
+}
+
+impl ChangeEvent {
+    /// Whether a field is in `changedFields` (or, for compound fields, any component is).
+    pub fn changed(&self, field: &str) -> bool {
+        self.changed_fields.iter().any(|f| {
+            &**f == field
+                || (f.len() > field.len()
+                    && f.starts_with(field)
+                    && f.as_bytes()[field.len()] == b'.')
+        })
+    }
+
+    /// Whether a field is in `nulledFields`.
+    pub fn nulled(&self, field: &str) -> bool {
+        self.nulled_fields.iter().any(|f| &**f == field)
+    }
+
+    /// A field's value if the event really carries it: changed (with its new value) or nulled
+    /// (as `Null`). `None` means the event says nothing about the field.
+    pub fn carried(&self, field: &str) -> Option<&Value> {
+        if self.nulled(field) {
+            return Some(&Value::Null);
+        }
+        if self.changed(field) || self.change_type == ChangeType::Create {
+            return self.fields.get(field);
+        }
+        None
+    }
+}
+
+/// A platform event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlatformEvent {
+    /// The topic it arrived on.
+    pub topic: Arc<str>,
+    /// The event's fields (`CreatedDate`, `CreatedById`, custom fields).
+    pub fields: Record,
+}
+
+/// The body of a decoded event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    /// A change event.
+    Change(ChangeEvent),
+    /// A platform event.
+    Platform(PlatformEvent),
+}
+
+/// One decoded event with its envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedEvent {
+    /// Replay id, exactly as received.
+    pub replay_id: ReplayId,
+    /// Schema the payload was decoded with.
+    pub schema_id: Arc<str>,
+    /// `ProducerEvent.id` (a UUID).
+    pub event_id: String,
+    /// The event.
+    pub body: EventBody,
+}
+
+/// One event that could not be decoded, kept whole for quarantine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedEvent {
+    /// Replay id, exactly as received.
+    pub replay_id: ReplayId,
+    /// Schema id the event named.
+    pub schema_id: String,
+    /// `ProducerEvent.id`.
+    pub event_id: String,
+    /// The raw payload.
+    pub payload: Bytes,
+    /// Why it failed.
+    pub error: DecodeError,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeaderPositions {
+    entity: usize,
+    record_ids: usize,
+    change_type: usize,
+    change_origin: usize,
+    transaction_key: usize,
+    sequence_number: usize,
+    commit_timestamp: usize,
+    commit_number: usize,
+    commit_user: usize,
+    nulled: usize,
+    diff: usize,
+    changed: usize,
+}
+
+/// Everything needed to decode events of one schema id.
+#[derive(Debug)]
+pub struct CompiledSchema {
+    /// The schema id.
+    pub id: Arc<str>,
+    plan: Plan,
+    layout: FieldLayout,
+    header: Option<HeaderPositions>,
+}
+
+impl CompiledSchema {
+    /// Parses and compiles schema JSON.
+    pub fn compile(id: &str, json: &str) -> Result<CompiledSchema, DecodeError> {
+        let schema =
+            apache_avro::Schema::parse_str(json).map_err(|e| DecodeError::Schema(e.to_string()))?;
+        let plan = Plan::compile(&schema)?;
+        let layout = super::schema::field_layout(&schema)
+            .ok_or_else(|| DecodeError::Schema("not a record".into()))?;
+        let root = plan.root();
+        let header = match root.position("ChangeEventHeader") {
+            Some(0) => {
+                let h = root.nested(0).ok_or(DecodeError::Header("(record)"))?;
+                let p = |name: &'static str| h.position(name).ok_or(DecodeError::Header(name));
+                Some(HeaderPositions {
+                    entity: p("entityName")?,
+                    record_ids: p("recordIds")?,
+                    change_type: p("changeType")?,
+                    change_origin: p("changeOrigin")?,
+                    transaction_key: p("transactionKey")?,
+                    sequence_number: p("sequenceNumber")?,
+                    commit_timestamp: p("commitTimestamp")?,
+                    commit_number: p("commitNumber")?,
+                    commit_user: p("commitUser")?,
+                    nulled: p("nulledFields")?,
+                    diff: p("diffFields")?,
+                    changed: p("changedFields")?,
+                })
+            }
+            _ => None,
+        };
+        Ok(CompiledSchema {
+            id: Arc::from(id),
+            plan,
+            layout,
+            header,
+        })
+    }
+
+    /// Whether events of this schema are change events.
+    pub fn is_change_event(&self) -> bool {
+        self.header.is_some()
+    }
+
+    /// The bitmap layout.
+    pub fn layout(&self) -> &FieldLayout {
+        &self.layout
+    }
+
+    /// Decodes one payload.
+    pub fn decode(&self, topic: &Arc<str>, payload: &Bytes) -> Result<EventBody, DecodeError> {
+        let mut record = self.plan.decode(payload)?;
+        let Some(h) = self.header else {
+            return Ok(EventBody::Platform(PlatformEvent {
+                topic: topic.clone(),
+                fields: record,
+            }));
+        };
+        let Value::Record(mut header) = record.take(0) else {
+            return Err(DecodeError::Header("(record)"));
+        };
+        let string = |v: Value, name: &'static str| match v {
+            Value::String(s) => Ok(s),
+            _ => Err(DecodeError::Header(name)),
+        };
+        let strings = |v: Value, name: &'static str| match v {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s),
+                    _ => Err(DecodeError::Header(name)),
+                })
+                .collect::<Result<Vec<_>, _>>(),
+            _ => Err(DecodeError::Header(name)),
+        };
+        let long = |v: Value, name: &'static str| match v {
+            Value::Long(n) => Ok(n),
+            Value::Int(n) => Ok(i64::from(n)),
+            _ => Err(DecodeError::Header(name)),
+        };
+        let change_type = match header.take(h.change_type) {
+            Value::Enum(s) => {
+                ChangeType::from_symbol(&s).ok_or(DecodeError::Header("changeType"))?
+            }
+            Value::String(s) => {
+                ChangeType::from_symbol(&s).ok_or(DecodeError::Header("changeType"))?
+            }
+            _ => return Err(DecodeError::Header("changeType")),
+        };
+        let nulled = strings(header.take(h.nulled), "nulledFields")?;
+        let diff = strings(header.take(h.diff), "diffFields")?;
+        let changed = strings(header.take(h.changed), "changedFields")?;
+        let names =
+            |v: Vec<CompactString>| -> Result<_, BitmapError> { bitmap::decode(&self.layout, &v) };
+        Ok(EventBody::Change(ChangeEvent {
+            entity: string(header.take(h.entity), "entityName")?,
+            record_ids: strings(header.take(h.record_ids), "recordIds")?,
+            change_type,
+            change_origin: string(header.take(h.change_origin), "changeOrigin")?,
+            transaction_key: string(header.take(h.transaction_key), "transactionKey")?,
+            sequence_number: i32::try_from(long(header.take(h.sequence_number), "sequenceNumber")?)
+                .map_err(|_| DecodeError::Header("sequenceNumber"))?,
+            commit_timestamp: long(header.take(h.commit_timestamp), "commitTimestamp")?,
+            commit_number: long(header.take(h.commit_number), "commitNumber")?,
+            commit_user: string(header.take(h.commit_user), "commitUser")?,
+            changed_fields: names(changed)?,
+            nulled_fields: names(nulled)?,
+            diff_fields: names(diff)?,
+            fields: record,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema of reference §3.5's real payload: the header, then 49 nullable fields of
+    /// which #7 is a long and #13 a string (the rest are never set in that payload).
+    fn real_payload_schema() -> String {
+        let mut fields = vec![r#"{"name":"ChangeEventHeader","type":{"type":"record","name":"ChangeEventHeader","fields":[
+            {"name":"entityName","type":"string"},{"name":"recordIds","type":{"type":"array","items":"string"}},
+            {"name":"changeType","type":{"type":"enum","name":"ChangeType","namespace":"","symbols":["CREATE","UPDATE","DELETE","UNDELETE","GAP_CREATE","GAP_UPDATE","GAP_DELETE","GAP_UNDELETE","GAP_OVERFLOW"]}},
+            {"name":"changeOrigin","type":"string"},{"name":"transactionKey","type":"string"},{"name":"sequenceNumber","type":"int"},
+            {"name":"commitTimestamp","type":"long"},{"name":"commitNumber","type":"long"},{"name":"commitUser","type":"string"},
+            {"name":"nulledFields","type":{"type":"array","items":"string"}},{"name":"diffFields","type":{"type":"array","items":"string"}},
+            {"name":"changedFields","type":{"type":"array","items":"string"}}]}}"#
+            .to_string()];
+        for i in 1..=49 {
+            let t = if i == 7 { "long" } else { "string" };
+            fields.push(format!(
+                r#"{{"name":"F{i}","type":["null","{t}"],"default":null}}"#
+            ));
+        }
+        format!(
+            r#"{{"type":"record","name":"ActionVente__ChangeEvent","namespace":"com.sforce.eventbus","fields":[{}]}}"#,
+            fields.join(",")
+        )
+    }
+
+    #[test]
+    fn the_real_payload_of_reference_3_5_decodes() {
+        let hex = concat!(
+            "1c416374696f6e56656e74655f5f63022461323141553030303030304653433559414f000268636f6d2f73616c657366",
+            "6f7263652f6170692f736f61702f36302e303b636c69656e743d53666463496e7465726e616c4150492f483030303031",
+            "3938332d346664662d623263662d336630392d32326266643265333131373302b0e6c1a6bf638880d1f7a08ad5b82f24",
+            "303035354a3030303030314438394d5141530000020c3078323038300000000000000002b0e6c1a6bf63000000000002",
+            "106172737472617374000000000000000000000000000000000000000000000000000000000000000000000000"
+        );
+        let payload = Bytes::from(hex::decode(hex).unwrap());
+        assert_eq!(payload.len(), 237);
+        let schema =
+            CompiledSchema::compile("i6_JU3VTbNhRZYbMVlV-xQ", &real_payload_schema()).unwrap();
+        let EventBody::Change(e) = schema.decode(&Arc::from("/data/X__chn"), &payload).unwrap()
+        else {
+            panic!("a change event")
+        };
+        assert_eq!(e.entity, "ActionVente__c");
+        assert_eq!(e.record_ids, ["a21AU000000FSC5YAO"]);
+        assert_eq!(e.change_type, ChangeType::Update);
+        assert_eq!(
+            e.change_origin,
+            "com/salesforce/api/soap/60.0;client=SfdcInternalAPI/"
+        );
+        assert_eq!(e.transaction_key, "00001983-4fdf-b2cf-3f09-22bfd2e31173");
+        assert_eq!(e.sequence_number, 1);
+        assert_eq!(e.commit_timestamp, 1_709_303_151_000);
+        assert_eq!(e.commit_number, 1_709_303_151_782_928_388);
+        assert_eq!(e.commit_user, "0055J000001D89MQAS");
+        let changed: Vec<&str> = e.changed_fields.iter().map(|f| &**f).collect();
+        assert_eq!(changed, ["F7", "F13"]);
+        assert_eq!(e.fields.get("F7"), Some(&Value::Long(1_709_303_151_000)));
+        assert_eq!(e.fields.get("F13"), Some(&Value::String("arstrast".into())));
+        let set: Vec<&str> = e
+            .fields
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            set,
+            ["F7", "F13"],
+            "exactly the changed fields carry values"
+        );
+        let replay = ReplayId::new(vec![0, 0, 0, 0, 0, 7, 0x6f, 0x5b, 0, 0]);
+        assert_eq!(replay.position(), Some(487_259));
+        assert_eq!(replay.to_hex(), "0000000000076f5b0000");
+    }
+
+    #[test]
+    fn carried_values_distinguish_unchanged_from_nulled() {
+        let schema = CompiledSchema::compile("x", &real_payload_schema()).unwrap();
+        let mut payload = hex::decode(concat!(
+            "1c416374696f6e56656e74655f5f63022461323141553030303030304653433559414f000268636f6d2f73616c657366",
+            "6f7263652f6170692f736f61702f36302e303b636c69656e743d53666463496e7465726e616c4150492f483030303031",
+            "3938332d346664662d623263662d336630392d32326266643265333131373302b0e6c1a6bf638880d1f7a08ad5b82f24",
+            "303035354a3030303030314438394d5141530000020c3078323038300000000000000002b0e6c1a6bf63000000000002",
+            "106172737472617374000000000000000000000000000000000000000000000000000000000000000000000000"
+        ))
+        .unwrap();
+        // nulledFields [] -> ["0x04"] (F2): the array byte 0x00 after commitUser becomes a block.
+        let at = payload.windows(2).position(|w| w == [0x00, 0x00]).unwrap();
+        payload.splice(at..at + 1, [0x02, 0x08, b'0', b'x', b'0', b'4', 0x00]);
+        let EventBody::Change(e) = schema
+            .decode(&Arc::from("/t"), &Bytes::from(payload))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.carried("F2"), Some(&Value::Null));
+        assert_eq!(e.carried("F13"), Some(&Value::String("arstrast".into())));
+        assert_eq!(
+            e.carried("F3"),
+            None,
+            "unchanged: the event says nothing about it"
+        );
+    }
+}
