@@ -23,7 +23,81 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a stand-in Salesforce org on loopback: Pub/Sub API (gRPC), REST and OAuth.
-    Emulator(EmulatorArgs),
+    Emulator(Box<EmulatorArgs>),
+    /// Print one channel's events as JSON lines (a debugging tool; reads the same configuration
+    /// as `run`, and stores no position).
+    Tail(TailArgs),
+}
+
+/// Flags of `sfcdc tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The topic, e.g. /data/OrderChangeEvent.
+    pub channel: String,
+    /// Where to start: earliest, latest, or a replay id in hex.
+    #[arg(long, default_value = "latest")]
+    pub from: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<usize>,
+}
+
+impl TailArgs {
+    /// The start position `--from` names.
+    pub fn start(&self) -> Result<crate::source::Start, String> {
+        use crate::source::Start;
+        match self.from.as_str() {
+            "earliest" => Ok(Start::Earliest),
+            "latest" => Ok(Start::Latest),
+            hex => crate::decode::ReplayId::from_hex(hex)
+                .ok()
+                .filter(|r| !r.is_empty())
+                .map(Start::After)
+                .ok_or_else(|| {
+                    format!("--from: '{hex}' is not earliest, latest or a replay id in hex")
+                }),
+        }
+    }
+}
+
+/// Runs `sfcdc tail` until `--count` events, `shutdown`, or a permanent failure.
+pub async fn run_tail(
+    args: TailArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use crate::config::Env;
+    use crate::sink::JsonLinesSink;
+    use crate::source::auth::{AuthConfig, Authenticator};
+    use crate::source::{Source, SourceConfig, connect};
+    use crate::telemetry::metrics::Metrics;
+
+    let start = args.start().map_err(|e| anyhow::anyhow!(e))?;
+    let env = Env::load()?;
+    let source_config = SourceConfig::from_env(&env)?;
+    let auth_config = AuthConfig::from_env(&env)?;
+    let http =
+        connect::http_client(source_config.ca_cert.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    let metrics = Arc::new(Metrics::new());
+    let auth = Arc::new(Authenticator::new(auth_config, http, metrics.clone()));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let sink = Arc::new(JsonLinesSink::new(
+        std::io::stdout(),
+        args.count,
+        cancel.clone(),
+    ));
+    let source = Source::new(source_config, auth, sink, metrics)?;
+    let run = source.run_channel(&args.channel, Some(start), cancel.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => result?,
+        () = shutdown => {
+            cancel.cancel();
+            run.await?;
+        }
+    }
+    Ok(())
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -1,10 +1,15 @@
 //! sfcdc: a Salesforce change-data-capture subscriber.
 //!
 //! The library holds everything; `src/main.rs` only parses the command line and calls in here,
-//! so tests drive exactly what users run.
+//! so tests drive exactly what users run. Data flows `source` (Pub/Sub API) → `decode` (Avro,
+//! bitmaps) → `sink` (what consumes batches); `emulator` stands in for Salesforce.
+
 pub mod cli;
+pub mod config;
 pub mod decode;
 pub mod emulator;
 pub mod proto;
 pub mod sfid;
+pub mod sink;
+pub mod source;
 pub mod telemetry;

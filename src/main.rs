@@ -46,7 +46,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Emulator(args) => sfcdc::cli::run_emulator(args, shutdown_signal()).await,
+            Command::Emulator(args) => sfcdc::cli::run_emulator(*args, shutdown_signal()).await,
+            Command::Tail(args) => sfcdc::cli::run_tail(args, shutdown_signal()).await,
         }
     });
     match result {

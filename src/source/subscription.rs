@@ -1,0 +1,634 @@
+//! One channel's subscription: a small state machine around the Subscribe stream.
+//!
+//! **Flow control.** The first FetchRequest asks for `SFCDC_BATCH_SIZE` (B) events. Each response
+//! is decoded and queued for the sink's commit, which runs in its own task so the next batch can
+//! arrive while one commits. More events are requested only as commits complete, keeping
+//! `demand + uncommitted ≤ 2B` and `demand ≤ B`: memory stays bounded however slow the sink, and
+//! the server is never asked for more than it allows.
+//!
+//! **Position.** It moves only when the sink has committed a batch (or a keepalive's
+//! `latest_replay_id`). When a stream ends for any reason, queued commits finish first, then the
+//! next stream starts strictly after the last committed replay id: nothing lost, nothing
+//! duplicated beyond the batch that was not yet committed.
+//!
+//! **Reconnect.** The `error-code` trailer decides: an auth error refreshes the session and
+//! reconnects at once; a rejected replay id applies `SFCDC_REPLAY_RECOVERY`; an unknown topic or a
+//! permission error stops the channel; anything else (service unavailable, a dropped stream, the
+//! watchdog) reconnects after a jittered exponential backoff that resets after a healthy stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+use super::auth::{AuthError, Authenticator};
+use super::connect::Client;
+use super::schemas::SchemaRegistry;
+use super::{ReplayPreset, ReplayRecovery, SourceConfig};
+use crate::decode::{DecodeError, DecodedEvent, FailedEvent, ReplayId};
+use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
+use crate::sink::{Batch, Sink, SinkError};
+use crate::telemetry::metrics::Metrics;
+
+/// A stream that lived this long counts as healthy: the next failure backs off from the start.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// The `error-code` prefix of every Pub/Sub API error.
+const ERROR_PREFIX: &str = "sfdc.platform.eventbus.grpc.";
+
+/// Where the next stream starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Strictly after this replay id (CUSTOM).
+    After(ReplayId),
+    /// The earliest retained event.
+    Earliest,
+    /// New events only.
+    Latest,
+}
+
+impl Start {
+    fn request(&self, topic: &str, n: i32) -> FetchRequest {
+        let (preset, replay_id) = match self {
+            Start::After(id) => (WirePreset::Custom, id.0.clone()),
+            Start::Earliest => (WirePreset::Earliest, bytes::Bytes::new()),
+            Start::Latest => (WirePreset::Latest, bytes::Bytes::new()),
+        };
+        FetchRequest {
+            topic_name: topic.to_owned(),
+            replay_preset: preset as i32,
+            replay_id,
+            num_requested: n,
+            auth_refresh: String::new(),
+        }
+    }
+}
+
+/// Why a channel stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The topic does not exist or CDC is not enabled for it.
+    #[error(
+        "topic not found ({0}); check the channel name and that Change Data Capture or the platform event is enabled"
+    )]
+    NotFound(String),
+    /// The user may not subscribe to it.
+    #[error("no permission to subscribe ({0})")]
+    Permission(String),
+    /// The stored replay id was rejected and `SFCDC_REPLAY_RECOVERY=fail`.
+    #[error(
+        "the stored replay id was rejected ({0}) and SFCDC_REPLAY_RECOVERY=fail; reset the checkpoint to continue"
+    )]
+    ReplayRejected(String),
+    /// Logging in failed for good.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// What ended one stream.
+#[derive(Debug)]
+enum End {
+    Cancelled,
+    Status(Status),
+    Ended,
+    Watchdog,
+    Commit(SinkError),
+}
+
+/// What to do after a stream error.
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    RefreshAuth,
+    RecoverReplay,
+    NotFound,
+    Permission,
+    Backoff(&'static str),
+}
+
+/// The `error-code` trailer without its common prefix.
+fn error_code(status: &Status) -> Option<String> {
+    status
+        .metadata()
+        .get("error-code")
+        .and_then(|v| v.to_str().ok())
+        .map(|c| c.strip_prefix(ERROR_PREFIX).unwrap_or(c).to_owned())
+}
+
+fn classify(status: &Status) -> Action {
+    let code = error_code(status).unwrap_or_default();
+    match code.as_str() {
+        "service.auth.error" | "service.auth.refresh.invalid" | "service.auth.headers.invalid" => {
+            return Action::RefreshAuth;
+        }
+        "subscription.fetch.replayid.corrupted"
+        | "subscription.fetch.replayid.validation.failed" => return Action::RecoverReplay,
+        "topic.not.found" => return Action::NotFound,
+        "topic.meta.permission"
+        | "subscription.topic.cannot.subscribe"
+        | "schema.meta.permission" => return Action::Permission,
+        "service.unavailable" => return Action::Backoff("service_unavailable"),
+        _ => {}
+    }
+    match status.code() {
+        Code::Unauthenticated => Action::RefreshAuth,
+        Code::NotFound => Action::NotFound,
+        Code::PermissionDenied => Action::Permission,
+        Code::Unavailable => Action::Backoff("unavailable"),
+        Code::Internal => Action::Backoff("internal"),
+        Code::ResourceExhausted => Action::Backoff("resource_exhausted"),
+        _ => Action::Backoff("other"),
+    }
+}
+
+fn describe(status: &Status) -> String {
+    match error_code(status) {
+        Some(code) => format!("{code}: {}", status.message()),
+        None => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// One channel's subscription loop.
+pub struct Subscription<S: Sink> {
+    pub(super) channel: Arc<str>,
+    pub(super) config: Arc<SourceConfig>,
+    pub(super) client: Client,
+    pub(super) auth: Arc<Authenticator>,
+    pub(super) schemas: Arc<SchemaRegistry>,
+    pub(super) sink: Arc<S>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) start_override: Option<Start>,
+}
+
+struct Outcome {
+    end: End,
+    committed: usize,
+}
+
+impl<S: Sink> Subscription<S> {
+    fn backoff(&self) -> backon::ExponentialBackoff {
+        backon::ExponentialBuilder::new()
+            .with_min_delay(self.config.reconnect_min)
+            .with_max_delay(self.config.reconnect_max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    fn preset(&self) -> Start {
+        match self.config.replay_preset {
+            ReplayPreset::Latest => Start::Latest,
+            ReplayPreset::Earliest => Start::Earliest,
+        }
+    }
+
+    /// Sleeps, unless cancelled first (then returns false).
+    async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            () = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// Runs until `cancel` or a permanent failure.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), ChannelError> {
+        let channel = self.channel.clone();
+        let mut backoff = self.backoff();
+        let mut start = match self.start_override.clone() {
+            Some(s) => s,
+            None => loop {
+                match self.sink.checkpoint(&channel).await {
+                    Ok(Some(id)) => break Start::After(id),
+                    Ok(None) => break self.preset(),
+                    Err(e) => {
+                        let d = backoff.next().unwrap_or(self.config.reconnect_max);
+                        tracing::warn!(channel = %channel, error = %e, retry_in = ?d, "Cannot read the stored position");
+                        if !Self::pause(&cancel, d).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            },
+        };
+        tracing::info!(channel = %channel, start = ?start, "Subscribing");
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let session = match self.auth.session().await {
+                Ok(s) => s,
+                Err(e) if e.is_retryable() => {
+                    let d = backoff.next().unwrap_or(self.config.reconnect_max);
+                    tracing::warn!(channel = %channel, error = %e, retry_in = ?d, "Login failed; retrying");
+                    if !Self::pause(&cancel, d).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let opened = Instant::now();
+            let outcome = self.stream(&mut start, &cancel).await;
+            if outcome.committed > 0 || opened.elapsed() >= HEALTHY_AFTER {
+                backoff = self.backoff();
+            }
+            let reason = match outcome.end {
+                End::Cancelled => return Ok(()),
+                End::Ended => "stream_ended",
+                End::Watchdog => "watchdog",
+                End::Commit(e) => {
+                    tracing::error!(channel = %channel, error = %e, "Commit failed; resuming from the last committed position");
+                    "commit_failed"
+                }
+                End::Status(status) => match classify(&status) {
+                    Action::RefreshAuth => {
+                        self.metrics
+                            .reconnects
+                            .get_or_create(&Metrics::reason(&channel, "auth"))
+                            .inc();
+                        tracing::info!(channel = %channel, error = %describe(&status), "Session rejected; logging in again");
+                        match self.auth.refresh(session.generation).await {
+                            Ok(_) => continue,
+                            Err(e) if e.is_retryable() => {
+                                let d = backoff.next().unwrap_or(self.config.reconnect_max);
+                                tracing::warn!(channel = %channel, error = %e, retry_in = ?d, "Login failed; retrying");
+                                if !Self::pause(&cancel, d).await {
+                                    return Ok(());
+                                }
+                                continue;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Action::RecoverReplay => {
+                        let policy = self.config.replay_recovery;
+                        self.metrics
+                            .replay_recoveries
+                            .get_or_create(&Metrics::reason(&channel, policy.name()))
+                            .inc();
+                        self.metrics
+                            .reconnects
+                            .get_or_create(&Metrics::reason(&channel, "replay_rejected"))
+                            .inc();
+                        tracing::warn!(
+                            channel = %channel,
+                            rejected = ?start,
+                            policy = policy.name(),
+                            error = %describe(&status),
+                            "REPLAY ID REJECTED: the stored position is invalid or older than the retention window; applying SFCDC_REPLAY_RECOVERY"
+                        );
+                        start = match policy {
+                            ReplayRecovery::Earliest => Start::Earliest,
+                            ReplayRecovery::Latest => Start::Latest,
+                            ReplayRecovery::Fail => {
+                                return Err(ChannelError::ReplayRejected(describe(&status)));
+                            }
+                        };
+                        continue;
+                    }
+                    Action::NotFound => return Err(ChannelError::NotFound(describe(&status))),
+                    Action::Permission => return Err(ChannelError::Permission(describe(&status))),
+                    Action::Backoff(reason) => {
+                        tracing::warn!(channel = %channel, error = %describe(&status), "Stream failed");
+                        reason
+                    }
+                },
+            };
+            self.metrics
+                .reconnects
+                .get_or_create(&Metrics::reason(&channel, reason))
+                .inc();
+            let d = backoff.next().unwrap_or(self.config.reconnect_max);
+            tracing::info!(channel = %channel, reason, retry_in = ?d, resume = ?start, "Reconnecting to the Pub/Sub API");
+            if !Self::pause(&cancel, d).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs one Subscribe stream; `start` is advanced as batches commit.
+    async fn stream(&self, start: &mut Start, cancel: &CancellationToken) -> Outcome {
+        let b = self.config.batch_size as i64;
+        let (requests, outbound) = mpsc::channel::<FetchRequest>(8);
+        let _ = requests.try_send(start.request(&self.channel, b as i32));
+        let mut client = self.client.clone();
+        let mut inbound = match client.subscribe(ReceiverStream::new(outbound)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                return Outcome {
+                    end: End::Status(status),
+                    committed: 0,
+                };
+            }
+        };
+
+        let (queue, to_commit) = mpsc::unbounded_channel::<Batch>();
+        let (done_tx, mut done) = mpsc::unbounded_channel::<Result<(usize, ReplayId), SinkError>>();
+        let committer = tokio::spawn(commit_loop(
+            self.sink.clone(),
+            self.metrics.clone(),
+            self.channel.clone(),
+            to_commit,
+            done_tx,
+        ));
+
+        let inflight = self
+            .metrics
+            .inflight_events
+            .get_or_create(&Metrics::channel(&self.channel))
+            .clone();
+        let mut demand = b;
+        let mut buffered: i64 = 0;
+        let mut committed = 0usize;
+        let mut last_message = Instant::now();
+        let end = loop {
+            let watchdog = last_message + self.config.stream_timeout;
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break End::Cancelled,
+                Some(result) = done.recv() => match result {
+                    Ok((n, replay)) => {
+                        buffered -= n as i64;
+                        committed += n;
+                        *start = Start::After(replay);
+                        inflight.set(buffered);
+                        top_up(&requests, b, &mut demand, buffered);
+                    }
+                    Err(e) => break End::Commit(e),
+                },
+                message = inbound.message() => match message {
+                    Ok(Some(response)) => {
+                        last_message = Instant::now();
+                        self.metrics.last_message_timestamp.get_or_create(&Metrics::channel(&self.channel)).set(unix_now());
+                        if response.events.is_empty() {
+                            // A keepalive: its latest_replay_id is a position, committed in order
+                            // after every batch before it.
+                            if !response.latest_replay_id.is_empty() {
+                                let _ = queue.send(Batch {
+                                    channel: self.channel.clone(),
+                                    events: Vec::new(),
+                                    failed: Vec::new(),
+                                    replay_id: ReplayId(response.latest_replay_id),
+                                    keepalive: true,
+                                });
+                            }
+                            continue;
+                        }
+                        let n = response.events.len() as i64;
+                        demand = (demand - n).max(0);
+                        buffered += n;
+                        inflight.set(buffered);
+                        match self.decode(response).await {
+                            Ok(batch) => {
+                                let _ = queue.send(batch);
+                            }
+                            Err(status) => break End::Status(status),
+                        }
+                        top_up(&requests, b, &mut demand, buffered);
+                    }
+                    Ok(None) => break End::Ended,
+                    Err(status) => break End::Status(status),
+                },
+                () = tokio::time::sleep_until(watchdog), if demand > 0 => {
+                    tracing::warn!(channel = %self.channel, timeout = ?self.config.stream_timeout, "Nothing received, not even a keepalive; reconnecting");
+                    break End::Watchdog;
+                }
+            }
+        };
+        // Stop asking, let every queued batch commit, and resume after the last one.
+        drop(requests);
+        drop(queue);
+        drop(inbound);
+        while let Some(result) = done.recv().await {
+            match result {
+                Ok((n, replay)) => {
+                    committed += n;
+                    *start = Start::After(replay);
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %self.channel, error = %e, "A queued batch did not commit; it will be delivered again")
+                }
+            }
+        }
+        let _ = committer.await;
+        inflight.set(0);
+        Outcome { end, committed }
+    }
+
+    /// Decodes one response into a batch. `Err` is a transient error fetching a schema: the
+    /// stream ends and the response is fetched again.
+    async fn decode(&self, response: FetchResponse) -> Result<Batch, Status> {
+        let channel = &self.channel;
+        let label = Metrics::channel(channel);
+        self.metrics
+            .events_received
+            .get_or_create(&label)
+            .inc_by(response.events.len() as u64);
+        let mut events = Vec::with_capacity(response.events.len());
+        let mut failed = Vec::new();
+        let mut last = ReplayId(response.latest_replay_id);
+        for ce in response.events {
+            let replay_id = ReplayId(ce.replay_id);
+            last = replay_id.clone();
+            let Some(ev) = ce.event else {
+                failed.push(FailedEvent {
+                    replay_id,
+                    schema_id: String::new(),
+                    event_id: String::new(),
+                    payload: bytes::Bytes::new(),
+                    error: DecodeError::UnknownSchema("(the event is empty)".into()),
+                });
+                continue;
+            };
+            let resolved = self.schemas.get(&ev.schema_id).await?;
+            let decoded = match resolved.as_ref() {
+                Ok(schema) => schema
+                    .decode(channel, &ev.payload)
+                    .map(|body| (schema.id.clone(), body)),
+                Err(e) => Err(e.clone()),
+            };
+            match decoded {
+                Ok((schema_id, body)) => events.push(DecodedEvent {
+                    replay_id,
+                    schema_id,
+                    event_id: ev.id,
+                    body,
+                }),
+                Err(error) => {
+                    tracing::warn!(channel = %channel, replay_id = %replay_id, schema_id = %ev.schema_id, error = %error, "Event quarantined: it cannot be decoded");
+                    self.metrics
+                        .events_quarantined
+                        .get_or_create(&Metrics::reason(channel, error.kind()))
+                        .inc();
+                    failed.push(FailedEvent {
+                        replay_id,
+                        schema_id: ev.schema_id,
+                        event_id: ev.id,
+                        payload: ev.payload,
+                        error,
+                    });
+                }
+            }
+        }
+        self.metrics
+            .events_decoded
+            .get_or_create(&label)
+            .inc_by(events.len() as u64);
+        Ok(Batch {
+            channel: channel.clone(),
+            events,
+            failed,
+            replay_id: last,
+            keepalive: false,
+        })
+    }
+}
+
+/// Asks for more events when the window allows: demand up to B, and demand plus uncommitted
+/// events up to 2B. Small top-ups wait until they are worth a request.
+fn top_up(requests: &mpsc::Sender<FetchRequest>, b: i64, demand: &mut i64, buffered: i64) {
+    let want = (b - *demand).min(2 * b - buffered - *demand);
+    if want > 0
+        && (*demand == 0 || want >= (b / 2).max(1))
+        && requests
+            .try_send(FetchRequest {
+                num_requested: want as i32,
+                ..FetchRequest::default()
+            })
+            .is_ok()
+    {
+        *demand += want;
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Commits batches in order; stops at the first failure (the stream then ends and resumes after
+/// the last successful commit).
+async fn commit_loop<S: Sink>(
+    sink: Arc<S>,
+    metrics: Arc<Metrics>,
+    channel: Arc<str>,
+    mut batches: mpsc::UnboundedReceiver<Batch>,
+    done: mpsc::UnboundedSender<Result<(usize, ReplayId), SinkError>>,
+) {
+    let histogram = metrics
+        .batch_commit_seconds
+        .get_or_create(&Metrics::channel(&channel))
+        .clone();
+    while let Some(batch) = batches.recv().await {
+        let n = batch.len();
+        let replay = batch.replay_id.clone();
+        let started = std::time::Instant::now();
+        let result = sink.commit(batch).await;
+        histogram.observe(started.elapsed().as_secs_f64());
+        let failed = result.is_err();
+        if done.send(result.map(|()| (n, replay))).is_err() || failed {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::metadata::{MetadataMap, MetadataValue};
+
+    fn status(code: Code, error_code: Option<&str>) -> Status {
+        let mut md = MetadataMap::new();
+        if let Some(c) = error_code {
+            md.insert(
+                "error-code",
+                MetadataValue::try_from(format!("{ERROR_PREFIX}{c}")).unwrap(),
+            );
+        }
+        Status::with_metadata(code, "x", md)
+    }
+
+    #[test]
+    fn the_error_code_trailer_decides_the_action() {
+        assert_eq!(
+            classify(&status(Code::Unauthenticated, Some("service.auth.error"))),
+            Action::RefreshAuth
+        );
+        assert_eq!(
+            classify(&status(Code::Unauthenticated, None)),
+            Action::RefreshAuth
+        );
+        assert_eq!(
+            classify(&status(
+                Code::InvalidArgument,
+                Some("subscription.fetch.replayid.corrupted")
+            )),
+            Action::RecoverReplay
+        );
+        assert_eq!(
+            classify(&status(
+                Code::InvalidArgument,
+                Some("subscription.fetch.replayid.validation.failed")
+            )),
+            Action::RecoverReplay
+        );
+        assert_eq!(
+            classify(&status(Code::NotFound, Some("topic.not.found"))),
+            Action::NotFound
+        );
+        assert_eq!(classify(&status(Code::NotFound, None)), Action::NotFound);
+        assert_eq!(
+            classify(&status(Code::PermissionDenied, None)),
+            Action::Permission
+        );
+        assert_eq!(
+            classify(&status(Code::Internal, Some("topic.meta.permission"))),
+            Action::Permission
+        );
+        assert_eq!(
+            classify(&status(Code::Internal, Some("service.unavailable"))),
+            Action::Backoff("service_unavailable")
+        );
+        assert_eq!(
+            classify(&status(Code::Unavailable, None)),
+            Action::Backoff("unavailable")
+        );
+        assert_eq!(
+            classify(&status(
+                Code::InvalidArgument,
+                Some("subscription.fetch.topic.mismatch")
+            )),
+            Action::Backoff("other")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_window_keeps_demand_and_buffered_events_bounded() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let b = 100;
+        // Everything asked for has arrived and nothing has committed: ask for one more batch.
+        let (mut demand, buffered) = (0, 100);
+        top_up(&tx, b, &mut demand, buffered);
+        assert_eq!(rx.try_recv().unwrap().num_requested, 100);
+        assert_eq!(demand, 100);
+        // Two batches uncommitted: ask for nothing.
+        let (mut demand, buffered) = (0, 200);
+        top_up(&tx, b, &mut demand, buffered);
+        assert!(rx.try_recv().is_err());
+        // A small commit frees a little room: not worth a request while demand is outstanding.
+        let (mut demand, buffered) = (90, 100);
+        top_up(&tx, b, &mut demand, buffered);
+        assert!(rx.try_recv().is_err());
+        // Room for half a batch or more: ask.
+        let (mut demand, buffered) = (40, 60);
+        top_up(&tx, b, &mut demand, buffered);
+        assert_eq!(rx.try_recv().unwrap().num_requested, 60);
+        assert!(demand <= b);
+    }
+}

@@ -1,0 +1,155 @@
+//! Prometheus metrics, owned by each running service instance (not process-global), so tests
+//! that run several instances in one process see only their own counts.
+//!
+//! Labels are fixed and low-cardinality: a channel name, or a reason from a closed set. Nothing
+//! user-supplied or secret ever becomes a label.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels for per-channel metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    /// The topic name.
+    pub channel: String,
+}
+
+/// Labels for per-channel metrics with a reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelReason {
+    /// The topic name.
+    pub channel: String,
+    /// A reason from a closed set.
+    pub reason: String,
+}
+
+/// Every metric sfcdc exports.
+pub struct Metrics {
+    registry: std::sync::Mutex<Registry>,
+    /// Events received, per channel.
+    pub events_received: Family<ChannelLabel, Counter>,
+    /// Events decoded, per channel.
+    pub events_decoded: Family<ChannelLabel, Counter>,
+    /// Events quarantined, per channel and reason.
+    pub events_quarantined: Family<ChannelReason, Counter>,
+    /// Stream reconnects, per channel and reason.
+    pub reconnects: Family<ChannelReason, Counter>,
+    /// Replay-id recoveries applied, per channel and policy.
+    pub replay_recoveries: Family<ChannelReason, Counter>,
+    /// Logins after the first one.
+    pub auth_refreshes: Counter,
+    /// Events received but not yet committed, per channel.
+    pub inflight_events: Family<ChannelLabel, Gauge>,
+    /// Seconds a batch commit took, per channel.
+    pub batch_commit_seconds: Family<ChannelLabel, Histogram>,
+    /// Unix time of the last live message (event or keepalive), per channel.
+    pub last_message_timestamp: Family<ChannelLabel, Gauge>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn commit_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics in its own registry.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sfcdc");
+        let m = Metrics {
+            registry: std::sync::Mutex::new(Registry::default()),
+            events_received: Family::default(),
+            events_decoded: Family::default(),
+            events_quarantined: Family::default(),
+            reconnects: Family::default(),
+            replay_recoveries: Family::default(),
+            auth_refreshes: Counter::default(),
+            inflight_events: Family::default(),
+            batch_commit_seconds: Family::new_with_constructor(commit_histogram),
+            last_message_timestamp: Family::default(),
+        };
+        registry.register(
+            "events_received",
+            "Events received from the Pub/Sub API",
+            m.events_received.clone(),
+        );
+        registry.register("events_decoded", "Events decoded", m.events_decoded.clone());
+        registry.register(
+            "events_quarantined",
+            "Events that could not be processed and were quarantined",
+            m.events_quarantined.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Subscription reconnects by reason",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "replay_recoveries",
+            "Invalid stored replay ids replaced by SFCDC_REPLAY_RECOVERY",
+            m.replay_recoveries.clone(),
+        );
+        registry.register(
+            "auth_refreshes",
+            "Salesforce logins after the first",
+            m.auth_refreshes.clone(),
+        );
+        registry.register(
+            "inflight_events",
+            "Events received and not yet committed",
+            m.inflight_events.clone(),
+        );
+        registry.register(
+            "batch_commit_seconds",
+            "Time to commit one batch",
+            m.batch_commit_seconds.clone(),
+        );
+        registry.register(
+            "last_message_timestamp_seconds",
+            "Unix time of the last event or keepalive",
+            m.last_message_timestamp.clone(),
+        );
+        *m.registry.lock().expect("registry lock") = registry;
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().expect("registry lock");
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Label helper.
+    pub fn channel(channel: &str) -> ChannelLabel {
+        ChannelLabel {
+            channel: channel.to_owned(),
+        }
+    }
+
+    /// Label helper.
+    pub fn reason(channel: &str, reason: &str) -> ChannelReason {
+        ChannelReason {
+            channel: channel.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
