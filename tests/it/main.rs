@@ -1,8 +1,10 @@
 //! Integration tests: one binary, so the heavy dependencies link once.
 
+mod auth;
 mod common;
 mod emulator_cli;
 mod emulator_events;
 mod emulator_faults;
 mod emulator_grpc;
 mod emulator_rest;
+mod subscriber;

@@ -377,3 +377,143 @@ pub fn strings(v: &Avro) -> Vec<String> {
 pub fn replay_u64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
 }
+
+/// A running `Source` against an emulator, feeding a `MemorySink`.
+pub struct Subscriber {
+    pub sink: std::sync::Arc<sfcdc::sink::MemorySink>,
+    pub metrics: std::sync::Arc<sfcdc::telemetry::metrics::Metrics>,
+    pub auth: std::sync::Arc<sfcdc::source::auth::Authenticator>,
+    pub schemas: std::sync::Arc<sfcdc::source::schemas::SchemaRegistry>,
+    cancel: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), sfcdc::source::SourceError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Subscriber {
+    /// Stops the subscriber and returns how it ended.
+    pub async fn stop(self) -> Result<(), sfcdc::source::SourceError> {
+        self.cancel.cancel();
+        tokio::time::timeout(PATIENCE, self.handle)
+            .await
+            .expect("subscriber stops")
+            .expect("task")
+    }
+
+    /// Waits for the subscriber to end on its own.
+    pub async fn finished(self) -> Result<(), sfcdc::source::SourceError> {
+        tokio::time::timeout(PATIENCE, self.handle)
+            .await
+            .expect("subscriber ends")
+            .expect("task")
+    }
+
+    /// Waits until `n` events are committed.
+    pub async fn wait_for(&self, n: usize) {
+        tokio::time::timeout(PATIENCE, self.sink.wait_for(n))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("{n} events committed; got {}", self.sink.replay_ids().len())
+            });
+    }
+
+    /// A metric value from the Prometheus rendering (0 when absent).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics.render(), name, labels)
+    }
+}
+
+/// Finds `name{labels…} value` in a Prometheus text rendering.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+impl Org {
+    /// The configuration a subscriber needs to reach this emulator, plus `extra`.
+    pub fn subscriber_env(
+        &self,
+        dir: &std::path::Path,
+        extra: &[(&str, &str)],
+    ) -> sfcdc::config::Env {
+        let mut env = sfcdc::config::Env::from_pairs([
+            ("SFCDC_PUBSUB_ENDPOINT", self.emu.grpc_url().as_str()),
+            ("SF_AUTH", "client-credentials"),
+            ("SF_LOGIN_URL", self.emu.instance_url()),
+            ("SF_CLIENT_ID", "sfcdc-demo"),
+            ("SF_CLIENT_SECRET", "sfcdc-demo-secret"),
+            ("SFCDC_CHANNELS", "/data/OrderChangeEvent"),
+            ("SFCDC_RECONNECT_MIN", "50ms"),
+            ("SFCDC_RECONNECT_MAX", "500ms"),
+        ]);
+        if let Some(ca) = self.emu.ca_pem() {
+            let path = dir.join("ca.pem");
+            std::fs::write(&path, ca).expect("write CA");
+            env.set("SFCDC_CA_CERT", path.display().to_string());
+        }
+        for (k, v) in extra {
+            env.set(k, *v);
+        }
+        env
+    }
+
+    /// Starts a subscriber with `extra` settings feeding `sink`.
+    pub async fn subscribe(
+        &self,
+        extra: &[(&str, &str)],
+        sink: std::sync::Arc<sfcdc::sink::MemorySink>,
+    ) -> Subscriber {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = self.subscriber_env(dir.path(), extra);
+        let config = sfcdc::source::SourceConfig::from_env(&env).expect("source config");
+        let auth_config = sfcdc::source::auth::AuthConfig::from_env(&env).expect("auth config");
+        let metrics = Arc::new(sfcdc::telemetry::metrics::Metrics::new());
+        let http =
+            sfcdc::source::connect::http_client(config.ca_cert.as_deref()).expect("http client");
+        let auth = Arc::new(sfcdc::source::auth::Authenticator::new(
+            auth_config,
+            http,
+            metrics.clone(),
+        ));
+        let source =
+            sfcdc::source::Source::new(config, auth.clone(), sink.clone(), metrics.clone())
+                .expect("source");
+        let schemas = source.schemas().clone();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let token = cancel.clone();
+        let handle = tokio::spawn(async move { source.run(token).await });
+        Subscriber {
+            sink,
+            metrics,
+            auth,
+            schemas,
+            cancel,
+            handle,
+            _dir: dir,
+        }
+    }
+
+    /// Replay ids (hex) of every event retained on a topic, in order.
+    pub fn sequence(&self, topic: &str) -> Vec<String> {
+        self.emu.with_world(|w| {
+            w.bus
+                .read_after(topic, 0, usize::MAX, usize::MAX)
+                .iter()
+                .map(|e| hex::encode(&e.replay_bytes))
+                .collect()
+        })
+    }
+}
+
+/// Hex replay ids of what a sink committed, in order.
+pub fn committed(sink: &sfcdc::sink::MemorySink) -> Vec<String> {
+    sink.replay_ids().iter().map(|r| r.to_hex()).collect()
+}
