@@ -539,20 +539,7 @@ impl Reader<'_> {
             // Nearly every field is a nullable union, and most are null: decide that here
             // without a call.
             let v = match &f.op {
-                Op::Nullable { null_index, inner } => {
-                    let at = self.pos;
-                    match self.long()? {
-                        i if i == *null_index => Value::Null,
-                        i if i == 1 - *null_index => self.value(inner)?,
-                        index => {
-                            return Err(self.fail(AvroError::UnionIndex {
-                                offset: at,
-                                index,
-                                branches: 2,
-                            }));
-                        }
-                    }
-                }
+                Op::Nullable { null_index, inner } => self.nullable(*null_index, inner)?,
                 op => self.value(op)?,
             };
             values.push(v);
@@ -561,6 +548,21 @@ impl Reader<'_> {
             plan: plan.clone(),
             values,
         })
+    }
+
+    /// A `["null", T]` union: the common case is decided here without a branch lookup.
+    #[inline(always)]
+    fn nullable(&mut self, null_index: i64, inner: &Op) -> Step<Value> {
+        let at = self.pos;
+        match self.long()? {
+            i if i == null_index => Ok(Value::Null),
+            i if i == 1 - null_index => self.value(inner),
+            index => Err(self.fail(AvroError::UnionIndex {
+                offset: at,
+                index,
+                branches: 2,
+            })),
+        }
     }
 
     /// Reads the item count of the next block; `None` at the end of the collection.
@@ -644,20 +646,7 @@ impl Reader<'_> {
                     }
                 }
             }
-            Op::Nullable { null_index, inner } => {
-                let at = self.pos;
-                match self.long()? {
-                    i if i == *null_index => Value::Null,
-                    i if i == 1 - *null_index => self.value(inner)?,
-                    index => {
-                        return Err(self.fail(AvroError::UnionIndex {
-                            offset: at,
-                            index,
-                            branches: 2,
-                        }));
-                    }
-                }
-            }
+            Op::Nullable { null_index, inner } => self.nullable(*null_index, inner)?,
             Op::Record(plan) => Value::Record(self.record(plan)?),
             Op::Array(item) => {
                 let zero = matches!(**item, Op::Null);

@@ -243,6 +243,24 @@ impl Shared {
         SfId::parse(id).is_ok_and(|id| id.as_str() == self.org_id)
     }
 
+    /// Issues an access token for the integration user; returns it with the user id.
+    fn issue_session(&self) -> (String, String) {
+        let token = self
+            .tokens
+            .lock()
+            .expect("token lock")
+            .issue(&self.org_id[..15]);
+        self.mark_dirty();
+        let user_id = self
+            .world
+            .lock()
+            .expect("world lock")
+            .org
+            .user_id
+            .to_string();
+        (token, user_id)
+    }
+
     fn next_cursor(&self) -> u64 {
         self.cursor_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -515,10 +533,7 @@ impl Emulator {
 
     /// Issues an access token directly, as a completed OAuth flow would.
     pub fn issue_token(&self) -> String {
-        let org15 = self.shared.org_id[..15].to_owned();
-        let t = self.shared.tokens.lock().expect("token lock").issue(&org15);
-        self.shared.mark_dirty();
-        t
+        self.shared.issue_session().0
     }
 
     /// Injects a fault now.

@@ -223,6 +223,20 @@ impl Org {
             .find(|d| d.name.eq_ignore_ascii_case(sobject))
     }
 
+    fn require_def(&self, sobject: &str) -> Result<Arc<SObjectDef>, OrgError> {
+        self.def(sobject)
+            .cloned()
+            .ok_or_else(|| OrgError::UnknownObject(sobject.to_owned()))
+    }
+
+    /// A live record of the given object.
+    fn require_live(&self, def: &SObjectDef, id: &SfId) -> Result<(), OrgError> {
+        match self.get(id) {
+            Some(r) if r.sobject == def.name => Ok(()),
+            _ => Err(OrgError::NotFound),
+        }
+    }
+
     /// Adds a custom field to an object, as an admin would in Setup.
     pub fn add_field(&mut self, sobject: &str, field: model::FieldDef) -> Result<(), OrgError> {
         let def = Arc::make_mut(
@@ -413,10 +427,7 @@ impl Org {
         actor: &Actor,
         now: i64,
     ) -> Result<(SfId, Vec<Change>), OrgError> {
-        let def = self
-            .def(sobject)
-            .ok_or_else(|| OrgError::UnknownObject(sobject.to_owned()))?
-            .clone();
+        let def = self.require_def(sobject)?;
         let values = self.typed_input(&def, input, true)?;
         let required: &[&str] = match def.name.as_str() {
             "Account" => &["Name"],
@@ -511,13 +522,8 @@ impl Org {
         actor: &Actor,
         now: i64,
     ) -> Result<Vec<Change>, OrgError> {
-        let def = self
-            .def(sobject)
-            .ok_or_else(|| OrgError::UnknownObject(sobject.to_owned()))?
-            .clone();
-        if self.get(id).is_none_or(|r| r.sobject != def.name) {
-            return Err(OrgError::NotFound);
-        }
+        let def = self.require_def(sobject)?;
+        self.require_live(&def, id)?;
         let values = self.typed_input(&def, input, false)?;
         let tx = self.begin(actor, now);
         let mut changes = Vec::new();
@@ -635,13 +641,8 @@ impl Org {
         actor: &Actor,
         now: i64,
     ) -> Result<Vec<Change>, OrgError> {
-        let def = self
-            .def(sobject)
-            .ok_or_else(|| OrgError::UnknownObject(sobject.to_owned()))?
-            .clone();
-        if self.get(id).is_none_or(|r| r.sobject != def.name) {
-            return Err(OrgError::NotFound);
-        }
+        let def = self.require_def(sobject)?;
+        self.require_live(&def, id)?;
         let tx = self.begin(actor, now);
         let mut doomed = vec![id.clone()];
         if def.name == "Order" {
@@ -687,10 +688,7 @@ impl Org {
         actor: &Actor,
         now: i64,
     ) -> Result<Vec<Change>, OrgError> {
-        let def = self
-            .def(sobject)
-            .ok_or_else(|| OrgError::UnknownObject(sobject.to_owned()))?
-            .clone();
+        let def = self.require_def(sobject)?;
         let r = self
             .records
             .get_mut(id)

@@ -274,16 +274,7 @@ async fn token(
         Ok(u) => u,
         Err(e) => return oauth_error(StatusCode::BAD_REQUEST, e.error, &e.description),
     };
-    let org15 = shared.org_id[..15].to_owned();
-    let access_token = shared.tokens.lock().expect("token lock").issue(&org15);
-    shared.mark_dirty();
-    let user_id = shared
-        .world
-        .lock()
-        .expect("world lock")
-        .org
-        .user_id
-        .to_string();
+    let (access_token, user_id) = shared.issue_session();
     let id_url = format!("{}/id/{}/{}", shared.instance_url, shared.org_id, user_id);
     let issued_at = now_ms().to_string();
     let signature =
@@ -379,16 +370,7 @@ async fn soap_login(
             "Invalid username, password, security token; or user locked out.",
         );
     }
-    let org15 = shared.org_id[..15].to_owned();
-    let token = shared.tokens.lock().expect("token lock").issue(&org15);
-    shared.mark_dirty();
-    let user_id = shared
-        .world
-        .lock()
-        .expect("world lock")
-        .org
-        .user_id
-        .to_string();
+    let (token, user_id) = shared.issue_session();
     let inst = &shared.instance_url;
     let org = &shared.org_id;
     let lifetime = shared

@@ -194,6 +194,22 @@ impl<S: Sink> Subscription<S> {
         }
     }
 
+    /// After a failed login: waits out the backoff if retrying can help (`Ok(true)`: try again;
+    /// `Ok(false)`: cancelled), or fails the channel.
+    async fn login_failed(
+        &self,
+        e: AuthError,
+        backoff: &mut backon::ExponentialBackoff,
+        cancel: &CancellationToken,
+    ) -> Result<bool, ChannelError> {
+        if !e.is_retryable() {
+            return Err(e.into());
+        }
+        let d = backoff.next().unwrap_or(self.config.reconnect_max);
+        tracing::warn!(channel = %self.channel, error = %e, retry_in = ?d, "Login failed; retrying");
+        Ok(Self::pause(cancel, d).await)
+    }
+
     /// Runs until `cancel` or a permanent failure.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), ChannelError> {
         let channel = self.channel.clone();
@@ -221,15 +237,12 @@ impl<S: Sink> Subscription<S> {
             }
             let session = match self.auth.session().await {
                 Ok(s) => s,
-                Err(e) if e.is_retryable() => {
-                    let d = backoff.next().unwrap_or(self.config.reconnect_max);
-                    tracing::warn!(channel = %channel, error = %e, retry_in = ?d, "Login failed; retrying");
-                    if !Self::pause(&cancel, d).await {
-                        return Ok(());
+                Err(e) => {
+                    if self.login_failed(e, &mut backoff, &cancel).await? {
+                        continue;
                     }
-                    continue;
+                    return Ok(());
                 }
-                Err(e) => return Err(e.into()),
             };
             let opened = Instant::now();
             let outcome = self.stream(&mut start, &cancel).await;
@@ -253,15 +266,12 @@ impl<S: Sink> Subscription<S> {
                         tracing::info!(channel = %channel, error = %describe(&status), "Session rejected; logging in again");
                         match self.auth.refresh(session.generation).await {
                             Ok(_) => continue,
-                            Err(e) if e.is_retryable() => {
-                                let d = backoff.next().unwrap_or(self.config.reconnect_max);
-                                tracing::warn!(channel = %channel, error = %e, retry_in = ?d, "Login failed; retrying");
-                                if !Self::pause(&cancel, d).await {
-                                    return Ok(());
+                            Err(e) => {
+                                if self.login_failed(e, &mut backoff, &cancel).await? {
+                                    continue;
                                 }
-                                continue;
+                                return Ok(());
                             }
-                            Err(e) => return Err(e.into()),
                         }
                     }
                     Action::RecoverReplay => {
