@@ -9,6 +9,7 @@ pub mod config;
 pub mod decode;
 pub mod emulator;
 pub mod proto;
+pub mod rules;
 pub mod sfid;
 pub mod sink;
 pub mod source;
