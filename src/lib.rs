@@ -13,4 +13,5 @@ pub mod rules;
 pub mod sfid;
 pub mod sink;
 pub mod source;
+pub mod store;
 pub mod telemetry;

@@ -53,11 +53,18 @@ pub struct RulesConfig {
 pub const DEFAULT_CUSTOMER_FIELDS: &str = "Status,StatusCode,EffectiveDate,EndDate,TotalAmount,BillingAddress,ShippingAddress,Name,OrderNumber,PoNumber,PoDate,Description,Type,AccountId,ActivatedDate,Quantity,UnitPrice,ListPrice,TotalPrice,Product2Id,PricebookEntryId,ServiceDate";
 
 fn list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn field_name(s: &str) -> Result<String, String> {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+    if !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+    {
         Ok(s.to_owned())
     } else {
         Err("expected a field API name (letters, digits and underscores)".into())
@@ -70,25 +77,55 @@ impl RulesConfig {
         let names = |key: &str, default: &str| {
             env.parse_or(key, list(default), |s| {
                 let v = list(s);
-                if v.is_empty() { Err("the list is empty".into()) } else { Ok(v) }
+                if v.is_empty() {
+                    Err("the list is empty".into())
+                } else {
+                    Ok(v)
+                }
             })
         };
-        let topic = env.parse_or("SFCDC_FULFILMENT_EVENT", "/event/Order_Fulfilment_Requested__e".to_owned(), |s| {
-            if s.starts_with("/event/") { Ok(s.to_owned()) } else { Err("expected a platform-event topic such as /event/Name__e".into()) }
-        })?;
+        let topic = env.parse_or(
+            "SFCDC_FULFILMENT_EVENT",
+            "/event/Order_Fulfilment_Requested__e".to_owned(),
+            |s| {
+                if s.starts_with("/event/") {
+                    Ok(s.to_owned())
+                } else {
+                    Err("expected a platform-event topic such as /event/Name__e".into())
+                }
+            },
+        )?;
         let customer_fields = names("SFCDC_CUSTOMER_FIELDS", DEFAULT_CUSTOMER_FIELDS)?;
         for f in &customer_fields {
-            field_name(f).map_err(|e| ConfigError::new("SFCDC_CUSTOMER_FIELDS", format!("'{f}': {e}")))?;
+            field_name(f)
+                .map_err(|e| ConfigError::new("SFCDC_CUSTOMER_FIELDS", format!("'{f}': {e}")))?;
         }
         Ok(RulesConfig {
             provision_statuses: names("SFCDC_PROVISION_STATUSES", "Approved,Reactivate")?,
-            activation_field: env.parse_or("SFCDC_ACTIVATION_FIELD", "Activation_Status__c".into(), field_name)?,
+            activation_field: env.parse_or(
+                "SFCDC_ACTIVATION_FIELD",
+                "Activation_Status__c".into(),
+                field_name,
+            )?,
             activation_blocking: names("SFCDC_ACTIVATION_BLOCKING", "Activating,Activated")?,
-            external_id_field: env.parse_or("SFCDC_EXTERNAL_ID_FIELD", "WHMCS_Order_ID__c".into(), field_name)?,
+            external_id_field: env.parse_or(
+                "SFCDC_EXTERNAL_ID_FIELD",
+                "WHMCS_Order_ID__c".into(),
+                field_name,
+            )?,
             fulfilment_event: topic,
-            fulfilment_order_field: env.parse_or("SFCDC_FULFILMENT_EVENT_ORDER_FIELD", "OrderId__c".into(), field_name)?,
+            fulfilment_order_field: env.parse_or(
+                "SFCDC_FULFILMENT_EVENT_ORDER_FIELD",
+                "OrderId__c".into(),
+                field_name,
+            )?,
             customer_fields,
-            reconcile_window_ms: env.duration_or("SFCDC_RECONCILE_WINDOW", std::time::Duration::from_secs(3600))?.as_millis() as i64,
+            reconcile_window_ms: env
+                .duration_or(
+                    "SFCDC_RECONCILE_WINDOW",
+                    std::time::Duration::from_secs(3600),
+                )?
+                .as_millis() as i64,
         })
     }
 
@@ -298,21 +335,37 @@ struct Guards {
 }
 
 fn guard_skip(cfg: &RulesConfig, g: &Guards) -> Option<SkipReason> {
-    if g.activation.as_deref().is_some_and(|a| cfg.activation_blocking.iter().any(|b| b == a)) {
+    if g.activation
+        .as_deref()
+        .is_some_and(|a| cfg.activation_blocking.iter().any(|b| b == a))
+    {
         return Some(SkipReason::ActivationBlocking);
     }
-    if g.external_id.as_deref().is_some_and(|e| !e.trim().is_empty()) {
+    if g.external_id
+        .as_deref()
+        .is_some_and(|e| !e.trim().is_empty())
+    {
         return Some(SkipReason::ExternalIdPresent);
     }
     None
 }
 
 fn parse_ids(ids: &[compact_str::CompactString]) -> Result<Vec<SfId>, RuleError> {
-    ids.iter().map(|i| SfId::parse(i).map_err(|_| RuleError::BadRecordId(i.to_string()))).collect()
+    ids.iter()
+        .map(|i| SfId::parse(i).map_err(|_| RuleError::BadRecordId(i.to_string())))
+        .collect()
 }
 
 /// Adds the outcome of one evaluated trigger to a decision.
-fn conclude(d: &mut Decision, key: String, order_id: SfId, account_id: Option<String>, status: String, kind: TriggerKind, skip: Option<SkipReason>) {
+fn conclude(
+    d: &mut Decision,
+    key: String,
+    order_id: SfId,
+    account_id: Option<String>,
+    status: String,
+    kind: TriggerKind,
+    skip: Option<SkipReason>,
+) {
     d.triggers.push(TriggerRecord {
         key: key.clone(),
         order_id: order_id.clone(),
@@ -332,7 +385,15 @@ fn conclude(d: &mut Decision, key: String, order_id: SfId, account_id: Option<St
 
 /// Evaluates a trigger whose facts all come from Salesforce (gap events, platform events,
 /// reconciliation).
-fn from_facts(cfg: &RulesConfig, d: &mut Decision, key: String, id: &SfId, facts: Option<&OrderFacts>, kind: TriggerKind, need_trigger_status: bool) {
+fn from_facts(
+    cfg: &RulesConfig,
+    d: &mut Decision,
+    key: String,
+    id: &SfId,
+    facts: Option<&OrderFacts>,
+    kind: TriggerKind,
+    need_trigger_status: bool,
+) {
     let Some(f) = facts else {
         d.skips.push(SkipReason::OrderNotFound);
         return;
@@ -341,16 +402,35 @@ fn from_facts(cfg: &RulesConfig, d: &mut Decision, key: String, id: &SfId, facts
         d.skips.push(SkipReason::StatusNotTrigger);
         return;
     }
-    let skip = guard_skip(cfg, &Guards {
-        activation: f.activation.clone(),
-        external_id: f.external_id.clone(),
-    });
-    conclude(d, key, id.clone(), f.account_id.clone(), f.status.clone().unwrap_or_default(), kind, skip);
+    let skip = guard_skip(
+        cfg,
+        &Guards {
+            activation: f.activation.clone(),
+            external_id: f.external_id.clone(),
+        },
+    );
+    conclude(
+        d,
+        key,
+        id.clone(),
+        f.account_id.clone(),
+        f.status.clone().unwrap_or_default(),
+        kind,
+        skip,
+    );
 }
 
-fn invalidations(cfg: &RulesConfig, c: &ChangeEvent, ids: &[SfId], account: Option<String>) -> Vec<Invalidation> {
+fn invalidations(
+    cfg: &RulesConfig,
+    c: &ChangeEvent,
+    ids: &[SfId],
+    account: Option<String>,
+) -> Vec<Invalidation> {
     let relevant = match c.change_type {
-        ChangeType::Update => c.changed_fields.iter().any(|f| cfg.is_customer_facing(f)) || c.nulled_fields.iter().any(|f| cfg.is_customer_facing(f)),
+        ChangeType::Update => {
+            c.changed_fields.iter().any(|f| cfg.is_customer_facing(f))
+                || c.nulled_fields.iter().any(|f| cfg.is_customer_facing(f))
+        }
         // Creates, deletes, undeletes and every gap change what a customer sees.
         _ => true,
     };
@@ -369,7 +449,11 @@ fn change_key(prefix: &str, c: &ChangeEvent, id: &SfId) -> String {
     format!("{prefix}:{}:{}:{id}", c.transaction_key, c.sequence_number)
 }
 
-fn evaluate_order_change(cfg: &RulesConfig, c: &ChangeEvent, facts: &Facts) -> Result<Evaluation, RuleError> {
+fn evaluate_order_change(
+    cfg: &RulesConfig,
+    c: &ChangeEvent,
+    facts: &Facts,
+) -> Result<Evaluation, RuleError> {
     let ids = parse_ids(&c.record_ids)?;
     let account = carried(c, "AccountId").flatten();
     let mut d = Decision {
@@ -381,38 +465,65 @@ fn evaluate_order_change(cfg: &RulesConfig, c: &ChangeEvent, facts: &Facts) -> R
             if ids.is_empty() {
                 return Err(RuleError::NoRecordIds(c.change_type));
             }
-            let kind = if c.change_type == ChangeType::Create { TriggerKind::Create } else { TriggerKind::StatusChange };
+            let kind = if c.change_type == ChangeType::Create {
+                TriggerKind::Create
+            } else {
+                TriggerKind::StatusChange
+            };
             if c.change_type == ChangeType::Update && !c.changed("Status") {
-                d.skips.extend(ids.iter().map(|_| SkipReason::StatusUnchanged));
+                d.skips
+                    .extend(ids.iter().map(|_| SkipReason::StatusUnchanged));
                 return Ok(Evaluation::Done(d));
             }
             let status = text(c.fields.get("Status"));
             if !cfg.is_trigger(status.as_deref()) {
-                d.skips.extend(ids.iter().map(|_| SkipReason::StatusNotTrigger));
+                d.skips
+                    .extend(ids.iter().map(|_| SkipReason::StatusNotTrigger));
                 return Ok(Evaluation::Done(d));
             }
             let activation = carried(c, &cfg.activation_field);
             let external = carried(c, &cfg.external_id_field);
             if (activation.is_none() || external.is_none()) && c.change_type == ChangeType::Update {
-                let missing: Vec<SfId> = ids.iter().filter(|id| !facts.contains_key(*id)).cloned().collect();
+                let missing: Vec<SfId> = ids
+                    .iter()
+                    .filter(|id| !facts.contains_key(*id))
+                    .cloned()
+                    .collect();
                 if !missing.is_empty() {
                     return Ok(Evaluation::NeedOrders(missing));
                 }
             }
             for id in &ids {
                 let f = facts.get(id).cloned().flatten();
-                if c.change_type == ChangeType::Update && facts.get(id).is_some_and(Option::is_none) && (activation.is_none() || external.is_none()) {
+                if c.change_type == ChangeType::Update
+                    && facts.get(id).is_some_and(Option::is_none)
+                    && (activation.is_none() || external.is_none())
+                {
                     // A guard must be read and the order is gone: nothing to provision.
                     d.skips.push(SkipReason::OrderNotFound);
                     continue;
                 }
                 let g = Guards {
-                    activation: activation.clone().unwrap_or_else(|| f.as_ref().and_then(|f| f.activation.clone())),
-                    external_id: external.clone().unwrap_or_else(|| f.as_ref().and_then(|f| f.external_id.clone())),
+                    activation: activation
+                        .clone()
+                        .unwrap_or_else(|| f.as_ref().and_then(|f| f.activation.clone())),
+                    external_id: external
+                        .clone()
+                        .unwrap_or_else(|| f.as_ref().and_then(|f| f.external_id.clone())),
                 };
-                let account_id = account.clone().or_else(|| f.as_ref().and_then(|f| f.account_id.clone()));
+                let account_id = account
+                    .clone()
+                    .or_else(|| f.as_ref().and_then(|f| f.account_id.clone()));
                 let skip = guard_skip(cfg, &g);
-                conclude(&mut d, change_key("cdc", c, id), id.clone(), account_id, status.clone().unwrap_or_default(), kind, skip);
+                conclude(
+                    &mut d,
+                    change_key("cdc", c, id),
+                    id.clone(),
+                    account_id,
+                    status.clone().unwrap_or_default(),
+                    kind,
+                    skip,
+                );
             }
             Ok(Evaluation::Done(d))
         }
@@ -420,12 +531,24 @@ fn evaluate_order_change(cfg: &RulesConfig, c: &ChangeEvent, facts: &Facts) -> R
             if ids.is_empty() {
                 return Err(RuleError::NoRecordIds(c.change_type));
             }
-            let missing: Vec<SfId> = ids.iter().filter(|id| !facts.contains_key(*id)).cloned().collect();
+            let missing: Vec<SfId> = ids
+                .iter()
+                .filter(|id| !facts.contains_key(*id))
+                .cloned()
+                .collect();
             if !missing.is_empty() {
                 return Ok(Evaluation::NeedOrders(missing));
             }
             for id in &ids {
-                from_facts(cfg, &mut d, change_key("gap", c, id), id, facts.get(id).and_then(Option::as_ref), TriggerKind::Gap, true);
+                from_facts(
+                    cfg,
+                    &mut d,
+                    change_key("gap", c, id),
+                    id,
+                    facts.get(id).and_then(Option::as_ref),
+                    TriggerKind::Gap,
+                    true,
+                );
             }
             Ok(Evaluation::Done(d))
         }
@@ -433,7 +556,8 @@ fn evaluate_order_change(cfg: &RulesConfig, c: &ChangeEvent, facts: &Facts) -> R
             since_ms: c.commit_timestamp - cfg.reconcile_window_ms,
         }),
         ChangeType::Delete | ChangeType::Undelete | ChangeType::GapDelete => {
-            d.skips.extend(ids.iter().map(|_| SkipReason::NotATriggerChange));
+            d.skips
+                .extend(ids.iter().map(|_| SkipReason::NotATriggerChange));
             if ids.is_empty() {
                 d.skips.push(SkipReason::NotATriggerChange);
             }
@@ -449,16 +573,25 @@ fn evaluate_item_change(cfg: &RulesConfig, c: &ChangeEvent) -> Evaluation {
     if let Some(Some(order)) = carried(c, "OrderId")
         && let Ok(order_id) = SfId::parse(&order)
     {
-        let relevant = c.change_type != ChangeType::Update || c.changed_fields.iter().any(|f| cfg.is_customer_facing(f));
+        let relevant = c.change_type != ChangeType::Update
+            || c.changed_fields.iter().any(|f| cfg.is_customer_facing(f));
         if relevant {
-            d.invalidations.push(Invalidation::Order { order_id, account_id: None });
+            d.invalidations.push(Invalidation::Order {
+                order_id,
+                account_id: None,
+            });
         }
     }
     d.skips.push(SkipReason::NotAnOrderEvent);
     Evaluation::Done(d)
 }
 
-fn evaluate_platform(cfg: &RulesConfig, event_id: &str, p: &PlatformEvent, facts: &Facts) -> Result<Evaluation, RuleError> {
+fn evaluate_platform(
+    cfg: &RulesConfig,
+    event_id: &str,
+    p: &PlatformEvent,
+    facts: &Facts,
+) -> Result<Evaluation, RuleError> {
     if *p.topic != *cfg.fulfilment_event {
         return Ok(Evaluation::Done(Decision {
             skips: vec![SkipReason::UnhandledPlatformEvent],
@@ -475,12 +608,24 @@ fn evaluate_platform(cfg: &RulesConfig, event_id: &str, p: &PlatformEvent, facts
     }
     let mut d = Decision::default();
     // The event asks for fulfilment whatever the status; the guards still apply.
-    from_facts(cfg, &mut d, format!("pe:{event_id}:{id}"), &id, facts.get(&id).and_then(Option::as_ref), TriggerKind::PlatformEvent, false);
+    from_facts(
+        cfg,
+        &mut d,
+        format!("pe:{event_id}:{id}"),
+        &id,
+        facts.get(&id).and_then(Option::as_ref),
+        TriggerKind::PlatformEvent,
+        false,
+    );
     Ok(Evaluation::Done(d))
 }
 
 /// Evaluates one event with the facts looked up so far.
-pub fn evaluate(cfg: &RulesConfig, event: &DecodedEvent, facts: &Facts) -> Result<Evaluation, RuleError> {
+pub fn evaluate(
+    cfg: &RulesConfig,
+    event: &DecodedEvent,
+    facts: &Facts,
+) -> Result<Evaluation, RuleError> {
     match &event.body {
         EventBody::Change(c) if &*c.entity == "Order" => evaluate_order_change(cfg, c, facts),
         EventBody::Change(c) if &*c.entity == "OrderItem" => Ok(evaluate_item_change(cfg, c)),
@@ -494,14 +639,26 @@ pub fn evaluate(cfg: &RulesConfig, event: &DecodedEvent, facts: &Facts) -> Resul
 
 /// Evaluates the orders re-read after a `GAP_OVERFLOW` event, as if each status had just
 /// changed. `overflow` is the overflow event's identity (its transaction key).
-pub fn reconcile(cfg: &RulesConfig, overflow: &ChangeEvent, orders: &[(SfId, OrderFacts)]) -> Decision {
+pub fn reconcile(
+    cfg: &RulesConfig,
+    overflow: &ChangeEvent,
+    orders: &[(SfId, OrderFacts)],
+) -> Decision {
     let mut d = Decision::default();
     for (id, f) in orders {
         d.invalidations.push(Invalidation::Order {
             order_id: id.clone(),
             account_id: f.account_id.clone(),
         });
-        from_facts(cfg, &mut d, format!("overflow:{}:{id}", overflow.transaction_key), id, Some(f), TriggerKind::Overflow, true);
+        from_facts(
+            cfg,
+            &mut d,
+            format!("overflow:{}:{id}", overflow.transaction_key),
+            id,
+            Some(f),
+            TriggerKind::Overflow,
+            true,
+        );
     }
     d
 }

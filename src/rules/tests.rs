@@ -25,9 +25,23 @@ fn fixture() -> Fixture {
         user_id: world.org.user_id.to_string(),
         origin: "test".into(),
     };
-    let order = world.org.pick("Order", |r| r.text("Status") == Some("Draft")).unwrap();
-    let account = world.org.get(&order).unwrap().text("AccountId").unwrap().to_owned();
-    Fixture { world, actor, order, account }
+    let order = world
+        .org
+        .pick("Order", |r| r.text("Status") == Some("Draft"))
+        .unwrap();
+    let account = world
+        .org
+        .get(&order)
+        .unwrap()
+        .text("AccountId")
+        .unwrap()
+        .to_owned();
+    Fixture {
+        world,
+        actor,
+        order,
+        account,
+    }
 }
 
 impl Fixture {
@@ -47,29 +61,45 @@ impl Fixture {
         let (id, actor) = (self.order.clone(), self.actor.clone());
         let now = 1_700_000_100_000;
         self.world
-            .mutate(now, |o| o.update("Order", &id, patch.as_object().unwrap(), &actor, now).map(|c| ((), c)))
+            .mutate(now, |o| {
+                o.update("Order", &id, patch.as_object().unwrap(), &actor, now)
+                    .map(|c| ((), c))
+            })
             .unwrap();
         self.last("/data/OrderChangeEvent")
     }
 
     fn create(&mut self, extra: serde_json::Value) -> (SfId, DecodedEvent) {
-        let mut body = json!({"AccountId": self.account, "EffectiveDate": "2024-01-01", "Status": "Draft"});
-        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let mut body =
+            json!({"AccountId": self.account, "EffectiveDate": "2024-01-01", "Status": "Draft"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         let actor = self.actor.clone();
         let now = 1_700_000_100_000;
-        let id = self.world.mutate(now, |o| o.create("Order", body.as_object().unwrap(), &actor, now)).unwrap();
+        let id = self
+            .world
+            .mutate(now, |o| {
+                o.create("Order", body.as_object().unwrap(), &actor, now)
+            })
+            .unwrap();
         (id, self.last("/data/OrderChangeEvent"))
     }
 
     fn publish(&mut self, order: &str) -> DecodedEvent {
-        let fields = BTreeMap::from([("OrderId__c".to_string(), FieldValue::Str(order.to_owned()))]);
-        self.world.publish_fulfilment(fields, "005Hs00000000AAAAA", 1_700_000_100_000);
+        let fields =
+            BTreeMap::from([("OrderId__c".to_string(), FieldValue::Str(order.to_owned()))]);
+        self.world
+            .publish_fulfilment(fields, "005Hs00000000AAAAA", 1_700_000_100_000);
         self.last("/event/Order_Fulfilment_Requested__e")
     }
 
     fn gap(&mut self, ct: ChangeType) -> DecodedEvent {
         let (id, actor) = (self.order.clone(), self.actor.clone());
-        let change = self.world.org.gap("Order", ct, Some(&id), &actor, 1_700_000_200_000);
+        let change = self
+            .world
+            .org
+            .gap("Order", ct, Some(&id), &actor, 1_700_000_200_000);
         self.world.commit(vec![change], 1_700_000_200_000);
         self.last("/data/OrderChangeEvent")
     }
@@ -99,21 +129,35 @@ fn an_approval_reads_guards_it_does_not_carry_then_creates_a_job() {
     let cfg = RulesConfig::defaults();
     let mut f = fixture();
     let e = f.update(json!({"Status": "Approved"}));
-    assert_eq!(evaluate(&cfg, &e, &Facts::new()).unwrap(), Evaluation::NeedOrders(vec![f.order.clone()]));
+    assert_eq!(
+        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        Evaluation::NeedOrders(vec![f.order.clone()])
+    );
     let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, None)).unwrap());
     assert_eq!(d.jobs.len(), 1);
     let job = &d.jobs[0];
     assert_eq!(job.order_id, f.order);
     assert_eq!(job.status, "Approved");
     assert_eq!(job.kind, TriggerKind::StatusChange);
-    let EventBody::Change(c) = &e.body else { panic!() };
+    let EventBody::Change(c) = &e.body else {
+        panic!()
+    };
     assert_eq!(job.key, format!("cdc:{}:1:{}", c.transaction_key, f.order));
-    assert_eq!(d.triggers, [TriggerRecord { key: job.key.clone(), order_id: f.order.clone(), skipped: None }]);
+    assert_eq!(
+        d.triggers,
+        [TriggerRecord {
+            key: job.key.clone(),
+            order_id: f.order.clone(),
+            skipped: None
+        }]
+    );
     // Same event, same key.
     let again = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, None)).unwrap());
     assert_eq!(again.jobs[0].key, job.key);
     // Status is customer-facing: the order is invalidated.
-    assert!(matches!(&d.invalidations[..], [Invalidation::Order { order_id, .. }] if *order_id == f.order));
+    assert!(
+        matches!(&d.invalidations[..], [Invalidation::Order { order_id, .. }] if *order_id == f.order)
+    );
 }
 
 #[test]
@@ -129,10 +173,21 @@ fn blocking_activation_or_an_external_id_skips() {
         let d = done(evaluate(&cfg, &e, &facts(&f.order, "Reactivate", act, ext)).unwrap());
         assert!(d.jobs.is_empty());
         assert_eq!(d.skips, [reason]);
-        assert_eq!(d.triggers[0].skipped, Some(reason), "skipped triggers are recorded too");
+        assert_eq!(
+            d.triggers[0].skipped,
+            Some(reason),
+            "skipped triggers are recorded too"
+        );
     }
     // A non-blocking activation status passes.
-    let d = done(evaluate(&cfg, &e, &facts(&f.order, "Reactivate", Some("Deactivated"), None)).unwrap());
+    let d = done(
+        evaluate(
+            &cfg,
+            &e,
+            &facts(&f.order, "Reactivate", Some("Deactivated"), None),
+        )
+        .unwrap(),
+    );
     assert_eq!(d.jobs.len(), 1);
 }
 
@@ -142,15 +197,35 @@ fn guard_values_the_event_carries_win_over_salesforce() {
     let mut f = fixture();
     f.update(json!({"Activation_Status__c": "Activated", "WHMCS_Order_ID__c": "WH-3"}));
     // Approved, and both guard fields cleared in the same change: the event says they are empty.
-    let e = f.update(json!({"Status": "Approved", "Activation_Status__c": null, "WHMCS_Order_ID__c": null}));
-    let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", Some("Activated"), Some("WH-3"))).unwrap());
-    assert_eq!(d.jobs.len(), 1, "nulled guard fields are carried values: {d:?}");
+    let e = f.update(
+        json!({"Status": "Approved", "Activation_Status__c": null, "WHMCS_Order_ID__c": null}),
+    );
+    let d = done(
+        evaluate(
+            &cfg,
+            &e,
+            &facts(&f.order, "Approved", Some("Activated"), Some("WH-3")),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        d.jobs.len(),
+        1,
+        "nulled guard fields are carried values: {d:?}"
+    );
     // The event sets a blocking status: it blocks even if Salesforce has since moved on.
     let e = f.update(json!({"Status": "Draft"}));
-    assert_eq!(done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips, [SkipReason::StatusNotTrigger]);
+    assert_eq!(
+        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        [SkipReason::StatusNotTrigger]
+    );
     let e = f.update(json!({"Status": "Approved", "Activation_Status__c": "Activating", "WHMCS_Order_ID__c": "WH-4"}));
     let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
-    assert_eq!(d.skips, [SkipReason::ActivationBlocking], "no lookup needed: the event carries both guards");
+    assert_eq!(
+        d.skips,
+        [SkipReason::ActivationBlocking],
+        "no lookup needed: the event carries both guards"
+    );
 }
 
 #[test]
@@ -159,10 +234,15 @@ fn an_absent_guard_field_is_never_assumed_empty() {
     let mut f = fixture();
     f.update(json!({"WHMCS_Order_ID__c": "WH-9"}));
     let e = f.update(json!({"Status": "Approved"}));
-    let EventBody::Change(c) = &e.body else { panic!() };
+    let EventBody::Change(c) = &e.body else {
+        panic!()
+    };
     // The UPDATE has WHMCS_Order_ID__c = null because it did not change, not because it is empty.
     assert_eq!(c.fields.get("WHMCS_Order_ID__c"), Some(&Value::Null));
-    assert!(matches!(evaluate(&cfg, &e, &Facts::new()).unwrap(), Evaluation::NeedOrders(_)));
+    assert!(matches!(
+        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        Evaluation::NeedOrders(_)
+    ));
     let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, Some("WH-9"))).unwrap());
     assert_eq!(d.skips, [SkipReason::ExternalIdPresent]);
 }
@@ -172,14 +252,20 @@ fn non_trigger_updates_need_no_lookup() {
     let cfg = RulesConfig::defaults();
     let mut f = fixture();
     let e = f.update(json!({"Status": "Activated"}));
-    assert_eq!(done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips, [SkipReason::StatusNotTrigger]);
+    assert_eq!(
+        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        [SkipReason::StatusNotTrigger]
+    );
     let e = f.update(json!({"Description": "new words"}));
     let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
     assert_eq!(d.skips, [SkipReason::StatusUnchanged]);
     assert_eq!(d.invalidations.len(), 1, "Description is customer-facing");
     let e = f.update(json!({"Activation_Status__c": "Pending", "WHMCS_Order_ID__c": "X"}));
     let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
-    assert!(d.invalidations.is_empty(), "internal fields do not invalidate: {d:?}");
+    assert!(
+        d.invalidations.is_empty(),
+        "internal fields do not invalidate: {d:?}"
+    );
     assert!(d.triggers.is_empty());
 }
 
@@ -194,9 +280,15 @@ fn a_create_with_a_trigger_status_decides_from_the_event_alone() {
     assert_eq!(d.jobs[0].kind, TriggerKind::Create);
     assert_eq!(d.jobs[0].account_id.as_deref(), Some(f.account.as_str()));
     let (_, e) = f.create(json!({"Status": "Approved", "Activation_Status__c": "Activated"}));
-    assert_eq!(done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips, [SkipReason::ActivationBlocking]);
+    assert_eq!(
+        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        [SkipReason::ActivationBlocking]
+    );
     let (_, e) = f.create(json!({}));
-    assert_eq!(done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips, [SkipReason::StatusNotTrigger]);
+    assert_eq!(
+        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        [SkipReason::StatusNotTrigger]
+    );
 }
 
 #[test]
@@ -205,29 +297,55 @@ fn the_fulfilment_event_triggers_on_the_order_it_names() {
     let mut f = fixture();
     let order = f.order.to_string();
     let e = f.publish(&order);
-    assert_eq!(evaluate(&cfg, &e, &Facts::new()).unwrap(), Evaluation::NeedOrders(vec![f.order.clone()]));
+    assert_eq!(
+        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        Evaluation::NeedOrders(vec![f.order.clone()])
+    );
     let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, None)).unwrap());
     assert_eq!(d.jobs[0].kind, TriggerKind::PlatformEvent);
     assert_eq!(d.jobs[0].key, format!("pe:{}:{}", e.event_id, f.order));
     assert_eq!(d.jobs[0].status, "Approved");
     let gone = Facts::from([(f.order.clone(), None)]);
-    assert_eq!(done(evaluate(&cfg, &e, &gone).unwrap()).skips, [SkipReason::OrderNotFound]);
-    let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", Some("Activating"), None)).unwrap());
+    assert_eq!(
+        done(evaluate(&cfg, &e, &gone).unwrap()).skips,
+        [SkipReason::OrderNotFound]
+    );
+    let d = done(
+        evaluate(
+            &cfg,
+            &e,
+            &facts(&f.order, "Approved", Some("Activating"), None),
+        )
+        .unwrap(),
+    );
     assert_eq!(d.skips, [SkipReason::ActivationBlocking]);
     // 15-character ids are accepted; garbage is a rule error (the event is quarantined).
     let e = f.publish(&order[..15]);
-    assert_eq!(evaluate(&cfg, &e, &Facts::new()).unwrap(), Evaluation::NeedOrders(vec![f.order.clone()]));
+    assert_eq!(
+        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        Evaluation::NeedOrders(vec![f.order.clone()])
+    );
     let e = f.publish("not-an-id");
-    assert!(matches!(evaluate(&cfg, &e, &Facts::new()), Err(RuleError::BadOrderField { .. })));
+    assert!(matches!(
+        evaluate(&cfg, &e, &Facts::new()),
+        Err(RuleError::BadOrderField { .. })
+    ));
 }
 
 #[test]
 fn gap_events_are_evaluated_from_a_re_read() {
     let cfg = RulesConfig::defaults();
     let mut f = fixture();
-    for ct in [ChangeType::GapCreate, ChangeType::GapUpdate, ChangeType::GapUndelete] {
+    for ct in [
+        ChangeType::GapCreate,
+        ChangeType::GapUpdate,
+        ChangeType::GapUndelete,
+    ] {
         let e = f.gap(ct);
-        assert_eq!(evaluate(&cfg, &e, &Facts::new()).unwrap(), Evaluation::NeedOrders(vec![f.order.clone()]));
+        assert_eq!(
+            evaluate(&cfg, &e, &Facts::new()).unwrap(),
+            Evaluation::NeedOrders(vec![f.order.clone()])
+        );
         let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, None)).unwrap());
         assert_eq!(d.jobs[0].kind, TriggerKind::Gap, "{ct}");
         assert!(d.jobs[0].key.starts_with("gap:"));
@@ -236,7 +354,10 @@ fn gap_events_are_evaluated_from_a_re_read() {
         assert_eq!(d.skips, [SkipReason::StatusNotTrigger]);
     }
     let e = f.gap(ChangeType::GapDelete);
-    assert_eq!(done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips, [SkipReason::NotATriggerChange]);
+    assert_eq!(
+        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        [SkipReason::NotATriggerChange]
+    );
 }
 
 #[test]
@@ -244,15 +365,34 @@ fn gap_overflow_asks_for_reconciliation_of_recent_orders() {
     let cfg = RulesConfig::defaults();
     let mut f = fixture();
     let actor = f.actor.clone();
-    let change = f.world.org.gap("Order", ChangeType::GapOverflow, None, &actor, 1_700_000_300_000);
+    let change = f.world.org.gap(
+        "Order",
+        ChangeType::GapOverflow,
+        None,
+        &actor,
+        1_700_000_300_000,
+    );
     f.world.commit(vec![change], 1_700_000_300_000);
     let e = f.last("/data/OrderChangeEvent");
-    assert_eq!(evaluate(&cfg, &e, &Facts::new()).unwrap(), Evaluation::NeedReconciliation { since_ms: 1_700_000_300_000 - 3_600_000 });
-    let EventBody::Change(c) = &e.body else { panic!() };
+    assert_eq!(
+        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        Evaluation::NeedReconciliation {
+            since_ms: 1_700_000_300_000 - 3_600_000
+        }
+    );
+    let EventBody::Change(c) = &e.body else {
+        panic!()
+    };
     let a = SfId::parse("801Hs0000000Q0vIAE").unwrap();
     let b = SfId::parse("801Hs0000000Q0wIAE").unwrap();
-    let approved = OrderFacts { status: Some("Approved".into()), ..OrderFacts::default() };
-    let draft = OrderFacts { status: Some("Draft".into()), ..OrderFacts::default() };
+    let approved = OrderFacts {
+        status: Some("Approved".into()),
+        ..OrderFacts::default()
+    };
+    let draft = OrderFacts {
+        status: Some("Draft".into()),
+        ..OrderFacts::default()
+    };
     let d = reconcile(&cfg, c, &[(a.clone(), approved), (b, draft)]);
     assert_eq!(d.jobs.len(), 1);
     assert_eq!(d.jobs[0].order_id, a);
@@ -265,7 +405,9 @@ fn deletes_and_item_changes_only_invalidate() {
     let cfg = RulesConfig::defaults();
     let mut f = fixture();
     let (id, actor) = (f.order.clone(), f.actor.clone());
-    f.world.mutate(1, |o| o.delete("Order", &id, &actor, 1).map(|c| ((), c))).unwrap();
+    f.world
+        .mutate(1, |o| o.delete("Order", &id, &actor, 1).map(|c| ((), c)))
+        .unwrap();
     let e = f.last("/data/OrderChangeEvent");
     let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
     assert_eq!(d.skips, [SkipReason::NotATriggerChange]);
@@ -274,21 +416,38 @@ fn deletes_and_item_changes_only_invalidate() {
     let mut f = fixture();
     let (order, actor) = (f.order.clone(), f.actor.clone());
     let body = json!({"OrderId": order.as_str(), "Quantity": 1.0, "UnitPrice": 2.0});
-    f.world.mutate(1, |o| o.create("OrderItem", body.as_object().unwrap(), &actor, 1)).unwrap();
+    f.world
+        .mutate(1, |o| {
+            o.create("OrderItem", body.as_object().unwrap(), &actor, 1)
+        })
+        .unwrap();
     let e = f.last("/data/OrderItemChangeEvent");
     let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
-    assert_eq!(d.invalidations, [Invalidation::Order { order_id: order, account_id: None }]);
+    assert_eq!(
+        d.invalidations,
+        [Invalidation::Order {
+            order_id: order,
+            account_id: None
+        }]
+    );
     assert_eq!(d.skips, [SkipReason::NotAnOrderEvent]);
 }
 
 #[test]
 fn configuration_is_validated_and_names_the_variable() {
-    let e = RulesConfig::from_env(&Env::from_pairs([("SFCDC_PROVISION_STATUSES", " , ")])).unwrap_err();
+    let e =
+        RulesConfig::from_env(&Env::from_pairs([("SFCDC_PROVISION_STATUSES", " , ")])).unwrap_err();
     assert_eq!(e.var, "SFCDC_PROVISION_STATUSES");
-    let e = RulesConfig::from_env(&Env::from_pairs([("SFCDC_ACTIVATION_FIELD", "Bad Field")])).unwrap_err();
+    let e = RulesConfig::from_env(&Env::from_pairs([("SFCDC_ACTIVATION_FIELD", "Bad Field")]))
+        .unwrap_err();
     assert_eq!(e.var, "SFCDC_ACTIVATION_FIELD");
-    let e = RulesConfig::from_env(&Env::from_pairs([("SFCDC_FULFILMENT_EVENT", "/data/X")])).unwrap_err();
+    let e = RulesConfig::from_env(&Env::from_pairs([("SFCDC_FULFILMENT_EVENT", "/data/X")]))
+        .unwrap_err();
     assert_eq!(e.var, "SFCDC_FULFILMENT_EVENT");
-    let c = RulesConfig::from_env(&Env::from_pairs([("SFCDC_PROVISION_STATUSES", "Approved, Go")])).unwrap();
+    let c = RulesConfig::from_env(&Env::from_pairs([(
+        "SFCDC_PROVISION_STATUSES",
+        "Approved, Go",
+    )]))
+    .unwrap();
     assert_eq!(c.provision_statuses, ["Approved", "Go"]);
 }

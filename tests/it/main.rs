@@ -7,4 +7,5 @@ mod emulator_events;
 mod emulator_faults;
 mod emulator_grpc;
 mod emulator_rest;
+mod store;
 mod subscriber;

@@ -1,0 +1,146 @@
+//! Schema migrations, applied automatically at start.
+//!
+//! Each backend has an ordered list of `(version, statements)`; applied versions are recorded in
+//! `sfcdc_migrations`. Migrations run in one transaction under a lock (`BEGIN IMMEDIATE` on
+//! SQLite, an advisory lock on PostgreSQL), so instances starting together apply each version
+//! once. A version is never edited once released; changes come as new versions.
+
+/// One migration: a version and its statements.
+pub type Migration = (i64, &'static [&'static str]);
+
+/// SQLite migrations. Times are epoch milliseconds; replay ids and payloads are blobs.
+pub const SQLITE: &[Migration] = &[(
+    1,
+    &[
+        "CREATE TABLE sfcdc_checkpoints (
+            channel TEXT PRIMARY KEY,
+            replay_id BLOB,
+            preset TEXT,
+            updated_at INTEGER NOT NULL
+        )",
+        "CREATE TABLE sfcdc_triggers (
+            trigger_key TEXT PRIMARY KEY,
+            order_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT,
+            created_at INTEGER NOT NULL
+        )",
+        "CREATE TABLE sfcdc_jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            order_id TEXT NOT NULL,
+            account_id TEXT,
+            trigger_status TEXT NOT NULL,
+            trigger_kind TEXT NOT NULL,
+            source_channel TEXT NOT NULL,
+            source_replay_id BLOB NOT NULL,
+            source_event_id TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            run_at INTEGER NOT NULL,
+            lease_owner TEXT,
+            lease_until INTEGER,
+            operation_id TEXT,
+            progress INTEGER,
+            result TEXT,
+            last_error TEXT,
+            errors TEXT NOT NULL DEFAULT '[]',
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            finished_at INTEGER
+        )",
+        "CREATE UNIQUE INDEX sfcdc_jobs_one_open_per_approval ON sfcdc_jobs (order_id, trigger_status)
+            WHERE state IN ('available', 'running', 'polling', 'retryable')",
+        "CREATE INDEX sfcdc_jobs_due ON sfcdc_jobs (state, run_at)",
+        "CREATE INDEX sfcdc_jobs_by_order ON sfcdc_jobs (order_id, id)",
+        "CREATE TABLE sfcdc_quarantine (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            channel TEXT NOT NULL,
+            replay_id BLOB NOT NULL,
+            schema_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            reason TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            UNIQUE (channel, replay_id)
+        )",
+    ],
+)];
+
+/// PostgreSQL migrations, the same tables with PostgreSQL types.
+pub const POSTGRES: &[Migration] = &[(
+    1,
+    &[
+        "CREATE TABLE sfcdc_checkpoints (
+            channel TEXT PRIMARY KEY,
+            replay_id BYTEA,
+            preset TEXT,
+            updated_at BIGINT NOT NULL
+        )",
+        "CREATE TABLE sfcdc_triggers (
+            trigger_key TEXT PRIMARY KEY,
+            order_id TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            reason TEXT,
+            created_at BIGINT NOT NULL
+        )",
+        "CREATE TABLE sfcdc_jobs (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            job_key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            order_id TEXT NOT NULL,
+            account_id TEXT,
+            trigger_status TEXT NOT NULL,
+            trigger_kind TEXT NOT NULL,
+            source_channel TEXT NOT NULL,
+            source_replay_id BYTEA NOT NULL,
+            source_event_id TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            run_at BIGINT NOT NULL,
+            lease_owner TEXT,
+            lease_until BIGINT,
+            operation_id TEXT,
+            progress INTEGER,
+            result TEXT,
+            last_error TEXT,
+            errors TEXT NOT NULL DEFAULT '[]',
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            finished_at BIGINT
+        )",
+        "CREATE UNIQUE INDEX sfcdc_jobs_one_open_per_approval ON sfcdc_jobs (order_id, trigger_status)
+            WHERE state IN ('available', 'running', 'polling', 'retryable')",
+        "CREATE INDEX sfcdc_jobs_due ON sfcdc_jobs (state, run_at)",
+        "CREATE INDEX sfcdc_jobs_by_order ON sfcdc_jobs (order_id, id)",
+        "CREATE TABLE sfcdc_quarantine (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            channel TEXT NOT NULL,
+            replay_id BYTEA NOT NULL,
+            schema_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            payload BYTEA NOT NULL,
+            reason TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT NOT NULL,
+            UNIQUE (channel, replay_id)
+        )",
+    ],
+)];
+
+/// Creates the bookkeeping table (valid on both backends).
+pub const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS sfcdc_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";

@@ -1,0 +1,339 @@
+//! The PostgreSQL backend, for several instances sharing one database.
+//!
+//! Batches insert with one `INSERT … SELECT FROM UNNEST(…)` per table: a single round trip and
+//! a single plan however many rows. Uniqueness (trigger keys, job keys, one open job per
+//! approval) is enforced by indexes, so two instances inserting the same job concurrently make
+//! one row: the second waits for the first to commit, then skips.
+
+use std::collections::HashSet;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Row};
+
+use super::sqlite::{JOB_COLUMNS, QUARANTINE_COLUMNS};
+use super::{
+    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, Store,
+    StoreBatch, StoreError, jobs_of_new_triggers, migrations, position, position_columns,
+};
+
+/// A PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url`; with `schema`, every table lives in that schema (created if needed),
+    /// which is how tests get a fresh database each.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
+        let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+            StoreError::Config(format!("{}: {e}", super::redact_url(url)))
+        })?;
+        options = options
+            .application_name("sfcdc")
+            .log_statements(tracing::log::LevelFilter::Trace);
+        if let Some(schema) = schema {
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StoreError::Config(format!(
+                    "schema name {schema:?} is not an identifier"
+                )));
+            }
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&admin)
+            .await?;
+            admin.close().await;
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
+    /// The connection pool (for the worker, later).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One instance migrates at a time; the others then find the versions applied.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sfcdc_migrations'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(migrations::CREATE_LEDGER)
+            .execute(&mut *tx)
+            .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM sfcdc_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, statements) in migrations::POSTGRES {
+            if applied.contains(version) {
+                continue;
+            }
+            for s in *statements {
+                sqlx::query(sqlx::AssertSqlSafe(*s))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO sfcdc_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(crate::emulator::org::now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, "Applied PostgreSQL migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, StoreError> {
+        let row = sqlx::query("SELECT replay_id, preset FROM sfcdc_checkpoints WHERE channel = $1")
+            .bind(channel)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| position(r.try_get("replay_id")?, r.try_get("preset")?))
+            .transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel, replay_id, preset, updated_at FROM sfcdc_checkpoints ORDER BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Checkpoint {
+                    channel: r.try_get("channel")?,
+                    position: position(r.try_get("replay_id")?, r.try_get("preset")?)?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_checkpoint(
+        &self,
+        channel: &str,
+        p: &Position,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (replay_id, preset) = position_columns(p);
+        sqlx::query(
+            "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = excluded.preset, updated_at = excluded.updated_at",
+        )
+        .bind(channel)
+        .bind(replay_id)
+        .bind(preset)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = HashSet::new();
+        if !batch.triggers.is_empty() {
+            let t = &batch.triggers;
+            let keys: Vec<&str> = t.iter().map(|t| t.key.as_str()).collect();
+            let orders: Vec<&str> = t.iter().map(|t| t.order_id.as_str()).collect();
+            let outcomes: Vec<&str> = t.iter().map(|t| t.outcome).collect();
+            let reasons: Vec<Option<&str>> = t.iter().map(|t| t.reason).collect();
+            inserted.extend(
+                sqlx::query_scalar::<_, String>(
+                    "INSERT INTO sfcdc_triggers (trigger_key, order_id, channel, outcome, reason, created_at)
+                     SELECT k, o, $5, oc, r, $6 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(k, o, oc, r)
+                     ON CONFLICT DO NOTHING RETURNING trigger_key",
+                )
+                .bind(&keys)
+                .bind(&orders)
+                .bind(&outcomes)
+                .bind(&reasons)
+                .bind(&batch.channel)
+                .bind(batch.now_ms)
+                .fetch_all(&mut *tx)
+                .await?,
+            );
+        }
+        let (jobs, duplicate_events) = jobs_of_new_triggers(batch, &inserted);
+        let mut created = Vec::new();
+        if !jobs.is_empty() {
+            let col = |f: fn(&super::NewJob) -> &str| -> Vec<&str> {
+                jobs.iter().map(|j| f(j)).collect()
+            };
+            let accounts: Vec<Option<&str>> =
+                jobs.iter().map(|j| j.account_id.as_deref()).collect();
+            let replays: Vec<&[u8]> = jobs.iter().map(|j| j.replay_id.as_slice()).collect();
+            let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+            let rows = sqlx::query(
+                "INSERT INTO sfcdc_jobs (job_key, kind, order_id, account_id, trigger_status, trigger_kind, source_channel, source_replay_id,
+                    source_event_id, payload, state, attempt, max_attempts, run_at, created_at, updated_at)
+                 SELECT k, 'provision', o, a, ts, tk, c, r, e, p, 'available', 0, m, $11, $11, $11
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[], $10::int[])
+                    AS u(k, o, a, ts, tk, c, r, e, p, m)
+                 ON CONFLICT DO NOTHING RETURNING id, job_key",
+            )
+            .bind(col(|j| &j.key))
+            .bind(col(|j| &j.order_id))
+            .bind(&accounts)
+            .bind(col(|j| &j.trigger_status))
+            .bind(col(|j| &j.trigger_kind))
+            .bind(col(|j| &j.channel))
+            .bind(&replays)
+            .bind(col(|j| &j.event_id))
+            .bind(col(|j| &j.payload))
+            .bind(&max_attempts)
+            .bind(batch.now_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                created.push((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?));
+            }
+        }
+        let created_keys: HashSet<&str> = created.iter().map(|(_, k)| k.as_str()).collect();
+        let duplicate_approvals = jobs
+            .iter()
+            .filter(|j| !created_keys.contains(j.key.as_str()))
+            .map(|j| j.key.clone())
+            .collect();
+        let mut quarantined = 0;
+        if !batch.quarantine.is_empty() {
+            let q = &batch.quarantine;
+            let text =
+                |f: fn(&super::NewQuarantine) -> &str| -> Vec<&str> { q.iter().map(f).collect() };
+            let blob =
+                |f: fn(&super::NewQuarantine) -> &[u8]| -> Vec<&[u8]> { q.iter().map(f).collect() };
+            quarantined = sqlx::query(
+                "INSERT INTO sfcdc_quarantine (channel, replay_id, schema_id, event_id, payload, reason, kind, created_at, updated_at)
+                 SELECT c, r, s, e, p, re, k, $8, $8
+                 FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[]) AS u(c, r, s, e, p, re, k)
+                 ON CONFLICT (channel, replay_id) DO NOTHING",
+            )
+            .bind(text(|e| &e.channel))
+            .bind(blob(|e| &e.replay_id))
+            .bind(text(|e| &e.schema_id))
+            .bind(text(|e| &e.event_id))
+            .bind(blob(|e| &e.payload))
+            .bind(text(|e| &e.reason))
+            .bind(text(|e| &e.kind))
+            .bind(batch.now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as usize;
+        }
+        if !batch.resolve_quarantine.is_empty() {
+            sqlx::query("UPDATE sfcdc_quarantine SET state = 'resolved', attempts = attempts + 1, updated_at = $1 WHERE id = ANY($2)")
+                .bind(batch.now_ms)
+                .bind(&batch.resolve_quarantine)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(replay) = &batch.checkpoint {
+            sqlx::query(
+                "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES ($1, $2, NULL, $3)
+                 ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = NULL, updated_at = excluded.updated_at",
+            )
+            .bind(&batch.channel)
+            .bind(replay.as_bytes())
+            .bind(batch.now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(BatchOutcome {
+            created,
+            duplicate_events,
+            duplicate_approvals,
+            quarantined,
+        })
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM sfcdc_jobs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR order_id = $2) ORDER BY id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(filter.order_id.as_deref())
+            .bind(filter.limit.unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::job_from_row).collect()
+    }
+
+    async fn quarantined(&self, open_only: bool) -> Result<Vec<QuarantineRow>, StoreError> {
+        let sql = format!(
+            "SELECT {QUARANTINE_COLUMNS} FROM sfcdc_quarantine WHERE (NOT $1 OR state = 'open') ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(open_only)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::quarantine_from_row).collect()
+    }
+
+    async fn quarantine_entry(&self, id: i64) -> Result<Option<QuarantineRow>, StoreError> {
+        let sql = format!("SELECT {QUARANTINE_COLUMNS} FROM sfcdc_quarantine WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(super::quarantine_from_row).transpose()
+    }
+
+    async fn quarantine_retry_failed(
+        &self,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sfcdc_quarantine SET reason = $1, attempts = attempts + 1, updated_at = $2 WHERE id = $3")
+            .bind(reason)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let jobs = sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, count(*) FROM sfcdc_jobs GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let triggers = sqlx::query_as::<_, (String, i64)>(
+            "SELECT outcome || coalesce(':' || reason, ''), count(*) FROM sfcdc_triggers GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let quarantined: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sfcdc_quarantine WHERE state = 'open'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Counts {
+            jobs,
+            triggers,
+            quarantined,
+        })
+    }
+}

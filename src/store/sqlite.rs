@@ -1,0 +1,326 @@
+//! The SQLite backend: one file, WAL, `synchronous=NORMAL`.
+//!
+//! Writes take the write lock up front (`BEGIN IMMEDIATE`), so a transaction that reads before
+//! it writes never fails with a busy snapshot; readers (the admin commands) run beside the
+//! writer thanks to WAL. Each batch is a handful of multi-row statements, never one per row:
+//! SQLx pays tens of microseconds per SQLite statement.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{
+    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, Store,
+    StoreBatch, StoreError, jobs_of_new_triggers, migrations, position, position_columns,
+};
+
+/// Rows per multi-row statement, well under SQLite's bound-variable limit.
+const CHUNK: usize = 500;
+
+/// The job columns every query reads.
+pub(super) const JOB_COLUMNS: &str = "id, job_key, order_id, account_id, trigger_status, trigger_kind, state, attempt, max_attempts, run_at, \
+     operation_id, progress, last_error, source_channel, source_replay_id, source_event_id, payload, created_at, updated_at";
+
+/// The quarantine columns every query reads.
+pub(super) const QUARANTINE_COLUMNS: &str = "id, channel, replay_id, schema_id, event_id, payload, reason, kind, state, attempts, created_at, updated_at";
+
+/// A SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file named by a `sqlite://PATH` URL.
+    pub async fn connect(url: &str) -> Result<SqliteStore, StoreError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::Config(format!("'{url}' is not a sqlite:// URL")))?;
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() || path == ":memory:" {
+            return Err(StoreError::Config(
+                "sfcdc needs a database file (sqlite://PATH), not an in-memory database".into(),
+            ));
+        }
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// The connection pool (for the worker, later).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(migrations::CREATE_LEDGER)
+            .execute(&mut *tx)
+            .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM sfcdc_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, statements) in migrations::SQLITE {
+            if applied.contains(version) {
+                continue;
+            }
+            for s in *statements {
+                sqlx::query(sqlx::AssertSqlSafe(*s))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("INSERT INTO sfcdc_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(crate::emulator::org::now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, "Applied SQLite migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, StoreError> {
+        let row = sqlx::query("SELECT replay_id, preset FROM sfcdc_checkpoints WHERE channel = ?")
+            .bind(channel)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| position(r.try_get("replay_id")?, r.try_get("preset")?))
+            .transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT channel, replay_id, preset, updated_at FROM sfcdc_checkpoints ORDER BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Checkpoint {
+                    channel: r.try_get("channel")?,
+                    position: position(r.try_get("replay_id")?, r.try_get("preset")?)?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_checkpoint(
+        &self,
+        channel: &str,
+        p: &Position,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (replay_id, preset) = position_columns(p);
+        sqlx::query(
+            "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = excluded.preset, updated_at = excluded.updated_at",
+        )
+        .bind(channel)
+        .bind(replay_id)
+        .bind(preset)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut inserted = HashSet::new();
+        for chunk in batch.triggers.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO sfcdc_triggers (trigger_key, order_id, channel, outcome, reason, created_at) ",
+            );
+            q.push_values(chunk, |mut b, t| {
+                b.push_bind(&t.key)
+                    .push_bind(&t.order_id)
+                    .push_bind(&batch.channel)
+                    .push_bind(t.outcome)
+                    .push_bind(t.reason)
+                    .push_bind(batch.now_ms);
+            });
+            q.push(" ON CONFLICT DO NOTHING RETURNING trigger_key");
+            inserted.extend(q.build_query_scalar::<String>().fetch_all(&mut *tx).await?);
+        }
+        let (jobs, duplicate_events) = jobs_of_new_triggers(batch, &inserted);
+        let mut created = Vec::new();
+        for chunk in jobs.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO sfcdc_jobs (job_key, kind, order_id, account_id, trigger_status, trigger_kind, source_channel, source_replay_id, \
+                 source_event_id, payload, state, attempt, max_attempts, run_at, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, j| {
+                b.push_bind(&j.key)
+                    .push_bind("provision")
+                    .push_bind(&j.order_id)
+                    .push_bind(&j.account_id)
+                    .push_bind(&j.trigger_status)
+                    .push_bind(&j.trigger_kind)
+                    .push_bind(&j.channel)
+                    .push_bind(&j.replay_id)
+                    .push_bind(&j.event_id)
+                    .push_bind(&j.payload)
+                    .push_bind("available")
+                    .push_bind(0i32)
+                    .push_bind(j.max_attempts)
+                    .push_bind(batch.now_ms)
+                    .push_bind(batch.now_ms)
+                    .push_bind(batch.now_ms);
+            });
+            q.push(" ON CONFLICT DO NOTHING RETURNING id, job_key");
+            for r in q.build().fetch_all(&mut *tx).await? {
+                created.push((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?));
+            }
+        }
+        let created_keys: HashSet<&str> = created.iter().map(|(_, k)| k.as_str()).collect();
+        let duplicate_approvals = jobs
+            .iter()
+            .filter(|j| !created_keys.contains(j.key.as_str()))
+            .map(|j| j.key.clone())
+            .collect();
+        let mut quarantined = 0;
+        for chunk in batch.quarantine.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO sfcdc_quarantine (channel, replay_id, schema_id, event_id, payload, reason, kind, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(&e.channel)
+                    .push_bind(&e.replay_id)
+                    .push_bind(&e.schema_id)
+                    .push_bind(&e.event_id)
+                    .push_bind(&e.payload)
+                    .push_bind(&e.reason)
+                    .push_bind(&e.kind)
+                    .push_bind(batch.now_ms)
+                    .push_bind(batch.now_ms);
+            });
+            q.push(" ON CONFLICT (channel, replay_id) DO NOTHING");
+            quarantined += q.build().execute(&mut *tx).await?.rows_affected() as usize;
+        }
+        for id in &batch.resolve_quarantine {
+            sqlx::query("UPDATE sfcdc_quarantine SET state = 'resolved', attempts = attempts + 1, updated_at = ? WHERE id = ?")
+                .bind(batch.now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(replay) = &batch.checkpoint {
+            sqlx::query(
+                "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES (?, ?, NULL, ?)
+                 ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = NULL, updated_at = excluded.updated_at",
+            )
+            .bind(&batch.channel)
+            .bind(replay.as_bytes())
+            .bind(batch.now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(BatchOutcome {
+            created,
+            duplicate_events,
+            duplicate_approvals,
+            quarantined,
+        })
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM sfcdc_jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR order_id = ?2) ORDER BY id DESC LIMIT ?3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(filter.order_id.as_deref())
+            .bind(filter.limit.unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::job_from_row).collect()
+    }
+
+    async fn quarantined(&self, open_only: bool) -> Result<Vec<QuarantineRow>, StoreError> {
+        let sql = format!(
+            "SELECT {QUARANTINE_COLUMNS} FROM sfcdc_quarantine WHERE (?1 = 0 OR state = 'open') ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(open_only))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(super::quarantine_from_row).collect()
+    }
+
+    async fn quarantine_entry(&self, id: i64) -> Result<Option<QuarantineRow>, StoreError> {
+        let sql = format!("SELECT {QUARANTINE_COLUMNS} FROM sfcdc_quarantine WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(super::quarantine_from_row).transpose()
+    }
+
+    async fn quarantine_retry_failed(
+        &self,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sfcdc_quarantine SET reason = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?")
+            .bind(reason)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let jobs = sqlx::query_as::<_, (String, i64)>(
+            "SELECT state, count(*) FROM sfcdc_jobs GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let triggers = sqlx::query_as::<_, (String, i64)>(
+            "SELECT outcome || coalesce(':' || reason, ''), count(*) FROM sfcdc_triggers GROUP BY 1 ORDER BY 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let quarantined: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sfcdc_quarantine WHERE state = 'open'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Counts {
+            jobs,
+            triggers,
+            quarantined,
+        })
+    }
+}

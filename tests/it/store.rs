@@ -1,0 +1,401 @@
+//! The store conformance suite: every test runs against SQLite (a fresh file) and PostgreSQL (a
+//! fresh schema in `SFCDC_TEST_POSTGRES_URL`). Without that variable the PostgreSQL half is
+//! skipped, loudly.
+
+use std::future::Future;
+
+use sfcdc::decode::ReplayId;
+use sfcdc::store::postgres::PgStore;
+use sfcdc::store::sqlite::SqliteStore;
+use sfcdc::store::{
+    JobFilter, JobState, NewJob, NewQuarantine, NewTrigger, Position, Store, StoreBatch,
+};
+
+/// A fresh SQLite store in a temporary directory (kept alive by the returned guard).
+pub async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("nested/dir/sfcdc.db").display()
+    );
+    let store = SqliteStore::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+/// The PostgreSQL test URL, or a loud skip message.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("SFCDC_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!(
+                "\n*** SKIPPED: SFCDC_TEST_POSTGRES_URL is not set, so the PostgreSQL half of this test did not run. ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh schema name; schemas left by runs more than an hour old are dropped on the way.
+pub async fn fresh_schema(url: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let old: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'sfcdc_t_%'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for name in old {
+        let stamp: u64 = name
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if stamp + 3600 < now {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE"
+            )))
+            .execute(&pool)
+            .await;
+        }
+    }
+    pool.close().await;
+    format!(
+        "sfcdc_t_{now}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A fresh PostgreSQL store in its own schema.
+pub async fn postgres(url: &str) -> PgStore {
+    let schema = fresh_schema(url).await;
+    let store = PgStore::connect(url, Some(&schema)).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+macro_rules! conformance {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let (store, _dir) = super::sqlite().await;
+                super::$name(store).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(url) = super::postgres_url() {
+                    super::$name(super::postgres(&url).await).await;
+                }
+            }
+        }
+    };
+}
+
+fn trigger(key: &str, order: &str, skipped: Option<&'static str>) -> NewTrigger {
+    NewTrigger {
+        key: key.into(),
+        order_id: order.into(),
+        outcome: if skipped.is_some() { "skipped" } else { "job" },
+        reason: skipped,
+    }
+}
+
+fn job(key: &str, order: &str, status: &str) -> NewJob {
+    NewJob {
+        key: key.into(),
+        order_id: order.into(),
+        account_id: Some("001Hs0000000Q0vIAE".into()),
+        trigger_status: status.into(),
+        trigger_kind: "status_change".into(),
+        channel: "/data/OrderChangeEvent".into(),
+        replay_id: vec![0, 0, 0, 0, 0, 0, 1, 2],
+        event_id: "e1".into(),
+        payload: "{}".into(),
+        max_attempts: 5,
+    }
+}
+
+fn batch(replay: u8) -> StoreBatch {
+    StoreBatch {
+        channel: "/data/OrderChangeEvent".into(),
+        checkpoint: Some(ReplayId::new(vec![0, 0, 0, 0, 0, 0, 0, replay, 0, 0])),
+        now_ms: 1_700_000_000_000 + i64::from(replay),
+        ..StoreBatch::default()
+    }
+}
+
+async fn migrations_are_idempotent<S: Store>(store: S) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert!(store.jobs(&JobFilter::default()).await.unwrap().is_empty());
+}
+conformance!(migrations_are_idempotent);
+
+async fn checkpoints_keep_exact_bytes_and_presets<S: Store>(store: S) {
+    let ch = "/data/OrderChangeEvent";
+    assert_eq!(store.checkpoint(ch).await.unwrap(), None);
+    store.commit_batch(&batch(7)).await.unwrap();
+    let Some(Position::After(r)) = store.checkpoint(ch).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        r.as_bytes(),
+        [0, 0, 0, 0, 0, 0, 0, 7, 0, 0],
+        "10-byte ids are kept as they are"
+    );
+    store
+        .set_checkpoint(ch, &Position::Earliest, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.checkpoint(ch).await.unwrap(),
+        Some(Position::Earliest)
+    );
+    store
+        .set_checkpoint("/event/X__e", &Position::Latest, 1)
+        .await
+        .unwrap();
+    let all = store.checkpoints().await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].channel, "/data/OrderChangeEvent");
+    assert_eq!(all[1].position, Position::Latest);
+    // A committed batch replaces a preset with a position.
+    store.commit_batch(&batch(9)).await.unwrap();
+    assert!(matches!(
+        store.checkpoint(ch).await.unwrap(),
+        Some(Position::After(_))
+    ));
+    // A keepalive-only batch moves the checkpoint and nothing else.
+    let mut ka = batch(11);
+    ka.channel = "/event/X__e".into();
+    store.commit_batch(&ka).await.unwrap();
+    assert!(matches!(
+        store.checkpoint("/event/X__e").await.unwrap(),
+        Some(Position::After(_))
+    ));
+}
+conformance!(checkpoints_keep_exact_bytes_and_presets);
+
+async fn replayed_triggers_never_create_a_second_job<S: Store>(store: S) {
+    let mut b = batch(1);
+    b.triggers = vec![
+        trigger("cdc:t1:1:A", "A", None),
+        trigger("cdc:t2:1:B", "B", Some("activation_blocking")),
+    ];
+    b.jobs = vec![job("cdc:t1:1:A", "A", "Approved")];
+    let first = store.commit_batch(&b).await.unwrap();
+    assert_eq!(first.created.len(), 1);
+    assert_eq!(first.created[0].1, "cdc:t1:1:A");
+    assert!(first.duplicate_events.is_empty());
+
+    // The same batch again (a replay): nothing new.
+    let again = store.commit_batch(&b).await.unwrap();
+    assert!(again.created.is_empty());
+    assert_eq!(again.duplicate_events.len(), 2);
+
+    // A replay of the skipped trigger that now requests a job is still a replay.
+    let mut late = batch(2);
+    late.triggers = vec![trigger("cdc:t2:1:B", "B", None)];
+    late.jobs = vec![job("cdc:t2:1:B", "B", "Approved")];
+    let out = store.commit_batch(&late).await.unwrap();
+    assert!(out.created.is_empty());
+    assert_eq!(out.duplicate_events, ["cdc:t2:1:B"]);
+    assert_eq!(store.jobs(&JobFilter::default()).await.unwrap().len(), 1);
+}
+conformance!(replayed_triggers_never_create_a_second_job);
+
+async fn one_open_job_per_approval_but_new_statuses_get_their_own<S: Store>(store: S) {
+    let mut b = batch(1);
+    // The CDC signal and the platform event for the same approval, in one batch.
+    b.triggers = vec![
+        trigger("cdc:t1:1:A", "A", None),
+        trigger("pe:e9:A", "A", None),
+    ];
+    b.jobs = vec![
+        job("cdc:t1:1:A", "A", "Approved"),
+        job("pe:e9:A", "A", "Approved"),
+    ];
+    let out = store.commit_batch(&b).await.unwrap();
+    assert_eq!(out.created.len(), 1);
+    assert_eq!(out.duplicate_approvals, ["pe:e9:A"]);
+    // A gap re-read later, in another batch: still the same approval.
+    let mut g = batch(2);
+    g.triggers = vec![trigger("gap:t3:1:A", "A", None)];
+    g.jobs = vec![job("gap:t3:1:A", "A", "Approved")];
+    assert_eq!(
+        store.commit_batch(&g).await.unwrap().duplicate_approvals,
+        ["gap:t3:1:A"]
+    );
+    // Reactivate is a new approval: a new job, queued behind the first.
+    let mut r = batch(3);
+    r.triggers = vec![trigger("cdc:t4:1:A", "A", None)];
+    r.jobs = vec![job("cdc:t4:1:A", "A", "Reactivate")];
+    assert_eq!(store.commit_batch(&r).await.unwrap().created.len(), 1);
+    let jobs = store
+        .jobs(&JobFilter {
+            order_id: Some("A".into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0].trigger_status, "Reactivate", "newest first");
+    assert!(jobs[0].id > jobs[1].id);
+    assert_eq!(jobs[1].state, JobState::Available);
+    assert_eq!(jobs[1].replay_id, "0000000000000102");
+    assert_eq!(jobs[1].max_attempts, 5);
+    let available = store
+        .jobs(&JobFilter {
+            state: Some(JobState::Available),
+            limit: Some(1),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(available.len(), 1);
+    assert!(
+        store
+            .jobs(&JobFilter {
+                state: Some(JobState::Dead),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.jobs, [("available".to_string(), 2)]);
+    assert!(counts.triggers.contains(&("job".to_string(), 4)));
+}
+conformance!(one_open_job_per_approval_but_new_statuses_get_their_own);
+
+async fn quarantine_keeps_bad_events_once_and_can_resolve_them<S: Store>(store: S) {
+    let bad = NewQuarantine {
+        channel: "/data/OrderChangeEvent".into(),
+        replay_id: vec![0, 0, 0, 0, 0, 0, 0, 5],
+        schema_id: "abc".into(),
+        event_id: "ev".into(),
+        payload: vec![0xFE, 0x01, 0x00],
+        reason: "payload does not decode".into(),
+        kind: "payload".into(),
+    };
+    let mut b = batch(5);
+    b.quarantine = vec![bad.clone()];
+    assert_eq!(store.commit_batch(&b).await.unwrap().quarantined, 1);
+    assert_eq!(
+        store.commit_batch(&b).await.unwrap().quarantined,
+        0,
+        "a replayed bad event is kept once"
+    );
+    let rows = store.quarantined(true).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.payload, bad.payload);
+    assert_eq!(row.replay_id, "0000000000000005");
+    assert_eq!(row.state, "open");
+    store
+        .quarantine_retry_failed(row.id, "still broken", 2)
+        .await
+        .unwrap();
+    let again = store.quarantine_entry(row.id).await.unwrap().unwrap();
+    assert_eq!((again.attempts, again.reason.as_str()), (1, "still broken"));
+    let mut fix = StoreBatch {
+        channel: row.channel.clone(),
+        resolve_quarantine: vec![row.id],
+        now_ms: 3,
+        ..StoreBatch::default()
+    };
+    fix.triggers = vec![trigger("pe:ev:A", "A", None)];
+    fix.jobs = vec![job("pe:ev:A", "A", "Approved")];
+    assert_eq!(store.commit_batch(&fix).await.unwrap().created.len(), 1);
+    assert!(store.quarantined(true).await.unwrap().is_empty());
+    assert_eq!(store.quarantined(false).await.unwrap()[0].state, "resolved");
+    assert_eq!(store.quarantine_entry(999).await.unwrap(), None);
+    assert_eq!(store.counts().await.unwrap().quarantined, 0);
+}
+conformance!(quarantine_keeps_bad_events_once_and_can_resolve_them);
+
+/// Two stores on one database (two processes, in effect) racing on the same approval.
+async fn concurrent_writers_make_one_job<S: Store, F: Future<Output = S>>(a: S, second: F) {
+    let b = second.await;
+    let mut tasks = Vec::new();
+    for (i, store) in [std::sync::Arc::new(a), std::sync::Arc::new(b)]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            let mut created = 0;
+            for n in 0..20u8 {
+                let mut batch = batch(n);
+                // Instance i sees the CDC event, the other the platform event, for each order.
+                let key = if i == 0 {
+                    format!("cdc:t{n}:1:O{n}")
+                } else {
+                    format!("pe:e{n}:O{n}")
+                };
+                batch.triggers = vec![trigger(&key, &format!("O{n}"), None)];
+                batch.jobs = vec![job(&key, &format!("O{n}"), "Approved")];
+                created += store.commit_batch(&batch).await.unwrap().created.len();
+            }
+            created
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 20, "one job per order across both writers");
+}
+
+#[tokio::test]
+async fn concurrent_writers_sqlite() {
+    let (a, dir) = sqlite().await;
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("nested/dir/sfcdc.db").display()
+    );
+    concurrent_writers_make_one_job(a, async move { SqliteStore::connect(&url).await.unwrap() })
+        .await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_postgres() {
+    let Some(url) = postgres_url() else { return };
+    let schema = fresh_schema(&url).await;
+    let a = PgStore::connect(&url, Some(&schema)).await.unwrap();
+    a.migrate().await.unwrap();
+    concurrent_writers_make_one_job(a, async move {
+        let b = PgStore::connect(&url, Some(&schema)).await.unwrap();
+        b.migrate().await.unwrap();
+        b
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused_with_the_variable_name_and_no_password() {
+    let err = sfcdc::store::AnyStore::open("mysql://root:hunter2@db/x")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("SFCDC_DATABASE_URL") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = sfcdc::store::AnyStore::open("sqlite://:memory:")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("file"), "{err}");
+}
