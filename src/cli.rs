@@ -27,6 +27,84 @@ pub enum Command {
     /// Print one channel's events as JSON lines (a debugging tool; reads the same configuration
     /// as `run`, and stores no position).
     Tail(TailArgs),
+    /// Run the service: subscribe, apply the rules, store jobs and checkpoints.
+    Run,
+    /// Inspect or reset the stored channel positions.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+    /// Inspect provisioning jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Inspect and re-drive quarantined events.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+/// `sfcdc checkpoints …`
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// List every channel's stored position.
+    List {
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Set where a channel resumes (stop the service first: a running one overwrites it).
+    Reset {
+        /// The channel.
+        channel: String,
+        /// earliest, latest, or a replay id in hex.
+        #[arg(long, default_value = "latest")]
+        to: String,
+    },
+}
+
+/// `sfcdc jobs …`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state: available, running, polling, retryable, completed, cancelled, dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs of this order.
+        #[arg(long)]
+        order: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+    },
+}
+
+/// `sfcdc quarantine …`
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined events.
+    List {
+        /// Include resolved ones.
+        #[arg(long)]
+        all: bool,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Decode and evaluate a quarantined event again (after a fix or an upgrade).
+    Retry {
+        /// The quarantine entry id.
+        id: i64,
+    },
+}
+
+/// How admin commands print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// One JSON array.
+    Json,
 }
 
 /// Flags of `sfcdc tail`.
@@ -246,5 +324,206 @@ pub async fn run_emulator(
     let _ = std::io::stdout().flush();
     shutdown.await;
     emulator.shutdown().await;
+    Ok(())
+}
+
+async fn open_store() -> anyhow::Result<crate::store::AnyStore> {
+    let env = crate::config::Env::load()?;
+    let url = crate::app::database_url(&env)?;
+    Ok(crate::store::AnyStore::open(&url).await?)
+}
+
+fn iso(ms: i64) -> String {
+    crate::emulator::org::format_datetime(ms)
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+/// Runs `sfcdc run` until `shutdown`.
+pub async fn run_service(shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let env = crate::config::Env::load()?;
+    let settings = crate::app::Settings::from_env(&env)?;
+    let app = crate::app::App::build(settings).await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = app.run(cancel.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => result?,
+        () = shutdown => {
+            tracing::info!("Shutdown requested: finishing the batches in hand");
+            cancel.cancel();
+            run.await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs an admin command.
+pub async fn run_checkpoints(cmd: CheckpointsCommand) -> anyhow::Result<()> {
+    use crate::store::{Position, Store};
+    let store = open_store().await?;
+    match cmd {
+        CheckpointsCommand::List { format } => {
+            let cps = store.checkpoints().await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&cps)?),
+                OutputFormat::Table => print_table(
+                    &["CHANNEL", "POSITION", "REPLAY ID", "UPDATED"],
+                    cps.iter()
+                        .map(|c| {
+                            let (kind, replay) = match &c.position {
+                                Position::After(r) => ("after".to_owned(), r.to_hex()),
+                                Position::Earliest => ("earliest".to_owned(), String::new()),
+                                Position::Latest => ("latest".to_owned(), String::new()),
+                            };
+                            vec![c.channel.clone(), kind, replay, iso(c.updated_at)]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        CheckpointsCommand::Reset { channel, to } => {
+            let position = match to.as_str() {
+                "earliest" => Position::Earliest,
+                "latest" => Position::Latest,
+                hex => Position::After(
+                    crate::decode::ReplayId::from_hex(hex)
+                        .ok()
+                        .filter(|r| !r.is_empty())
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "--to: '{hex}' is not earliest, latest or a replay id in hex"
+                            )
+                        })?,
+                ),
+            };
+            if !(channel.starts_with("/data/") || channel.starts_with("/event/")) {
+                anyhow::bail!("'{channel}' is not a topic name such as /data/OrderChangeEvent");
+            }
+            store
+                .set_checkpoint(&channel, &position, crate::clock::now_ms())
+                .await?;
+            println!("{channel}: the next run resumes at {to}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `sfcdc jobs …`.
+pub async fn run_jobs(cmd: JobsCommand) -> anyhow::Result<()> {
+    use crate::store::{JobFilter, JobState, Store};
+    let JobsCommand::List {
+        state,
+        order,
+        limit,
+        format,
+    } = cmd;
+    let state = state
+        .map(|s| JobState::parse(&s).ok_or_else(|| anyhow::anyhow!("--state: '{s}' is not one of available, running, polling, retryable, completed, cancelled, dead")))
+        .transpose()?;
+    let store = open_store().await?;
+    let jobs = store
+        .jobs(&JobFilter {
+            state,
+            order_id: order,
+            limit: Some(limit),
+        })
+        .await?;
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&jobs)?),
+        OutputFormat::Table => print_table(
+            &[
+                "ID",
+                "STATE",
+                "ORDER",
+                "STATUS",
+                "TRIGGER",
+                "ATTEMPT",
+                "CREATED",
+                "LAST ERROR",
+            ],
+            jobs.iter()
+                .map(|j| {
+                    vec![
+                        j.id.to_string(),
+                        j.state.as_str().to_owned(),
+                        j.order_id.clone(),
+                        j.trigger_status.clone(),
+                        j.trigger_kind.clone(),
+                        format!("{}/{}", j.attempt, j.max_attempts),
+                        iso(j.created_at),
+                        j.last_error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect(),
+        ),
+    }
+    Ok(())
+}
+
+/// Runs `sfcdc quarantine …`.
+pub async fn run_quarantine(cmd: QuarantineCommand) -> anyhow::Result<()> {
+    use crate::store::Store;
+    match cmd {
+        QuarantineCommand::List { all, format } => {
+            let store = open_store().await?;
+            let rows = store.quarantined(!all).await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                OutputFormat::Table => print_table(
+                    &[
+                        "ID",
+                        "STATE",
+                        "CHANNEL",
+                        "REPLAY ID",
+                        "KIND",
+                        "ATTEMPTS",
+                        "QUARANTINED",
+                        "REASON",
+                    ],
+                    rows.iter()
+                        .map(|q| {
+                            vec![
+                                q.id.to_string(),
+                                q.state.clone(),
+                                q.channel.clone(),
+                                q.replay_id.clone(),
+                                q.kind.clone(),
+                                q.attempts.to_string(),
+                                iso(q.created_at),
+                                q.reason.clone(),
+                            ]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        QuarantineCommand::Retry { id } => {
+            let env = crate::config::Env::load()?;
+            let settings = crate::app::Settings::from_env(&env)?;
+            let app = crate::app::App::build(settings).await?;
+            let outcome = app.redrive(id).await?;
+            println!("{outcome}");
+        }
+    }
     Ok(())
 }

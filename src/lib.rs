@@ -4,12 +4,16 @@
 //! so tests drive exactly what users run. Data flows `source` (Pub/Sub API) → `decode` (Avro,
 //! bitmaps) → `sink` (what consumes batches); `emulator` stands in for Salesforce.
 
+pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod emulator;
+pub mod ingest;
 pub mod proto;
 pub mod rules;
+pub mod salesforce;
 pub mod sfid;
 pub mod sink;
 pub mod source;

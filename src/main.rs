@@ -48,6 +48,10 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Emulator(args) => sfcdc::cli::run_emulator(*args, shutdown_signal()).await,
             Command::Tail(args) => sfcdc::cli::run_tail(args, shutdown_signal()).await,
+            Command::Run => sfcdc::cli::run_service(shutdown_signal()).await,
+            Command::Checkpoints(cmd) => sfcdc::cli::run_checkpoints(cmd).await,
+            Command::Jobs(cmd) => sfcdc::cli::run_jobs(cmd).await,
+            Command::Quarantine(cmd) => sfcdc::cli::run_quarantine(cmd).await,
         }
     });
     match result {

@@ -20,6 +20,7 @@ use serde_json::{Map, Value as Json, json};
 
 use crate::decode::avro::{Record, Value};
 use crate::decode::{DecodedEvent, EventBody, FailedEvent, ReplayId};
+use crate::source::Start;
 
 /// What one FetchResponse delivered.
 #[derive(Debug, Clone)]
@@ -59,7 +60,7 @@ pub trait Sink: Send + Sync + 'static {
     fn checkpoint(
         &self,
         channel: &str,
-    ) -> impl Future<Output = Result<Option<ReplayId>, SinkError>> + Send;
+    ) -> impl Future<Output = Result<Option<Start>, SinkError>> + Send;
 
     /// Durably records a batch and advances the channel's position to `batch.replay_id`.
     fn commit(&self, batch: Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
@@ -69,7 +70,7 @@ impl<S: Sink> Sink for Arc<S> {
     fn checkpoint(
         &self,
         channel: &str,
-    ) -> impl Future<Output = Result<Option<ReplayId>, SinkError>> + Send {
+    ) -> impl Future<Output = Result<Option<Start>, SinkError>> + Send {
         (**self).checkpoint(channel)
     }
 
@@ -190,8 +191,8 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    async fn checkpoint(&self, channel: &str) -> Result<Option<ReplayId>, SinkError> {
-        Ok(self.stored(channel))
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Start>, SinkError> {
+        Ok(self.stored(channel).map(Start::After))
     }
 
     async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
@@ -310,7 +311,7 @@ impl<W: Write + Send + 'static> JsonLinesSink<W> {
 }
 
 impl<W: Write + Send + 'static> Sink for JsonLinesSink<W> {
-    async fn checkpoint(&self, _channel: &str) -> Result<Option<ReplayId>, SinkError> {
+    async fn checkpoint(&self, _channel: &str) -> Result<Option<Start>, SinkError> {
         // tail starts where --from says, never from a stored position.
         Ok(None)
     }

@@ -192,6 +192,9 @@ pub struct DecodedEvent {
     pub schema_id: Arc<str>,
     /// `ProducerEvent.id` (a UUID).
     pub event_id: String,
+    /// The raw payload (a shared slice, not a copy), kept so that an event the rules cannot
+    /// handle can be quarantined whole.
+    pub payload: Bytes,
     /// The event.
     pub body: EventBody,
 }

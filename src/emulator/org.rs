@@ -177,13 +177,7 @@ pub struct Org {
     rng_draws: u64,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 impl Org {
     /// An empty org whose ids derive from `seed`.

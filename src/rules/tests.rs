@@ -53,6 +53,7 @@ impl Fixture {
             replay_id: ReplayId(e.replay_bytes.clone()),
             schema_id: compiled.id.clone(),
             event_id: e.event_id.clone(),
+            payload: e.payload.clone(),
             body: compiled.decode(&Arc::from(topic), &e.payload).unwrap(),
         }
     }

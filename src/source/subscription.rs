@@ -218,7 +218,7 @@ impl<S: Sink> Subscription<S> {
             Some(s) => s,
             None => loop {
                 match self.sink.checkpoint(&channel).await {
-                    Ok(Some(id)) => break Start::After(id),
+                    Ok(Some(start)) => break start,
                     Ok(None) => break self.preset(),
                     Err(e) => {
                         let d = backoff.next().unwrap_or(self.config.reconnect_max);
@@ -466,6 +466,7 @@ impl<S: Sink> Subscription<S> {
                     replay_id,
                     schema_id,
                     event_id: ev.id,
+                    payload: ev.payload,
                     body,
                 }),
                 Err(error) => {

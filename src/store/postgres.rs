@@ -94,7 +94,7 @@ impl Store for PgStore {
             }
             sqlx::query("INSERT INTO sfcdc_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(version)
-                .bind(crate::emulator::org::now_ms())
+                .bind(crate::clock::now_ms())
                 .execute(&mut *tx)
                 .await?;
             tracing::info!(version, "Applied PostgreSQL migration");

@@ -99,7 +99,7 @@ impl Store for SqliteStore {
             }
             sqlx::query("INSERT INTO sfcdc_migrations (version, applied_at) VALUES (?, ?)")
                 .bind(version)
-                .bind(crate::emulator::org::now_ms())
+                .bind(crate::clock::now_ms())
                 .execute(&mut *tx)
                 .await?;
             tracing::info!(version, "Applied SQLite migration");

@@ -48,6 +48,14 @@ pub struct Metrics {
     pub batch_commit_seconds: Family<ChannelLabel, Histogram>,
     /// Unix time of the last live message (event or keepalive), per channel.
     pub last_message_timestamp: Family<ChannelLabel, Gauge>,
+    /// Provisioning jobs created, per channel.
+    pub jobs_created: Family<ChannelLabel, Counter>,
+    /// Events (or records of them) that created no job, per channel and reason.
+    pub rule_skips: Family<ChannelReason, Counter>,
+    /// `GAP_OVERFLOW` events received, per channel.
+    pub gap_overflows: Family<ChannelLabel, Counter>,
+    /// Cache invalidations the rules asked for (before coalescing).
+    pub invalidations_requested: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,6 +91,10 @@ impl Metrics {
             inflight_events: Family::default(),
             batch_commit_seconds: Family::new_with_constructor(commit_histogram),
             last_message_timestamp: Family::default(),
+            jobs_created: Family::default(),
+            rule_skips: Family::default(),
+            gap_overflows: Family::default(),
+            invalidations_requested: Counter::default(),
         };
         registry.register(
             "events_received",
@@ -124,6 +136,26 @@ impl Metrics {
             "last_message_timestamp_seconds",
             "Unix time of the last event or keepalive",
             m.last_message_timestamp.clone(),
+        );
+        registry.register(
+            "jobs_created",
+            "Provisioning jobs created",
+            m.jobs_created.clone(),
+        );
+        registry.register(
+            "rule_skips",
+            "Events or records that created no job, by reason",
+            m.rule_skips.clone(),
+        );
+        registry.register(
+            "gap_overflows",
+            "GAP_OVERFLOW events received (a reconciliation ran)",
+            m.gap_overflows.clone(),
+        );
+        registry.register(
+            "invalidations_requested",
+            "Cache invalidations the rules asked for, before coalescing",
+            m.invalidations_requested.clone(),
         );
         *m.registry.lock().expect("registry lock") = registry;
         m

@@ -1,0 +1,306 @@
+//! The transactional sink: from a batch of decoded events to one store transaction.
+//!
+//! For each batch the rules are evaluated in two passes (the second with the order facts the
+//! first asked for, read in one lookup for the whole batch), a `GAP_OVERFLOW` triggers a
+//! reconciliation of recently modified orders, and the resulting triggers, jobs, quarantined
+//! events and the new checkpoint are committed together. Only then are cache invalidations sent,
+//! without ever blocking: a full invalidation queue drops (and counts) rather than stall ingest.
+//!
+//! A failed lookup or commit fails the whole batch: the subscriber then resumes from the last
+//! committed position, and the batch is evaluated again from scratch.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::decode::{DecodedEvent, EventBody, FailedEvent};
+use crate::rules::{
+    self, Decision, Evaluation, Facts, Invalidation, JobRequest, RulesConfig, SkipReason,
+};
+use crate::salesforce::OrderLookup;
+use crate::sink::{Batch, Sink, SinkError};
+use crate::source::Start;
+use crate::store::{BatchOutcome, NewJob, NewQuarantine, NewTrigger, Position, Store, StoreBatch};
+use crate::telemetry::metrics::Metrics;
+
+/// The sink of `sfcdc run`: rules, lookups and the store.
+pub struct IngestSink<S: Store, L: OrderLookup> {
+    store: Arc<S>,
+    lookup: Arc<L>,
+    rules: Arc<RulesConfig>,
+    metrics: Arc<Metrics>,
+    invalidations: Option<mpsc::Sender<Invalidation>>,
+    max_attempts: i32,
+}
+
+/// Everything one batch of events leads to, before it is committed.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// What to write.
+    pub batch: StoreBatch,
+    /// Cache entries to drop after the commit.
+    pub invalidations: Vec<Invalidation>,
+    /// Why events created no job, before the store's duplicate checks.
+    pub skips: Vec<SkipReason>,
+}
+
+impl<S: Store, L: OrderLookup> IngestSink<S, L> {
+    /// A sink writing to `store`, looking facts up with `lookup`, and sending invalidations to
+    /// `invalidations` when given.
+    pub fn new(
+        store: Arc<S>,
+        lookup: Arc<L>,
+        rules: Arc<RulesConfig>,
+        metrics: Arc<Metrics>,
+        invalidations: Option<mpsc::Sender<Invalidation>>,
+        max_attempts: i32,
+    ) -> Self {
+        IngestSink {
+            store,
+            lookup,
+            rules,
+            metrics,
+            invalidations,
+            max_attempts,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    fn new_job(&self, channel: &str, event: &DecodedEvent, j: &JobRequest) -> NewJob {
+        let payload = json!({
+            "order_id": j.order_id.as_str(),
+            "account_id": j.account_id,
+            "status": j.status,
+            "trigger": j.kind.name(),
+            "channel": channel,
+            "replay_id": event.replay_id.to_hex(),
+            "event_id": event.event_id,
+        });
+        NewJob {
+            key: j.key.clone(),
+            order_id: j.order_id.to_string(),
+            account_id: j.account_id.clone(),
+            trigger_status: j.status.clone(),
+            trigger_kind: j.kind.name().to_owned(),
+            channel: channel.to_owned(),
+            replay_id: event.replay_id.as_bytes().to_vec(),
+            event_id: event.event_id.clone(),
+            payload: payload.to_string(),
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    fn absorb(&self, out: &mut Prepared, channel: &str, event: &DecodedEvent, d: Decision) {
+        for t in d.triggers {
+            out.batch.triggers.push(NewTrigger {
+                key: t.key,
+                order_id: t.order_id.to_string(),
+                outcome: if t.skipped.is_some() {
+                    "skipped"
+                } else {
+                    "job"
+                },
+                reason: t.skipped.map(SkipReason::label),
+            });
+        }
+        for j in &d.jobs {
+            out.batch.jobs.push(self.new_job(channel, event, j));
+        }
+        out.invalidations.extend(d.invalidations);
+        out.skips.extend(d.skips);
+    }
+
+    fn quarantine(out: &mut Prepared, channel: &str, f: &FailedEvent) {
+        out.batch.quarantine.push(NewQuarantine {
+            channel: channel.to_owned(),
+            replay_id: f.replay_id.as_bytes().to_vec(),
+            schema_id: f.schema_id.clone(),
+            event_id: f.event_id.clone(),
+            payload: f.payload.to_vec(),
+            reason: f.error.to_string(),
+            kind: f.error.kind().to_owned(),
+        });
+    }
+
+    /// Evaluates the rules for a batch's events, looking up what they need.
+    pub async fn prepare(
+        &self,
+        channel: &str,
+        events: &[DecodedEvent],
+        failed: &[FailedEvent],
+    ) -> Result<Prepared, SinkError> {
+        let mut out = Prepared::default();
+        for f in failed {
+            Self::quarantine(&mut out, channel, f);
+        }
+        let mut pending = Vec::new();
+        let mut needed = BTreeSet::new();
+        let mut overflows = Vec::new();
+        let empty = Facts::new();
+        for (i, e) in events.iter().enumerate() {
+            match rules::evaluate(&self.rules, e, &empty) {
+                Ok(Evaluation::Done(d)) => self.absorb(&mut out, channel, e, d),
+                Ok(Evaluation::NeedOrders(ids)) => {
+                    needed.extend(ids);
+                    pending.push(i);
+                }
+                Ok(Evaluation::NeedReconciliation { since_ms }) => overflows.push((i, since_ms)),
+                Err(error) => {
+                    tracing::warn!(channel, replay_id = %e.replay_id, error = %error, "Event quarantined: the rules cannot handle it");
+                    self.metrics
+                        .events_quarantined
+                        .get_or_create(&Metrics::reason(channel, "rule"))
+                        .inc();
+                    out.batch.quarantine.push(NewQuarantine {
+                        channel: channel.to_owned(),
+                        replay_id: e.replay_id.as_bytes().to_vec(),
+                        schema_id: e.schema_id.to_string(),
+                        event_id: e.event_id.clone(),
+                        payload: e.payload.to_vec(),
+                        reason: format!("rule: {error}"),
+                        kind: "rule".into(),
+                    });
+                }
+            }
+        }
+        if !needed.is_empty() {
+            let ids: Vec<_> = needed.into_iter().collect();
+            let facts = self
+                .lookup
+                .orders(&ids)
+                .await
+                .map_err(|e| SinkError(format!("order lookup failed: {e}")))?;
+            for i in pending {
+                let e = &events[i];
+                match rules::evaluate(&self.rules, e, &facts) {
+                    Ok(Evaluation::Done(d)) => self.absorb(&mut out, channel, e, d),
+                    other => {
+                        return Err(SinkError(format!(
+                            "the rules asked again after a lookup: {other:?}"
+                        )));
+                    }
+                }
+            }
+        }
+        for (i, since_ms) in overflows {
+            let e = &events[i];
+            let EventBody::Change(c) = &e.body else {
+                continue;
+            };
+            self.metrics
+                .gap_overflows
+                .get_or_create(&Metrics::channel(channel))
+                .inc();
+            tracing::warn!(channel, replay_id = %e.replay_id, entity = %c.entity, "GAP_OVERFLOW: changes were lost; reconciling recently modified orders");
+            let orders = self
+                .lookup
+                .modified_since(since_ms)
+                .await
+                .map_err(|e| SinkError(format!("reconciliation query failed: {e}")))?;
+            let d = rules::reconcile(&self.rules, c, &orders);
+            self.absorb(&mut out, channel, e, d);
+        }
+        Ok(out)
+    }
+
+    fn record(&self, channel: &str, prepared: &Prepared, outcome: &BatchOutcome) {
+        let label = Metrics::channel(channel);
+        self.metrics
+            .jobs_created
+            .get_or_create(&label)
+            .inc_by(outcome.created.len() as u64);
+        for reason in &prepared.skips {
+            tracing::debug!(channel, reason = reason.label(), "No job");
+            self.metrics
+                .rule_skips
+                .get_or_create(&Metrics::reason(channel, reason.label()))
+                .inc();
+        }
+        for (reason, n) in [
+            (SkipReason::DuplicateEvent, outcome.duplicate_events.len()),
+            (
+                SkipReason::DuplicateApproval,
+                outcome.duplicate_approvals.len(),
+            ),
+        ] {
+            if n > 0 {
+                tracing::debug!(
+                    channel,
+                    reason = reason.label(),
+                    n,
+                    "Duplicate trigger suppressed"
+                );
+                self.metrics
+                    .rule_skips
+                    .get_or_create(&Metrics::reason(channel, reason.label()))
+                    .inc_by(n as u64);
+            }
+        }
+        for (id, key) in &outcome.created {
+            tracing::info!(channel, job_id = id, job_key = %key, "Provisioning job created");
+        }
+    }
+
+    fn send_invalidations(&self, invalidations: Vec<Invalidation>) {
+        self.metrics
+            .invalidations_requested
+            .inc_by(invalidations.len() as u64);
+        if let Some(tx) = &self.invalidations {
+            for inv in invalidations {
+                if tx.try_send(inv).is_err() {
+                    // The cache catches up through its TTL; ingest never waits for it.
+                    tracing::debug!("Invalidation queue full or closed; dropping one invalidation");
+                }
+            }
+        }
+    }
+
+    /// Commits a prepared batch and reports it.
+    pub async fn commit_prepared(
+        &self,
+        channel: &str,
+        prepared: Prepared,
+    ) -> Result<BatchOutcome, SinkError> {
+        let outcome = self
+            .store
+            .commit_batch(&prepared.batch)
+            .await
+            .map_err(|e| SinkError(format!("store commit failed: {e}")))?;
+        self.record(channel, &prepared, &outcome);
+        self.send_invalidations(prepared.invalidations);
+        Ok(outcome)
+    }
+}
+
+impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Start>, SinkError> {
+        let p = self
+            .store
+            .checkpoint(channel)
+            .await
+            .map_err(|e| SinkError(e.to_string()))?;
+        Ok(p.map(|p| match p {
+            Position::After(r) => Start::After(r),
+            Position::Earliest => Start::Earliest,
+            Position::Latest => Start::Latest,
+        }))
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
+        let mut prepared = self
+            .prepare(&batch.channel, &batch.events, &batch.failed)
+            .await?;
+        prepared.batch.channel = batch.channel.to_string();
+        prepared.batch.checkpoint = Some(batch.replay_id);
+        prepared.batch.now_ms = crate::clock::now_ms();
+        self.commit_prepared(&batch.channel, prepared)
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,300 @@
+//! The Salesforce REST API: queries, record reads and updates, with the current session.
+//!
+//! A request rejected for its session (401) logs in again (sharing the login with every other
+//! caller) and is retried once. Errors say whether retrying later can help: a 5xx or a transport
+//! failure can, a malformed query cannot. [`RestLookup`] backs the rules' lookup seam with SOQL,
+//! reading many orders in one query.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use serde_json::Value as Json;
+
+use crate::config::{ConfigError, Env};
+use crate::rules::{Facts, OrderFacts, RulesConfig};
+use crate::sfid::SfId;
+use crate::source::auth::{AuthError, Authenticator};
+
+/// Ids per `Id IN (…)` query: keeps URLs well under Salesforce's 16 KB limit.
+const IDS_PER_QUERY: usize = 100;
+
+/// A REST call that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RestError {
+    /// Logging in failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Salesforce answered with an error.
+    #[error("Salesforce REST {status}: {code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// `errorCode`.
+        code: String,
+        /// `message`.
+        message: String,
+    },
+    /// The request did not complete.
+    #[error("Salesforce REST request failed: {0}")]
+    Transport(String),
+}
+
+impl RestError {
+    /// Whether retrying later may help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RestError::Auth(a) => a.is_retryable(),
+            RestError::Api { status, .. } => *status >= 500 || *status == 429 || *status == 401,
+            RestError::Transport(_) => true,
+        }
+    }
+}
+
+/// `SF_API_VERSION`.
+pub fn api_version(env: &Env) -> Result<String, ConfigError> {
+    env.parse_or("SF_API_VERSION", "60.0".to_owned(), |s| {
+        let v = s.trim_start_matches('v');
+        match v.split_once('.') {
+            Some((a, b))
+                if !a.is_empty()
+                    && a.chars().chain(b.chars()).all(|c| c.is_ascii_digit())
+                    && !b.is_empty() =>
+            {
+                Ok(v.to_owned())
+            }
+            _ => Err("expected a version such as 60.0".into()),
+        }
+    })
+}
+
+/// A REST client bound to the current session.
+pub struct SalesforceRest {
+    auth: Arc<Authenticator>,
+    version: String,
+}
+
+impl SalesforceRest {
+    /// A client for API version `version` (e.g. `60.0`).
+    pub fn new(auth: Arc<Authenticator>, version: String) -> Self {
+        SalesforceRest { auth, version }
+    }
+
+    async fn send(
+        &self,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RestError> {
+        let mut session = self.auth.session().await?;
+        for attempt in 0..2 {
+            let base = format!("{}/services/data/v{}", session.instance_url, self.version);
+            let resp = build(self.auth.http(), &base)
+                .bearer_auth(session.access_token.expose_secret())
+                .send()
+                .await
+                .map_err(|e| RestError::Transport(e.without_url().to_string()))?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
+                session = self.auth.refresh(session.generation).await?;
+                continue;
+            }
+            return Ok(resp);
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    async fn error(resp: reqwest::Response) -> RestError {
+        let status = resp.status().as_u16();
+        let body: Json = resp.json().await.unwrap_or(Json::Null);
+        let first = body.get(0).unwrap_or(&body);
+        RestError::Api {
+            status,
+            code: first
+                .get("errorCode")
+                .and_then(Json::as_str)
+                .unwrap_or("UNKNOWN")
+                .to_owned(),
+            message: first
+                .get("message")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        }
+    }
+
+    /// Runs a SOQL query and returns every record, following `nextRecordsUrl`.
+    pub async fn query(&self, soql: &str) -> Result<Vec<Json>, RestError> {
+        let resp = self
+            .send(|http, base| http.get(format!("{base}/query")).query(&[("q", soql)]))
+            .await?;
+        let mut records = Vec::new();
+        let mut page = self.page(resp).await?;
+        loop {
+            if let Some(Json::Array(rs)) = page.get_mut("records").map(Json::take) {
+                records.extend(rs);
+            }
+            let Some(next) = page
+                .get("nextRecordsUrl")
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+            else {
+                return Ok(records);
+            };
+            let resp = self
+                .send(|http, base| {
+                    let root = base.split("/services/").next().unwrap_or(base);
+                    http.get(format!("{root}{next}"))
+                })
+                .await?;
+            page = self.page(resp).await?;
+        }
+    }
+
+    async fn page(&self, resp: reqwest::Response) -> Result<Json, RestError> {
+        if !resp.status().is_success() {
+            return Err(Self::error(resp).await);
+        }
+        resp.json().await.map_err(|e| {
+            RestError::Transport(format!("unexpected query response: {}", e.without_url()))
+        })
+    }
+
+    /// Reads one record; `None` if it does not exist.
+    pub async fn get(&self, sobject: &str, id: &SfId) -> Result<Option<Json>, RestError> {
+        let resp = self
+            .send(|http, base| http.get(format!("{base}/sobjects/{sobject}/{id}")))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => resp
+                .json()
+                .await
+                .map(Some)
+                .map_err(|e| RestError::Transport(e.without_url().to_string())),
+            reqwest::StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(Self::error(resp).await),
+        }
+    }
+
+    /// Updates fields of one record.
+    pub async fn patch(&self, sobject: &str, id: &SfId, fields: &Json) -> Result<(), RestError> {
+        let resp = self
+            .send(|http, base| {
+                http.patch(format!("{base}/sobjects/{sobject}/{id}"))
+                    .json(fields)
+            })
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Self::error(resp).await)
+        }
+    }
+}
+
+/// Where the rules get the order facts an event does not carry.
+pub trait OrderLookup: Send + Sync + 'static {
+    /// The facts of these orders now (`None` for an order that does not exist).
+    fn orders(&self, ids: &[SfId]) -> impl Future<Output = Result<Facts, RestError>> + Send;
+
+    /// Orders modified since `since_ms` (epoch ms), for reconciliation after an overflow.
+    fn modified_since(
+        &self,
+        since_ms: i64,
+    ) -> impl Future<Output = Result<Vec<(SfId, OrderFacts)>, RestError>> + Send;
+}
+
+/// Order facts over SOQL.
+pub struct RestLookup {
+    rest: Arc<SalesforceRest>,
+    rules: Arc<RulesConfig>,
+}
+
+impl RestLookup {
+    /// A lookup that reads the fields `rules` guard on.
+    pub fn new(rest: Arc<SalesforceRest>, rules: Arc<RulesConfig>) -> Self {
+        RestLookup { rest, rules }
+    }
+
+    fn select(&self) -> String {
+        format!(
+            "SELECT Id, Status, AccountId, {}, {} FROM Order",
+            self.rules.activation_field, self.rules.external_id_field
+        )
+    }
+
+    fn facts(&self, r: &Json) -> Option<(SfId, OrderFacts)> {
+        let text = |k: &str| r.get(k).and_then(Json::as_str).map(str::to_owned);
+        let id = SfId::parse(r.get("Id")?.as_str()?).ok()?;
+        Some((
+            id,
+            OrderFacts {
+                status: text("Status"),
+                activation: text(&self.rules.activation_field),
+                external_id: text(&self.rules.external_id_field),
+                account_id: text("AccountId"),
+            },
+        ))
+    }
+}
+
+/// A SOQL date-time literal (UTC, whole seconds).
+pub fn soql_datetime(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.format(&f).unwrap_or_default()
+}
+
+impl OrderLookup for RestLookup {
+    async fn orders(&self, ids: &[SfId]) -> Result<Facts, RestError> {
+        let mut facts: Facts = ids.iter().map(|id| (id.clone(), None)).collect();
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let list: Vec<String> = chunk.iter().map(|id| format!("'{id}'")).collect();
+            let soql = format!("{} WHERE Id IN ({})", self.select(), list.join(", "));
+            for r in self.rest.query(&soql).await? {
+                if let Some((id, f)) = self.facts(&r) {
+                    facts.insert(id, Some(f));
+                }
+            }
+        }
+        Ok(facts)
+    }
+
+    async fn modified_since(&self, since_ms: i64) -> Result<Vec<(SfId, OrderFacts)>, RestError> {
+        let soql = format!(
+            "{} WHERE LastModifiedDate > {} ORDER BY LastModifiedDate",
+            self.select(),
+            soql_datetime(since_ms)
+        );
+        Ok(self
+            .rest
+            .query(&soql)
+            .await?
+            .iter()
+            .filter_map(|r| self.facts(r))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soql_datetimes_are_utc_whole_seconds() {
+        assert_eq!(soql_datetime(1_709_303_151_999), "2024-03-01T14:25:51Z");
+    }
+
+    #[test]
+    fn the_api_version_is_validated() {
+        assert_eq!(api_version(&Env::default()).unwrap(), "60.0");
+        assert_eq!(
+            api_version(&Env::from_pairs([("SF_API_VERSION", "v63.0")])).unwrap(),
+            "63.0"
+        );
+        assert_eq!(
+            api_version(&Env::from_pairs([("SF_API_VERSION", "latest")]))
+                .unwrap_err()
+                .var,
+            "SF_API_VERSION"
+        );
+    }
+}
