@@ -29,6 +29,8 @@ pub enum Command {
     Tail(TailArgs),
     /// Run the service: subscribe, apply the rules, store jobs and checkpoints.
     Run,
+    /// Run the emulator and the service together through a scripted story, then summarise.
+    Demo(DemoArgs),
     /// Inspect or reset the stored channel positions.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
@@ -38,6 +40,17 @@ pub enum Command {
     /// Inspect and re-drive quarantined events.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+}
+
+/// Flags of `sfcdc demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the SQLite file and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+    /// Put the database under this directory instead of the system temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// `sfcdc checkpoints …`

@@ -35,6 +35,15 @@ pub struct IngestSink<S: Store, L: OrderLookup> {
     max_attempts: i32,
 }
 
+/// A decision taken apart for absorption into a batch.
+struct Absorbed {
+    triggers_len: usize,
+    triggers: Vec<rules::TriggerRecord>,
+    jobs: Vec<JobRequest>,
+    invalidations: Vec<Invalidation>,
+    skips: Vec<SkipReason>,
+}
+
 /// Everything one batch of events leads to, before it is committed.
 #[derive(Debug, Default)]
 pub struct Prepared {
@@ -42,7 +51,8 @@ pub struct Prepared {
     pub batch: StoreBatch,
     /// Cache entries to drop after the commit.
     pub invalidations: Vec<Invalidation>,
-    /// Why events created no job, before the store's duplicate checks.
+    /// Why events created no job, for skips not tied to an evaluated trigger (those are
+    /// counted from the triggers, after the store's duplicate check).
     pub skips: Vec<SkipReason>,
 }
 
@@ -97,6 +107,13 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
     }
 
     fn absorb(&self, out: &mut Prepared, channel: &str, event: &DecodedEvent, d: Decision) {
+        let d = Absorbed {
+            triggers_len: d.triggers.len(),
+            triggers: d.triggers,
+            jobs: d.jobs,
+            invalidations: d.invalidations,
+            skips: d.skips,
+        };
         for t in d.triggers {
             out.batch.triggers.push(NewTrigger {
                 key: t.key,
@@ -113,7 +130,20 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             out.batch.jobs.push(self.new_job(channel, event, j));
         }
         out.invalidations.extend(d.invalidations);
-        out.skips.extend(d.skips);
+        // Skips of evaluated triggers are counted from the triggers after the commit (a replay
+        // counts as a duplicate, not as its original reason); the others are counted here.
+        let mut trigger_skips: Vec<SkipReason> = out.batch.triggers
+            [out.batch.triggers.len() - d.triggers_len..]
+            .iter()
+            .filter_map(|t| t.reason.and_then(SkipReason::from_label))
+            .collect();
+        for s in d.skips {
+            if let Some(i) = trigger_skips.iter().position(|t| *t == s) {
+                trigger_skips.swap_remove(i);
+            } else {
+                out.skips.push(s);
+            }
+        }
     }
 
     fn quarantine(out: &mut Prepared, channel: &str, f: &FailedEvent) {
@@ -215,7 +245,18 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             .jobs_created
             .get_or_create(&label)
             .inc_by(outcome.created.len() as u64);
-        for reason in &prepared.skips {
+        let replayed: std::collections::HashSet<&str> = outcome
+            .duplicate_events
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let trigger_skips = prepared
+            .batch
+            .triggers
+            .iter()
+            .filter(|t| !replayed.contains(t.key.as_str()))
+            .filter_map(|t| t.reason.and_then(SkipReason::from_label));
+        for reason in prepared.skips.iter().copied().chain(trigger_skips) {
             tracing::debug!(channel, reason = reason.label(), "No job");
             self.metrics
                 .rule_skips

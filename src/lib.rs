@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod emulator;
 pub mod ingest;
 pub mod proto;

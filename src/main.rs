@@ -36,7 +36,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    telemetry::init(format);
+    // The demo prints a story; its logs stay quiet unless asked for.
+    let default_filter = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    telemetry::init(format, default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -49,6 +55,12 @@ fn main() -> std::process::ExitCode {
             Command::Emulator(args) => sfcdc::cli::run_emulator(*args, shutdown_signal()).await,
             Command::Tail(args) => sfcdc::cli::run_tail(args, shutdown_signal()).await,
             Command::Run => sfcdc::cli::run_service(shutdown_signal()).await,
+            Command::Demo(args) => sfcdc::demo::run(sfcdc::demo::DemoOptions {
+                keep: args.keep,
+                dir: args.dir,
+            })
+            .await
+            .map(|_| ()),
             Command::Checkpoints(cmd) => sfcdc::cli::run_checkpoints(cmd).await,
             Command::Jobs(cmd) => sfcdc::cli::run_jobs(cmd).await,
             Command::Quarantine(cmd) => sfcdc::cli::run_quarantine(cmd).await,

@@ -244,6 +244,25 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason.
+    pub const ALL: [SkipReason; 10] = [
+        SkipReason::NotAnOrderEvent,
+        SkipReason::StatusUnchanged,
+        SkipReason::StatusNotTrigger,
+        SkipReason::NotATriggerChange,
+        SkipReason::ActivationBlocking,
+        SkipReason::ExternalIdPresent,
+        SkipReason::OrderNotFound,
+        SkipReason::UnhandledPlatformEvent,
+        SkipReason::DuplicateEvent,
+        SkipReason::DuplicateApproval,
+    ];
+
+    /// Parses a metric label.
+    pub fn from_label(s: &str) -> Option<SkipReason> {
+        Self::ALL.into_iter().find(|r| r.label() == s)
+    }
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

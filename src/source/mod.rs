@@ -255,7 +255,10 @@ impl<S: Sink> Source<S> {
 
     /// Runs every configured channel until `cancel`. Returns the channels that failed for good.
     pub async fn run(&self, cancel: CancellationToken) -> Result<(), SourceError> {
-        let refresher = self.auth.spawn_refresher(cancel.child_token());
+        let refresher_cancel = cancel.child_token();
+        // Dropped with this future (graceful end or abort): the refresher stops too.
+        let _refresher_guard = refresher_cancel.clone().drop_guard();
+        let refresher = self.auth.spawn_refresher(refresher_cancel);
         let mut tasks = tokio::task::JoinSet::new();
         for channel in &self.config.channels {
             let task = self.channel_task(channel, None);

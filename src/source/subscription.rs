@@ -338,13 +338,13 @@ impl<S: Sink> Subscription<S> {
 
         let (queue, to_commit) = mpsc::unbounded_channel::<Batch>();
         let (done_tx, mut done) = mpsc::unbounded_channel::<Result<(usize, ReplayId), SinkError>>();
-        let committer = tokio::spawn(commit_loop(
+        let mut committer = AbortOnDrop(tokio::spawn(commit_loop(
             self.sink.clone(),
             self.metrics.clone(),
             self.channel.clone(),
             to_commit,
             done_tx,
-        ));
+        )));
 
         let inflight = self
             .metrics
@@ -424,7 +424,7 @@ impl<S: Sink> Subscription<S> {
                 }
             }
         }
-        let _ = committer.await;
+        let _ = (&mut committer.0).await;
         inflight.set(0);
         Outcome { end, committed }
     }
@@ -496,6 +496,16 @@ impl<S: Sink> Subscription<S> {
             replay_id: last,
             keepalive: false,
         })
+    }
+}
+
+/// Aborts a spawned task when dropped: if the stream future is dropped (a crash, an abort),
+/// its committer goes with it instead of running on detached.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

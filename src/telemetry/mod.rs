@@ -34,13 +34,14 @@ impl LogFormat {
     }
 }
 
-/// Installs the global subscriber, writing to stderr.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber, writing to stderr; `default_filter` applies when neither
+/// `SFCDC_LOG` nor `RUST_LOG` is set.
+pub fn init(format: LogFormat, default_filter: &str) {
     let filter = std::env::var("SFCDC_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|d| EnvFilter::try_new(d).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

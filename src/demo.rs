@@ -1,0 +1,489 @@
+//! `sfcdc demo`: the emulator and the service in one process, a scripted story, a summary.
+//!
+//! The story exercises what sfcdc exists for: approvals become exactly one job each; a second
+//! signal for the same approval (the fulfilment platform event, a gap event, a replay after a
+//! crash) is suppressed; non-trigger and internal changes create nothing; a blocked order is
+//! skipped by its guard; a corrupt event is quarantined while the stream goes on; a dropped
+//! stream reconnects; and a crash mid-stream resumes from the stored checkpoint. Everything runs
+//! on loopback with a temporary SQLite file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, Settings};
+use crate::config::Env;
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::store::{Position, Store};
+use crate::telemetry::metrics::Metrics;
+
+/// Options of `sfcdc demo`.
+#[derive(Debug, Clone, Default)]
+pub struct DemoOptions {
+    /// Keep the SQLite file (in this directory, or a temporary one whose path is printed).
+    pub keep: bool,
+    /// Where the database goes (default: a temporary directory).
+    pub dir: Option<PathBuf>,
+}
+
+/// What the demo ended with, for tests and the summary.
+#[derive(Debug, Clone, Default)]
+pub struct DemoReport {
+    /// Events received over both service runs.
+    pub events_seen: u64,
+    /// Jobs in the store.
+    pub jobs_created: i64,
+    /// Orders the story approved (each should have exactly one job).
+    pub approved_orders: Vec<String>,
+    /// Orders that have a job.
+    pub orders_with_jobs: Vec<String>,
+    /// Duplicates suppressed (replayed events and second signals).
+    pub duplicates: u64,
+    /// Skips by reason.
+    pub skips: BTreeMap<String, u64>,
+    /// Open quarantine entries.
+    pub quarantined: i64,
+    /// Checkpoint per channel (hex replay id).
+    pub checkpoints: BTreeMap<String, String>,
+    /// The database file.
+    pub database: PathBuf,
+}
+
+struct Story {
+    emu: Emulator,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Story {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.emu.instance_url())
+    }
+
+    async fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "{path}: HTTP {status}: {text}");
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn query_ids(&self, soql: &str) -> anyhow::Result<Vec<String>> {
+        let resp = self
+            .http
+            .get(self.url("/services/data/v60.0/query"))
+            .query(&[("q", soql)])
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let v: Value = resp.json().await?;
+        Ok(v["records"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| r["Id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn patch(&self, id: &str, body: Value) -> anyhow::Result<()> {
+        self.rest(
+            reqwest::Method::PATCH,
+            &format!("/services/data/v60.0/sobjects/Order/{id}"),
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn fault(&self, fault: Value) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(self.url("/emulator/faults"))
+            .json(&fault)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "fault {fault}: HTTP {}",
+            resp.status()
+        );
+        Ok(())
+    }
+}
+
+fn step(n: usize, text: &str) {
+    println!("  {n:>2}. {text}");
+}
+
+/// Waits until every channel's checkpoint has reached the emulator's last event on it.
+async fn caught_up<S: Store>(emu: &Emulator, store: &S, channels: &[String]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+    loop {
+        let stored: BTreeMap<String, Position> = store
+            .checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| (c.channel, c.position))
+            .collect();
+        let done = channels.iter().all(|ch| {
+            let last = emu.with_world(|w| w.bus.last(ch).map(|e| e.replay));
+            match (last, stored.get(ch)) {
+                (None, _) => true,
+                (Some(last), Some(Position::After(r))) => r.position().is_some_and(|p| p >= last),
+                _ => false,
+            }
+        });
+        if done {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the service did not catch up within 45 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn metric_sum(metrics: &[&Metrics], name: &str, label: Option<(&str, &str)>) -> u64 {
+    metrics
+        .iter()
+        .flat_map(|m| m.render().lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| !l.starts_with('#') && l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| label.is_none_or(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn skips(metrics: &[&Metrics]) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for m in metrics {
+        for line in m
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("sfcdc_rule_skips_total{"))
+        {
+            let reason = line
+                .split("reason=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("?")
+                .to_owned();
+            let n = line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+            *out.entry(reason).or_insert(0) += n;
+        }
+    }
+    out
+}
+
+/// Runs the demo and prints its summary.
+pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
+    let started = std::time::Instant::now();
+    let dir = match &options.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            tempfile::Builder::new()
+                .prefix("sfcdc-demo-")
+                .tempdir_in(d)?
+        }
+        None => tempfile::Builder::new().prefix("sfcdc-demo-").tempdir()?,
+    };
+    let db = dir.path().join("sfcdc.db");
+    let emu = Emulator::start(EmulatorConfig {
+        keepalive: Duration::from_millis(500),
+        ..EmulatorConfig::ephemeral()
+    })
+    .await?;
+    let ca = dir.path().join("emulator-ca.pem");
+    std::fs::write(&ca, emu.ca_pem().unwrap_or_default())?;
+    let mut env = Env::from_pairs([
+        ("SF_AUTH", "client-credentials"),
+        ("SF_CLIENT_ID", emu.credentials().client_id.as_str()),
+        ("SF_CLIENT_SECRET", emu.credentials().client_secret.as_str()),
+        ("SFCDC_REPLAY_PRESET", "earliest"),
+        ("SFCDC_RECONNECT_MIN", "100ms"),
+        ("SFCDC_RECONNECT_MAX", "1s"),
+    ]);
+    env.set("SF_LOGIN_URL", emu.instance_url());
+    env.set("SFCDC_PUBSUB_ENDPOINT", emu.grpc_url());
+    env.set("SFCDC_CA_CERT", ca.display().to_string());
+    env.set("SFCDC_DATABASE_URL", format!("sqlite://{}", db.display()));
+    let settings = Settings::from_env(&env)?;
+    let channels = settings.source.channels.clone();
+
+    println!(
+        "sfcdc demo: the emulator and the service in one process, on SQLite at {}",
+        db.display()
+    );
+    println!("  channels: {}", channels.join(", "));
+    let http = crate::source::connect::http_client(Some(&ca)).map_err(|e| anyhow::anyhow!(e))?;
+    let story = Story {
+        token: emu.issue_token(),
+        emu,
+        http,
+    };
+
+    // First run of the service.
+    let first = Arc::new(App::build(settings.clone()).await?);
+    let cancel = CancellationToken::new();
+    let run1 = {
+        let app = first.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { app.run(cancel).await })
+    };
+
+    let drafts = story
+        .query_ids("SELECT Id FROM Order WHERE Status = 'Draft' ORDER BY CreatedDate")
+        .await?;
+    let activated = story
+        .query_ids("SELECT Id FROM Order WHERE Status = 'Activated'")
+        .await?;
+    anyhow::ensure!(
+        drafts.len() >= 6 && !activated.is_empty(),
+        "the emulator's sample data is missing"
+    );
+    let account = story
+        .query_ids("SELECT Id FROM Account LIMIT 1")
+        .await?
+        .remove(0);
+    let mut approved = Vec::new();
+
+    let mut created = Vec::new();
+    for i in 1..=3 {
+        let body = json!({"AccountId": account, "EffectiveDate": "2026-12-01", "Status": "Draft", "Name": format!("Demo order {i}"), "BillingCity": "Leeds"});
+        let v = story
+            .rest(
+                reqwest::Method::POST,
+                "/services/data/v60.0/sobjects/Order",
+                Some(body),
+            )
+            .await?;
+        created.push(v["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for id in drafts.iter().take(3) {
+        story.patch(id, json!({"Status": "Approved"})).await?;
+        approved.push(id.clone());
+    }
+    step(1, "Seeded 3 new orders and approved 3 draft orders: 3 jobs");
+    story
+        .patch(&created[0], json!({"Status": "Approved"}))
+        .await?;
+    story
+        .patch(&created[0], json!({"Status": "Approved"}))
+        .await?;
+    approved.push(created[0].clone());
+    step(
+        2,
+        &format!(
+            "Approved order {} twice: the second save changes no status",
+            created[0]
+        ),
+    );
+    story.rest(
+        reqwest::Method::POST,
+        "/services/data/v60.0/sobjects/Order_Fulfilment_Requested__e",
+        Some(json!({"OrderId__c": approved[0], "RequestedBy__c": "ops@example.com", "Priority__c": "High"})),
+    )
+    .await?;
+    step(
+        3,
+        &format!(
+            "Published the fulfilment platform event for {}, already approved: no second job",
+            approved[0]
+        ),
+    );
+    story
+        .patch(
+            &drafts[3],
+            json!({"Activation_Status__c": "Pending", "WHMCS_Order_ID__c": ""}),
+        )
+        .await?;
+    step(
+        4,
+        &format!(
+            "Changed only internal fields on {}: no job, no cache invalidation",
+            drafts[3]
+        ),
+    );
+    story
+        .patch(&activated[0], json!({"Status": "Approved"}))
+        .await?;
+    step(
+        5,
+        &format!(
+            "Approved {}, whose activation status is Activated: skipped by the guard",
+            activated[0]
+        ),
+    );
+    story
+        .fault(json!({"kind": "disconnect_after", "events": 1}))
+        .await?;
+    story.fault(json!({"kind": "corrupt_next"})).await?;
+    story
+        .patch(
+            &drafts[4],
+            json!({"Description": "this change event arrives corrupt"}),
+        )
+        .await?;
+    story
+        .patch(&drafts[5], json!({"Status": "Approved"}))
+        .await?;
+    approved.push(drafts[5].clone());
+    step(
+        6,
+        "Dropped a stream mid-batch and sent a corrupt event: reconnected, the event quarantined",
+    );
+    caught_up(&story.emu, first.sink().store().as_ref(), &channels).await?;
+
+    // A crash: the service stops mid-stream without committing what it holds; the next run
+    // resumes from the stored checkpoint.
+    story.fault(json!({"kind": "delay", "ms": 50})).await?;
+    story
+        .patch(&created[1], json!({"Status": "Approved"}))
+        .await?;
+    approved.push(created[1].clone());
+    story
+        .patch(&created[2], json!({"Status": "Approved"}))
+        .await?;
+    approved.push(created[2].clone());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    run1.abort();
+    let _ = run1.await;
+    story.fault(json!({"kind": "delay", "ms": 0})).await?;
+    // Replay the stretch before the crash, as a lost tail would be replayed.
+    let stored = first.sink().store().checkpoint(&channels[0]).await?;
+    let rewind = story.emu.with_world(|w| {
+        let events = w.bus.read_after(&channels[0], 0, usize::MAX, usize::MAX);
+        events
+            .len()
+            .checked_sub(6)
+            .and_then(|i| events.get(i))
+            .map(|e| e.replay_bytes.clone())
+    });
+    if let (Some(Position::After(_)), Some(r)) = (&stored, rewind) {
+        first
+            .sink()
+            .store()
+            .set_checkpoint(
+                &channels[0],
+                &Position::After(crate::decode::ReplayId(r)),
+                crate::clock::now_ms(),
+            )
+            .await?;
+    }
+    step(
+        7,
+        "Crashed the service mid-stream and rewound its checkpoint, as a lost tail after a crash would",
+    );
+    let second = App::build(settings).await?;
+    let cancel2 = CancellationToken::new();
+    let run2 = {
+        let cancel = cancel2.clone();
+        async move { second.run(cancel).await.map(|()| second) }
+    };
+    let run2 = tokio::spawn(run2);
+    story
+        .fault(json!({"kind": "gap", "change_type": "GAP_UPDATE", "record_id": approved[1]}))
+        .await?;
+    step(
+        8,
+        &format!(
+            "Restarted; replayed events are recognised. A GAP_UPDATE for {} re-reads it: no second job",
+            approved[1]
+        ),
+    );
+    let store_for_wait =
+        crate::store::AnyStore::open(&format!("sqlite://{}", db.display())).await?;
+    caught_up(&story.emu, &store_for_wait, &channels).await?;
+    cancel2.cancel();
+    let second = run2.await??;
+    cancel.cancel();
+
+    // The summary.
+    let store = second.sink().store();
+    let counts = store.counts().await?;
+    let jobs = store.jobs(&crate::store::JobFilter::default()).await?;
+    let metrics = [first.metrics().as_ref(), second.metrics().as_ref()];
+    let skips = skips(&metrics);
+    let duplicates = skips.get("duplicate_event").copied().unwrap_or(0)
+        + skips.get("duplicate_approval").copied().unwrap_or(0);
+    let report = DemoReport {
+        events_seen: metric_sum(&metrics, "sfcdc_events_received_total", None),
+        jobs_created: jobs.len() as i64,
+        approved_orders: approved,
+        orders_with_jobs: jobs.iter().map(|j| j.order_id.clone()).collect(),
+        duplicates,
+        skips: skips.clone(),
+        quarantined: counts.quarantined,
+        checkpoints: store
+            .checkpoints()
+            .await?
+            .into_iter()
+            .map(|c| {
+                let p = match c.position {
+                    Position::After(r) => r.to_hex(),
+                    Position::Earliest => "earliest".into(),
+                    Position::Latest => "latest".into(),
+                };
+                (c.channel, p)
+            })
+            .collect(),
+        database: db.clone(),
+    };
+    println!();
+    println!("Summary");
+    println!("  events seen              {}", report.events_seen);
+    println!(
+        "  jobs created             {}  (one per approved order: {})",
+        report.jobs_created,
+        report.approved_orders.len()
+    );
+    println!(
+        "  duplicates suppressed    {}  ({} replayed events, {} second signals for an approval)",
+        report.duplicates,
+        skips.get("duplicate_event").copied().unwrap_or(0),
+        skips.get("duplicate_approval").copied().unwrap_or(0)
+    );
+    println!("  skipped, by reason");
+    for (reason, n) in skips.iter().filter(|(r, _)| !r.starts_with("duplicate")) {
+        println!("    {reason:<24}{n}");
+    }
+    println!("  quarantined events       {}", report.quarantined);
+    for q in store.quarantined(true).await? {
+        println!("    #{} {} {}: {}", q.id, q.channel, q.replay_id, q.reason);
+    }
+    println!("  checkpoints");
+    for (ch, p) in &report.checkpoints {
+        println!("    {ch:<44}{p}");
+    }
+    if options.keep {
+        let kept = dir.keep();
+        println!(
+            "  database                 {} (kept)",
+            kept.join("sfcdc.db").display()
+        );
+    }
+    println!("  finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(report)
+}
