@@ -7,5 +7,6 @@ mod emulator_events;
 mod emulator_faults;
 mod emulator_grpc;
 mod emulator_rest;
-mod store;
+mod pipeline;
+pub mod store;
 mod subscriber;

@@ -1,0 +1,693 @@
+//! `sfcdc run` end to end through the emulator: rules and guards, exactly one job per approval
+//! under every kind of repetition, quarantine, two processes on one PostgreSQL, SIGTERM, and a
+//! SIGKILL crash loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{RngExt, SeedableRng};
+use serde_json::json;
+use sfcdc::app::{App, Settings};
+use sfcdc::store::sqlite::SqliteStore;
+use sfcdc::store::{JobFilter, Position, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+const ORDERS: &str = "/data/OrderChangeEvent";
+const PE: &str = "/event/Order_Fulfilment_Requested__e";
+
+/// A running `App` against an emulator, on a SQLite file.
+struct Running {
+    app: Arc<App>,
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), sfcdc::app::AppError>>,
+    dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn stop(self) -> (Arc<App>, tempfile::TempDir) {
+        self.cancel.cancel();
+        tokio::time::timeout(PATIENCE, self.handle)
+            .await
+            .expect("stops")
+            .expect("task")
+            .expect("clean stop");
+        (self.app, self.dir)
+    }
+
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.app.metrics().render(), name, labels)
+    }
+}
+
+async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Running {
+    let mut env = org.subscriber_env(dir.path(), extra);
+    env.set(
+        "SFCDC_DATABASE_URL",
+        format!("sqlite://{}", dir.path().join("sfcdc.db").display()),
+    );
+    if env.get("SFCDC_REPLAY_PRESET").is_none() {
+        env.set("SFCDC_REPLAY_PRESET", "earliest");
+    }
+    if env.get("SFCDC_CHANNELS").is_none() || extra.iter().all(|(k, _)| *k != "SFCDC_CHANNELS") {
+        env.set("SFCDC_CHANNELS", format!("{ORDERS},{PE}"));
+    }
+    let settings = Settings::from_env(&env).expect("settings");
+    let app = Arc::new(App::build(settings).await.expect("app builds"));
+    let cancel = CancellationToken::new();
+    let handle = {
+        let (app, cancel) = (app.clone(), cancel.clone());
+        tokio::spawn(async move { app.run(cancel).await })
+    };
+    Running {
+        app,
+        cancel,
+        handle,
+        dir,
+    }
+}
+
+/// Waits until every listed channel's checkpoint reaches the emulator's last event on it.
+async fn caught_up<S: Store>(org: &Org, store: &S, channels: &[&str]) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let stored: BTreeMap<String, Position> = store
+                .checkpoints()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.channel, c.position))
+                .collect();
+            let done = channels.iter().all(|ch| {
+                let last = org.emu.with_world(|w| w.bus.last(ch).map(|e| e.replay));
+                match (last, stored.get(*ch)) {
+                    (None, _) => true,
+                    (Some(last), Some(Position::After(r))) => {
+                        r.position().is_some_and(|p| p >= last)
+                    }
+                    _ => false,
+                }
+            });
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+    .expect("the service catches up");
+}
+
+async fn jobs_by_order<S: Store>(store: &S) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for j in store.jobs(&JobFilter::default()).await.unwrap() {
+        *out.entry(j.order_id).or_insert(0) += 1;
+    }
+    out
+}
+
+async fn drafts(org: &Org) -> Vec<String> {
+    let r = org
+        .query("SELECT Id FROM Order WHERE Status = 'Draft' ORDER BY CreatedDate")
+        .await;
+    r["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["Id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn publish_fulfilment(org: &Org, order: &str) {
+    let (status, body) = org
+        .rest(
+            reqwest::Method::POST,
+            "/services/data/v60.0/sobjects/Order_Fulfilment_Requested__e",
+            Some(json!({"OrderId__c": order})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn every_signal_for_an_approval_makes_exactly_one_job() {
+    let org = Org::start().await;
+    let d = drafts(&org).await;
+    let r = run_app(&org, tempfile::tempdir().unwrap(), &[]).await;
+    // Two approvals; the platform event for the first; a gap event for the second.
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    org.patch_order(&d[1], json!({"Status": "Approved"})).await;
+    publish_fulfilment(&org, &d[0]).await;
+    org.fault(json!({"kind": "gap", "change_type": "GAP_UPDATE", "record_id": d[1]}))
+        .await;
+    // A platform event alone is a trigger too.
+    publish_fulfilment(&org, &d[2]).await;
+    // A CREATE already approved needs no lookup.
+    let created = org.create_order(json!({"Status": "Approved"})).await;
+    // Reactivate is a new approval of an order: a second, legitimate job.
+    org.patch_order(&d[0], json!({"Status": "Reactivate"}))
+        .await;
+    let store = r.app.sink().store().clone();
+    caught_up(&org, store.as_ref(), &[ORDERS, PE]).await;
+    let jobs = jobs_by_order(store.as_ref()).await;
+    let expected = BTreeMap::from([
+        (d[0].clone(), 2),
+        (d[1].clone(), 1),
+        (d[2].clone(), 1),
+        (created, 1),
+    ]);
+    assert_eq!(jobs, expected);
+    assert_eq!(
+        r.metric(
+            "sfcdc_rule_skips_total",
+            &[("reason", "duplicate_approval")]
+        ),
+        2.0
+    );
+    // The platform event is attributed to the status the order has when it is read: either
+    // approval, but the two jobs are one per status.
+    let statuses: BTreeSet<String> = store
+        .jobs(&JobFilter {
+            order_id: Some(d[0].clone()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.trigger_status)
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["Approved".to_string(), "Reactivate".to_string()])
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn guards_read_what_the_event_does_not_carry() {
+    let org = Org::start().await;
+    let d = drafts(&org).await;
+    // Set the guard fields before the service starts, so no event carries them later.
+    org.patch_order(&d[0], json!({"WHMCS_Order_ID__c": "WH-1"}))
+        .await;
+    org.patch_order(&d[1], json!({"Activation_Status__c": "Activating"}))
+        .await;
+    org.patch_order(&d[2], json!({"Activation_Status__c": "Deactivated"}))
+        .await;
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_REPLAY_PRESET", "latest")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queries_before = org.emu.stats().calls("GET /services/data/{version}/query");
+    for id in &d[..3] {
+        org.patch_order(id, json!({"Status": "Approved"})).await;
+    }
+    // An approval that clears the external id in the same change carries it: no read needed
+    // for that field, and the job is created.
+    org.patch_order(
+        &d[3],
+        json!({"WHMCS_Order_ID__c": "WH-4", "Activation_Status__c": "Pending"}),
+    )
+    .await;
+    org.patch_order(
+        &d[3],
+        json!({"Status": "Approved", "WHMCS_Order_ID__c": null, "Activation_Status__c": null}),
+    )
+    .await;
+    let store = r.app.sink().store().clone();
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    let jobs = jobs_by_order(store.as_ref()).await;
+    assert_eq!(jobs.keys().cloned().collect::<Vec<_>>(), {
+        let mut v = vec![d[2].clone(), d[3].clone()];
+        v.sort();
+        v
+    });
+    assert_eq!(
+        r.metric(
+            "sfcdc_rule_skips_total",
+            &[("reason", "external_id_present")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        r.metric(
+            "sfcdc_rule_skips_total",
+            &[("reason", "activation_blocking")]
+        ),
+        1.0
+    );
+    let queries = org.emu.stats().calls("GET /services/data/{version}/query") - queries_before;
+    assert!(
+        (1..=3).contains(&queries),
+        "guard reads are batched, and only for events that need them: {queries}"
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn replays_after_a_checkpoint_reset_create_nothing() {
+    let org = Org::start().await;
+    let report = org.emu.bulk(300);
+    let r = run_app(&org, tempfile::tempdir().unwrap(), &[]).await;
+    let store = r.app.sink().store().clone();
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    let first = jobs_by_order(store.as_ref()).await;
+    assert_eq!(first.len(), report.approved);
+    assert!(first.values().all(|n| *n == 1));
+    let (_, dir) = r.stop().await;
+    store
+        .set_checkpoint(ORDERS, &Position::Earliest, 0)
+        .await
+        .unwrap();
+    let r = run_app(&org, dir, &[]).await;
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    assert_eq!(
+        jobs_by_order(store.as_ref()).await,
+        first,
+        "a full replay adds nothing"
+    );
+    assert_eq!(
+        r.metric("sfcdc_rule_skips_total", &[("reason", "duplicate_event")]),
+        report.approved as f64
+    );
+    assert_eq!(r.metric("sfcdc_jobs_created_total", &[]), 0.0);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_gap_overflow_reconciles_recently_modified_orders() {
+    let org = Org::start().await;
+    let d = drafts(&org).await;
+    let r = run_app(&org, tempfile::tempdir().unwrap(), &[]).await;
+    // Approve an order without any change event (as if lost in an overflowing transaction).
+    let lost = d[0].clone();
+    org.emu.with_world(|w| {
+        let actor = w.internal_actor();
+        let id = sfcdc::sfid::SfId::parse(&lost).unwrap();
+        let now = sfcdc::clock::now_ms();
+        w.org
+            .update(
+                "Order",
+                &id,
+                json!({"Status": "Approved"}).as_object().unwrap(),
+                &actor,
+                now,
+            )
+            .unwrap();
+    });
+    org.fault(json!({"kind": "gap", "change_type": "GAP_OVERFLOW"}))
+        .await;
+    let store = r.app.sink().store().clone();
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    assert_eq!(
+        jobs_by_order(store.as_ref()).await,
+        BTreeMap::from([(lost, 1)])
+    );
+    assert_eq!(r.metric("sfcdc_gap_overflows_total", &[]), 1.0);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_events_are_quarantined_and_can_be_re_driven() {
+    let org = Org::start().await;
+    let d = drafts(&org).await;
+    let r = run_app(&org, tempfile::tempdir().unwrap(), &[]).await;
+    org.fault(json!({"kind": "corrupt_next"})).await;
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    publish_fulfilment(&org, "not-an-order-id").await;
+    org.patch_order(&d[1], json!({"Status": "Approved"})).await;
+    let store = r.app.sink().store().clone();
+    caught_up(&org, store.as_ref(), &[ORDERS, PE]).await;
+    let q = store.quarantined(true).await.unwrap();
+    assert_eq!(
+        q.iter().map(|e| e.kind.as_str()).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["payload", "rule"])
+    );
+    assert_eq!(
+        jobs_by_order(store.as_ref())
+            .await
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        [d[1].clone()],
+        "the stream went on"
+    );
+
+    // Neither can be fixed by retrying: the entries say so and stay open.
+    for e in &q {
+        let err = r.app.redrive(e.id).await.unwrap_err().to_string();
+        assert!(err.contains("still fails"), "{err}");
+    }
+    let again = store.quarantined(true).await.unwrap();
+    assert!(again.iter().all(|e| e.attempts == 1));
+
+    // An entry whose payload is good (say, quarantined by a bug since fixed) is resolved and
+    // its job created in one transaction.
+    let good = org.emu.with_world(|w| {
+        w.bus
+            .read_after(ORDERS, 0, usize::MAX, usize::MAX)
+            .into_iter()
+            .rfind(|e| !e.payload.is_empty() && e.payload.len() > 100)
+            .unwrap()
+    });
+    store
+        .commit_batch(&sfcdc::store::StoreBatch {
+            channel: ORDERS.into(),
+            quarantine: vec![sfcdc::store::NewQuarantine {
+                channel: ORDERS.into(),
+                replay_id: vec![9, 9, 9, 9, 9, 9, 9, 9],
+                schema_id: good.schema_id.clone(),
+                event_id: good.event_id.clone(),
+                payload: good.payload.to_vec(),
+                reason: "a bug".into(),
+                kind: "rule".into(),
+            }],
+            now_ms: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let entry = store
+        .quarantined(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.reason == "a bug")
+        .unwrap();
+    let msg = r.app.redrive(entry.id).await.unwrap();
+    assert!(msg.contains("resolved"), "{msg}");
+    assert_eq!(
+        store
+            .quarantine_entry(entry.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "resolved"
+    );
+    assert!(
+        r.app
+            .redrive(entry.id)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("already resolved")
+    );
+    r.stop().await;
+}
+
+// ----- the binary -----
+
+struct Proc(tokio::process::Child);
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        self.0.id().expect("running") as i32
+    }
+}
+
+fn signal(pid: i32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn binary_env(org: &Org, dir: &std::path::Path, db_url: &str) -> Vec<(String, String)> {
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, org.emu.ca_pem().unwrap()).unwrap();
+    vec![
+        ("SFCDC_PUBSUB_ENDPOINT".into(), org.emu.grpc_url()),
+        ("SFCDC_CA_CERT".into(), ca.display().to_string()),
+        ("SF_AUTH".into(), "client-credentials".into()),
+        ("SF_LOGIN_URL".into(), org.emu.instance_url().into()),
+        ("SF_CLIENT_ID".into(), "sfcdc-demo".into()),
+        ("SF_CLIENT_SECRET".into(), "sfcdc-demo-secret".into()),
+        ("SFCDC_CHANNELS".into(), ORDERS.into()),
+        ("SFCDC_REPLAY_PRESET".into(), "earliest".into()),
+        ("SFCDC_RECONNECT_MIN".into(), "50ms".into()),
+        ("SFCDC_RECONNECT_MAX".into(), "500ms".into()),
+        ("SFCDC_DATABASE_URL".into(), db_url.into()),
+        ("SFCDC_LOG".into(), "warn".into()),
+    ]
+}
+
+fn spawn_run(env: &[(String, String)], log: &std::path::Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+            .arg("run")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sfcdc run starts"),
+    )
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_batch_in_hand_and_exits_zero() {
+    let org = Org::start().await;
+    let report = org.emu.bulk(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sfcdc.db").display());
+    let env = binary_env(&org, dir.path(), &url);
+    let mut p = spawn_run(&env, &dir.path().join("run.log"));
+    let store = SqliteStore::connect(&url).await.unwrap();
+    tokio::time::timeout(PATIENCE, async {
+        while store.migrate().await.is_err() || store.checkpoint(ORDERS).await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("it starts committing");
+    signal(p.pid(), "TERM");
+    let status = tokio::time::timeout(PATIENCE, p.0.wait())
+        .await
+        .expect("it stops")
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(dir.path().join("run.log")).unwrap()
+    );
+    // Resume to the end: every approval has its one job.
+    let mut p = spawn_run(&env, &dir.path().join("run.log"));
+    caught_up(&org, &store, &[ORDERS]).await;
+    signal(p.pid(), "TERM");
+    assert_eq!(p.0.wait().await.unwrap().code(), Some(0));
+    let jobs = jobs_by_order(&store).await;
+    assert_eq!(
+        jobs.keys().cloned().collect::<BTreeSet<_>>(),
+        report.approved_ids.iter().cloned().collect()
+    );
+    assert!(jobs.values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn bad_configuration_fails_at_start_and_names_the_variable() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[], "SF_AUTH"),
+        (
+            &[("SF_AUTH", "password"), ("SF_CLIENT_ID", "x")],
+            "SF_CLIENT_SECRET",
+        ),
+        (
+            &[
+                ("SF_AUTH", "token"),
+                ("SF_ACCESS_TOKEN", "t"),
+                ("SF_INSTANCE_URL", "https://x"),
+                ("SFCDC_DATABASE_URL", "mysql://u:hunter2@h/db"),
+            ],
+            "SFCDC_DATABASE_URL",
+        ),
+        (
+            &[
+                ("SF_AUTH", "token"),
+                ("SF_ACCESS_TOKEN", "t"),
+                ("SF_INSTANCE_URL", "https://x"),
+                ("SFCDC_MAX_ATTEMPTS", "0"),
+            ],
+            "SFCDC_MAX_ATTEMPTS",
+        ),
+    ];
+    for (env, var) in cases {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+            .arg("run")
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var), "{var}: {err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+/// A fresh PostgreSQL database for processes that take only a URL.
+async fn fresh_database(url: &str) -> String {
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let old: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'sfcdc_t_%'")
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    for name in old {
+        let stamp: u64 = name
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if stamp + 3600 < now {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&admin)
+            .await;
+        }
+    }
+    let name = format!(
+        "sfcdc_t_{now}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
+    format!("{base}/{name}")
+}
+
+#[tokio::test]
+async fn two_processes_on_one_postgres_make_one_job_per_approval() {
+    let Some(pg) = crate::store::postgres_url() else {
+        return;
+    };
+    let db = fresh_database(&pg).await;
+    let org = Org::start().await;
+    let first = org.emu.bulk(1500);
+    let dir = tempfile::tempdir().unwrap();
+    let env = binary_env(&org, dir.path(), &db);
+    let mut a = spawn_run(&env, &dir.path().join("a.log"));
+    let mut b = spawn_run(&env, &dir.path().join("b.log"));
+    // Both see every event; half-way, the platform event for some approvals goes to both too.
+    let second = org.emu.bulk(1500);
+    for id in first.approved_ids.iter().take(20) {
+        publish_fulfilment(&org, id).await;
+    }
+    let store = sfcdc::store::postgres::PgStore::connect(&db, None)
+        .await
+        .unwrap();
+    caught_up(&org, &store, &[ORDERS]).await;
+    signal(a.pid(), "TERM");
+    signal(b.pid(), "TERM");
+    assert_eq!(
+        a.0.wait().await.unwrap().code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(dir.path().join("a.log")).unwrap()
+    );
+    assert_eq!(
+        b.0.wait().await.unwrap().code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(dir.path().join("b.log")).unwrap()
+    );
+    let jobs = jobs_by_order(&store).await;
+    let expected: BTreeSet<String> = first
+        .approved_ids
+        .iter()
+        .chain(&second.approved_ids)
+        .cloned()
+        .collect();
+    assert_eq!(jobs.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(jobs.values().all(|n| *n == 1), "no approval has two jobs");
+}
+
+#[tokio::test]
+async fn sigkill_at_random_points_never_loses_or_duplicates_a_job() {
+    let org = Org::start().await;
+    let mut approved: BTreeSet<String> = org.emu.bulk(3000).approved_ids.into_iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sfcdc.db").display());
+    let mut env = binary_env(&org, dir.path(), &url);
+    env.push(("SFCDC_BATCH_SIZE".into(), "50".into()));
+    let log = dir.path().join("run.log");
+    let seed: u64 = std::env::var("SFCDC_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("crash loop seed: {seed} (set SFCDC_CRASH_SEED to repeat)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let store = SqliteStore::connect(&url).await.unwrap();
+    for round in 0..20 {
+        let mut p = spawn_run(&env, &log);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        p.0.start_kill().unwrap();
+        let status = p.0.wait().await.unwrap();
+        assert!(status.code().is_none(), "round {round}: killed by a signal");
+        // More events arrive while it is down.
+        approved.extend(org.emu.bulk(rng.random_range(50..300)).approved_ids);
+    }
+    let mut p = spawn_run(&env, &log);
+    caught_up(&org, &store, &[ORDERS]).await;
+    signal(p.pid(), "TERM");
+    assert_eq!(
+        p.0.wait().await.unwrap().code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let jobs = jobs_by_order(&store).await;
+    let duplicated: Vec<_> = jobs.iter().filter(|(_, n)| **n > 1).collect();
+    let missing: Vec<_> = approved
+        .iter()
+        .filter(|id| !jobs.contains_key(*id))
+        .collect();
+    let unexpected: Vec<_> = jobs.keys().filter(|id| !approved.contains(*id)).collect();
+    assert!(
+        duplicated.is_empty() && missing.is_empty() && unexpected.is_empty(),
+        "seed {seed}: duplicated {duplicated:?}, missing {missing:?}, unexpected {unexpected:?}"
+    );
+    assert!(approved.len() > 300);
+}
+
+#[tokio::test]
+async fn the_demo_tells_its_story_and_every_approval_has_one_job() {
+    let report = sfcdc::demo::run(sfcdc::demo::DemoOptions::default())
+        .await
+        .expect("the demo runs");
+    let mut approved = report.approved_orders.clone();
+    approved.sort();
+    let mut with_jobs = report.orders_with_jobs.clone();
+    with_jobs.sort();
+    assert_eq!(with_jobs, approved, "one job per approved order, no more");
+    assert_eq!(report.quarantined, 1);
+    assert!(report.duplicates >= 3, "{report:?}");
+    assert_eq!(report.skips.get("activation_blocking"), Some(&1));
+    assert!(report.checkpoints.contains_key(ORDERS));
+}
