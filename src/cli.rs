@@ -31,6 +31,8 @@ pub enum Command {
     Run,
     /// Run the emulator and the service together through a scripted story, then summarise.
     Demo(DemoArgs),
+    /// Measure the ingest pipeline end to end against a preloaded emulator.
+    Bench(BenchArgs),
     /// Inspect or reset the stored channel positions.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
@@ -51,6 +53,43 @@ pub struct DemoArgs {
     /// Put the database under this directory instead of the system temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// Flags of `sfcdc bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Order change events to preload (about 10% approvals).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Also run on this PostgreSQL database (default: SFCDC_BENCH_POSTGRES_URL or
+    /// SFCDC_TEST_POSTGRES_URL when set).
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Events per FetchRequest (1 to 100).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub batch_size: u32,
+    /// Print the results as JSON as well.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `sfcdc bench`.
+pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let postgres = args
+        .postgres
+        .or_else(|| std::env::var("SFCDC_BENCH_POSTGRES_URL").ok())
+        .or_else(|| std::env::var("SFCDC_TEST_POSTGRES_URL").ok())
+        .filter(|u| !u.is_empty());
+    let results = crate::bench::run(crate::bench::BenchOptions {
+        events: args.events,
+        postgres,
+        batch_size: args.batch_size,
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
 }
 
 /// `sfcdc checkpoints …`

@@ -5,6 +5,7 @@
 //! bitmaps) → `sink` (what consumes batches); `emulator` stands in for Salesforce.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

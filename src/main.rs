@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     // The demo prints a story; its logs stay quiet unless asked for.
-    let default_filter = if matches!(cli.command, Command::Demo(_)) {
+    let default_filter = if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
         "warn"
     } else {
         "info"
@@ -55,6 +55,7 @@ fn main() -> std::process::ExitCode {
             Command::Emulator(args) => sfcdc::cli::run_emulator(*args, shutdown_signal()).await,
             Command::Tail(args) => sfcdc::cli::run_tail(args, shutdown_signal()).await,
             Command::Run => sfcdc::cli::run_service(shutdown_signal()).await,
+            Command::Bench(args) => sfcdc::cli::run_bench(args).await,
             Command::Demo(args) => sfcdc::demo::run(sfcdc::demo::DemoOptions {
                 keep: args.keep,
                 dir: args.dir,

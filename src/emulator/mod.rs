@@ -406,7 +406,16 @@ impl Emulator {
                 .map_err(|e| EmulatorError::Tls(tls::TlsError::Config(e.to_string())))?;
         }
         let service = PubSubServer::new(grpc::PubSubService::new(shared.clone()));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        // Accepted sockets get TCP_NODELAY: small gRPC frames (a FetchRequest, a short batch)
+        // must not wait out Nagle's algorithm against delayed ACKs.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            |s| {
+                s.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            },
+        );
         let cancel = shared.cancel.clone();
         shared.tasks.spawn(async move {
             if let Err(e) = server

@@ -146,6 +146,10 @@ pub(super) fn spawn_server(
     match tls {
         None => {
             shared.tasks.spawn(async move {
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 let serve =
                     axum::serve(listener, router).with_graceful_shutdown(cancel.cancelled_owned());
                 if let Err(e) = serve.await {
@@ -168,6 +172,7 @@ pub(super) fn spawn_server(
                             }
                         },
                     };
+                    let _ = tcp.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     let router = router.clone();
                     let cancel = cancel.clone();

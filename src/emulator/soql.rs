@@ -12,6 +12,7 @@ use std::cmp::Ordering;
 use super::model::FieldType;
 use super::org::{Org, Record, parse_date, parse_datetime};
 use super::schema::FieldValue;
+use crate::sfid::SfId;
 
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq)]
@@ -403,8 +404,28 @@ pub fn run<'a>(org: &'a Org, q: &Query) -> Result<(Vec<&'a Record>, Vec<String>)
         .iter()
         .map(|c| resolve(&c.field).map(|(name, t)| (name, t, c)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut rows: Vec<&Record> = org
-        .records_of(&def.name)
+    // A condition on Id names the candidates directly; otherwise every record is a candidate.
+    let by_id = conditions
+        .iter()
+        .find(|(f, _, c)| f == "Id" && matches!(c.op, Op::Eq | Op::In));
+    let candidates: Box<dyn Iterator<Item = &Record>> = match by_id {
+        Some((_, _, c)) => Box::new(
+            c.values
+                .iter()
+                .filter_map(|l| match l {
+                    Literal::Str(s) => SfId::parse(s).ok(),
+                    _ => None,
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .filter_map(|id| org.get(&id))
+                .filter(|r| r.sobject == def.name)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
+        None => Box::new(org.records_of(&def.name)),
+    };
+    let mut rows: Vec<&Record> = candidates
         .filter(|r| conditions.iter().all(|(f, t, c)| holds(r, f, *t, c)))
         .collect();
     // Unordered queries come back in id order, which is creation order here.

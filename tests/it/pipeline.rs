@@ -691,3 +691,16 @@ async fn the_demo_tells_its_story_and_every_approval_has_one_job() {
     assert_eq!(report.skips.get("activation_blocking"), Some(&1));
     assert!(report.checkpoints.contains_key(ORDERS));
 }
+
+#[test]
+fn the_sample_configuration_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sfcdc.env");
+    let env = sfcdc::config::Env::layered(std::collections::HashMap::from([(
+        "SFCDC_CONFIG".to_string(),
+        path.to_string(),
+    )]))
+    .unwrap();
+    let settings = Settings::from_env(&env).expect("the sample validates");
+    assert_eq!(settings.database_url, "sqlite://./data/sfcdc.db");
+    assert_eq!(settings.source.channels.len(), 3);
+}

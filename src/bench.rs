@@ -1,0 +1,256 @@
+//! `sfcdc bench`: the whole ingest pipeline against a preloaded emulator, on SQLite and on
+//! PostgreSQL.
+//!
+//! The emulator (in this process, TLS on loopback, as in the demo) is preloaded with N order
+//! change events (about 10% approvals). The pipeline then subscribes from EARLIEST and runs until
+//! its checkpoint reaches the last event: decoding, rules with batched REST guard lookups, and one
+//! store transaction per batch. Reported: events per second, the p50 and p99 of the per-batch
+//! commit time (rules, lookups and the transaction), jobs created, and the process's peak RSS
+//! (which includes the emulator and its event log).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Env;
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::ingest::IngestSink;
+use crate::rules::RulesConfig;
+use crate::salesforce::{RestLookup, SalesforceRest};
+use crate::sink::{Batch, Sink, SinkError};
+use crate::source::auth::{AuthConfig, Authenticator};
+use crate::source::{Source, SourceConfig, Start, connect};
+use crate::store::{AnyStore, Position, Store};
+use crate::telemetry::metrics::Metrics;
+
+/// Options of `sfcdc bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Events to preload.
+    pub events: usize,
+    /// PostgreSQL URL for the second run (none: SQLite only).
+    pub postgres: Option<String>,
+    /// Events per FetchRequest.
+    pub batch_size: u32,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// Events processed.
+    pub events: usize,
+    /// Wall time from subscribe to caught up.
+    pub seconds: f64,
+    /// Events per second.
+    pub events_per_second: f64,
+    /// Median per-batch commit time, ms.
+    pub commit_p50_ms: f64,
+    /// 99th percentile per-batch commit time, ms.
+    pub commit_p99_ms: f64,
+    /// Batches committed.
+    pub batches: usize,
+    /// Jobs created.
+    pub jobs: usize,
+}
+
+/// Records how long each commit of the wrapped sink takes.
+struct Timed<S> {
+    inner: S,
+    durations: Mutex<Vec<f64>>,
+}
+
+impl<S: Sink> Sink for Timed<S> {
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Start>, SinkError> {
+        self.inner.checkpoint(channel).await
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
+        let started = Instant::now();
+        let result = self.inner.commit(batch).await;
+        self.durations
+            .lock()
+            .expect("durations lock")
+            .push(started.elapsed().as_secs_f64() * 1000.0);
+        result
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Peak resident set size of this process, in MiB (Linux; 0 elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn run_one(
+    emu: &Emulator,
+    ca: &std::path::Path,
+    database_url: &str,
+    backend: &str,
+    options: &BenchOptions,
+) -> anyhow::Result<BenchResult> {
+    const CHANNEL: &str = "/data/OrderChangeEvent";
+    let mut env = Env::from_pairs([
+        ("SF_AUTH", "client-credentials"),
+        ("SF_CLIENT_ID", emu.credentials().client_id.as_str()),
+        ("SF_CLIENT_SECRET", emu.credentials().client_secret.as_str()),
+        ("SFCDC_REPLAY_PRESET", "earliest"),
+        ("SFCDC_CHANNELS", CHANNEL),
+    ]);
+    env.set("SF_LOGIN_URL", emu.instance_url());
+    env.set("SFCDC_PUBSUB_ENDPOINT", emu.grpc_url());
+    env.set("SFCDC_CA_CERT", ca.display().to_string());
+    env.set("SFCDC_BATCH_SIZE", options.batch_size.to_string());
+    let source_config = SourceConfig::from_env(&env)?;
+    let metrics = Arc::new(Metrics::new());
+    let http = connect::http_client(Some(ca)).map_err(|e| anyhow::anyhow!(e))?;
+    let auth = Arc::new(Authenticator::new(
+        AuthConfig::from_env(&env)?,
+        http,
+        metrics.clone(),
+    ));
+    auth.session().await?;
+    let store = Arc::new(AnyStore::open(database_url).await?);
+    let rules = Arc::new(RulesConfig::defaults());
+    let rest = Arc::new(SalesforceRest::new(auth.clone(), "60.0".into()));
+    let lookup = Arc::new(RestLookup::new(rest, rules.clone()));
+    let sink = Arc::new(Timed {
+        inner: IngestSink::new(store.clone(), lookup, rules, metrics.clone(), None, 8),
+        durations: Mutex::new(Vec::new()),
+    });
+    let source = Source::new(source_config, auth, sink.clone(), metrics)?;
+    let last = emu
+        .with_world(|w| w.bus.last(CHANNEL).map(|e| e.replay))
+        .unwrap_or(0);
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let run = {
+        let cancel = cancel.clone();
+        async move { source.run(cancel).await }
+    };
+    let handle = tokio::spawn(run);
+    loop {
+        if let Some(Position::After(r)) = store.checkpoint(CHANNEL).await?
+            && r.position().is_some_and(|p| p >= last)
+        {
+            break;
+        }
+        anyhow::ensure!(!handle.is_finished(), "the pipeline stopped early");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    cancel.cancel();
+    handle.await??;
+    let mut durations = sink.durations.lock().expect("durations lock").clone();
+    durations.sort_by(f64::total_cmp);
+    let jobs = store
+        .counts()
+        .await?
+        .jobs
+        .iter()
+        .map(|(_, n)| *n as usize)
+        .sum();
+    Ok(BenchResult {
+        backend: backend.to_owned(),
+        events: options.events,
+        seconds,
+        events_per_second: options.events as f64 / seconds,
+        commit_p50_ms: percentile(&durations, 0.50),
+        commit_p99_ms: percentile(&durations, 0.99),
+        batches: durations.len(),
+        jobs,
+    })
+}
+
+/// Runs the benchmark and prints a table.
+pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<BenchResult>> {
+    let emu = Emulator::start(EmulatorConfig {
+        sample_data: true,
+        ..EmulatorConfig::ephemeral()
+    })
+    .await?;
+    let dir = tempfile::Builder::new().prefix("sfcdc-bench-").tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, emu.ca_pem().unwrap_or_default())?;
+    let preload = Instant::now();
+    let report = emu.bulk(options.events);
+    println!(
+        "Preloaded {} order change events ({} approvals) in {:.1} s",
+        report.events(),
+        report.approved,
+        preload.elapsed().as_secs_f64()
+    );
+    let mut results = vec![
+        run_one(
+            &emu,
+            &ca,
+            &format!("sqlite://{}", dir.path().join("bench.db").display()),
+            "sqlite",
+            &options,
+        )
+        .await?,
+    ];
+    if let Some(url) = &options.postgres {
+        // A fresh schema, selected on every pooled connection through the URL's `options`.
+        let schema = format!(
+            "sfcdc_bench_{}_{}",
+            std::process::id(),
+            crate::clock::now_ms()
+        );
+        let admin = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await?;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let with_schema = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+        let result = run_one(&emu, &ca, &with_schema, "postgres", &options).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&admin)
+        .await?;
+        results.push(result?);
+    }
+    println!();
+    println!(
+        "{:<10} {:>9} {:>9} {:>13} {:>12} {:>12} {:>8} {:>7}",
+        "backend", "events", "seconds", "events/s", "commit p50", "commit p99", "batches", "jobs"
+    );
+    for r in &results {
+        println!(
+            "{:<10} {:>9} {:>9.2} {:>13.0} {:>9.2} ms {:>9.2} ms {:>8} {:>7}",
+            r.backend,
+            r.events,
+            r.seconds,
+            r.events_per_second,
+            r.commit_p50_ms,
+            r.commit_p99_ms,
+            r.batches,
+            r.jobs
+        );
+    }
+    println!(
+        "peak RSS {:.0} MiB (this process: the pipeline and the emulator with its event log)",
+        peak_rss_mib()
+    );
+    Ok(results)
+}
