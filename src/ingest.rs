@@ -56,6 +56,22 @@ pub struct Prepared {
     pub skips: Vec<SkipReason>,
 }
 
+impl Prepared {
+    /// Appends a later batch of the same channel: its rows follow, its checkpoint wins.
+    pub fn absorb_later(&mut self, later: Prepared) {
+        let b = later.batch;
+        self.batch.triggers.extend(b.triggers);
+        self.batch.jobs.extend(b.jobs);
+        self.batch.quarantine.extend(b.quarantine);
+        self.batch.resolve_quarantine.extend(b.resolve_quarantine);
+        if b.checkpoint.is_some() {
+            self.batch.checkpoint = b.checkpoint;
+        }
+        self.invalidations.extend(later.invalidations);
+        self.skips.extend(later.skips);
+    }
+}
+
 impl<S: Store, L: OrderLookup> IngestSink<S, L> {
     /// A sink writing to `store`, looking facts up with `lookup`, and sending invalidations to
     /// `invalidations` when given.
@@ -320,6 +336,8 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
 }
 
 impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
+    type Staged = (Arc<str>, Prepared);
+
     async fn checkpoint(&self, channel: &str) -> Result<Option<Start>, SinkError> {
         let p = self
             .store
@@ -333,15 +351,24 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
         }))
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
+    async fn stage(&self, batch: Batch) -> Result<(Arc<str>, Prepared), SinkError> {
         let mut prepared = self
             .prepare(&batch.channel, &batch.events, &batch.failed)
             .await?;
         prepared.batch.channel = batch.channel.to_string();
         prepared.batch.checkpoint = Some(batch.replay_id);
-        prepared.batch.now_ms = crate::clock::now_ms();
-        self.commit_prepared(&batch.channel, prepared)
-            .await
-            .map(|_| ())
+        Ok((batch.channel, prepared))
+    }
+
+    async fn commit(&self, staged: Vec<(Arc<str>, Prepared)>) -> Result<(), SinkError> {
+        let mut staged = staged.into_iter();
+        let Some((channel, mut merged)) = staged.next() else {
+            return Ok(());
+        };
+        for (_, p) in staged {
+            merged.absorb_later(p);
+        }
+        merged.batch.now_ms = crate::clock::now_ms();
+        self.commit_prepared(&channel, merged).await.map(|_| ())
     }
 }

@@ -55,18 +55,35 @@ impl Batch {
 pub struct SinkError(pub String);
 
 /// Where batches go.
+///
+/// Each batch is first staged (the sink's preparation, which may read other systems) and then
+/// committed. Staging of one batch may overlap the commit of the one before; commits happen
+/// strictly in order.
 pub trait Sink: Send + Sync + 'static {
-    /// The stored position of a channel, if any.
+    /// A batch made ready to commit.
+    type Staged: Send + 'static;
+
+    /// Where a channel resumes, if a position is stored.
     fn checkpoint(
         &self,
         channel: &str,
     ) -> impl Future<Output = Result<Option<Start>, SinkError>> + Send;
 
-    /// Durably records a batch and advances the channel's position to `batch.replay_id`.
-    fn commit(&self, batch: Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Prepares a batch for its commit.
+    fn stage(&self, batch: Batch) -> impl Future<Output = Result<Self::Staged, SinkError>> + Send;
+
+    /// Durably records staged batches, in order and all together (one transaction when the
+    /// sink has transactions), and advances the channel's position past the last of them.
+    /// Several batches arrive together when commits are slower than the stream: group commit.
+    fn commit(
+        &self,
+        staged: Vec<Self::Staged>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 impl<S: Sink> Sink for Arc<S> {
+    type Staged = S::Staged;
+
     fn checkpoint(
         &self,
         channel: &str,
@@ -74,8 +91,15 @@ impl<S: Sink> Sink for Arc<S> {
         (**self).checkpoint(channel)
     }
 
-    fn commit(&self, batch: Batch) -> impl Future<Output = Result<(), SinkError>> + Send {
-        (**self).commit(batch)
+    fn stage(&self, batch: Batch) -> impl Future<Output = Result<Self::Staged, SinkError>> + Send {
+        (**self).stage(batch)
+    }
+
+    fn commit(
+        &self,
+        staged: Vec<Self::Staged>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        (**self).commit(staged)
     }
 }
 
@@ -191,11 +215,17 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
+    type Staged = Batch;
+
+    async fn stage(&self, batch: Batch) -> Result<Batch, SinkError> {
+        Ok(batch)
+    }
+
     async fn checkpoint(&self, channel: &str) -> Result<Option<Start>, SinkError> {
         Ok(self.stored(channel).map(Start::After))
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
+    async fn commit(&self, staged: Vec<Batch>) -> Result<(), SinkError> {
         let delay = *self.delay.lock().expect("sink lock");
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -207,11 +237,13 @@ impl Sink for MemorySink {
         {
             return Err(SinkError("injected commit failure".into()));
         }
-        self.checkpoints
-            .lock()
-            .expect("sink lock")
-            .insert(batch.channel.to_string(), batch.replay_id.clone());
-        self.batches.lock().expect("sink lock").push(batch);
+        for batch in staged {
+            self.checkpoints
+                .lock()
+                .expect("sink lock")
+                .insert(batch.channel.to_string(), batch.replay_id.clone());
+            self.batches.lock().expect("sink lock").push(batch);
+        }
         self.notify.notify_waiters();
         Ok(())
     }
@@ -311,12 +343,27 @@ impl<W: Write + Send + 'static> JsonLinesSink<W> {
 }
 
 impl<W: Write + Send + 'static> Sink for JsonLinesSink<W> {
+    type Staged = Batch;
+
+    async fn stage(&self, batch: Batch) -> Result<Batch, SinkError> {
+        Ok(batch)
+    }
+
     async fn checkpoint(&self, _channel: &str) -> Result<Option<Start>, SinkError> {
         // tail starts where --from says, never from a stored position.
         Ok(None)
     }
 
-    async fn commit(&self, batch: Batch) -> Result<(), SinkError> {
+    async fn commit(&self, staged: Vec<Batch>) -> Result<(), SinkError> {
+        for batch in staged {
+            self.print(batch)?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write + Send + 'static> JsonLinesSink<W> {
+    fn print(&self, batch: Batch) -> Result<(), SinkError> {
         let mut out = self.out.lock().expect("tail output lock");
         // Decoded and failed events interleave in replay order.
         let mut lines: Vec<(Option<u64>, Json)> = batch

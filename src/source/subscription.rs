@@ -1,10 +1,10 @@
 //! One channel's subscription: a small state machine around the Subscribe stream.
 //!
 //! **Flow control.** The first FetchRequest asks for `SFCDC_BATCH_SIZE` (B) events. Each response
-//! is decoded and queued for the sink's commit, which runs in its own task so the next batch can
-//! arrive while one commits. More events are requested only as commits complete, keeping
-//! `demand + uncommitted ≤ 2B` and `demand ≤ B`: memory stays bounded however slow the sink, and
-//! the server is never asked for more than it allows.
+//! is decoded and queued for the sink, which stages a batch (lookups) while the one before it
+//! commits, and commits whatever is staged together (group commit). More events are requested
+//! only as commits complete, keeping `demand + uncommitted ≤ 3B` and `demand ≤ B`: memory stays
+//! bounded however slow the sink, and the server is never asked for more than it allows.
 //!
 //! **Position.** It moves only when the sink has committed a batch (or a keepalive's
 //! `latest_replay_id`). When a stream ends for any reason, queued commits finish first, then the
@@ -34,6 +34,13 @@ use crate::decode::{DecodeError, DecodedEvent, FailedEvent, ReplayId};
 use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
 use crate::sink::{Batch, Sink, SinkError};
 use crate::telemetry::metrics::Metrics;
+
+/// Events received but not yet committed, plus events requested, stay within this many
+/// batches: one committing, one staging, one in transit.
+pub const WINDOW_BATCHES: i64 = 3;
+
+/// Most staged batches committed in one group.
+const GROUP_COMMIT_MAX: usize = 8;
 
 /// A stream that lived this long counts as healthy: the next failure backs off from the start.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
@@ -510,9 +517,9 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// Asks for more events when the window allows: demand up to B, and demand plus uncommitted
-/// events up to 2B. Small top-ups wait until they are worth a request.
+/// events up to `WINDOW_BATCHES` × B. Small top-ups wait until they are worth a request.
 fn top_up(requests: &mpsc::Sender<FetchRequest>, b: i64, demand: &mut i64, buffered: i64) {
-    let want = (b - *demand).min(2 * b - buffered - *demand);
+    let want = (b - *demand).min(WINDOW_BATCHES * b - buffered - *demand);
     if want > 0
         && (*demand == 0 || want >= (b / 2).max(1))
         && requests
@@ -533,8 +540,9 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Commits batches in order; stops at the first failure (the stream then ends and resumes after
-/// the last successful commit).
+/// Stages batches (the sink's preparation, which may do I/O such as lookups) one ahead of the
+/// commits, in order, and commits them in order: batch N+1 is staged while batch N commits.
+/// Stops at the first failure; the stream then ends and resumes after the last commit.
 async fn commit_loop<S: Sink>(
     sink: Arc<S>,
     metrics: Arc<Metrics>,
@@ -546,17 +554,53 @@ async fn commit_loop<S: Sink>(
         .batch_commit_seconds
         .get_or_create(&Metrics::channel(&channel))
         .clone();
-    while let Some(batch) = batches.recv().await {
-        let n = batch.len();
-        let replay = batch.replay_id.clone();
+    let (staged_tx, mut staged_rx) =
+        mpsc::channel::<(usize, ReplayId, S::Staged)>(WINDOW_BATCHES as usize);
+    let stager = {
+        let (sink, done) = (sink.clone(), done.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            while let Some(batch) = batches.recv().await {
+                let (n, replay) = (batch.len(), batch.replay_id.clone());
+                match sink.stage(batch).await {
+                    Ok(staged) => {
+                        if staged_tx.send((n, replay, staged)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        }))
+    };
+    while let Some(first) = staged_rx.recv().await {
+        // Everything already staged commits together: one transaction instead of several when
+        // the sink is the slower side.
+        let mut group = vec![first];
+        while group.len() < GROUP_COMMIT_MAX {
+            match staged_rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let n: usize = group.iter().map(|(n, _, _)| n).sum();
+        let replay = group
+            .last()
+            .map(|(_, r, _)| r.clone())
+            .expect("a group has a batch");
         let started = std::time::Instant::now();
-        let result = sink.commit(batch).await;
+        let result = sink
+            .commit(group.into_iter().map(|(_, _, s)| s).collect())
+            .await;
         histogram.observe(started.elapsed().as_secs_f64());
         let failed = result.is_err();
         if done.send(result.map(|()| (n, replay))).is_err() || failed {
             return;
         }
     }
+    drop(stager);
 }
 
 #[cfg(test)]
@@ -638,18 +682,22 @@ mod tests {
         top_up(&tx, b, &mut demand, buffered);
         assert_eq!(rx.try_recv().unwrap().num_requested, 100);
         assert_eq!(demand, 100);
-        // Two batches uncommitted: ask for nothing.
-        let (mut demand, buffered) = (0, 200);
+        // A full window (three batches uncommitted): ask for nothing.
+        let (mut demand, buffered) = (0, 300);
+        top_up(&tx, b, &mut demand, buffered);
+        assert!(rx.try_recv().is_err());
+        // Two uncommitted and one in flight: the window is full too.
+        let (mut demand, buffered) = (100, 200);
         top_up(&tx, b, &mut demand, buffered);
         assert!(rx.try_recv().is_err());
         // A small commit frees a little room: not worth a request while demand is outstanding.
-        let (mut demand, buffered) = (90, 100);
+        let (mut demand, buffered) = (90, 200);
         top_up(&tx, b, &mut demand, buffered);
         assert!(rx.try_recv().is_err());
-        // Room for half a batch or more: ask.
+        // Room for half a batch or more: ask, never beyond B outstanding.
         let (mut demand, buffered) = (40, 60);
         top_up(&tx, b, &mut demand, buffered);
         assert_eq!(rx.try_recv().unwrap().num_requested, 60);
-        assert!(demand <= b);
+        assert_eq!(demand, b);
     }
 }
