@@ -11,7 +11,8 @@ pub type Migration = (i64, &'static [&'static str]);
 /// SQLite migrations. Times are epoch milliseconds; replay ids and payloads are blobs. Every
 /// index costs a page write per commit, so there are only those the queries need: jobs of an
 /// order are found through the partial index of open jobs, which is all the ordering gate asks.
-pub const SQLITE: &[Migration] = &[(
+pub const SQLITE: &[Migration] = &[
+    (
     1,
     &[
         "CREATE TABLE sfcdc_checkpoints (
@@ -74,10 +75,41 @@ pub const SQLITE: &[Migration] = &[(
             UNIQUE (channel, replay_id)
         )",
     ],
-)];
+),
+    (
+        2,
+        &[
+            "ALTER TABLE sfcdc_jobs ADD COLUMN phase TEXT",
+            "ALTER TABLE sfcdc_jobs ADD COLUMN submitted_at INTEGER",
+            "ALTER TABLE sfcdc_jobs ADD COLUMN polls INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE sfcdc_jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+            "CREATE TABLE sfcdc_deliveries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                job_id INTEGER NOT NULL,
+                notifier TEXT NOT NULL,
+                event TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                state TEXT NOT NULL,
+                attempt INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL,
+                run_at INTEGER NOT NULL,
+                lease_owner TEXT,
+                lease_until INTEGER,
+                last_error TEXT,
+                errors TEXT NOT NULL DEFAULT '[]',
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                delivered_at INTEGER,
+                UNIQUE (job_id, notifier, event)
+            )",
+            "CREATE INDEX sfcdc_deliveries_due ON sfcdc_deliveries (state, run_at)",
+        ],
+    ),
+];
 
 /// PostgreSQL migrations, the same tables with PostgreSQL types.
-pub const POSTGRES: &[Migration] = &[(
+pub const POSTGRES: &[Migration] = &[
+    (
     1,
     &[
         "CREATE TABLE sfcdc_checkpoints (
@@ -140,7 +172,37 @@ pub const POSTGRES: &[Migration] = &[(
             UNIQUE (channel, replay_id)
         )",
     ],
-)];
+),
+    (
+        2,
+        &[
+            "ALTER TABLE sfcdc_jobs ADD COLUMN phase TEXT",
+            "ALTER TABLE sfcdc_jobs ADD COLUMN submitted_at BIGINT",
+            "ALTER TABLE sfcdc_jobs ADD COLUMN polls INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE sfcdc_jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+            "CREATE TABLE sfcdc_deliveries (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                job_id BIGINT NOT NULL,
+                notifier TEXT NOT NULL,
+                event TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                state TEXT NOT NULL,
+                attempt INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL,
+                run_at BIGINT NOT NULL,
+                lease_owner TEXT,
+                lease_until BIGINT,
+                last_error TEXT,
+                errors TEXT NOT NULL DEFAULT '[]',
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                delivered_at BIGINT,
+                UNIQUE (job_id, notifier, event)
+            )",
+            "CREATE INDEX sfcdc_deliveries_due ON sfcdc_deliveries (state, run_at)",
+        ],
+    ),
+];
 
 /// Creates the bookkeeping table (valid on both backends).
 pub const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS sfcdc_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
