@@ -83,6 +83,7 @@ pub const SQLITE: &[Migration] = &[
             "ALTER TABLE sfcdc_jobs ADD COLUMN submitted_at INTEGER",
             "ALTER TABLE sfcdc_jobs ADD COLUMN polls INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE sfcdc_jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE sfcdc_jobs ADD COLUMN external_id TEXT",
             "CREATE TABLE sfcdc_deliveries (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 job_id INTEGER NOT NULL,
@@ -180,6 +181,7 @@ pub const POSTGRES: &[Migration] = &[
             "ALTER TABLE sfcdc_jobs ADD COLUMN submitted_at BIGINT",
             "ALTER TABLE sfcdc_jobs ADD COLUMN polls INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE sfcdc_jobs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE sfcdc_jobs ADD COLUMN external_id TEXT",
             "CREATE TABLE sfcdc_deliveries (
                 id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 job_id BIGINT NOT NULL,

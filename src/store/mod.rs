@@ -19,6 +19,7 @@
 
 pub mod migrations;
 pub mod postgres;
+pub mod queue;
 pub mod sqlite;
 
 use std::future::Future;
@@ -26,6 +27,12 @@ use std::future::Future;
 use serde::Serialize;
 
 use crate::decode::ReplayId;
+
+/// The job columns every query reads.
+pub(crate) const JOB_COLUMNS: &str = "id, job_key, order_id, account_id, trigger_status, trigger_kind, state, attempt, \
+     max_attempts, run_at, lease_owner, lease_until, operation_id, phase, submitted_at, polls, generation, progress, \
+     result, external_id, last_error, errors, source_channel, source_replay_id, source_event_id, payload, created_at, \
+     updated_at, finished_at";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -237,12 +244,33 @@ pub struct JobRow {
     pub max_attempts: i32,
     /// Earliest next run, epoch ms.
     pub run_at: i64,
+    /// The worker holding the job for a step.
+    pub lease_owner: Option<String>,
+    /// Until when it holds it, epoch ms.
+    pub lease_until: Option<i64>,
     /// The fulfilment operation, once submitted.
     pub operation_id: Option<String>,
+    /// How far the current operation got: none yet, `activating`, `submitted`.
+    pub phase: Option<String>,
+    /// When the current operation was submitted, epoch ms.
+    pub submitted_at: Option<i64>,
+    /// Polls scheduled for the current operation (the poll backoff grows with them).
+    pub polls: i32,
+    /// Operations abandoned so far; part of the idempotency key, so a new operation gets a new
+    /// key while a retried submit of the same operation reuses its key.
+    pub generation: i32,
     /// Progress 0–100, when reported.
     pub progress: Option<i32>,
+    /// The fulfilment system's result (JSON), once completed.
+    #[serde(serialize_with = "raw_json_opt")]
+    pub result: Option<String>,
+    /// The external id written back to Salesforce.
+    pub external_id: Option<String>,
     /// The last error.
     pub last_error: Option<String>,
+    /// Every error so far (a JSON array of `{at, attempt, error}`).
+    #[serde(serialize_with = "raw_json")]
+    pub errors: String,
     /// The source channel.
     pub channel: String,
     /// The source event's replay id (hex).
@@ -255,6 +283,41 @@ pub struct JobRow {
     pub created_at: i64,
     /// Last changed, epoch ms.
     pub updated_at: i64,
+    /// Finished (completed, cancelled or dead), epoch ms.
+    pub finished_at: Option<i64>,
+}
+
+impl JobRow {
+    /// The idempotency key of the current operation: the job's key, then `key/N` for the Nth
+    /// operation that replaced an abandoned one.
+    pub fn operation_key(&self) -> String {
+        if self.generation == 0 {
+            self.key.clone()
+        } else {
+            format!("{}/{}", self.key, self.generation)
+        }
+    }
+
+    /// The error history with `error` appended for the current attempt.
+    pub fn errors_with(&self, error: &str, now_ms: i64) -> String {
+        queue::append_error(&self.errors, self.attempt, now_ms, error)
+    }
+}
+
+/// Serializes stored JSON text as JSON (or as a string if it is not JSON).
+fn raw_json<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_str::<serde_json::Value>(v) {
+        Ok(j) => j.serialize(s),
+        Err(_) => s.serialize_str(v),
+    }
+}
+
+/// [`raw_json`] for an optional value.
+fn raw_json_opt<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => raw_json(v, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A quarantined event.
@@ -477,6 +540,96 @@ impl Store for AnyStore {
     }
 }
 
+impl queue::Queue for AnyStore {
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        limit: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        delegate!(self, s => s.claim_jobs(owner, limit, now_ms, lease_ms).await)
+    }
+
+    async fn update_jobs(
+        &self,
+        updates: &[queue::JobUpdate],
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        delegate!(self, s => s.update_jobs(updates, now_ms).await)
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        delegate!(self, s => s.job(id).await)
+    }
+
+    async fn retry_job(&self, id: i64, now_ms: i64) -> Result<JobRow, queue::ActionError> {
+        delegate!(self, s => s.retry_job(id, now_ms).await)
+    }
+
+    async fn cancel_job(
+        &self,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<JobRow, queue::ActionError> {
+        delegate!(self, s => s.cancel_job(id, reason, now_ms).await)
+    }
+
+    async fn purge(
+        &self,
+        before_ms: i64,
+        triggers_before_ms: i64,
+    ) -> Result<queue::Purged, StoreError> {
+        delegate!(self, s => s.purge(before_ms, triggers_before_ms).await)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        limit: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<queue::DeliveryRow>, StoreError> {
+        delegate!(self, s => s.claim_deliveries(owner, limit, now_ms, lease_ms).await)
+    }
+
+    async fn end_deliveries(
+        &self,
+        updates: &[queue::DeliveryUpdate],
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        delegate!(self, s => s.end_deliveries(updates, now_ms).await)
+    }
+
+    async fn deliveries(
+        &self,
+        filter: &queue::DeliveryFilter,
+    ) -> Result<Vec<queue::DeliveryRow>, StoreError> {
+        delegate!(self, s => s.deliveries(filter).await)
+    }
+
+    async fn delivery(&self, id: i64) -> Result<Option<queue::DeliveryRow>, StoreError> {
+        delegate!(self, s => s.delivery(id).await)
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: i64,
+        now_ms: i64,
+    ) -> Result<queue::DeliveryRow, queue::ActionError> {
+        delegate!(self, s => s.retry_delivery(id, now_ms).await)
+    }
+
+    async fn cancel_delivery(
+        &self,
+        id: i64,
+        now_ms: i64,
+    ) -> Result<queue::DeliveryRow, queue::ActionError> {
+        delegate!(self, s => s.cancel_delivery(id, now_ms).await)
+    }
+}
+
 /// Maps a stored checkpoint row to a position.
 fn position(replay_id: Option<Vec<u8>>, preset: Option<String>) -> Result<Position, StoreError> {
     match (replay_id, preset.as_deref()) {
@@ -519,7 +672,7 @@ fn jobs_of_new_triggers<'a>(
 }
 
 /// Maps a row of `JOB_COLUMNS` to a job, on either backend.
-fn job_from_row<R>(r: &R) -> Result<JobRow, StoreError>
+pub(crate) fn job_from_row<R>(r: &R) -> Result<JobRow, StoreError>
 where
     R: sqlx::Row,
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -542,15 +695,25 @@ where
         attempt: r.try_get("attempt")?,
         max_attempts: r.try_get("max_attempts")?,
         run_at: r.try_get("run_at")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_until: r.try_get("lease_until")?,
         operation_id: r.try_get("operation_id")?,
+        phase: r.try_get("phase")?,
+        submitted_at: r.try_get("submitted_at")?,
+        polls: r.try_get("polls")?,
+        generation: r.try_get("generation")?,
         progress: r.try_get("progress")?,
+        result: r.try_get("result")?,
+        external_id: r.try_get("external_id")?,
         last_error: r.try_get("last_error")?,
+        errors: r.try_get("errors")?,
         channel: r.try_get("source_channel")?,
         replay_id: hex::encode(replay),
         event_id: r.try_get("source_event_id")?,
         payload: r.try_get("payload")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        finished_at: r.try_get("finished_at")?,
     })
 }
 

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
 
-use super::sqlite::{JOB_COLUMNS, QUARANTINE_COLUMNS};
+use super::JOB_COLUMNS;
+use super::sqlite::QUARANTINE_COLUMNS;
 use super::{
     BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, Store,
     StoreBatch, StoreError, jobs_of_new_triggers, migrations, position, position_columns,
@@ -337,3 +338,18 @@ impl Store for PgStore {
         })
     }
 }
+
+/// Opens a write transaction.
+async fn begin_write(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin().await
+}
+
+super::queue::impl_queue!(
+    PgStore,
+    sqlx::Postgres,
+    sql = super::queue::postgres_sql,
+    skip = "FOR UPDATE SKIP LOCKED",
+    begin = begin_write
+);

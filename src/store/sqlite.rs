@@ -16,16 +16,12 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, Store,
-    StoreBatch, StoreError, jobs_of_new_triggers, migrations, position, position_columns,
+    BatchOutcome, Checkpoint, Counts, JOB_COLUMNS, JobFilter, JobRow, Position, QuarantineRow,
+    Store, StoreBatch, StoreError, jobs_of_new_triggers, migrations, position, position_columns,
 };
 
 /// Rows per multi-row statement, well under SQLite's bound-variable limit.
 const CHUNK: usize = 500;
-
-/// The job columns every query reads.
-pub(super) const JOB_COLUMNS: &str = "id, job_key, order_id, account_id, trigger_status, trigger_kind, state, attempt, max_attempts, run_at, \
-     operation_id, progress, last_error, source_channel, source_replay_id, source_event_id, payload, created_at, updated_at";
 
 /// The quarantine columns every query reads.
 pub(super) const QUARANTINE_COLUMNS: &str = "id, channel, replay_id, schema_id, event_id, payload, reason, kind, state, attempts, created_at, updated_at";
@@ -357,3 +353,18 @@ impl Store for SqliteStore {
         })
     }
 }
+
+/// Opens a write transaction.
+async fn begin_write(
+    pool: &SqlitePool,
+) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
+super::queue::impl_queue!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sql = super::queue::sqlite_sql,
+    skip = "",
+    begin = begin_write
+);

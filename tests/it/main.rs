@@ -8,5 +8,7 @@ mod emulator_faults;
 mod emulator_grpc;
 mod emulator_rest;
 mod pipeline;
+#[macro_use]
 pub mod store;
+mod queue;
 mod subscriber;

@@ -1,0 +1,651 @@
+//! The queue conformance suite: claims, leases, the per-order gate, step updates, the outbox and
+//! the operator actions, on SQLite and PostgreSQL alike. Times are explicit epoch-ms values, never
+//! the wall clock.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sfcdc::store::queue::{
+    ActionError, DeliveryEnd, DeliveryFilter, DeliveryState, DeliveryUpdate, JobChange, JobEnd,
+    JobUpdate, NewDelivery, PollUpdate, Queue,
+};
+use sfcdc::store::{JobRow, JobState, NewJob, NewTrigger, Store, StoreBatch};
+
+use super::store::{postgres, postgres_url, sqlite};
+
+/// The time jobs are created at.
+const T0: i64 = 1_700_000_000_000;
+const LEASE: i64 = 60_000;
+
+/// Creates jobs `(key, order, status)` at `T0`; returns their ids in order.
+async fn create<S: Store>(store: &S, jobs: &[(&str, &str, &str)]) -> Vec<i64> {
+    let batch = StoreBatch {
+        channel: "/data/OrderChangeEvent".into(),
+        triggers: jobs
+            .iter()
+            .map(|(k, o, _)| NewTrigger {
+                key: (*k).into(),
+                order_id: (*o).into(),
+                outcome: "job",
+                reason: None,
+            })
+            .collect(),
+        jobs: jobs
+            .iter()
+            .map(|(k, o, s)| NewJob {
+                key: (*k).into(),
+                order_id: (*o).into(),
+                account_id: None,
+                trigger_status: (*s).into(),
+                trigger_kind: "status_change".into(),
+                channel: "/data/OrderChangeEvent".into(),
+                replay_id: vec![1, 2, 3],
+                event_id: "e".into(),
+                payload: "{}".into(),
+                max_attempts: 3,
+            })
+            .collect(),
+        now_ms: T0,
+        ..StoreBatch::default()
+    };
+    let out = store.commit_batch(&batch).await.unwrap();
+    assert_eq!(out.created.len(), jobs.len());
+    out.created.iter().map(|(id, _)| *id).collect()
+}
+
+fn update(job: &JobRow, owner: &str, change: JobChange) -> JobUpdate {
+    JobUpdate {
+        id: job.id,
+        owner: owner.into(),
+        change,
+    }
+}
+
+fn end(job: &JobRow, owner: &str, end: JobEnd, deliveries: Vec<NewDelivery>) -> JobUpdate {
+    let errors = match &end {
+        JobEnd::Dead { error } | JobEnd::Retry { error, .. } => job.errors_with(error, T0),
+        JobEnd::Cancelled { reason } => job.errors_with(reason, T0),
+        JobEnd::Completed { .. } => job.errors.clone(),
+    };
+    update(
+        job,
+        owner,
+        JobChange::End {
+            end,
+            errors,
+            deliveries,
+        },
+    )
+}
+
+fn completed() -> JobEnd {
+    JobEnd::Completed {
+        result: r#"{"external_id":"WH-1"}"#.into(),
+        external_id: Some("WH-1".into()),
+    }
+}
+
+fn ids(jobs: &[JobRow]) -> Vec<i64> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+async fn jobs_of_one_order_run_one_at_a_time_in_creation_order<S: Store + Queue>(store: S) {
+    let id = create(
+        &store,
+        &[
+            ("k1", "ORDER_A", "Approved"),
+            ("k2", "ORDER_B", "Approved"),
+            ("k3", "ORDER_A", "Reactivate"),
+        ],
+    )
+    .await;
+    let claimed = store.claim_jobs("w1", 10, T0, LEASE).await.unwrap();
+    assert_eq!(
+        ids(&claimed),
+        [id[0], id[1]],
+        "the second job of ORDER_A waits"
+    );
+    let a = &claimed[0];
+    assert_eq!((a.state, a.attempt), (JobState::Running, 1));
+    assert_eq!(a.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(a.lease_until, Some(T0 + LEASE));
+    assert!(
+        store
+            .claim_jobs("w2", 10, T0, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased jobs are not claimed twice"
+    );
+
+    let held = store
+        .update_jobs(&[end(a, "w1", completed(), vec![])], T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(held, [true]);
+    let next = store.claim_jobs("w2", 10, T0 + 1, LEASE).await.unwrap();
+    assert_eq!(
+        ids(&next),
+        [id[2]],
+        "ORDER_A's next job runs once the first is done"
+    );
+    let done = store.job(id[0]).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.external_id.as_deref(), Some("WH-1"));
+    assert_eq!(done.progress, Some(100));
+    assert_eq!(done.finished_at, Some(T0 + 1));
+    assert!(done.lease_owner.is_none());
+}
+conformance!(jobs_of_one_order_run_one_at_a_time_in_creation_order);
+
+async fn an_expired_lease_passes_the_job_on_and_fences_the_old_worker<S: Store + Queue>(store: S) {
+    create(&store, &[("k1", "ORDER_A", "Approved")]).await;
+    let first = store.claim_jobs("w1", 1, T0, 1_000).await.unwrap();
+    let job = &first[0];
+    assert!(
+        store
+            .update_jobs(
+                &[update(job, "w1", JobChange::Phase("activating"))],
+                T0 + 10
+            )
+            .await
+            .unwrap()[0]
+    );
+    // w1 dies; after its lease expires w2 takes over the same attempt, phase intact.
+    let second = store.claim_jobs("w2", 1, T0 + 1_001, LEASE).await.unwrap();
+    assert_eq!(ids(&second), [job.id]);
+    assert_eq!(second[0].attempt, 1, "a resumed step is the same attempt");
+    assert_eq!(second[0].phase.as_deref(), Some("activating"));
+    // w1 wakes up: every write it tries is refused.
+    let stale = store
+        .update_jobs(
+            &[
+                update(job, "w1", JobChange::Phase("activating")),
+                end(job, "w1", completed(), vec![]),
+            ],
+            T0 + 1_002,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale, [false, false]);
+    assert_eq!(
+        store.job(job.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+}
+conformance!(an_expired_lease_passes_the_job_on_and_fences_the_old_worker);
+
+async fn polling_releases_the_job_until_the_next_poll<S: Store + Queue>(store: S) {
+    create(&store, &[("k1", "ORDER_A", "Approved")]).await;
+    let job = store
+        .claim_jobs("w1", 1, T0, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    let poll = |at: i64, progress: Option<i32>| {
+        JobChange::Poll(PollUpdate {
+            operation_id: "op_1".into(),
+            progress,
+            run_at: at,
+            error: None,
+        })
+    };
+    assert!(
+        store
+            .update_jobs(&[update(&job, "w1", poll(T0 + 500, Some(0)))], T0 + 1)
+            .await
+            .unwrap()[0]
+    );
+    let polling = store.job(job.id).await.unwrap().unwrap();
+    assert_eq!(polling.state, JobState::Polling);
+    assert_eq!(polling.operation_id.as_deref(), Some("op_1"));
+    assert_eq!(polling.phase.as_deref(), Some("submitted"));
+    assert_eq!((polling.submitted_at, polling.polls), (Some(T0 + 1), 1));
+    assert!(polling.lease_owner.is_none(), "polling frees the worker");
+    assert!(
+        store
+            .claim_jobs("w2", 1, T0 + 499, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due before its next poll"
+    );
+    let again = store
+        .claim_jobs("w2", 1, T0 + 500, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((again.state, again.attempt), (JobState::Polling, 1));
+    store
+        .update_jobs(
+            &[update(&again, "w2", poll(T0 + 2_000, Some(50)))],
+            T0 + 600,
+        )
+        .await
+        .unwrap();
+    let j = store.job(job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (j.progress, j.polls, j.submitted_at),
+        (Some(50), 2, Some(T0 + 1))
+    );
+}
+conformance!(polling_releases_the_job_until_the_next_poll);
+
+async fn a_retry_with_a_new_operation_changes_the_idempotency_key<S: Store + Queue>(store: S) {
+    create(&store, &[("k1", "ORDER_A", "Approved")]).await;
+    let job = store
+        .claim_jobs("w1", 1, T0, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.operation_key(), "k1");
+    store
+        .update_jobs(
+            &[update(
+                &job,
+                "w1",
+                JobChange::Poll(PollUpdate {
+                    operation_id: "op_1".into(),
+                    progress: None,
+                    run_at: T0,
+                    error: None,
+                }),
+            )],
+            T0,
+        )
+        .await
+        .unwrap();
+    let job = store
+        .claim_jobs("w1", 1, T0, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    let retry = JobEnd::Retry {
+        run_at: T0 + 100,
+        error: "operation timed out".into(),
+        new_operation: true,
+    };
+    store
+        .update_jobs(&[end(&job, "w1", retry, vec![])], T0 + 1)
+        .await
+        .unwrap();
+    let j = store.job(job.id).await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Retryable);
+    assert_eq!(
+        (j.operation_id.as_deref(), j.polls, j.generation),
+        (None, 0, 1)
+    );
+    assert_eq!(
+        j.phase.as_deref(),
+        Some("activating"),
+        "Salesforce still says Activating"
+    );
+    assert_eq!(j.operation_key(), "k1/1");
+    assert_eq!(j.last_error.as_deref(), Some("operation timed out"));
+    let history: serde_json::Value = serde_json::from_str(&j.errors).unwrap();
+    assert_eq!(history[0]["attempt"], 1);
+
+    // A transient submit failure keeps the key: the same request is retried.
+    let job = store
+        .claim_jobs("w1", 1, T0 + 100, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.attempt, 2);
+    let retry = JobEnd::Retry {
+        run_at: T0 + 200,
+        error: "503".into(),
+        new_operation: false,
+    };
+    store
+        .update_jobs(&[end(&job, "w1", retry, vec![])], T0 + 101)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.job(job.id).await.unwrap().unwrap().operation_key(),
+        "k1/1"
+    );
+}
+conformance!(a_retry_with_a_new_operation_changes_the_idempotency_key);
+
+fn deliveries() -> Vec<NewDelivery> {
+    ["webhook", "github"]
+        .into_iter()
+        .map(|n| NewDelivery {
+            notifier: n.into(),
+            event: "completed".into(),
+            payload: r#"{"job_id":1}"#.into(),
+            max_attempts: 4,
+        })
+        .collect()
+}
+
+async fn completion_writes_its_deliveries_and_each_has_its_own_fate<S: Store + Queue>(store: S) {
+    create(&store, &[("k1", "ORDER_A", "Approved")]).await;
+    let job = store
+        .claim_jobs("w1", 1, T0, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .update_jobs(&[end(&job, "w1", completed(), deliveries())], T0 + 1)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_deliveries("d1", 10, T0 + 1, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|d| d.attempt == 1 && d.job_id == job.id));
+    assert!(
+        store
+            .claim_deliveries("d2", 10, T0 + 1, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (hook, gh) = (&claimed[0], &claimed[1]);
+    assert_eq!(hook.notifier, "webhook");
+    let held = store
+        .end_deliveries(
+            &[
+                DeliveryUpdate {
+                    id: hook.id,
+                    owner: "d1".into(),
+                    end: DeliveryEnd::Delivered,
+                    errors: hook.errors.clone(),
+                },
+                DeliveryUpdate {
+                    id: gh.id,
+                    owner: "d1".into(),
+                    end: DeliveryEnd::Retry {
+                        run_at: T0 + 1_000,
+                        error: "503".into(),
+                    },
+                    errors: r#"[{"error":"503"}]"#.into(),
+                },
+                DeliveryUpdate {
+                    id: gh.id,
+                    owner: "someone else".into(),
+                    end: DeliveryEnd::Delivered,
+                    errors: "[]".into(),
+                },
+            ],
+            T0 + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(held, [true, true, false]);
+    let hook = store.delivery(hook.id).await.unwrap().unwrap();
+    assert_eq!(
+        (hook.state, hook.delivered_at),
+        (DeliveryState::Delivered, Some(T0 + 2))
+    );
+    let gh_row = store.delivery(gh.id).await.unwrap().unwrap();
+    assert_eq!(gh_row.state, DeliveryState::Pending);
+    assert_eq!(gh_row.last_error.as_deref(), Some("503"));
+    assert!(
+        store
+            .claim_deliveries("d1", 10, T0 + 999, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_deliveries("d1", 10, T0 + 1_000, LEASE)
+        .await
+        .unwrap();
+    assert_eq!((again.len(), again[0].attempt), (1, 2));
+    store
+        .end_deliveries(
+            &[DeliveryUpdate {
+                id: gh.id,
+                owner: "d1".into(),
+                end: DeliveryEnd::Dead {
+                    error: "422".into(),
+                },
+                errors: "[]".into(),
+            }],
+            T0 + 1_001,
+        )
+        .await
+        .unwrap();
+    let dead = store
+        .deliveries(&DeliveryFilter {
+            state: Some(DeliveryState::Dead),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&dead), [gh.id]);
+    assert_eq!(
+        store.job(job.id).await.unwrap().unwrap().state,
+        JobState::Completed,
+        "a delivery's fate never touches the job"
+    );
+    // Operators re-drive and cancel.
+    let retried = store.retry_delivery(gh.id, T0 + 2_000).await.unwrap();
+    assert_eq!(
+        (retried.state, retried.attempt),
+        (DeliveryState::Pending, 0)
+    );
+    assert!(matches!(
+        store.retry_delivery(hook.id, T0).await,
+        Err(ActionError::WrongState { .. })
+    ));
+    let cancelled = store.cancel_delivery(gh.id, T0 + 2_001).await.unwrap();
+    assert_eq!(cancelled.state, DeliveryState::Cancelled);
+    assert!(matches!(
+        store.cancel_delivery(gh.id, T0).await,
+        Err(ActionError::WrongState { .. })
+    ));
+    assert!(matches!(
+        store.retry_delivery(999_999, T0).await,
+        Err(ActionError::NotFound("delivery"))
+    ));
+    let of_job = store
+        .deliveries(&DeliveryFilter {
+            job_id: Some(job.id),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_job.len(), 2);
+}
+conformance!(completion_writes_its_deliveries_and_each_has_its_own_fate);
+
+fn ids_of(d: &[sfcdc::store::queue::DeliveryRow]) -> Vec<i64> {
+    d.iter().map(|d| d.id).collect()
+}
+
+async fn operators_retry_dead_jobs_and_cancel_open_ones<S: Store + Queue>(store: S) {
+    let id = create(
+        &store,
+        &[("k1", "ORDER_A", "Approved"), ("k2", "ORDER_B", "Approved")],
+    )
+    .await;
+    let jobs = store.claim_jobs("w1", 2, T0, LEASE).await.unwrap();
+    let dead = JobEnd::Dead {
+        error: "fulfilment rejected the order".into(),
+    };
+    store
+        .update_jobs(&[end(&jobs[0], "w1", dead, deliveries())], T0 + 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.cancel_job(id[0], "no", T0).await,
+        Err(ActionError::WrongState { .. })
+    ));
+    let retried = store.retry_job(id[0], T0 + 5).await.unwrap();
+    assert_eq!(
+        (
+            retried.state,
+            retried.attempt,
+            retried.generation,
+            retried.run_at
+        ),
+        (JobState::Available, 0, 1, T0 + 5)
+    );
+    assert!(retried.finished_at.is_none());
+    assert!(matches!(
+        store.retry_job(id[0], T0).await,
+        Err(ActionError::WrongState { .. })
+    ));
+
+    // Cancelling a running job fences its worker.
+    let cancelled = store
+        .cancel_job(id[1], "operator: duplicate order", T0 + 6)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(
+        cancelled.last_error.as_deref(),
+        Some("operator: duplicate order")
+    );
+    let late = store
+        .update_jobs(&[end(&jobs[1], "w1", completed(), deliveries())], T0 + 7)
+        .await
+        .unwrap();
+    assert_eq!(late, [false]);
+    let of_b = store
+        .deliveries(&DeliveryFilter {
+            job_id: Some(id[1]),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(of_b.is_empty(), "a fenced completion writes no deliveries");
+    assert!(matches!(
+        store.retry_job(424_242, T0).await,
+        Err(ActionError::NotFound("job"))
+    ));
+}
+conformance!(operators_retry_dead_jobs_and_cancel_open_ones);
+
+async fn retention_purges_finished_work_but_keeps_dead_letters<S: Store + Queue>(store: S) {
+    create(
+        &store,
+        &[
+            ("k1", "ORDER_A", "Approved"),
+            ("k2", "ORDER_B", "Approved"),
+            ("k3", "ORDER_C", "Approved"),
+        ],
+    )
+    .await;
+    let jobs = store.claim_jobs("w1", 3, T0, LEASE).await.unwrap();
+    let dead = JobEnd::Dead {
+        error: "rejected".into(),
+    };
+    store
+        .update_jobs(
+            &[
+                end(&jobs[0], "w1", completed(), deliveries()),
+                end(&jobs[1], "w1", dead, vec![]),
+            ],
+            T0 + 10,
+        )
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_deliveries("d", 10, T0 + 10, LEASE)
+        .await
+        .unwrap();
+    let updates: Vec<DeliveryUpdate> = claimed
+        .iter()
+        .map(|d| DeliveryUpdate {
+            id: d.id,
+            owner: "d".into(),
+            end: DeliveryEnd::Delivered,
+            errors: "[]".into(),
+        })
+        .collect();
+    store.end_deliveries(&updates, T0 + 20).await.unwrap();
+    assert_eq!(
+        store.purge(T0 + 10, T0).await.unwrap(),
+        sfcdc::store::queue::Purged {
+            jobs: 0,
+            deliveries: 0,
+            triggers: 0
+        },
+        "nothing is older than the cut-off yet"
+    );
+    let purged = store.purge(T0 + 1_000, T0).await.unwrap();
+    assert_eq!((purged.jobs, purged.deliveries, purged.triggers), (1, 2, 0));
+    let purged = store.purge(T0 + 1_000, T0 + 1).await.unwrap();
+    assert_eq!(purged.triggers, 3, "triggers go on their own, longer clock");
+    let left: HashSet<JobState> = store
+        .jobs(&Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.state)
+        .collect();
+    assert_eq!(left, HashSet::from([JobState::Dead, JobState::Running]));
+}
+conformance!(retention_purges_finished_work_but_keeps_dead_letters);
+
+/// Several claimers on one database (several workers, or several instances): no job is ever
+/// held twice, and each order's jobs still run in creation order.
+async fn concurrent_claimers_never_share_a_job<S: Store + Queue>(store: S) {
+    let mut spec = Vec::new();
+    for n in 0..120 {
+        let order = format!("ORDER_{}", n % 30);
+        let status = ["Approved", "Reactivate", "Approved2", "Approved3"][n / 30];
+        spec.push((format!("k{n}"), order, status.to_owned()));
+    }
+    let refs: Vec<(&str, &str, &str)> = spec
+        .iter()
+        .map(|(k, o, s)| (k.as_str(), o.as_str(), s.as_str()))
+        .collect();
+    create(&store, &refs).await;
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let store = Arc::new(store);
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("w{w}");
+            let mut done = Vec::new();
+            let mut idle = 0;
+            while idle < 20 {
+                let jobs = store.claim_jobs(&owner, 7, T0 + 1, LEASE).await.unwrap();
+                if jobs.is_empty() {
+                    idle += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                idle = 0;
+                let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+                let updates: Vec<JobUpdate> = jobs
+                    .iter()
+                    .map(|j| end(j, &owner, completed(), vec![]))
+                    .collect();
+                let held = store.update_jobs(&updates, T0 + 2).await.unwrap();
+                assert!(held.iter().all(|h| *h));
+                done.extend(jobs.into_iter().map(|j| (j.order_id, j.id, seq)));
+            }
+            done
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: HashSet<i64> = all.iter().map(|(_, id, _)| *id).collect();
+    assert_eq!(
+        (all.len(), unique.len()),
+        (120, 120),
+        "each job ran exactly once"
+    );
+    // Claims of one order were strictly sequential, in creation order.
+    all.sort_by_key(|(order, _, seq)| (order.clone(), *seq));
+    for pair in all.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            assert!(pair[0].1 < pair[1].1 && pair[0].2 < pair[1].2, "{pair:?}");
+        }
+    }
+    let left = store.claim_jobs("late", 1000, T0 + 3, LEASE).await.unwrap();
+    assert!(left.is_empty());
+}
+conformance!(concurrent_claimers_never_share_a_job);
