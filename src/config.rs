@@ -40,12 +40,15 @@ pub struct Env {
 }
 
 /// Names of variables whose values are secret: never echoed in errors.
-const SECRET_VARS: [&str; 5] = [
+const SECRET_VARS: [&str; 8] = [
     "SF_CLIENT_SECRET",
     "SF_PASSWORD",
     "SF_ACCESS_TOKEN",
     "SFCDC_ADMIN_TOKEN",
     "SFCDC_READ_TOKEN",
+    "SFCDC_FULFILMENT_TOKEN",
+    "SFCDC_WEBHOOK_SECRET",
+    "SFCDC_GITHUB_TOKEN",
 ];
 
 impl Env {

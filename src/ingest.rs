@@ -33,6 +33,7 @@ pub struct IngestSink<S: Store, L: OrderLookup> {
     metrics: Arc<Metrics>,
     invalidations: Option<mpsc::Sender<Invalidation>>,
     max_attempts: i32,
+    jobs_created: Arc<tokio::sync::Notify>,
 }
 
 /// A decision taken apart for absorption into a batch.
@@ -90,7 +91,13 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             metrics,
             invalidations,
             max_attempts,
+            jobs_created: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified after a commit that created jobs, so an idle worker starts at once.
+    pub fn jobs_created(&self) -> &Arc<tokio::sync::Notify> {
+        &self.jobs_created
     }
 
     /// The store.
@@ -301,6 +308,9 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         }
         for (id, key) in &outcome.created {
             tracing::info!(channel, job_id = id, job_key = %key, "Provisioning job created");
+        }
+        if !outcome.created.is_empty() {
+            self.jobs_created.notify_one();
         }
     }
 

@@ -21,3 +21,4 @@ pub mod sink;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

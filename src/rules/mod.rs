@@ -369,6 +369,37 @@ fn guard_skip(cfg: &RulesConfig, g: &Guards) -> Option<SkipReason> {
     None
 }
 
+/// Whether an order still qualifies for its provisioning job, checked by the worker on fresh
+/// facts just before it submits. `own_activating` says the job itself may already have written
+/// `Activating` (a resumed or retried step), which then does not block it. `Err` says why the
+/// job should be cancelled.
+pub fn recheck(cfg: &RulesConfig, facts: &OrderFacts, own_activating: bool) -> Result<(), String> {
+    if !cfg.is_trigger(facts.status.as_deref()) {
+        return Err(format!(
+            "the order's status is now {}, not a trigger status",
+            facts.status.as_deref().unwrap_or("empty")
+        ));
+    }
+    let own = own_activating && facts.activation.as_deref() == Some("Activating");
+    let guards = Guards {
+        activation: facts.activation.clone().filter(|_| !own),
+        external_id: facts.external_id.clone(),
+    };
+    match guard_skip(cfg, &guards) {
+        Some(SkipReason::ActivationBlocking) => Err(format!(
+            "the order's {} is already {}",
+            cfg.activation_field,
+            facts.activation.as_deref().unwrap_or_default()
+        )),
+        Some(_) => Err(format!(
+            "the order already has {} {}",
+            cfg.external_id_field,
+            facts.external_id.as_deref().unwrap_or_default()
+        )),
+        None => Ok(()),
+    }
+}
+
 fn parse_ids(ids: &[compact_str::CompactString]) -> Result<Vec<SfId>, RuleError> {
     ids.iter()
         .map(|i| SfId::parse(i).map_err(|_| RuleError::BadRecordId(i.to_string())))

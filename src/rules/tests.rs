@@ -452,3 +452,36 @@ fn configuration_is_validated_and_names_the_variable() {
     .unwrap();
     assert_eq!(c.provision_statuses, ["Approved", "Go"]);
 }
+
+#[test]
+fn the_worker_recheck_applies_the_same_guards_to_fresh_facts() {
+    let cfg = RulesConfig::defaults();
+    let facts = |status: &str, activation: Option<&str>, external: Option<&str>| OrderFacts {
+        status: Some(status.into()),
+        activation: activation.map(Into::into),
+        external_id: external.map(Into::into),
+        account_id: None,
+    };
+    assert_eq!(recheck(&cfg, &facts("Approved", None, None), false), Ok(()));
+    assert_eq!(
+        recheck(&cfg, &facts("Reactivate", Some("Deactivated"), None), false),
+        Ok(())
+    );
+    let e = recheck(&cfg, &facts("Draft", None, None), false).unwrap_err();
+    assert!(e.contains("Draft"), "{e}");
+    let e = recheck(&cfg, &facts("Approved", Some("Activated"), None), true).unwrap_err();
+    assert!(e.contains("Activated"), "{e}");
+    // Someone else's Activating blocks; the job's own does not.
+    assert!(recheck(&cfg, &facts("Approved", Some("Activating"), None), false).is_err());
+    assert_eq!(
+        recheck(&cfg, &facts("Approved", Some("Activating"), None), true),
+        Ok(())
+    );
+    let e = recheck(
+        &cfg,
+        &facts("Approved", Some("Activating"), Some("WH-9")),
+        true,
+    )
+    .unwrap_err();
+    assert!(e.contains("WH-9"), "{e}");
+}

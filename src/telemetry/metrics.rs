@@ -27,6 +27,22 @@ pub struct ChannelReason {
     pub reason: String,
 }
 
+/// Labels for job outcomes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// An outcome from a closed set.
+    pub outcome: String,
+}
+
+/// Labels for delivery outcomes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifierOutcome {
+    /// `webhook` or `github`.
+    pub notifier: String,
+    /// `delivered`, `retry` or `dead`.
+    pub outcome: String,
+}
+
 /// Every metric sfcdc exports.
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
@@ -56,6 +72,14 @@ pub struct Metrics {
     pub gap_overflows: Family<ChannelLabel, Counter>,
     /// Cache invalidations the rules asked for (before coalescing).
     pub invalidations_requested: Counter,
+    /// Job steps ended, by outcome (`completed`, `cancelled`, `dead`, `retry`, `poll`).
+    pub job_steps: Family<OutcomeLabel, Counter>,
+    /// Seconds from a job's creation to its completion.
+    pub job_latency_seconds: Histogram,
+    /// Job steps whose lease was lost to another worker (or an operator's cancel).
+    pub job_leases_lost: Counter,
+    /// Delivery attempts, by notifier and outcome.
+    pub deliveries: Family<NotifierOutcome, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -95,6 +119,12 @@ impl Metrics {
             rule_skips: Family::default(),
             gap_overflows: Family::default(),
             invalidations_requested: Counter::default(),
+            job_steps: Family::default(),
+            job_latency_seconds: Histogram::new([
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
+            job_leases_lost: Counter::default(),
+            deliveries: Family::default(),
         };
         registry.register(
             "events_received",
@@ -157,6 +187,26 @@ impl Metrics {
             "Cache invalidations the rules asked for, before coalescing",
             m.invalidations_requested.clone(),
         );
+        registry.register(
+            "job_steps",
+            "Job steps ended, by outcome",
+            m.job_steps.clone(),
+        );
+        registry.register(
+            "job_latency_seconds",
+            "Time from a job's creation to its completion",
+            m.job_latency_seconds.clone(),
+        );
+        registry.register(
+            "job_leases_lost",
+            "Job steps whose lease was lost to another worker or a cancel",
+            m.job_leases_lost.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Notification delivery attempts, by notifier and outcome",
+            m.deliveries.clone(),
+        );
         *m.registry.lock().expect("registry lock") = registry;
         m
     }
@@ -168,6 +218,25 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Counts a job step's outcome.
+    pub fn job_step(&self, outcome: &str) {
+        self.job_steps
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a delivery attempt.
+    pub fn delivery(&self, notifier: &str, outcome: &str) {
+        self.deliveries
+            .get_or_create(&NotifierOutcome {
+                notifier: notifier.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Label helper.

@@ -1,0 +1,500 @@
+//! One step of a job: what it does, in order, and how its outcome becomes the job's next state.
+//!
+//! A fresh step ([`Inner::start`]) re-reads the order, re-checks the guards, records the phase,
+//! writes `Activating` and submits. A polling step ([`Inner::poll_all`]) asks for the state of
+//! one or many operations. Both end in a [`Flow`], which [`Inner::conclude`] turns into the job's
+//! update through [`transition::next`]: finished work is written back to Salesforce first, then
+//! recorded with its notifications in one transaction.
+
+use serde_json::{Value as Json, json};
+
+use super::fulfilment::{Fulfilment, OpStatus, Operation, Submitted};
+use super::notify::{JobEvent, summary};
+use super::transition::{self, StepOutcome, Transition};
+use super::{Inner, Orders};
+use crate::rules::{OrderFacts, recheck};
+use crate::sfid::SfId;
+use crate::store::JobRow;
+use crate::store::queue::{JobChange, JobEnd, JobUpdate, NewDelivery, PollUpdate, Queue};
+
+/// Salesforce's limit on a Text(255) field.
+const ERROR_FIELD_MAX: usize = 255;
+
+/// How a step's work ended, before it is recorded.
+#[derive(Debug)]
+pub(super) enum Flow {
+    /// The operation is still running (or its status could not be read): poll again.
+    Pending {
+        operation_id: String,
+        progress: Option<i32>,
+        error: Option<String>,
+    },
+    /// The operation finished with a result.
+    Completed(Operation),
+    /// The result is written back to Salesforce: record the completion.
+    WrittenBack {
+        result: Json,
+        external_id: Option<String>,
+    },
+    /// The order no longer qualifies.
+    Cancel(String),
+    /// The step failed.
+    Fail {
+        error: String,
+        transient: bool,
+        /// The operation is gone (failed or timed out); a retry submits a new one.
+        new_operation: bool,
+    },
+    /// Another worker (or an operator) has the job now: write nothing.
+    LeaseLost,
+}
+
+impl Flow {
+    fn fail(error: impl Into<String>, transient: bool) -> Flow {
+        Flow::Fail {
+            error: error.into(),
+            transient,
+            new_operation: false,
+        }
+    }
+
+    /// The flow of an operation's reported state.
+    fn of(op: Operation) -> Flow {
+        match op.status {
+            OpStatus::Pending => Flow::Pending {
+                progress: op.progress(),
+                operation_id: op.operation_id,
+                error: None,
+            },
+            OpStatus::Completed => Flow::Completed(op),
+            OpStatus::Failed => {
+                let e = op.error.unwrap_or_else(|| super::fulfilment::OpError {
+                    code: "unknown".into(),
+                    message: "no error given".into(),
+                    retryable: false,
+                });
+                Flow::Fail {
+                    error: format!(
+                        "fulfilment operation {} failed: {}: {}",
+                        op.operation_id, e.code, e.message
+                    ),
+                    transient: e.retryable,
+                    new_operation: true,
+                }
+            }
+        }
+    }
+}
+
+/// The guard facts in an order record.
+fn facts(rules: &crate::rules::RulesConfig, order: &Json) -> OrderFacts {
+    let text = |f: &str| {
+        order
+            .get(f)
+            .and_then(Json::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    OrderFacts {
+        status: text("Status"),
+        activation: text(&rules.activation_field),
+        external_id: text(&rules.external_id_field),
+        account_id: text("AccountId"),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
+    /// A step of a job with no operation yet: check, mark, submit.
+    pub(super) async fn start(&self, job: JobRow, owner: &str) {
+        let flow = self.submit(&job, owner).await;
+        self.conclude(&job, owner, flow).await;
+    }
+
+    async fn submit(&self, job: &JobRow, owner: &str) -> Flow {
+        let Ok(id) = SfId::parse(&job.order_id) else {
+            return Flow::Cancel(format!("'{}' is not a Salesforce id", job.order_id));
+        };
+        let order = match self.orders.read(&id).await {
+            Ok(Some(order)) => order,
+            Ok(None) => return Flow::Cancel("the order no longer exists".into()),
+            Err(e) => return Flow::fail(format!("reading the order: {e}"), e.is_retryable()),
+        };
+        let facts = facts(&self.rules, &order);
+        // A phase means an earlier step of this operation may have written `Activating`.
+        if let Err(reason) = recheck(&self.rules, &facts, job.phase.is_some()) {
+            return Flow::Cancel(reason);
+        }
+        if job.phase.is_none() {
+            match self
+                .write(JobUpdate {
+                    id: job.id,
+                    owner: owner.to_owned(),
+                    change: JobChange::Phase("activating"),
+                })
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Flow::LeaseLost,
+                Err(e) => return Flow::fail(e, true),
+            }
+        }
+        if facts.activation.as_deref() != Some("Activating") {
+            let fields = json!({ &self.rules.activation_field: "Activating" });
+            if let Err(e) = self.orders.update(&id, &fields).await {
+                return Flow::fail(format!("writing Activating: {e}"), e.is_retryable());
+            }
+        }
+        match self.fulfilment.submit(&job.operation_key(), &order).await {
+            Ok(Submitted::Finished(op) | Submitted::Accepted(op)) => {
+                tracing::info!(job_id = job.id, order_id = %job.order_id, operation_id = %op.operation_id, "Submitted");
+                Flow::of(op)
+            }
+            Err(e) => Flow::fail(e.message, e.transient),
+        }
+    }
+
+    /// A step of jobs whose operations are pending: one batch status request when possible.
+    pub(super) async fn poll_all(&self, jobs: Vec<JobRow>, owner: &str) {
+        let ids: Vec<&str> = jobs
+            .iter()
+            .filter_map(|j| j.operation_id.as_deref())
+            .collect();
+        let batch = if jobs.len() > 1 {
+            self.fulfilment.poll_many(&ids).await
+        } else {
+            Ok(None)
+        };
+        match batch {
+            Ok(Some(ops)) => {
+                let mut by_id: std::collections::HashMap<String, Operation> = ops
+                    .into_iter()
+                    .map(|op| (op.operation_id.clone(), op))
+                    .collect();
+                let steps = jobs.iter().map(|job| {
+                    let op = job.operation_id.as_deref().and_then(|id| by_id.remove(id));
+                    self.conclude_poll(job, owner, Ok(op))
+                });
+                futures_util::future::join_all(steps).await;
+            }
+            Ok(None) => {
+                let steps = jobs.iter().map(|job| async move {
+                    let id = job.operation_id.as_deref().unwrap_or_default();
+                    let polled = self.fulfilment.poll(id).await;
+                    self.conclude_poll(job, owner, polled).await;
+                });
+                futures_util::future::join_all(steps).await;
+            }
+            Err(e) => {
+                let steps = jobs
+                    .iter()
+                    .map(|job| self.conclude_poll(job, owner, Err(e.clone())));
+                futures_util::future::join_all(steps).await;
+            }
+        }
+    }
+
+    async fn conclude_poll(
+        &self,
+        job: &JobRow,
+        owner: &str,
+        polled: Result<Option<Operation>, super::fulfilment::CallError>,
+    ) {
+        let operation_id = job.operation_id.clone().unwrap_or_default();
+        let flow = match polled {
+            Ok(Some(op)) => Flow::of(op),
+            Ok(None) => Flow::Fail {
+                error: format!("the fulfilment system does not know operation {operation_id}"),
+                transient: true,
+                new_operation: true,
+            },
+            // Status reads are retried at the poll pace, within the poll timeout.
+            Err(e) => Flow::Pending {
+                operation_id: operation_id.clone(),
+                progress: None,
+                error: Some(e.message),
+            },
+        };
+        let timeout_ms = self.config.poll_timeout.as_millis() as i64;
+        let flow = match flow {
+            Flow::Pending { .. }
+                if job
+                    .submitted_at
+                    .is_some_and(|at| crate::clock::now_ms() - at > timeout_ms) =>
+            {
+                Flow::Fail {
+                    error: format!(
+                        "operation {operation_id} did not finish within {}",
+                        humantime::format_duration(self.config.poll_timeout)
+                    ),
+                    transient: true,
+                    new_operation: true,
+                }
+            }
+            flow => flow,
+        };
+        self.conclude(job, owner, flow).await;
+    }
+
+    /// Records a step's flow: writes the outcome to Salesforce where there is one, then updates
+    /// the job (with its notifications) in one transaction.
+    async fn conclude(&self, job: &JobRow, owner: &str, flow: Flow) {
+        let now = crate::clock::now_ms();
+        let mut flow = flow;
+        let (change, label) = loop {
+            break match flow {
+                Flow::Completed(op) => {
+                    flow = self.write_back_completion(job, op).await;
+                    continue;
+                }
+                Flow::LeaseLost => return self.lease_lost(job),
+                Flow::Pending {
+                    operation_id,
+                    progress,
+                    error,
+                } => {
+                    let delay = self.config.poll.delay(job.polls + 1);
+                    if let Some(error) = &error {
+                        tracing::warn!(job_id = job.id, %error, "Could not read the operation's status; polling again");
+                    }
+                    let update = PollUpdate {
+                        operation_id,
+                        progress,
+                        run_at: now + delay.as_millis() as i64,
+                        error,
+                    };
+                    (JobChange::Poll(update), "poll")
+                }
+                Flow::Cancel(reason) => {
+                    tracing::info!(job_id = job.id, order_id = %job.order_id, %reason, "Job cancelled: the order no longer qualifies");
+                    let errors = job.errors_with(&reason, now);
+                    let end = JobEnd::Cancelled { reason };
+                    (self.end(end, errors, vec![]), "cancelled")
+                }
+                Flow::WrittenBack {
+                    result,
+                    external_id,
+                } => {
+                    tracing::info!(job_id = job.id, order_id = %job.order_id, external_id = ?external_id, "Job completed");
+                    let s = summary(job, JobEvent::Completed, external_id.as_deref(), None, now);
+                    let latency = (now - job.created_at).max(0) as f64 / 1000.0;
+                    self.metrics.job_latency_seconds.observe(latency);
+                    let end = JobEnd::Completed {
+                        result: result.to_string(),
+                        external_id,
+                    };
+                    let deliveries = self.deliveries_for(&s, JobEvent::Completed);
+                    (self.end(end, job.errors.clone(), deliveries), "completed")
+                }
+                Flow::Fail {
+                    error,
+                    transient,
+                    new_operation,
+                } => {
+                    let outcome = if transient {
+                        StepOutcome::Transient
+                    } else {
+                        StepOutcome::Permanent
+                    };
+                    let errors = job.errors_with(&error, now);
+                    match transition::next(&self.config.retry, job.attempt, outcome, rand::random())
+                    {
+                        Transition::Retry { delay } => {
+                            tracing::warn!(job_id = job.id, attempt = job.attempt, %error, retry_in = ?delay, "Job step failed; retrying");
+                            let end = JobEnd::Retry {
+                                run_at: now + delay.as_millis() as i64,
+                                error,
+                                new_operation,
+                            };
+                            (self.end(end, errors, vec![]), "retry")
+                        }
+                        _ => {
+                            let error = self.write_back_failure(job, error).await;
+                            tracing::error!(job_id = job.id, order_id = %job.order_id, attempt = job.attempt, %error, "Job dead-lettered");
+                            let s = summary(job, JobEvent::Dead, None, Some(&error), now);
+                            let deliveries = self.deliveries_for(&s, JobEvent::Dead);
+                            let errors = job.errors_with(&error, now);
+                            (self.end(JobEnd::Dead { error }, errors, deliveries), "dead")
+                        }
+                    }
+                }
+            };
+        };
+        let notifies = matches!(label, "completed" | "dead") && !self.config.notifiers.is_empty();
+        match self
+            .write(JobUpdate {
+                id: job.id,
+                owner: owner.to_owned(),
+                change,
+            })
+            .await
+        {
+            Ok(true) => {
+                self.metrics.job_step(label);
+                if notifies {
+                    self.deliveries.notify_one();
+                }
+            }
+            Ok(false) => self.lease_lost(job),
+            Err(error) => {
+                tracing::error!(job_id = job.id, %error, "Could not record the job step; it resumes when its lease expires");
+            }
+        }
+    }
+
+    /// Writes `Activated` and the external id: [`Flow::WrittenBack`], or the flow to record
+    /// instead when the write failed.
+    async fn write_back_completion(&self, job: &JobRow, op: Operation) -> Flow {
+        let external_id = op.result.as_ref().and_then(super::fulfilment::external_id);
+        let Ok(id) = SfId::parse(&job.order_id) else {
+            return Flow::Cancel(format!("'{}' is not a Salesforce id", job.order_id));
+        };
+        let mut fields = json!({
+            &self.rules.activation_field: "Activated",
+            &self.config.error_field: Json::Null,
+        });
+        if let Some(x) = &external_id {
+            fields[&self.rules.external_id_field] = json!(x);
+        } else {
+            tracing::warn!(
+                job_id = job.id,
+                "The fulfilment result has no external_id; writing Activated only"
+            );
+        }
+        match self.orders.update(&id, &fields).await {
+            Ok(()) => Flow::WrittenBack {
+                result: op.result.unwrap_or(Json::Null),
+                external_id,
+            },
+            // The operation stays completed; the next poll sees it again and retries the write.
+            Err(e) if e.is_retryable() => Flow::Pending {
+                operation_id: op.operation_id,
+                progress: Some(100),
+                error: Some(format!("writing the outcome to Salesforce: {e}")),
+            },
+            Err(e) => Flow::fail(
+                format!(
+                    "Salesforce refused the outcome (operation {} completed): {e}",
+                    op.operation_id
+                ),
+                false,
+            ),
+        }
+    }
+
+    /// Writes the failure status and message to the order, best effort; returns the error to
+    /// record, noting a failed write-back.
+    async fn write_back_failure(&self, job: &JobRow, error: String) -> String {
+        let Ok(id) = SfId::parse(&job.order_id) else {
+            return error;
+        };
+        let status = json!({ &self.rules.activation_field: self.config.failure_status });
+        let mut fields = status.clone();
+        fields[&self.config.error_field] = json!(truncate(&error, ERROR_FIELD_MAX));
+        let first = self.orders.update(&id, &fields).await;
+        // An org without the error field still gets the status.
+        let result = match first {
+            Err(crate::salesforce::RestError::Api { status: 400, .. }) => {
+                self.orders.update(&id, &status).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(()) => error,
+            Err(e) => format!("{error} (and writing the failure to Salesforce failed: {e})"),
+        }
+    }
+
+    fn end(&self, end: JobEnd, errors: String, deliveries: Vec<NewDelivery>) -> JobChange {
+        JobChange::End {
+            end,
+            errors,
+            deliveries,
+        }
+    }
+
+    fn deliveries_for(&self, summary: &Json, event: JobEvent) -> Vec<NewDelivery> {
+        self.config
+            .notifiers
+            .iter()
+            .map(|n| NewDelivery {
+                notifier: n.name().to_owned(),
+                event: event.as_str().to_owned(),
+                payload: n.body(summary),
+                max_attempts: self.config.delivery_retry.max_attempts,
+            })
+            .collect()
+    }
+
+    fn lease_lost(&self, job: &JobRow) {
+        self.metrics.job_leases_lost.inc();
+        tracing::warn!(
+            job_id = job.id,
+            "Lost the job's lease (another worker or an operator has it); dropping this step"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_states_map_to_flows() {
+        let op = |status, error: Option<super::super::fulfilment::OpError>| Operation {
+            operation_id: "op_1".into(),
+            status,
+            progress: Some(40),
+            result: None,
+            error,
+        };
+        assert!(matches!(
+            Flow::of(op(OpStatus::Pending, None)),
+            Flow::Pending {
+                progress: Some(40),
+                ..
+            }
+        ));
+        assert!(matches!(
+            Flow::of(op(OpStatus::Completed, None)),
+            Flow::Completed(_)
+        ));
+        let failed = Flow::of(op(
+            OpStatus::Failed,
+            Some(super::super::fulfilment::OpError {
+                code: "rejected".into(),
+                message: "no stock".into(),
+                retryable: false,
+            }),
+        ));
+        let Flow::Fail {
+            error,
+            transient,
+            new_operation,
+        } = failed
+        else {
+            panic!("{failed:?}")
+        };
+        assert!(!transient && new_operation);
+        assert_eq!(
+            error,
+            "fulfilment operation op_1 failed: rejected: no stock"
+        );
+    }
+
+    #[test]
+    fn facts_come_from_the_configured_fields() {
+        let rules = crate::rules::RulesConfig::defaults();
+        let f = facts(
+            &rules,
+            &json!({"Status": "Approved", "Activation_Status__c": "", "WHMCS_Order_ID__c": "WH-1", "AccountId": "001"}),
+        );
+        assert_eq!(f.status.as_deref(), Some("Approved"));
+        assert_eq!(f.activation, None, "an empty picklist is no value");
+        assert_eq!(f.external_id.as_deref(), Some("WH-1"));
+        assert_eq!(truncate("é".repeat(300).as_str(), 255).chars().count(), 255);
+    }
+}
