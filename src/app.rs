@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminConfig;
 use crate::config::{ConfigError, Env};
 use crate::ingest::IngestSink;
 use crate::rules::RulesConfig;
@@ -17,6 +18,8 @@ use crate::source::auth::{AuthConfig, Authenticator};
 use crate::source::{Source, SourceConfig, SourceError, connect};
 use crate::store::{AnyStore, StoreError};
 use crate::telemetry::metrics::Metrics;
+use crate::worker::fulfilment::HttpFulfilment;
+use crate::worker::{Worker, WorkerConfig};
 
 /// The default database: a SQLite file under `./data`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/sfcdc.db";
@@ -36,6 +39,10 @@ pub struct Settings {
     pub api_version: String,
     /// `SFCDC_MAX_ATTEMPTS`: attempts a job gets before it is dead-lettered.
     pub max_attempts: i32,
+    /// The worker, when `SFCDC_FULFILMENT_URL` is set.
+    pub worker: Option<WorkerConfig>,
+    /// The admin HTTP API.
+    pub admin: AdminConfig,
 }
 
 impl Settings {
@@ -48,6 +55,8 @@ impl Settings {
             database_url: database_url(env)?,
             api_version: crate::salesforce::api_version(env)?,
             max_attempts: env.int_or("SFCDC_MAX_ATTEMPTS", 8, 1..=100)? as i32,
+            worker: WorkerConfig::from_env(env)?,
+            admin: AdminConfig::from_env(env)?,
         })
     }
 }
@@ -84,6 +93,9 @@ pub enum AppError {
 /// The pipeline's sink in `sfcdc run`.
 pub type RunSink = IngestSink<AnyStore, RestLookup>;
 
+/// The worker in `sfcdc run`.
+pub type RunWorker = Worker<AnyStore, HttpFulfilment, Arc<SalesforceRest>>;
+
 /// The assembled service.
 pub struct App {
     source: Source<RunSink>,
@@ -91,6 +103,11 @@ pub struct App {
     metrics: Arc<Metrics>,
     auth: Arc<Authenticator>,
     rest: Arc<SalesforceRest>,
+    http: reqwest::Client,
+    worker: std::sync::Mutex<Option<RunWorker>>,
+    admin: std::sync::Mutex<Option<tokio::net::TcpListener>>,
+    admin_addr: Option<std::net::SocketAddr>,
+    admin_token: Option<secrecy::SecretString>,
 }
 
 impl App {
@@ -102,7 +119,7 @@ impl App {
             .map_err(|e| ConfigError::new("SFCDC_CA_CERT", e))?;
         let auth = Arc::new(Authenticator::new(
             settings.auth.clone(),
-            http,
+            http.clone(),
             metrics.clone(),
         ));
         let rest = Arc::new(SalesforceRest::new(
@@ -110,6 +127,29 @@ impl App {
             settings.api_version.clone(),
         ));
         let rules = Arc::new(settings.rules.clone());
+        let worker = settings.worker.clone().map(|config| {
+            let fulfilment = HttpFulfilment::new(
+                http.clone(),
+                &config.fulfilment_url,
+                config.fulfilment_token.clone(),
+                config.http_timeout,
+            );
+            Worker::new(
+                store.clone(),
+                fulfilment,
+                rest.clone(),
+                config,
+                rules.clone(),
+                metrics.clone(),
+            )
+        });
+        let admin = match settings.admin.addr {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                ConfigError::new("SFCDC_ADMIN_ADDR", format!("cannot listen on {addr}: {e}"))
+            })?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let lookup = Arc::new(RestLookup::new(rest.clone(), rules.clone()));
         let sink = Arc::new(IngestSink::new(
             store,
@@ -125,12 +165,18 @@ impl App {
             sink.clone(),
             metrics.clone(),
         )?;
+        let worker = worker.map(|w| w.with_wake(sink.jobs_created().clone()));
         Ok(App {
             source,
             sink,
             metrics,
             auth,
             rest,
+            http,
+            worker: std::sync::Mutex::new(worker),
+            admin: std::sync::Mutex::new(admin),
+            admin_addr,
+            admin_token: settings.admin.token.clone(),
         })
     }
 
@@ -159,10 +205,48 @@ impl App {
         &self.source
     }
 
-    /// Runs until `cancel`, then lets every channel commit what it holds.
+    /// Where the admin API listens, if it does.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Runs until `cancel`: subscribes, runs the worker and serves the admin API. Then lets
+    /// every channel commit what it holds and every job step record its outcome. Runs once.
     pub async fn run(&self, cancel: CancellationToken) -> Result<(), AppError> {
         tracing::info!("sfcdc running");
-        self.source.run(cancel).await?;
+        // Whatever ends the subscriber (a cancel or an error) stops the rest too.
+        let stop = cancel.child_token();
+        let admin = self
+            .admin
+            .lock()
+            .expect("admin lock")
+            .take()
+            .map(|listener| {
+                tracing::info!(addr = ?self.admin_addr, "Admin API listening");
+                let state = crate::admin::AdminState::new(
+                    self.sink.store().clone(),
+                    self.metrics.clone(),
+                    self.admin_token.as_ref(),
+                );
+                tokio::spawn(crate::admin::serve(
+                    listener,
+                    crate::admin::router(state),
+                    stop.clone(),
+                ))
+            });
+        let worker = match self.worker.lock().expect("worker lock").take() {
+            Some(w) => Some(tokio::spawn(w.run(self.http.clone(), stop.clone()))),
+            None => {
+                tracing::warn!("SFCDC_FULFILMENT_URL is not set: jobs are stored but not run");
+                None
+            }
+        };
+        let result = self.source.run(stop.clone()).await;
+        stop.cancel();
+        for task in [worker, admin].into_iter().flatten() {
+            let _ = task.await;
+        }
+        result?;
         tracing::info!("sfcdc stopped cleanly");
         Ok(())
     }

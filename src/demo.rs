@@ -224,6 +224,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         ("SFCDC_REPLAY_PRESET", "earliest"),
         ("SFCDC_RECONNECT_MIN", "100ms"),
         ("SFCDC_RECONNECT_MAX", "1s"),
+        ("SFCDC_ADMIN_ADDR", "127.0.0.1:0"),
     ]);
     env.set("SF_LOGIN_URL", emu.instance_url());
     env.set("SFCDC_PUBSUB_ENDPOINT", emu.grpc_url());

@@ -4,6 +4,7 @@
 //! so tests drive exactly what users run. Data flows `source` (Pub/Sub API) → `decode` (Avro,
 //! bitmaps) → `sink` (what consumes batches); `emulator` stands in for Salesforce.
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod cli;

@@ -186,6 +186,16 @@ impl Orders for SalesforceRest {
     }
 }
 
+impl<T: Orders> Orders for Arc<T> {
+    async fn read(&self, id: &SfId) -> Result<Option<Json>, RestError> {
+        (**self).read(id).await
+    }
+
+    async fn update(&self, id: &SfId, fields: &Json) -> Result<(), RestError> {
+        (**self).update(id, fields).await
+    }
+}
+
 /// A step's request to the writer, and where the answer goes.
 type WriteRequest = (JobUpdate, oneshot::Sender<Result<bool, String>>);
 

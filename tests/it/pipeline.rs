@@ -436,6 +436,7 @@ fn binary_env(org: &Org, dir: &std::path::Path, db_url: &str) -> Vec<(String, St
         ("SFCDC_RECONNECT_MAX".into(), "500ms".into()),
         ("SFCDC_DATABASE_URL".into(), db_url.into()),
         ("SFCDC_LOG".into(), "warn".into()),
+        ("SFCDC_ADMIN_ADDR".into(), "127.0.0.1:0".into()),
     ]
 }
 

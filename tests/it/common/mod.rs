@@ -452,6 +452,7 @@ impl Org {
             ("SFCDC_CHANNELS", "/data/OrderChangeEvent"),
             ("SFCDC_RECONNECT_MIN", "50ms"),
             ("SFCDC_RECONNECT_MAX", "500ms"),
+            ("SFCDC_ADMIN_ADDR", "127.0.0.1:0"),
         ]);
         if let Some(ca) = self.emu.ca_pem() {
             let path = dir.join("ca.pem");

@@ -1,0 +1,495 @@
+//! The admin HTTP API on `SFCDC_ADMIN_ADDR`: health, metrics, and the operator controls of jobs
+//! and outbox deliveries (the same operations as `sfcdc jobs …` and `sfcdc deliveries …`).
+//!
+//! **Reads are open, changes are guarded.** Anything that changes state requires
+//! `Authorization: Bearer $SFCDC_ADMIN_TOKEN`, compared in constant time; without the header the
+//! answer is 401, with a wrong token 401 too, and when no token is configured changes are
+//! refused with 403. **Bad requests get a reason**: every error is JSON `{"error": "…"}` with a
+//! 4xx status that says what to fix; path ids, query parameters and bodies are parsed here,
+//! never by an extractor that would answer in its own words. The server is plain HTTP and binds
+//! to loopback by default: put it behind a TLS-terminating proxy to expose it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Env};
+use crate::store::queue::{ActionError, DeliveryFilter, DeliveryState, Queue};
+use crate::store::{AnyStore, JobFilter, JobState, Store};
+use crate::telemetry::metrics::Metrics;
+
+/// The default admin address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9180";
+
+/// Most rows a list returns.
+const MAX_LIMIT: i64 = 1000;
+
+/// Admin settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `SFCDC_ADMIN_ADDR`; `None` when set to `off`.
+    pub addr: Option<SocketAddr>,
+    /// `SFCDC_ADMIN_TOKEN`: required for changes.
+    pub token: Option<SecretString>,
+}
+
+impl AdminConfig {
+    /// Reads `SFCDC_ADMIN_ADDR` and `SFCDC_ADMIN_TOKEN`.
+    pub fn from_env(env: &Env) -> Result<AdminConfig, ConfigError> {
+        let addr = env.parse_or("SFCDC_ADMIN_ADDR", Some(default_addr()), |s| {
+            if s.eq_ignore_ascii_case("off") {
+                Ok(None)
+            } else {
+                s.parse()
+                    .map(Some)
+                    .map_err(|_| "expected HOST:PORT such as 127.0.0.1:9180, or off".to_owned())
+            }
+        })?;
+        let token = env.secret("SFCDC_ADMIN_TOKEN");
+        if token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().len() < 16)
+        {
+            return Err(ConfigError::new(
+                "SFCDC_ADMIN_TOKEN",
+                "is too short: use at least 16 characters",
+            ));
+        }
+        Ok(AdminConfig { addr, token })
+    }
+}
+
+fn default_addr() -> SocketAddr {
+    DEFAULT_ADDR.parse().expect("the default address parses")
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The store.
+    pub store: Arc<AnyStore>,
+    /// The metrics to expose.
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of the admin token (compared in constant time).
+    token_digest: Option<[u8; 32]>,
+}
+
+impl AdminState {
+    /// State for a server guarded by `token`.
+    pub fn new(store: Arc<AnyStore>, metrics: Arc<Metrics>, token: Option<&SecretString>) -> Self {
+        AdminState {
+            store,
+            metrics,
+            token_digest: token.map(|t| Sha256::digest(t.expose_secret().as_bytes()).into()),
+        }
+    }
+
+    /// Checks the bearer token of a request that changes state.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.token_digest else {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "changes are disabled: SFCDC_ADMIN_TOKEN is not set".into(),
+            ));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "this request changes state: send Authorization: Bearer <SFCDC_ADMIN_TOKEN>"
+                        .into(),
+                )
+            })?;
+        let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        // Equal-length digests, compared without an early exit.
+        let diff = digest
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            Ok(())
+        } else {
+            Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "the bearer token is not the admin token".into(),
+            ))
+        }
+    }
+}
+
+/// An error answer: a status and a reason.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+            ActionError::WrongState { .. } => ApiError(StatusCode::CONFLICT, e.to_string()),
+            ActionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "Admin request failed in the store");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable; try again".into(),
+        )
+    }
+}
+
+type ApiResult<T> = Result<axum::Json<T>, ApiError>;
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(show_job))
+        .route("/jobs/{id}/retry", post(retry_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/deliveries", get(list_deliveries))
+        .route("/deliveries/{id}", get(show_delivery))
+        .route("/deliveries/{id}/retry", post(retry_delivery))
+        .route("/deliveries/{id}/cancel", post(cancel_delivery))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the README's admin API section".into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: reads are GET, changes are POST".into(),
+            )
+        })
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `cancel`.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, cancel: CancellationToken) {
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "The admin server failed");
+    }
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    match s.store.checkpoints().await {
+        Ok(_) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "Not ready: the store is unreachable");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the store is unreachable".into(),
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A positive row id from the path.
+fn id(what: &str, raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("'{raw}' is not a {what} id (a positive integer)"),
+        )
+    })
+}
+
+/// Query parameters, refusing any not in `known`.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn new(q: HashMap<String, String>, known: &[&str]) -> Result<Params, ApiError> {
+        if let Some(bad) = q.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown query parameter '{bad}'; accepted: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(Params(q))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                f(v).ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("{key}: '{v}' is not valid; expected {expected}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn limit(&self) -> Result<i64, ApiError> {
+        Ok(self
+            .parse(
+                "limit",
+                |v| v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)),
+                "a number from 1 to 1000",
+            )?
+            .unwrap_or(100))
+    }
+}
+
+fn states<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
+    all.iter().map(|s| name(*s)).collect::<Vec<_>>().join(", ")
+}
+
+async fn list_jobs(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::store::JobRow>> {
+    let p = Params::new(q, &["state", "order_id", "limit"])?;
+    let filter = JobFilter {
+        state: p.parse(
+            "state",
+            JobState::parse,
+            &states(&JobState::ALL, JobState::as_str),
+        )?,
+        order_id: p.get("order_id").map(str::to_owned),
+        limit: Some(p.limit()?),
+    };
+    Ok(axum::Json(s.store.jobs(&filter).await?))
+}
+
+async fn show_job(
+    State(s): State<AdminState>,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::JobRow> {
+    let id = id("job", &raw)?;
+    let job = s.store.job(id).await?;
+    job.map(axum::Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("there is no job {id}")))
+}
+
+async fn retry_job(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::JobRow> {
+    s.authorize(&headers)?;
+    let id = id("job", &raw)?;
+    let job = s.store.retry_job(id, crate::clock::now_ms()).await?;
+    tracing::info!(job_id = id, "Job re-driven by an operator (admin API)");
+    Ok(axum::Json(job))
+}
+
+/// The body of a cancel: optional, `{"reason": "…"}`.
+fn cancel_reason(body: &Bytes) -> Result<String, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Cancel {
+        reason: Option<String>,
+    }
+    let default = "cancelled by an operator".to_owned();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(default);
+    }
+    let c: Cancel = serde_json::from_slice(body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {{\"reason\": \"…\"}}: {e}"),
+        )
+    })?;
+    match c.reason {
+        Some(r) if r.chars().count() > 500 => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "reason: at most 500 characters".into(),
+        )),
+        Some(r) if !r.trim().is_empty() => Ok(format!("cancelled by an operator: {}", r.trim())),
+        _ => Ok(default),
+    }
+}
+
+async fn cancel_job(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> ApiResult<crate::store::JobRow> {
+    s.authorize(&headers)?;
+    let id = id("job", &raw)?;
+    let reason = cancel_reason(&body)?;
+    let job = s
+        .store
+        .cancel_job(id, &reason, crate::clock::now_ms())
+        .await?;
+    tracing::info!(job_id = id, "Job cancelled by an operator (admin API)");
+    Ok(axum::Json(job))
+}
+
+async fn list_deliveries(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::store::queue::DeliveryRow>> {
+    let p = Params::new(q, &["state", "job_id", "limit"])?;
+    let filter = DeliveryFilter {
+        state: p.parse(
+            "state",
+            DeliveryState::parse,
+            &states(&DeliveryState::ALL, DeliveryState::as_str),
+        )?,
+        job_id: p.parse("job_id", |v| v.parse().ok(), "a job id")?,
+        limit: Some(p.limit()?),
+    };
+    Ok(axum::Json(s.store.deliveries(&filter).await?))
+}
+
+async fn show_delivery(
+    State(s): State<AdminState>,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::queue::DeliveryRow> {
+    let id = id("delivery", &raw)?;
+    let d = s.store.delivery(id).await?;
+    d.map(axum::Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("there is no delivery {id}")))
+}
+
+async fn retry_delivery(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::queue::DeliveryRow> {
+    s.authorize(&headers)?;
+    let id = id("delivery", &raw)?;
+    Ok(axum::Json(
+        s.store.retry_delivery(id, crate::clock::now_ms()).await?,
+    ))
+}
+
+async fn cancel_delivery(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::queue::DeliveryRow> {
+    s.authorize(&headers)?;
+    let id = id("delivery", &raw)?;
+    Ok(axum::Json(
+        s.store.cancel_delivery(id, crate::clock::now_ms()).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_defaults_and_can_be_turned_off() {
+        let c = AdminConfig::from_env(&Env::default()).unwrap();
+        assert_eq!(c.addr, Some(default_addr()));
+        let off = AdminConfig::from_env(&Env::from_pairs([("SFCDC_ADMIN_ADDR", "off")])).unwrap();
+        assert_eq!(off.addr, None);
+        let bad = AdminConfig::from_env(&Env::from_pairs([("SFCDC_ADMIN_ADDR", "localhost")]))
+            .unwrap_err();
+        assert_eq!(bad.var, "SFCDC_ADMIN_ADDR");
+        let short =
+            AdminConfig::from_env(&Env::from_pairs([("SFCDC_ADMIN_TOKEN", "abc")])).unwrap_err();
+        assert_eq!(short.var, "SFCDC_ADMIN_TOKEN");
+        assert!(!short.to_string().contains("abc"));
+    }
+
+    #[test]
+    fn cancel_bodies_are_optional_but_checked() {
+        assert_eq!(
+            cancel_reason(&Bytes::new()).unwrap(),
+            "cancelled by an operator"
+        );
+        assert_eq!(
+            cancel_reason(&Bytes::from_static(br#"{"reason":"duplicate"}"#)).unwrap(),
+            "cancelled by an operator: duplicate"
+        );
+        assert_eq!(
+            cancel_reason(&Bytes::from_static(b"not json"))
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            cancel_reason(&Bytes::from_static(br#"{"why":"x"}"#))
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn ids_must_be_positive_integers() {
+        assert_eq!(id("job", "42").unwrap(), 42);
+        for bad in ["0", "-1", "abc", "1.5", ""] {
+            assert_eq!(
+                id("job", bad).unwrap_err().0,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+    }
+}
