@@ -36,9 +36,12 @@ pub enum Command {
     /// Inspect or reset the stored channel positions.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
-    /// Inspect provisioning jobs.
+    /// Inspect, re-drive and cancel provisioning jobs.
     #[command(subcommand)]
-    Jobs(JobsCommand),
+    Jobs(crate::admin::cli::JobsCommand),
+    /// Inspect, re-drive and cancel notification deliveries.
+    #[command(subcommand)]
+    Deliveries(crate::admin::cli::DeliveriesCommand),
     /// Inspect and re-drive quarantined events.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
@@ -108,26 +111,6 @@ pub enum CheckpointsCommand {
         /// earliest, latest, or a replay id in hex.
         #[arg(long, default_value = "latest")]
         to: String,
-    },
-}
-
-/// `sfcdc jobs …`
-#[derive(Debug, Subcommand)]
-pub enum JobsCommand {
-    /// List jobs, newest first.
-    List {
-        /// Only jobs in this state: available, running, polling, retryable, completed, cancelled, dead.
-        #[arg(long)]
-        state: Option<String>,
-        /// Only jobs of this order.
-        #[arg(long)]
-        order: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        /// `table` or `json`.
-        #[arg(long, default_value = "table")]
-        format: OutputFormat,
     },
 }
 
@@ -379,17 +362,17 @@ pub async fn run_emulator(
     Ok(())
 }
 
-async fn open_store() -> anyhow::Result<crate::store::AnyStore> {
+pub(crate) async fn open_store() -> anyhow::Result<crate::store::AnyStore> {
     let env = crate::config::Env::load()?;
     let url = crate::app::database_url(&env)?;
     Ok(crate::store::AnyStore::open(&url).await?)
 }
 
-fn iso(ms: i64) -> String {
-    crate::emulator::org::format_datetime(ms)
+pub(crate) fn iso(ms: i64) -> String {
+    crate::clock::rfc3339(ms)
 }
 
-fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -476,58 +459,6 @@ pub async fn run_checkpoints(cmd: CheckpointsCommand) -> anyhow::Result<()> {
                 .await?;
             println!("{channel}: the next run resumes at {to}");
         }
-    }
-    Ok(())
-}
-
-/// Runs `sfcdc jobs …`.
-pub async fn run_jobs(cmd: JobsCommand) -> anyhow::Result<()> {
-    use crate::store::{JobFilter, JobState, Store};
-    let JobsCommand::List {
-        state,
-        order,
-        limit,
-        format,
-    } = cmd;
-    let state = state
-        .map(|s| JobState::parse(&s).ok_or_else(|| anyhow::anyhow!("--state: '{s}' is not one of available, running, polling, retryable, completed, cancelled, dead")))
-        .transpose()?;
-    let store = open_store().await?;
-    let jobs = store
-        .jobs(&JobFilter {
-            state,
-            order_id: order,
-            limit: Some(limit),
-        })
-        .await?;
-    match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&jobs)?),
-        OutputFormat::Table => print_table(
-            &[
-                "ID",
-                "STATE",
-                "ORDER",
-                "STATUS",
-                "TRIGGER",
-                "ATTEMPT",
-                "CREATED",
-                "LAST ERROR",
-            ],
-            jobs.iter()
-                .map(|j| {
-                    vec![
-                        j.id.to_string(),
-                        j.state.as_str().to_owned(),
-                        j.order_id.clone(),
-                        j.trigger_status.clone(),
-                        j.trigger_kind.clone(),
-                        format!("{}/{}", j.attempt, j.max_attempts),
-                        iso(j.created_at),
-                        j.last_error.clone().unwrap_or_default(),
-                    ]
-                })
-                .collect(),
-        ),
     }
     Ok(())
 }

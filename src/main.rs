@@ -63,7 +63,8 @@ fn main() -> std::process::ExitCode {
             .await
             .map(|_| ()),
             Command::Checkpoints(cmd) => sfcdc::cli::run_checkpoints(cmd).await,
-            Command::Jobs(cmd) => sfcdc::cli::run_jobs(cmd).await,
+            Command::Jobs(cmd) => sfcdc::admin::cli::run_jobs(cmd).await,
+            Command::Deliveries(cmd) => sfcdc::admin::cli::run_deliveries(cmd).await,
             Command::Quarantine(cmd) => sfcdc::cli::run_quarantine(cmd).await,
         }
     });

@@ -9,6 +9,8 @@
 //! never by an extractor that would answer in its own words. The server is plain HTTP and binds
 //! to loopback by default: put it behind a TLS-terminating proxy to expose it.
 
+pub mod cli;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -305,7 +305,7 @@ impl JobRow {
 }
 
 /// Serializes stored JSON text as JSON (or as a string if it is not JSON).
-fn raw_json<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn raw_json<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
     match serde_json::from_str::<serde_json::Value>(v) {
         Ok(j) => j.serialize(s),
         Err(_) => s.serialize_str(v),

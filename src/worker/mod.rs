@@ -103,10 +103,10 @@ impl WorkerConfig {
         let lease = env.duration_or("SFCDC_JOB_LEASE", Duration::from_secs(300))?;
         // A step makes up to four calls (read, Activating, submit, outcome), each bounded by the
         // HTTP timeout; the lease must outlast them or another worker takes the job mid-step.
-        if lease < http_timeout * 4 + Duration::from_secs(10) {
+        if lease < http_timeout * 4 {
             return Err(ConfigError::new(
                 "SFCDC_JOB_LEASE",
-                "must exceed four SFCDC_HTTP_TIMEOUTs plus 10s (a step makes up to four calls)",
+                "must be at least four SFCDC_HTTP_TIMEOUTs (a step makes up to four calls)",
             ));
         }
         let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {

@@ -16,19 +16,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
-const ORDERS: &str = "/data/OrderChangeEvent";
-const PE: &str = "/event/Order_Fulfilment_Requested__e";
+pub(crate) const ORDERS: &str = "/data/OrderChangeEvent";
+pub(crate) const PE: &str = "/event/Order_Fulfilment_Requested__e";
 
 /// A running `App` against an emulator, on a SQLite file.
-struct Running {
-    app: Arc<App>,
-    cancel: CancellationToken,
-    handle: tokio::task::JoinHandle<Result<(), sfcdc::app::AppError>>,
-    dir: tempfile::TempDir,
+pub(crate) struct Running {
+    pub app: Arc<App>,
+    pub cancel: CancellationToken,
+    pub handle: tokio::task::JoinHandle<Result<(), sfcdc::app::AppError>>,
+    pub dir: tempfile::TempDir,
 }
 
 impl Running {
-    async fn stop(self) -> (Arc<App>, tempfile::TempDir) {
+    pub(crate) async fn stop(self) -> (Arc<App>, tempfile::TempDir) {
         self.cancel.cancel();
         tokio::time::timeout(PATIENCE, self.handle)
             .await
@@ -38,12 +38,12 @@ impl Running {
         (self.app, self.dir)
     }
 
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_value(&self.app.metrics().render(), name, labels)
     }
 }
 
-async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Running {
+pub(crate) async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Running {
     let mut env = org.subscriber_env(dir.path(), extra);
     env.set(
         "SFCDC_DATABASE_URL",
@@ -71,7 +71,7 @@ async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> R
 }
 
 /// Waits until every listed channel's checkpoint reaches the emulator's last event on it.
-async fn caught_up<S: Store>(org: &Org, store: &S, channels: &[&str]) {
+pub(crate) async fn caught_up<S: Store>(org: &Org, store: &S, channels: &[&str]) {
     tokio::time::timeout(PATIENCE, async {
         loop {
             let stored: BTreeMap<String, Position> = store
@@ -101,7 +101,7 @@ async fn caught_up<S: Store>(org: &Org, store: &S, channels: &[&str]) {
     .expect("the service catches up");
 }
 
-async fn jobs_by_order<S: Store>(store: &S) -> BTreeMap<String, usize> {
+pub(crate) async fn jobs_by_order<S: Store>(store: &S) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for j in store.jobs(&JobFilter::default()).await.unwrap() {
         *out.entry(j.order_id).or_insert(0) += 1;
@@ -109,7 +109,7 @@ async fn jobs_by_order<S: Store>(store: &S) -> BTreeMap<String, usize> {
     out
 }
 
-async fn drafts(org: &Org) -> Vec<String> {
+pub(crate) async fn drafts(org: &Org) -> Vec<String> {
     let r = org
         .query("SELECT Id FROM Order WHERE Status = 'Draft' ORDER BY CreatedDate")
         .await;
