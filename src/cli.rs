@@ -314,6 +314,12 @@ pub struct EmulatorArgs {
     /// Turn off batch status polling (GET /fulfilment/operations?ids= answers 404).
     #[arg(long)]
     pub fulfilment_no_batch: bool,
+    /// Secret that webhook signatures are verified with ("" accepts unsigned webhooks).
+    #[arg(long, default_value = "webhook-dev-secret", value_name = "SECRET")]
+    pub webhook_secret: String,
+    /// Token the GitHub repository_dispatch stand-in accepts.
+    #[arg(long, default_value = "github-dev-token", value_name = "T")]
+    pub github_token: String,
 }
 
 impl EmulatorArgs {
@@ -356,6 +362,8 @@ impl EmulatorArgs {
                 batch: !self.fulfilment_no_batch,
                 token: Some(self.fulfilment_token).filter(|t| !t.is_empty()),
             },
+            webhook_secret: Some(self.webhook_secret).filter(|s| !s.is_empty()),
+            github_token: self.github_token,
         })
     }
 }
@@ -366,7 +374,10 @@ pub async fn run_emulator(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let ca_out = args.ca_out.clone();
-    let emulator = Emulator::start(args.into_config()?).await?;
+    let config = args.into_config()?;
+    let (webhook_secret, github_token) =
+        (config.webhook_secret.clone(), config.github_token.clone());
+    let emulator = Emulator::start(config).await?;
     let creds = emulator.credentials().clone();
     let ca = match (&ca_out, emulator.ca_pem()) {
         (Some(p), Some(_)) => p.display().to_string(),
@@ -393,6 +404,18 @@ pub async fn run_emulator(
         fulfilment.latency_ms,
         fulfilment.progress_steps,
         if fulfilment.batch { "on" } else { "off" }
+    );
+    println!(
+        "  Webhook sink:        {}/hooks/{{name}} (secret {})",
+        emulator.instance_url(),
+        webhook_secret
+            .as_deref()
+            .unwrap_or("none: unsigned requests accepted")
+    );
+    println!(
+        "  GitHub API:          {}/repos/{{owner}}/{{repo}}/dispatches (token {})",
+        emulator.github_api_url(),
+        github_token
     );
     println!("  CA certificate:      {ca}");
     println!("  Org id:              {}", emulator.org_id());

@@ -7,8 +7,9 @@
 //! appended to the event bus. Faults ([`faults`]) and bulk generation ([`bulk`]) are reachable from
 //! the command line and from a control API under `/emulator/` on the REST port.
 //!
-//! The same REST port also hosts the fulfilment system orders are provisioned in
-//! ([`fulfilment`], under `/fulfilment`).
+//! The same REST port also hosts the world downstream of Salesforce: the fulfilment system orders
+//! are provisioned in ([`fulfilment`], under `/fulfilment`), and the notification targets, a
+//! webhook sink and a GitHub `repository_dispatch` stand-in ([`sinks`]).
 //!
 //! Invariants: everything the emulator says about an event (its schema id, replay id, bitmaps)
 //! is derived from the same state a client can query, so a faithful client decodes every event
@@ -25,6 +26,7 @@ pub mod model;
 pub mod org;
 pub mod rest;
 pub mod schema;
+pub mod sinks;
 pub mod soql;
 pub mod tls;
 pub mod world;
@@ -45,6 +47,7 @@ use self::auth::{Credentials, TokenStore};
 use self::faults::{Fault, FaultState, ScheduledFault};
 use self::fulfilment::{Fulfilment, FulfilmentConfig, FulfilmentSnapshot};
 use self::org::now_ms;
+use self::sinks::{DispatchRecord, HookRecord, Sinks};
 use self::tls::TlsMaterial;
 use self::world::{World, WorldSnapshot};
 use crate::decode::ChangeType;
@@ -84,6 +87,10 @@ pub struct EmulatorConfig {
     pub sample_data: bool,
     /// The fulfilment system under `/fulfilment`.
     pub fulfilment: FulfilmentConfig,
+    /// The secret webhook signatures are verified with; `None` accepts unsigned requests.
+    pub webhook_secret: Option<String>,
+    /// The token the GitHub `repository_dispatch` stand-in accepts.
+    pub github_token: String,
 }
 
 impl Default for EmulatorConfig {
@@ -104,6 +111,8 @@ impl Default for EmulatorConfig {
             bulk: 0,
             sample_data: true,
             fulfilment: FulfilmentConfig::default(),
+            webhook_secret: Some("webhook-dev-secret".to_owned()),
+            github_token: "github-dev-token".to_owned(),
         }
     }
 }
@@ -234,6 +243,8 @@ pub struct Shared {
     cursor_seq: AtomicU64,
     /// The fulfilment system.
     fulfilment: Fulfilment,
+    /// The webhook sink and the GitHub stand-in.
+    sinks: Sinks,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -347,6 +358,12 @@ impl Emulator {
                 reason: e.reason,
             });
         }
+        if config.github_token.is_empty() {
+            return Err(EmulatorError::Config {
+                name: "--github-token",
+                reason: "must not be empty".into(),
+            });
+        }
         // Exactly one crypto provider is compiled in; make it the process default for any
         // rustls user that does not pick one (ignore the error if it was already installed).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -421,6 +438,7 @@ impl Emulator {
             cursors: Mutex::new(std::collections::HashMap::new()),
             cursor_seq: AtomicU64::new(0),
             fulfilment,
+            sinks: Sinks::new(config.webhook_secret.clone(), config.github_token.clone()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -613,6 +631,52 @@ impl Emulator {
     /// The fulfilment API's base URL (`<instance_url>/fulfilment`).
     pub fn fulfilment_url(&self) -> String {
         self.shared.fulfilment.base_url().to_owned()
+    }
+
+    /// The URL of webhook `name` (`<instance_url>/hooks/<name>`).
+    pub fn webhook_url(&self, name: &str) -> String {
+        format!(
+            "{}/hooks/{}",
+            self.shared.instance_url,
+            sinks::path_segment(name)
+        )
+    }
+
+    /// Every webhook request received, in arrival order.
+    pub fn hooks(&self) -> Vec<HookRecord> {
+        self.shared.sinks.hooks()
+    }
+
+    /// Makes the next `count` requests to webhook `name` (every one, when `None`) answer
+    /// `status`. A count of zero disarms.
+    pub fn fail_hook(&self, name: &str, status: u16, count: Option<u32>) {
+        self.shared.sinks.fail_hook(name, status, count);
+    }
+
+    /// Disarms the failure of webhook `name`.
+    pub fn clear_hook_failure(&self, name: &str) {
+        self.shared.sinks.clear_hook_failure(name);
+    }
+
+    /// The GitHub API base URL: the instance URL, to which clients append
+    /// `/repos/{owner}/{repo}/dispatches`.
+    pub fn github_api_url(&self) -> String {
+        self.shared.instance_url.clone()
+    }
+
+    /// Every `repository_dispatch` request received, in arrival order.
+    pub fn dispatches(&self) -> Vec<DispatchRecord> {
+        self.shared.sinks.dispatches()
+    }
+
+    /// Makes the next `count` dispatches (every one, when `None`) answer `status`.
+    pub fn fail_dispatches(&self, status: u16, count: Option<u32>) {
+        self.shared.sinks.fail_dispatches(status, count);
+    }
+
+    /// Disarms the dispatch failure.
+    pub fn clear_dispatch_failure(&self) {
+        self.shared.sinks.clear_dispatch_failure();
     }
 
     /// Runs `f` with the world locked: for tests and the demo, which act on the org directly.
