@@ -15,8 +15,9 @@
 //! (never above 99 while pending), then `completed` or `failed` with progress 100; which of the
 //! two is decided at creation (`failure_rate`). State is derived from the clock at each look, so
 //! nothing runs in the background. A synchronous operation (`sync_rate`) has zero latency and is
-//! answered `201` with its final state. The response that creates an asynchronous operation
-//! always says `pending` with progress 0, even with zero latency: the first poll sees it done.
+//! answered `201` with its final state. `201` and `202` carry `Location`, the operation's URL.
+//! The response that creates an asynchronous operation always says `pending` with progress 0,
+//! even with zero latency: the first poll sees it done.
 //!
 //! Faults: `error_rate` answers any `/fulfilment` request `503` before authentication and before
 //! any side effect (no `Retry-After`; clients pick their own back-off). When a token is
@@ -758,23 +759,25 @@ async fn submit(
         Err(e) => return e.into_response(),
     };
     shared.mark_dirty();
-    let (status, view, pending) = match submitted {
-        Submitted::Created { view, sync: true } => (StatusCode::CREATED, view, false),
-        Submitted::Created { view, sync: false } => (StatusCode::ACCEPTED, view, true),
+    // `Location` names the operation on 202 (poll here) and 201 (created here), as HTTP has it;
+    // a 200 replay of a finished operation needs no pointer.
+    let (status, view) = match submitted {
+        Submitted::Created { view, sync: true } => (StatusCode::CREATED, view),
+        Submitted::Created { view, sync: false } => (StatusCode::ACCEPTED, view),
         Submitted::Replayed {
             view,
             finished: false,
-        } => (StatusCode::ACCEPTED, view, true),
+        } => (StatusCode::ACCEPTED, view),
         Submitted::Replayed {
             view,
             finished: true,
-        } => (StatusCode::OK, view, false),
+        } => (StatusCode::OK, view),
     };
     let location = view["status_url"]
         .as_str()
         .and_then(|u| HeaderValue::from_str(u).ok());
     let mut response = (status, Json(view)).into_response();
-    if let (true, Some(location)) = (pending, location) {
+    if let (false, Some(location)) = (status == StatusCode::OK, location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response

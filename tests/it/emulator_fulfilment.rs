@@ -239,8 +239,13 @@ async fn emulator_fulfil_sync_operations_answer_201_finished() {
     assert_eq!(a.body["progress"], 100);
     assert_eq!(a.body["result"]["external_id"], "WH-000001");
     assert_eq!(a.body["result"]["order_id"], order["Id"]);
+    assert_eq!(
+        a.headers["location"].to_str().unwrap(),
+        a.body["status_url"]
+    );
     let again = submit(&org, "sync-1", &order).await;
     assert_eq!(again.status, 200);
+    assert!(!again.headers.contains_key("location"));
     assert_eq!(again.body["operation_id"], a.body["operation_id"]);
 }
 
