@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::emulator::auth::Credentials;
 use crate::emulator::faults::ScheduledFault;
+use crate::emulator::fulfilment::FulfilmentConfig;
 use crate::emulator::{Emulator, EmulatorConfig};
 
 /// sfcdc: Salesforce change data capture to provisioning jobs.
@@ -275,6 +276,33 @@ pub struct EmulatorArgs {
     /// Start with an empty org (no sample accounts and orders).
     #[arg(long)]
     pub no_sample_data: bool,
+    /// How long a fulfilment operation stays pending.
+    #[arg(long, default_value = "1500ms", value_parser = duration)]
+    pub fulfilment_latency: Duration,
+    /// Steps in which a pending operation's progress rises (at least 1).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub fulfilment_progress_steps: u32,
+    /// Probability (0 to 1) that a fulfilment operation fails.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub fulfilment_failure_rate: f64,
+    /// Probability (0 to 1) that a fulfilment request is answered 503.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub fulfilment_error_rate: f64,
+    /// Probability (0 to 1) that a fulfilment operation completes synchronously (201).
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub fulfilment_sync_rate: f64,
+    /// Bearer token the fulfilment API requires ("" accepts requests without one).
+    #[arg(long, default_value = "fulfilment-dev-token", value_name = "T")]
+    pub fulfilment_token: String,
+    /// Turn off batch status polling (GET /fulfilment/operations?ids= answers 404).
+    #[arg(long)]
+    pub fulfilment_no_batch: bool,
+    /// Secret that webhook signatures are verified with ("" accepts unsigned webhooks).
+    #[arg(long, default_value = "webhook-dev-secret", value_name = "SECRET")]
+    pub webhook_secret: String,
+    /// Token the GitHub repository_dispatch stand-in accepts.
+    #[arg(long, default_value = "github-dev-token", value_name = "T")]
+    pub github_token: String,
 }
 
 impl EmulatorArgs {
@@ -308,6 +336,17 @@ impl EmulatorArgs {
             faults: self.faults,
             bulk: self.bulk,
             sample_data: !self.no_sample_data,
+            fulfilment: FulfilmentConfig {
+                latency_ms: u64::try_from(self.fulfilment_latency.as_millis()).unwrap_or(u64::MAX),
+                progress_steps: self.fulfilment_progress_steps,
+                failure_rate: self.fulfilment_failure_rate,
+                error_rate: self.fulfilment_error_rate,
+                sync_rate: self.fulfilment_sync_rate,
+                batch: !self.fulfilment_no_batch,
+                token: Some(self.fulfilment_token).filter(|t| !t.is_empty()),
+            },
+            webhook_secret: Some(self.webhook_secret).filter(|s| !s.is_empty()),
+            github_token: self.github_token,
         })
     }
 }
@@ -318,7 +357,10 @@ pub async fn run_emulator(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let ca_out = args.ca_out.clone();
-    let emulator = Emulator::start(args.into_config()?).await?;
+    let config = args.into_config()?;
+    let (webhook_secret, github_token) =
+        (config.webhook_secret.clone(), config.github_token.clone());
+    let emulator = Emulator::start(config).await?;
     let creds = emulator.credentials().clone();
     let ca = match (&ca_out, emulator.ca_pem()) {
         (Some(p), Some(_)) => p.display().to_string(),
@@ -336,6 +378,27 @@ pub async fn run_emulator(
     println!(
         "  Control API:         {}/emulator/",
         emulator.instance_url()
+    );
+    let fulfilment = emulator.fulfilment().config();
+    println!(
+        "  Fulfilment API:      {} (token {}; {}ms latency, {} progress steps, batch status {})",
+        emulator.fulfilment_url(),
+        fulfilment.token.as_deref().unwrap_or("none"),
+        fulfilment.latency_ms,
+        fulfilment.progress_steps,
+        if fulfilment.batch { "on" } else { "off" }
+    );
+    println!(
+        "  Webhook sink:        {}/hooks/{{name}} (secret {})",
+        emulator.instance_url(),
+        webhook_secret
+            .as_deref()
+            .unwrap_or("none: unsigned requests accepted")
+    );
+    println!(
+        "  GitHub API:          {}/repos/{{owner}}/{{repo}}/dispatches (token {})",
+        emulator.github_api_url(),
+        github_token
     );
     println!("  CA certificate:      {ca}");
     println!("  Org id:              {}", emulator.org_id());

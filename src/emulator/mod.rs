@@ -7,6 +7,10 @@
 //! appended to the event bus. Faults ([`faults`]) and bulk generation ([`bulk`]) are reachable from
 //! the command line and from a control API under `/emulator/` on the REST port.
 //!
+//! The same REST port also hosts the world downstream of Salesforce: the fulfilment system orders
+//! are provisioned in ([`fulfilment`], under `/fulfilment`), and the notification targets, a
+//! webhook sink and a GitHub `repository_dispatch` stand-in ([`sinks`]).
+//!
 //! Invariants: everything the emulator says about an event (its schema id, replay id, bitmaps)
 //! is derived from the same state a client can query, so a faithful client decodes every event
 //! exactly; and the emulator never panics on client input.
@@ -16,11 +20,13 @@ pub mod avro;
 pub mod bulk;
 pub mod bus;
 pub mod faults;
+pub mod fulfilment;
 pub mod grpc;
 pub mod model;
 pub mod org;
 pub mod rest;
 pub mod schema;
+pub mod sinks;
 pub mod soql;
 pub mod tls;
 pub mod world;
@@ -39,7 +45,9 @@ use tokio_util::task::TaskTracker;
 
 use self::auth::{Credentials, TokenStore};
 use self::faults::{Fault, FaultState, ScheduledFault};
+use self::fulfilment::{Fulfilment, FulfilmentConfig, FulfilmentSnapshot};
 use self::org::now_ms;
+use self::sinks::{DispatchRecord, HookRecord, Sinks};
 use self::tls::TlsMaterial;
 use self::world::{World, WorldSnapshot};
 use crate::decode::ChangeType;
@@ -77,6 +85,12 @@ pub struct EmulatorConfig {
     pub bulk: usize,
     /// Seed the sample accounts, orders and items (a fresh org only).
     pub sample_data: bool,
+    /// The fulfilment system under `/fulfilment`.
+    pub fulfilment: FulfilmentConfig,
+    /// The secret webhook signatures are verified with; `None` accepts unsigned requests.
+    pub webhook_secret: Option<String>,
+    /// The token the GitHub `repository_dispatch` stand-in accepts.
+    pub github_token: String,
 }
 
 impl Default for EmulatorConfig {
@@ -96,16 +110,25 @@ impl Default for EmulatorConfig {
             faults: Vec::new(),
             bulk: 0,
             sample_data: true,
+            fulfilment: FulfilmentConfig::default(),
+            webhook_secret: Some("webhook-dev-secret".to_owned()),
+            github_token: "github-dev-token".to_owned(),
         }
     }
 }
 
 impl EmulatorConfig {
-    /// A configuration for tests: ephemeral ports on loopback, everything else default.
+    /// A configuration for tests: ephemeral ports on loopback, fulfilment operations that take
+    /// 200 ms in 4 steps, everything else default.
     pub fn ephemeral() -> Self {
         EmulatorConfig {
             grpc_addr: "127.0.0.1:0".parse().expect("valid address"),
             rest_addr: "127.0.0.1:0".parse().expect("valid address"),
+            fulfilment: FulfilmentConfig {
+                latency_ms: 200,
+                progress_steps: 4,
+                ..FulfilmentConfig::default()
+            },
             ..EmulatorConfig::default()
         }
     }
@@ -218,6 +241,10 @@ pub struct Shared {
     /// Results of long queries, for `nextRecordsUrl`.
     cursors: Mutex<std::collections::HashMap<String, Arc<Vec<serde_json::Value>>>>,
     cursor_seq: AtomicU64,
+    /// The fulfilment system.
+    fulfilment: Fulfilment,
+    /// The webhook sink and the GitHub stand-in.
+    sinks: Sinks,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -317,6 +344,26 @@ impl Emulator {
                 });
             }
         }
+        if let Err(e) = config.fulfilment.validate() {
+            let name = match e.field {
+                "latency_ms" => "--fulfilment-latency",
+                "progress_steps" => "--fulfilment-progress-steps",
+                "failure_rate" => "--fulfilment-failure-rate",
+                "error_rate" => "--fulfilment-error-rate",
+                "sync_rate" => "--fulfilment-sync-rate",
+                _ => "--fulfilment-token",
+            };
+            return Err(EmulatorError::Config {
+                name,
+                reason: e.reason,
+            });
+        }
+        if config.github_token.is_empty() {
+            return Err(EmulatorError::Config {
+                name: "--github-token",
+                reason: "must not be empty".into(),
+            });
+        }
         // Exactly one crypto provider is compiled in; make it the process default for any
         // rustls user that does not pick one (ignore the error if it was already installed).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -358,9 +405,9 @@ impl Emulator {
             })?;
         }
 
-        let (mut world, saved_tokens) = match &config.state {
+        let (mut world, saved_tokens, saved_fulfilment) = match &config.state {
             Some(path) if path.exists() => load_state(path, config.seed)?,
-            _ => (World::new(config.seed), Vec::new()),
+            _ => (World::new(config.seed), Vec::new(), None),
         };
         if config.sample_data && world.org.count("Account") == 0 {
             world.seed_sample_data(now_ms());
@@ -370,6 +417,13 @@ impl Emulator {
             tokens.adopt(t);
         }
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let instance_url = format!("{scheme}://127.0.0.1:{}", rest_addr.port());
+        let fulfilment = Fulfilment::new(
+            config.seed,
+            format!("{instance_url}/fulfilment"),
+            config.fulfilment.clone(),
+            saved_fulfilment,
+        );
         let shared = Arc::new(Shared {
             org_id: world.org.org_id.to_string(),
             world: Mutex::new(world),
@@ -377,12 +431,14 @@ impl Emulator {
             faults: FaultState::default(),
             stats: Stats::default(),
             credentials: config.credentials.clone(),
-            instance_url: format!("{scheme}://127.0.0.1:{}", rest_addr.port()),
+            instance_url,
             keepalive: config.keepalive,
             idle_timeout: config.idle_timeout,
             dirty: AtomicBool::new(false),
             cursors: Mutex::new(std::collections::HashMap::new()),
             cursor_seq: AtomicU64::new(0),
+            fulfilment,
+            sinks: Sinks::new(config.webhook_secret.clone(), config.github_token.clone()),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         });
@@ -567,6 +623,62 @@ impl Emulator {
         stats_snapshot(&self.shared)
     }
 
+    /// The fulfilment system: its configuration, counters and operations.
+    pub fn fulfilment(&self) -> &Fulfilment {
+        &self.shared.fulfilment
+    }
+
+    /// The fulfilment API's base URL (`<instance_url>/fulfilment`).
+    pub fn fulfilment_url(&self) -> String {
+        self.shared.fulfilment.base_url().to_owned()
+    }
+
+    /// The URL of webhook `name` (`<instance_url>/hooks/<name>`).
+    pub fn webhook_url(&self, name: &str) -> String {
+        format!(
+            "{}/hooks/{}",
+            self.shared.instance_url,
+            sinks::path_segment(name)
+        )
+    }
+
+    /// Every webhook request received, in arrival order.
+    pub fn hooks(&self) -> Vec<HookRecord> {
+        self.shared.sinks.hooks()
+    }
+
+    /// Makes the next `count` requests to webhook `name` (every one, when `None`) answer
+    /// `status`. A count of zero disarms.
+    pub fn fail_hook(&self, name: &str, status: u16, count: Option<u32>) {
+        self.shared.sinks.fail_hook(name, status, count);
+    }
+
+    /// Disarms the failure of webhook `name`.
+    pub fn clear_hook_failure(&self, name: &str) {
+        self.shared.sinks.clear_hook_failure(name);
+    }
+
+    /// The GitHub API base URL: the instance URL, to which clients append
+    /// `/repos/{owner}/{repo}/dispatches`.
+    pub fn github_api_url(&self) -> String {
+        self.shared.instance_url.clone()
+    }
+
+    /// Every `repository_dispatch` request received, in arrival order.
+    pub fn dispatches(&self) -> Vec<DispatchRecord> {
+        self.shared.sinks.dispatches()
+    }
+
+    /// Makes the next `count` dispatches (every one, when `None`) answer `status`.
+    pub fn fail_dispatches(&self, status: u16, count: Option<u32>) {
+        self.shared.sinks.fail_dispatches(status, count);
+    }
+
+    /// Disarms the dispatch failure.
+    pub fn clear_dispatch_failure(&self) {
+        self.shared.sinks.clear_dispatch_failure();
+    }
+
     /// Runs `f` with the world locked: for tests and the demo, which act on the org directly.
     pub fn with_world<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
         let out = f(&mut self.shared.world.lock().expect("world lock"));
@@ -717,9 +829,14 @@ fn inject(shared: &Shared, fault: Fault) -> Result<FaultOutcome, String> {
 struct StateFile {
     world: WorldSnapshot,
     tokens: Vec<String>,
+    /// Absent in files written before the fulfilment system existed.
+    #[serde(default)]
+    fulfilment: Option<FulfilmentSnapshot>,
 }
 
-fn load_state(path: &PathBuf, seed: u64) -> Result<(World, Vec<String>), EmulatorError> {
+type LoadedState = (World, Vec<String>, Option<FulfilmentSnapshot>);
+
+fn load_state(path: &PathBuf, seed: u64) -> Result<LoadedState, EmulatorError> {
     let err = |reason: String| EmulatorError::State {
         path: path.clone(),
         reason,
@@ -727,13 +844,18 @@ fn load_state(path: &PathBuf, seed: u64) -> Result<(World, Vec<String>), Emulato
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let state: StateFile =
         serde_json::from_str(&text).map_err(|e| err(format!("not a valid state file: {e}")))?;
-    Ok((World::restore(seed, state.world), state.tokens))
+    Ok((
+        World::restore(seed, state.world),
+        state.tokens,
+        state.fulfilment,
+    ))
 }
 
 fn save_state(shared: &Shared, path: &PathBuf) -> std::io::Result<()> {
     let state = StateFile {
         world: shared.world.lock().expect("world lock").snapshot(),
         tokens: shared.tokens.lock().expect("token lock").valid_tokens(),
+        fulfilment: Some(shared.fulfilment.snapshot()),
     };
     let json = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");

@@ -73,6 +73,10 @@ pub struct FieldDef {
     pub cdc: bool,
     /// Overrides the `doc` tag in the Avro schema.
     pub doc: Option<String>,
+    /// Most characters a text value may hold (a `Text(255)` field has 255); `None` is
+    /// unchecked, as for the standard fields the emulator does not size.
+    #[serde(default)]
+    pub length: Option<usize>,
 }
 
 impl FieldDef {
@@ -84,6 +88,7 @@ impl FieldDef {
             updateable: true,
             cdc: true,
             doc: None,
+            length: None,
         }
     }
 
@@ -109,6 +114,11 @@ impl FieldDef {
 
     fn doc(mut self, doc: &str) -> Self {
         self.doc = Some(doc.to_owned());
+        self
+    }
+
+    fn length(mut self, length: usize) -> Self {
+        self.length = Some(length);
         self
     }
 
@@ -256,8 +266,13 @@ pub fn account() -> SObjectDef {
     }
 }
 
-/// Order, in the change-event field order of reference §5.2, plus the two custom fields the
-/// provisioning rules read.
+/// Order, in the change-event field order of reference §5.2, plus the custom fields of the
+/// provisioning flow: the two the rules read (`Activation_Status__c`, `WHMCS_Order_ID__c`) and
+/// `Provisioning_Error__c`, where the worker writes why fulfilment failed.
+///
+/// `Activation_Status__c` is an unrestricted picklist, as it is in the org the seeds describe:
+/// any text is accepted (`Activating`, `Activated`, `Failed`, `Deactivated`, `Pending`, …), so
+/// only `Status` is validated against its values.
 pub fn order() -> SObjectDef {
     use FieldType::*;
     let mut fields = vec![
@@ -292,6 +307,11 @@ pub fn order() -> SObjectDef {
     fields.extend(standard_audit_fields());
     fields.push(
         FieldDef::new("Activation_Status__c", Picklist).doc("Data:DynamicEnum:00N5g00000Sfcd2"),
+    );
+    fields.push(
+        FieldDef::new("Provisioning_Error__c", Text)
+            .doc("Data:Text:00N5g00000Sfcd4")
+            .length(255),
     );
     fields.push(FieldDef::new("WHMCS_Order_ID__c", Text).doc("Data:Text:00N5g00000Sfcd3"));
     fields.push(FieldDef::system("IsDeleted", Boolean).hidden_from_cdc());
@@ -362,7 +382,7 @@ mod tests {
         assert_eq!(cdc.iter().position(|n| *n == "Status"), Some(9));
         assert_eq!(cdc.iter().position(|n| *n == "BillingAddress"), Some(14));
         assert_eq!(cdc.iter().position(|n| *n == "LastModifiedDate"), Some(29));
-        assert_eq!(cdc.len(), 33);
+        assert_eq!(cdc.len(), 34);
     }
 
     #[test]

@@ -131,6 +131,16 @@ pub enum OrgError {
         /// The id given.
         value: String,
     },
+    /// `STRING_TOO_LONG`: a text value longer than its field allows.
+    #[error("{field}: data value too large: {value} (max length={max})")]
+    StringTooLong {
+        /// Field name.
+        field: String,
+        /// The rejected value.
+        value: String,
+        /// The field's length.
+        max: usize,
+    },
     /// `DUPLICATE_VALUE` (adding a field that exists).
     #[error("duplicate value found: {0} already exists")]
     Duplicate(String),
@@ -148,6 +158,7 @@ impl OrgError {
             OrgError::RequiredMissing(_) => "REQUIRED_FIELD_MISSING",
             OrgError::RestrictedPicklist { .. } => "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
             OrgError::BadReference { .. } => "FIELD_INTEGRITY_EXCEPTION",
+            OrgError::StringTooLong { .. } => "STRING_TOO_LONG",
             OrgError::Duplicate(_) => "DUPLICATE_VALUE",
         }
     }
@@ -364,6 +375,16 @@ impl Org {
                 continue;
             }
             let value = json_to_value(&flat, ftype, raw)?;
+            if let FieldValue::Str(s) = &value
+                && let Some(max) = def.field(&flat).and_then(|f| f.length)
+                && s.chars().count() > max
+            {
+                return Err(OrgError::StringTooLong {
+                    field: flat,
+                    value: s.clone(),
+                    max,
+                });
+            }
             if flat == "Status"
                 && def.name == "Order"
                 && let FieldValue::Str(s) = &value
@@ -1145,6 +1166,25 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.error_code(), "INVALID_FIELD_FOR_INSERT_UPDATE");
+        // Provisioning_Error__c is a Text(255): lengths count characters, not bytes.
+        let (order, _) = org
+            .create("Order", &obj(json!({"AccountId": acct.as_str(), "EffectiveDate": "2024-03-01", "Status": "Draft"})), &a, 1)
+            .unwrap();
+        let fits = obj(
+            json!({"Provisioning_Error__c": "é".repeat(255), "Activation_Status__c": "Failed"}),
+        );
+        assert!(org.update("Order", &order, &fits, &a, 2).is_ok());
+        let e = org
+            .update(
+                "Order",
+                &order,
+                &obj(json!({"Provisioning_Error__c": "e".repeat(256)})),
+                &a,
+                3,
+            )
+            .unwrap_err();
+        assert_eq!(e.error_code(), "STRING_TOO_LONG");
+        assert_eq!(e.http_status(), 400);
     }
 
     #[test]
@@ -1256,6 +1296,7 @@ mod tests {
             [
                 "Activation_Status__c",
                 "Fulfilment_Notes__c",
+                "Provisioning_Error__c",
                 "WHMCS_Order_ID__c"
             ]
         );

@@ -8,6 +8,10 @@
 //!
 //! Control routes live under `/emulator/`: faults, bulk generation, undelete, and counters of
 //! every call, which tests use to prove what a client did or did not call.
+//!
+//! The same router mounts the systems outside Salesforce: the fulfilment API under `/fulfilment`
+//! ([`super::fulfilment`]) and the notification sinks ([`super::sinks`]). They are counted like
+//! every route but are not slowed by the `delay` fault, which stands for a slow Salesforce.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -114,6 +118,9 @@ pub fn router(shared: AppState) -> Router {
         .route("/emulator/stats", get(get_stats))
         .route("/emulator/info", get(info))
         .route("/emulator/sobjects/{sobject}/{id}/undelete", post(undelete))
+        .nest("/fulfilment", super::fulfilment::routes(shared.clone()))
+        .merge(super::fulfilment::control_routes())
+        .merge(super::sinks::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -128,7 +135,10 @@ async fn count_and_delay(State(shared): State<AppState>, request: Request, next:
         |m| m.as_str().to_owned(),
     );
     shared.stats.count(format!("{} {route}", request.method()));
-    if !route.starts_with("/emulator/") {
+    let salesforce = !["/emulator/", "/fulfilment", "/hooks/", "/repos/"]
+        .iter()
+        .any(|p| route.starts_with(p));
+    if salesforce {
         shared.faults.delay().await;
     }
     next.run(request).await

@@ -5,6 +5,7 @@ mod common;
 mod emulator_cli;
 mod emulator_events;
 mod emulator_faults;
+mod emulator_fulfilment;
 mod emulator_grpc;
 mod emulator_rest;
 mod pipeline;
