@@ -344,6 +344,7 @@ impl EmulatorArgs {
                 sync_rate: self.fulfilment_sync_rate,
                 batch: !self.fulfilment_no_batch,
                 token: Some(self.fulfilment_token).filter(|t| !t.is_empty()),
+                ..FulfilmentConfig::default()
             },
             webhook_secret: Some(self.webhook_secret).filter(|s| !s.is_empty()),
             github_token: self.github_token,

@@ -88,6 +88,11 @@ pub struct FulfilmentConfig {
     pub batch: bool,
     /// The bearer token every `/fulfilment` request must carry; `None` accepts any request.
     pub token: Option<String>,
+    /// How long a submission waits, after its operation exists, before it answers (default 0):
+    /// a slow network, or a client that dies before it hears back.
+    pub submit_delay_ms: u64,
+    /// How long a status request waits, after it is counted, before it answers (default 0).
+    pub poll_delay_ms: u64,
 }
 
 impl Default for FulfilmentConfig {
@@ -100,6 +105,8 @@ impl Default for FulfilmentConfig {
             sync_rate: 0.0,
             batch: true,
             token: Some("fulfilment-dev-token".to_owned()),
+            submit_delay_ms: 0,
+            poll_delay_ms: 0,
         }
     }
 }
@@ -262,11 +269,23 @@ struct Operation {
     steps: u32,
     outcome: Outcome,
     submissions: u64,
+    /// Progress set through the control API, shown while pending if higher than the clock's.
+    #[serde(default)]
+    progress_floor: u8,
 }
 
 impl Operation {
     /// Status and progress at `now` (epoch milliseconds).
     fn phase(&self, now: i64) -> (OperationStatus, u8) {
+        let (status, progress) = self.clock_phase(now);
+        if status == OperationStatus::Pending {
+            (status, progress.max(self.progress_floor).min(99))
+        } else {
+            (status, progress)
+        }
+    }
+
+    fn clock_phase(&self, now: i64) -> (OperationStatus, u8) {
         let elapsed = u64::try_from(now.saturating_sub(self.created_at)).unwrap_or(0);
         if elapsed >= self.latency_ms {
             let status = match self.outcome {
@@ -455,6 +474,38 @@ impl Fulfilment {
         self.lock().ops.iter().map(|op| op.info(now)).collect()
     }
 
+    /// Raises a pending operation's progress to `progress` (capped at 99 while pending), as if
+    /// the work had got that far; `false` if there is no such pending operation.
+    pub fn advance(&self, id: &str, progress: u8) -> bool {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let Some(&i) = inner.by_id.get(id) else {
+            return false;
+        };
+        let op = &mut inner.ops[i];
+        if op.phase(now).0 != OperationStatus::Pending {
+            return false;
+        }
+        op.progress_floor = progress.min(99);
+        true
+    }
+
+    /// Finishes a pending operation now, with the outcome drawn at its creation; `false` if
+    /// there is no such pending operation.
+    pub fn complete(&self, id: &str) -> bool {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let Some(&i) = inner.by_id.get(id) else {
+            return false;
+        };
+        let op = &mut inner.ops[i];
+        if op.phase(now).0 != OperationStatus::Pending {
+            return false;
+        }
+        op.latency_ms = u64::try_from(now.saturating_sub(op.created_at)).unwrap_or(0);
+        true
+    }
+
     /// The operations to save with `--state`.
     pub fn snapshot(&self) -> FulfilmentSnapshot {
         let inner = self.lock();
@@ -546,6 +597,7 @@ impl Fulfilment {
             steps: config.progress_steps,
             outcome,
             submissions: 1,
+            progress_floor: 0,
         };
         // The creating response of an asynchronous operation always reads pending at 0%.
         let mut view = op.view(now, &self.base_url);
@@ -712,6 +764,14 @@ pub(super) fn control_routes() -> Router<AppState> {
     Router::new()
         .route("/emulator/fulfilment", get(get_control).put(put_control))
         .route("/emulator/fulfilment/operations", get(list_operations))
+        .route(
+            "/emulator/fulfilment/operations/{id}/progress",
+            post(advance_operation),
+        )
+        .route(
+            "/emulator/fulfilment/operations/{id}/complete",
+            post(complete_operation),
+        )
 }
 
 async fn guard(State(shared): State<AppState>, request: Request, next: Next) -> Response {
@@ -759,6 +819,10 @@ async fn submit(
         Err(e) => return e.into_response(),
     };
     shared.mark_dirty();
+    let delay = f.config().submit_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     // `Location` names the operation on 202 (poll here) and 201 (created here), as HTTP has it;
     // a 200 replay of a finished operation needs no pointer.
     let (status, view) = match submitted {
@@ -790,7 +854,9 @@ async fn operation(
     let Ok(Path(id)) = id else {
         return FulfilError::not_found("no such operation").into_response();
     };
-    match shared.fulfilment.poll(&id, now_ms()) {
+    let view = shared.fulfilment.poll(&id, now_ms());
+    poll_delay(&shared.fulfilment).await;
+    match view {
         Some(view) => Json(view).into_response(),
         None => FulfilError::not_found(format!("no operation {id}")).into_response(),
     }
@@ -827,7 +893,17 @@ async fn batch_status(
         ))
         .into_response();
     }
-    Json(json!({"operations": f.batch(&ids, now_ms())})).into_response()
+    let operations = f.batch(&ids, now_ms());
+    poll_delay(f).await;
+    Json(json!({ "operations": operations })).into_response()
+}
+
+/// Waits out the configured `poll_delay_ms`.
+async fn poll_delay(f: &Fulfilment) {
+    let delay = f.config().poll_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
 }
 
 async fn get_control(State(shared): State<AppState>) -> Response {
@@ -867,6 +943,37 @@ async fn list_operations(State(shared): State<AppState>) -> Response {
     Json(shared.fulfilment.operations()).into_response()
 }
 
+/// `POST /emulator/fulfilment/operations/{id}/progress` with `{"progress": 0..=99}`.
+async fn advance_operation(
+    State(shared): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let progress = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("progress").and_then(Value::as_u64))
+        .filter(|p| *p <= 99);
+    let Some(progress) = progress else {
+        return FulfilError::invalid("the body must be {\"progress\": 0..99}").into_response();
+    };
+    if shared.fulfilment.advance(&id, progress as u8) {
+        shared.mark_dirty();
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        FulfilError::not_found(format!("no pending operation {id}")).into_response()
+    }
+}
+
+/// `POST /emulator/fulfilment/operations/{id}/complete`: finish a pending operation now.
+async fn complete_operation(State(shared): State<AppState>, Path(id): Path<String>) -> Response {
+    if shared.fulfilment.complete(&id) {
+        shared.mark_dirty();
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        FulfilError::not_found(format!("no pending operation {id}")).into_response()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,6 +991,7 @@ mod tests {
                 external_id: "WH-000001".into(),
             },
             submissions: 1,
+            progress_floor: 0,
         }
     }
 

@@ -13,3 +13,4 @@ mod pipeline;
 pub mod store;
 mod queue;
 mod subscriber;
+mod worker;

@@ -404,15 +404,15 @@ async fn bad_events_are_quarantined_and_can_be_re_driven() {
 
 // ----- the binary -----
 
-struct Proc(tokio::process::Child);
+pub(crate) struct Proc(pub tokio::process::Child);
 
 impl Proc {
-    fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.0.id().expect("running") as i32
     }
 }
 
-fn signal(pid: i32, sig: &str) {
+pub(crate) fn signal(pid: i32, sig: &str) {
     let status = std::process::Command::new("kill")
         .args([format!("-{sig}"), pid.to_string()])
         .status()
@@ -420,7 +420,7 @@ fn signal(pid: i32, sig: &str) {
     assert!(status.success());
 }
 
-fn binary_env(org: &Org, dir: &std::path::Path, db_url: &str) -> Vec<(String, String)> {
+pub(crate) fn binary_env(org: &Org, dir: &std::path::Path, db_url: &str) -> Vec<(String, String)> {
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, org.emu.ca_pem().unwrap()).unwrap();
     vec![
@@ -440,7 +440,7 @@ fn binary_env(org: &Org, dir: &std::path::Path, db_url: &str) -> Vec<(String, St
     ]
 }
 
-fn spawn_run(env: &[(String, String)], log: &std::path::Path) -> Proc {
+pub(crate) fn spawn_run(env: &[(String, String)], log: &std::path::Path) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

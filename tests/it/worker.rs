@@ -1,0 +1,562 @@
+//! The worker end to end: `sfcdc run` against the emulator's Salesforce, fulfilment system,
+//! webhook sink and GitHub stand-in. Approvals become jobs; jobs write `Activating`, submit,
+//! poll, write the outcome back and notify; failures retry, dead-letter, and come back through
+//! the admin API.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sfcdc::store::queue::{DeliveryFilter, DeliveryState, Queue};
+use sfcdc::store::{AnyStore, JobFilter, JobRow, JobState, Store};
+
+use super::pipeline::{
+    ORDERS, Proc, Running, binary_env, caught_up, drafts, run_app, signal, spawn_run,
+};
+use crate::common::*;
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// Settings that run the worker against `org`'s fulfilment system, with quick polls and
+/// retries, both notifiers, and `extra` on top.
+fn worker_env(org: &Org, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("SFCDC_CHANNELS".into(), ORDERS.into()),
+        ("SFCDC_FULFILMENT_URL".into(), org.emu.fulfilment_url()),
+        (
+            "SFCDC_FULFILMENT_TOKEN".into(),
+            "fulfilment-dev-token".into(),
+        ),
+        ("SFCDC_POLL_INTERVAL".into(), "20ms".into()),
+        ("SFCDC_POLL_MAX_INTERVAL".into(), "80ms".into()),
+        ("SFCDC_RETRY_BASE".into(), "20ms".into()),
+        ("SFCDC_RETRY_MAX".into(), "60ms".into()),
+        ("SFCDC_WORKER_IDLE_POLL".into(), "20ms".into()),
+        ("SFCDC_HTTP_TIMEOUT".into(), "2s".into()),
+        ("SFCDC_JOB_LEASE".into(), "8s".into()),
+        ("SFCDC_WEBHOOK_URL".into(), org.emu.webhook_url("orders")),
+        ("SFCDC_WEBHOOK_SECRET".into(), "webhook-dev-secret".into()),
+        ("SFCDC_GITHUB_REPO".into(), "acme/provisioning".into()),
+        ("SFCDC_GITHUB_TOKEN".into(), "github-dev-token".into()),
+        ("SFCDC_GITHUB_API_URL".into(), org.emu.github_api_url()),
+        ("SFCDC_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push(((*k).into(), (*v).into()));
+    }
+    env
+}
+
+async fn start(org: &Org, extra: &[(&str, &str)]) -> Running {
+    start_in(org, tempfile::tempdir().unwrap(), extra).await
+}
+
+async fn start_in(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Running {
+    let env = worker_env(org, extra);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run_app(org, dir, &pairs).await
+}
+
+fn store(r: &Running) -> Arc<AnyStore> {
+    r.app.sink().store().clone()
+}
+
+/// Waits until `f` says yes, or fails with `what`.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn jobs_of(store: &AnyStore, order: &str) -> Vec<JobRow> {
+    let mut jobs = store
+        .jobs(&JobFilter {
+            order_id: Some(order.into()),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    jobs.sort_by_key(|j| j.id);
+    jobs
+}
+
+/// The only job of `order`, once it is in `state`.
+async fn job_in(store: &AnyStore, order: &str, state: JobState) -> JobRow {
+    eventually(
+        &format!("the job of {order} to be {}", state.as_str()),
+        || async {
+            jobs_of(store, order)
+                .await
+                .into_iter()
+                .find(|j| j.state == state)
+        },
+    )
+    .await
+}
+
+async fn order(org: &Org, id: &str) -> Value {
+    let (status, body) = org
+        .rest(
+            reqwest::Method::GET,
+            &format!("/services/data/v60.0/sobjects/Order/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn admin(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let addr = r.app.admin_addr().expect("the admin API listens");
+    let mut req = reqwest::Client::new().request(method, format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("admin call");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn an_approval_is_fulfilled_asynchronously_written_back_and_notified() {
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| {
+        c.latency_ms = 3_600_000;
+        c.progress_steps = 100;
+    });
+    let d = drafts(&org).await;
+    let r = start(&org, &[]).await;
+    let store = store(&r);
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+
+    // Submitted, and polling with the worker free: the order says Activating meanwhile.
+    let polling = job_in(&store, &d[0], JobState::Polling).await;
+    assert_eq!(
+        order(&org, &d[0]).await["Activation_Status__c"],
+        "Activating"
+    );
+    assert!(polling.lease_owner.is_none());
+    let op = polling.operation_id.clone().unwrap();
+    // Progress reported by the fulfilment system is stored on the job.
+    assert!(org.emu.fulfilment().advance(&op, 40));
+    eventually("progress 40 on the job", || async {
+        let j = store.job(polling.id).await.unwrap().unwrap();
+        (j.progress == Some(40)).then_some(())
+    })
+    .await;
+    assert!(org.emu.fulfilment().complete(&op));
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+
+    // Activated and the external id are written back, after Activating.
+    let o = order(&org, &d[0]).await;
+    assert_eq!(o["Activation_Status__c"], "Activated");
+    let external = o["WHMCS_Order_ID__c"].as_str().unwrap().to_owned();
+    assert!(external.starts_with("WH-"), "{external}");
+    assert_eq!(done.external_id.as_deref(), Some(external.as_str()));
+    assert_eq!((done.progress, done.attempt), (Some(100), 1));
+    assert!(done.polls >= 2, "polled while pending: {}", done.polls);
+
+    // One submission, under the job's key.
+    let ops = org.emu.fulfilment().operations();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].idempotency_key, done.key);
+    assert_eq!(ops[0].submissions, 1);
+
+    // The write-backs produced change events, and none made a job.
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    assert_eq!(jobs_of(&store, &d[0]).await.len(), 1);
+
+    // Both notifiers heard about it once, each in its own shape.
+    let hooks = eventually("the webhook", || async {
+        let h = org.emu.hooks();
+        (!h.is_empty()).then_some(h)
+    })
+    .await;
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].signature_valid, Some(true));
+    assert_eq!(hooks[0].body["event"], "job.completed");
+    assert_eq!(hooks[0].body["order_id"], d[0].as_str());
+    assert_eq!(hooks[0].body["external_id"], external.as_str());
+    let dispatches = eventually("the dispatch", || async {
+        let d = org.emu.dispatches();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(dispatches.len(), 1);
+    assert_eq!(
+        dispatches[0].event_type.as_deref(),
+        Some("sfcdc-provisioning")
+    );
+    assert_eq!(dispatches[0].client_payload["job_id"], done.id);
+    assert!(dispatches[0].client_payload.as_object().unwrap().len() <= 10);
+    let delivered = eventually("both deliveries recorded", || async {
+        let d = store
+            .deliveries(&DeliveryFilter {
+                job_id: Some(done.id),
+                state: Some(DeliveryState::Delivered),
+                ..DeliveryFilter::default()
+            })
+            .await
+            .unwrap();
+        (d.len() == 2).then_some(d)
+    })
+    .await;
+    assert!(delivered.iter().all(|d| d.attempt == 1));
+    assert_eq!(
+        r.metric("sfcdc_job_steps_total", &[("outcome", "completed")]),
+        1.0
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn synchronous_fulfilment_completes_in_one_step() {
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| c.sync_rate = 1.0);
+    let d = drafts(&org).await;
+    let r = start(&org, &[]).await;
+    let store = store(&r);
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+    assert_eq!(done.polls, 0, "nothing to poll");
+    assert_eq!(
+        order(&org, &d[0]).await["Activation_Status__c"],
+        "Activated"
+    );
+    assert_eq!(org.emu.fulfilment().stats().operations_created, 1);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| {
+        c.error_rate = 1.0;
+        c.sync_rate = 1.0;
+    });
+    let d = drafts(&org).await;
+    let r = start(&org, &[("SFCDC_MAX_ATTEMPTS", "3")]).await;
+    let store = store(&r);
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    let dead = job_in(&store, &d[0], JobState::Dead).await;
+    assert_eq!(dead.attempt, 3);
+    assert!(
+        dead.last_error.as_deref().unwrap().contains("503"),
+        "{dead:?}"
+    );
+    let history: Vec<Value> = serde_json::from_str(&dead.errors).unwrap();
+    assert_eq!(history.len(), 3, "one error per attempt");
+    assert_eq!(org.emu.fulfilment().stats().operations_created, 0);
+    // The failure is written back, and the dead letter is announced.
+    let o = order(&org, &d[0]).await;
+    assert_eq!(o["Activation_Status__c"], "Failed");
+    assert!(o["Provisioning_Error__c"].as_str().unwrap().contains("503"));
+    eventually("the dead-letter webhook", || async {
+        org.emu
+            .hooks()
+            .iter()
+            .any(|h| h.body["event"] == "job.dead")
+            .then_some(())
+    })
+    .await;
+
+    // The admin API guards and explains.
+    let path = format!("/jobs/{}/retry", dead.id);
+    assert_eq!(admin(&r, reqwest::Method::POST, &path, None).await.0, 401);
+    assert_eq!(
+        admin(
+            &r,
+            reqwest::Method::POST,
+            &path,
+            Some("wrong-token-wrong-token")
+        )
+        .await
+        .0,
+        401
+    );
+    let (status, body) = admin(
+        &r,
+        reqwest::Method::POST,
+        "/jobs/abc/retry",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("abc"));
+    let (status, _) = admin(
+        &r,
+        reqwest::Method::POST,
+        "/jobs/999999/retry",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = admin(&r, reqwest::Method::GET, "/jobs?state=deadish", None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = admin(&r, reqwest::Method::GET, "/jobs?state=dead", None).await;
+    assert_eq!((status, body.as_array().unwrap().len()), (200, 1));
+
+    // The storm passes; a manual retry succeeds.
+    org.emu.fulfilment().update(|c| c.error_rate = 0.0);
+    let (status, body) = admin(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "available");
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+    assert_eq!(done.id, dead.id);
+    assert_eq!(
+        order(&org, &d[0]).await["Activation_Status__c"],
+        "Activated"
+    );
+    let (status, _) = admin(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 409, "a completed job cannot be retried");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn operations_that_time_out_are_abandoned_and_resubmitted_under_a_new_key() {
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| c.latency_ms = 3_600_000);
+    let d = drafts(&org).await;
+    let r = start(
+        &org,
+        &[("SFCDC_MAX_ATTEMPTS", "2"), ("SFCDC_POLL_TIMEOUT", "200ms")],
+    )
+    .await;
+    let store = store(&r);
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    let dead = job_in(&store, &d[0], JobState::Dead).await;
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap()
+            .contains("did not finish"),
+        "{dead:?}"
+    );
+    let keys: Vec<String> = org
+        .emu
+        .fulfilment()
+        .operations()
+        .into_iter()
+        .map(|o| o.idempotency_key)
+        .collect();
+    assert_eq!(keys, [dead.key.clone(), format!("{}/1", dead.key)]);
+
+    org.emu.fulfilment().update(|c| c.latency_ms = 0);
+    store
+        .retry_job(dead.id, sfcdc::clock::now_ms())
+        .await
+        .unwrap();
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+    assert_eq!(done.operation_key(), format!("{}/2", dead.key));
+    assert_eq!(org.emu.fulfilment().operations().len(), 3);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn jobs_of_one_order_run_in_order_while_many_orders_run_at_once() {
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| {
+        c.latency_ms = 50;
+        c.progress_steps = 2;
+    });
+    let orders = drafts(&org).await;
+    let orders = &orders[..orders.len().min(12)];
+    let r = start(&org, &[("SFCDC_WORKER_CONCURRENCY", "8")]).await;
+    let store = store(&r);
+    // Each order is approved, then immediately reactivated: two jobs, the second created while
+    // the first is still open.
+    for o in orders {
+        org.patch_order(o, json!({"Status": "Approved"})).await;
+        org.patch_order(o, json!({"Status": "Reactivate"})).await;
+    }
+    for o in orders {
+        let jobs = eventually("both jobs of an order to finish", || async {
+            let jobs = jobs_of(&store, o).await;
+            (jobs.len() == 2 && jobs.iter().all(|j| !j.state.is_open())).then_some(jobs)
+        })
+        .await;
+        // The first fulfilled the order; the second ran only after it, found it Activated and
+        // cancelled itself. Had they overlapped, both would have submitted.
+        assert_eq!(jobs[0].state, JobState::Completed, "{jobs:?}");
+        assert_eq!(jobs[1].state, JobState::Cancelled, "{jobs:?}");
+        assert!(
+            jobs[1].last_error.as_deref().unwrap().contains("Activated"),
+            "{jobs:?}"
+        );
+        assert!(jobs[1].updated_at >= jobs[0].finished_at.unwrap());
+    }
+    let per_order: BTreeMap<String, usize> =
+        org.emu
+            .fulfilment()
+            .operations()
+            .into_iter()
+            .fold(BTreeMap::new(), |mut m, op| {
+                *m.entry(op.order_id).or_insert(0) += 1;
+                m
+            });
+    assert_eq!(per_order.len(), orders.len());
+    assert!(per_order.values().all(|n| *n == 1), "{per_order:?}");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_step_is_replaced_without_a_second_submission() {
+    let org = Org::start().await;
+    // Submits and polls hang long enough to kill the process inside them.
+    org.emu.fulfilment().update(|c| {
+        c.latency_ms = 3_600_000;
+        c.submit_delay_ms = 60_000;
+    });
+    let d = drafts(&org).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sfcdc.db").display());
+    let mut env = binary_env(&org, dir.path(), &url);
+    // Killed well within its HTTP timeout, the worker never records a failure.
+    env.extend(worker_env(
+        &org,
+        &[("SFCDC_HTTP_TIMEOUT", "1500ms"), ("SFCDC_JOB_LEASE", "6s")],
+    ));
+    let log = dir.path().join("run.log");
+    let store = AnyStore::open(&url).await.unwrap();
+
+    let mut first = spawn_run(&env, &log);
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    // The fulfilment system has the operation; the worker has not heard back.
+    eventually("the submission", || async {
+        (org.emu.fulfilment().stats().operations_created == 1).then_some(())
+    })
+    .await;
+    sigkill(&mut first).await;
+
+    // The next process takes over once the lease expires and resubmits under the same key:
+    // the fulfilment system answers with the first operation.
+    org.emu.fulfilment().update(|c| {
+        c.submit_delay_ms = 0;
+        c.poll_delay_ms = 60_000;
+    });
+    let mut second = spawn_run(&env, &log);
+    let polling = job_in(&store, &d[0], JobState::Polling).await;
+    let ops = org.emu.fulfilment().operations();
+    assert_eq!(ops.len(), 1, "one operation");
+    assert_eq!(ops[0].submissions, 2, "the same key, submitted twice");
+    assert_eq!(
+        polling.operation_id.as_deref(),
+        Some(ops[0].operation_id.as_str())
+    );
+    // Now it dies in the middle of a poll.
+    let before = org.emu.fulfilment().stats().polls;
+    eventually("a poll in flight", || async {
+        (org.emu.fulfilment().stats().polls > before).then_some(())
+    })
+    .await;
+    sigkill(&mut second).await;
+
+    org.emu.fulfilment().update(|c| c.poll_delay_ms = 0);
+    assert!(org.emu.fulfilment().complete(&ops[0].operation_id));
+    let third = spawn_run(&env, &log);
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+    assert_eq!(done.attempt, 1, "a resumed step is not a new attempt");
+    let ops = org.emu.fulfilment().operations();
+    assert_eq!(
+        (ops.len(), ops[0].submissions),
+        (1, 2),
+        "no further submission"
+    );
+    assert_eq!(
+        order(&org, &d[0]).await["Activation_Status__c"],
+        "Activated"
+    );
+    signal(third.pid(), "TERM");
+    let mut third = third;
+    assert_eq!(third.0.wait().await.unwrap().code(), Some(0));
+}
+
+async fn sigkill(p: &mut Proc) {
+    p.0.start_kill().unwrap();
+    assert!(
+        p.0.wait().await.unwrap().code().is_none(),
+        "killed by a signal"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_notifier_is_retried_on_its_own() {
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| c.sync_rate = 1.0);
+    org.emu.fail_hook("orders", 503, Some(2));
+    let d = drafts(&org).await;
+    let r = start(&org, &[]).await;
+    let store = store(&r);
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+    let deliveries = eventually("both deliveries", || async {
+        let d = store
+            .deliveries(&DeliveryFilter {
+                job_id: Some(done.id),
+                ..DeliveryFilter::default()
+            })
+            .await
+            .unwrap();
+        d.iter()
+            .all(|d| d.state == DeliveryState::Delivered)
+            .then_some(d)
+    })
+    .await;
+    let by_notifier: BTreeMap<&str, i32> = deliveries
+        .iter()
+        .map(|d| (d.notifier.as_str(), d.attempt))
+        .collect();
+    assert_eq!(by_notifier, BTreeMap::from([("github", 1), ("webhook", 3)]));
+    assert_eq!(org.emu.dispatches().len(), 1, "GitHub heard once");
+    let answered: Vec<u16> = org.emu.hooks().iter().map(|h| h.answered).collect();
+    assert_eq!(answered, [503, 503, 204]);
+    let job = store.job(done.id).await.unwrap().unwrap();
+    assert_eq!(job, done, "the job is untouched by its deliveries");
+
+    // A receiver that refuses for good dead-letters its delivery only; an operator re-drives it.
+    org.emu.fail_hook("orders", 410, None);
+    org.patch_order(&d[1], json!({"Status": "Approved"})).await;
+    let second = job_in(&store, &d[1], JobState::Completed).await;
+    let dead = eventually("the dead webhook delivery", || async {
+        store
+            .deliveries(&DeliveryFilter {
+                job_id: Some(second.id),
+                state: Some(DeliveryState::Dead),
+                ..DeliveryFilter::default()
+            })
+            .await
+            .unwrap()
+            .pop()
+    })
+    .await;
+    assert_eq!((dead.notifier.as_str(), dead.attempt), ("webhook", 1));
+    org.emu.clear_hook_failure("orders");
+    let path = format!("/deliveries/{}/retry", dead.id);
+    let (status, body) = admin(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the re-driven delivery", || async {
+        let d = store.delivery(dead.id).await.unwrap().unwrap();
+        (d.state == DeliveryState::Delivered).then_some(())
+    })
+    .await;
+    r.stop().await;
+}
