@@ -560,3 +560,57 @@ async fn a_failing_notifier_is_retried_on_its_own() {
     .await;
     r.stop().await;
 }
+
+/// The fulfilment client against the emulator: batch status while it is offered, one by one
+/// after the system answers that it has none.
+#[tokio::test]
+async fn pending_operations_are_polled_in_batches_when_the_system_offers_it() {
+    use sfcdc::worker::fulfilment::{Fulfilment, HttpFulfilment, OpStatus, Submitted};
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| c.latency_ms = 3_600_000);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, org.emu.ca_pem().unwrap()).unwrap();
+    let http = sfcdc::source::connect::http_client(Some(&ca)).unwrap();
+    let client = HttpFulfilment::new(
+        http,
+        &org.emu.fulfilment_url(),
+        Some("fulfilment-dev-token".to_owned().into()),
+        Duration::from_secs(5),
+    );
+    let d = drafts(&org).await;
+    let mut ids = Vec::new();
+    for (n, order) in d.iter().take(3).enumerate() {
+        let body = json!({"Id": order, "OrderNumber": format!("0000{n}")});
+        let Submitted::Accepted(op) = client.submit(&format!("key-{n}"), &body).await.unwrap()
+        else {
+            panic!("asynchronous")
+        };
+        ids.push(op.operation_id);
+    }
+    assert!(org.emu.fulfilment().complete(&ids[1]));
+    let mut asked: Vec<&str> = ids.iter().map(String::as_str).collect();
+    asked.push("op_unknown");
+    let ops = client.poll_many(&asked).await.unwrap().expect("batch status");
+    let states: Vec<(String, OpStatus)> = ops.into_iter().map(|o| (o.operation_id, o.status)).collect();
+    assert_eq!(
+        states,
+        [
+            (ids[0].clone(), OpStatus::Pending),
+            (ids[1].clone(), OpStatus::Completed),
+            (ids[2].clone(), OpStatus::Pending),
+        ]
+    );
+    let stats = org.emu.fulfilment().stats();
+    assert_eq!((stats.batch_polls, stats.batch_polled_operations), (1, 3));
+
+    org.emu.fulfilment().update(|c| c.batch = false);
+    assert!(client.poll_many(&asked).await.unwrap().is_none());
+    assert!(!client.batch_supported(), "remembered: no batch status");
+    let one = client.poll(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(one.status, OpStatus::Completed);
+    assert_eq!(client.poll("op_unknown").await.unwrap(), None);
+    // A repeated key is the same operation.
+    let again = client.submit("key-0", &json!({"Id": d[0]})).await.unwrap();
+    assert!(matches!(again, Submitted::Accepted(op) if op.operation_id == ids[0]));
+}
