@@ -214,8 +214,10 @@ impl App {
     /// every channel commit what it holds and every job step record its outcome. Runs once.
     pub async fn run(&self, cancel: CancellationToken) -> Result<(), AppError> {
         tracing::info!("sfcdc running");
-        // Whatever ends the subscriber (a cancel or an error) stops the rest too.
+        // Whatever ends the subscriber (a cancel, an error, or this future being dropped) stops
+        // the rest too.
         let stop = cancel.child_token();
+        let _stop_on_drop = stop.clone().drop_guard();
         let admin = self
             .admin
             .lock()

@@ -4,8 +4,11 @@
 //! signal for the same approval (the fulfilment platform event, a gap event, a replay after a
 //! crash) is suppressed; non-trigger and internal changes create nothing; a blocked order is
 //! skipped by its guard; a corrupt event is quarantined while the stream goes on; a dropped
-//! stream reconnects; and a crash mid-stream resumes from the stored checkpoint. Everything runs
-//! on loopback with a temporary SQLite file.
+//! stream reconnects; and a crash mid-stream resumes from the stored checkpoint. Meanwhile the
+//! worker runs every job through the emulator's fulfilment system: it writes `Activating`,
+//! submits, polls the progress, writes `Activated` and the external id back (whose change
+//! events create no job), and notifies a webhook and a GitHub `repository_dispatch`.
+//! Everything runs on loopback with a temporary SQLite file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +54,16 @@ pub struct DemoReport {
     pub checkpoints: BTreeMap<String, String>,
     /// The database file.
     pub database: PathBuf,
+    /// Jobs completed by the worker.
+    pub jobs_completed: usize,
+    /// Orders whose write-back reads `Activated` with an external id: order → external id.
+    pub activated: BTreeMap<String, String>,
+    /// Progress values the first job showed while its operation ran.
+    pub progress_seen: Vec<i32>,
+    /// Webhook notifications received (with a valid signature).
+    pub webhooks: usize,
+    /// `repository_dispatch` notifications received.
+    pub dispatches: usize,
 }
 
 struct Story {
@@ -197,6 +210,91 @@ fn skips(metrics: &[&Metrics]) -> BTreeMap<String, u64> {
     out
 }
 
+/// Follows the job of `order` until it finishes; returns the progress values it showed.
+async fn watch_progress(store: Arc<crate::store::AnyStore>, order: String) -> Vec<i32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen: Vec<i32> = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        let filter = crate::store::JobFilter {
+            order_id: Some(order.clone()),
+            ..Default::default()
+        };
+        if let Ok(jobs) = store.jobs(&filter).await
+            && let Some(job) = jobs.last()
+        {
+            if let Some(p) = job.progress
+                && seen.last() != Some(&p)
+            {
+                seen.push(p);
+            }
+            if !job.state.is_open() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    seen
+}
+
+/// Waits until no job is open; returns how many completed.
+async fn all_fulfilled<S: Store>(store: &S) -> anyhow::Result<usize> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = store.jobs(&crate::store::JobFilter::default()).await?;
+        if jobs.iter().all(|j| !j.state.is_open()) {
+            return Ok(jobs
+                .iter()
+                .filter(|j| j.state == crate::store::JobState::Completed)
+                .count());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the worker did not finish the jobs within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `n` signed webhooks and `n` dispatches have arrived.
+async fn notified(emu: &Emulator, n: usize) -> anyhow::Result<(usize, usize)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let webhooks = emu
+            .hooks()
+            .iter()
+            .filter(|h| h.signature_valid == Some(true) && h.answered < 300)
+            .count();
+        let dispatches = emu.dispatches().iter().filter(|d| d.answered < 300).count();
+        if (webhooks >= n && dispatches >= n) || tokio::time::Instant::now() > deadline {
+            return Ok((webhooks, dispatches));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The approved orders that read `Activated` with an external id.
+async fn activated_orders(
+    story: &Story,
+    approved: &[String],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for id in approved {
+        let o = story
+            .rest(
+                reqwest::Method::GET,
+                &format!("/services/data/v60.0/sobjects/Order/{id}"),
+                None,
+            )
+            .await?;
+        if o["Activation_Status__c"] == "Activated"
+            && let Some(x) = o["WHMCS_Order_ID__c"].as_str()
+        {
+            out.insert(id.clone(), x.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the demo and prints its summary.
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let started = std::time::Instant::now();
@@ -212,6 +310,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let db = dir.path().join("sfcdc.db");
     let emu = Emulator::start(EmulatorConfig {
         keepalive: Duration::from_millis(500),
+        fulfilment: crate::emulator::fulfilment::FulfilmentConfig {
+            latency_ms: 1200,
+            progress_steps: 4,
+            ..Default::default()
+        },
         ..EmulatorConfig::ephemeral()
     })
     .await?;
@@ -225,7 +328,19 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         ("SFCDC_RECONNECT_MIN", "100ms"),
         ("SFCDC_RECONNECT_MAX", "1s"),
         ("SFCDC_ADMIN_ADDR", "127.0.0.1:0"),
+        ("SFCDC_FULFILMENT_TOKEN", "fulfilment-dev-token"),
+        ("SFCDC_POLL_INTERVAL", "100ms"),
+        ("SFCDC_POLL_MAX_INTERVAL", "200ms"),
+        ("SFCDC_WORKER_IDLE_POLL", "50ms"),
+        ("SFCDC_HTTP_TIMEOUT", "2s"),
+        ("SFCDC_JOB_LEASE", "8s"),
+        ("SFCDC_WEBHOOK_SECRET", "webhook-dev-secret"),
+        ("SFCDC_GITHUB_REPO", "acme/provisioning"),
+        ("SFCDC_GITHUB_TOKEN", "github-dev-token"),
     ]);
+    env.set("SFCDC_FULFILMENT_URL", emu.fulfilment_url());
+    env.set("SFCDC_WEBHOOK_URL", emu.webhook_url("provisioning"));
+    env.set("SFCDC_GITHUB_API_URL", emu.github_api_url());
     env.set("SF_LOGIN_URL", emu.instance_url());
     env.set("SFCDC_PUBSUB_ENDPOINT", emu.grpc_url());
     env.set("SFCDC_CA_CERT", ca.display().to_string());
@@ -287,6 +402,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         approved.push(id.clone());
     }
     step(1, "Seeded 3 new orders and approved 3 draft orders: 3 jobs");
+    let watcher = tokio::spawn(watch_progress(
+        first.sink().store().clone(),
+        approved[0].clone(),
+    ));
     story
         .patch(&created[0], json!({"Status": "Approved"}))
         .await?;
@@ -417,6 +536,29 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let store_for_wait =
         crate::store::AnyStore::open(&format!("sqlite://{}", db.display())).await?;
     caught_up(&story.emu, &store_for_wait, &channels).await?;
+    let fulfilled = all_fulfilled(&store_for_wait).await?;
+    let progress_seen = watcher.await.unwrap_or_default();
+    let watched = progress_seen
+        .iter()
+        .map(|p| format!("{p}%"))
+        .collect::<Vec<_>>()
+        .join(" → ");
+    step(
+        9,
+        &format!(
+            "The worker ran every job: Activating, submitted, polled ({watched}), then Activated and the external id written back"
+        ),
+    );
+    let (webhooks, dispatches) = notified(&story.emu, fulfilled).await?;
+    step(
+        10,
+        &format!(
+            "Notified: {webhooks} signed webhooks and {dispatches} repository_dispatch events"
+        ),
+    );
+    // The write-backs are change events too: the service reads them, and they make no job.
+    caught_up(&story.emu, &store_for_wait, &channels).await?;
+    let activated = activated_orders(&story, &approved).await?;
     cancel2.cancel();
     let second = run2.await??;
     cancel.cancel();
@@ -451,6 +593,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             })
             .collect(),
         database: db.clone(),
+        jobs_completed: fulfilled,
+        activated,
+        progress_seen,
+        webhooks,
+        dispatches,
     };
     println!();
     println!("Summary");
@@ -470,6 +617,23 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     for (reason, n) in skips.iter().filter(|(r, _)| !r.starts_with("duplicate")) {
         println!("    {reason:<24}{n}");
     }
+    println!(
+        "  jobs completed           {}  (Activated with an external id: {})",
+        report.jobs_completed,
+        report.activated.len()
+    );
+    for (order, external) in &report.activated {
+        println!("    {order}  {external}");
+    }
+    let f = story.emu.fulfilment().stats();
+    println!(
+        "  fulfilment               {} operations, {} polls, {} batch polls",
+        f.operations_created, f.polls, f.batch_polls
+    );
+    println!(
+        "  notifications            {} webhooks, {} dispatches",
+        report.webhooks, report.dispatches
+    );
     println!("  quarantined events       {}", report.quarantined);
     for q in store.quarantined(true).await? {
         println!("    #{} {} {}: {}", q.id, q.channel, q.replay_id, q.reason);

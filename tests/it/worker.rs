@@ -591,8 +591,15 @@ async fn pending_operations_are_polled_in_batches_when_the_system_offers_it() {
     assert!(org.emu.fulfilment().complete(&ids[1]));
     let mut asked: Vec<&str> = ids.iter().map(String::as_str).collect();
     asked.push("op_unknown");
-    let ops = client.poll_many(&asked).await.unwrap().expect("batch status");
-    let states: Vec<(String, OpStatus)> = ops.into_iter().map(|o| (o.operation_id, o.status)).collect();
+    let ops = client
+        .poll_many(&asked)
+        .await
+        .unwrap()
+        .expect("batch status");
+    let states: Vec<(String, OpStatus)> = ops
+        .into_iter()
+        .map(|o| (o.operation_id, o.status))
+        .collect();
     assert_eq!(
         states,
         [
