@@ -32,7 +32,7 @@ pub enum Command {
     Run,
     /// Run the emulator and the service together through a scripted story, then summarise.
     Demo(DemoArgs),
-    /// Measure the ingest pipeline end to end against a preloaded emulator.
+    /// Measure the ingest pipeline end to end against a preloaded emulator, and the worker.
     Bench(BenchArgs),
     /// Inspect or reset the stored channel positions.
     #[command(subcommand)]
@@ -72,6 +72,15 @@ pub struct BenchArgs {
     /// Events per FetchRequest (1 to 100).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub batch_size: u32,
+    /// Jobs for the worker benchmark (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Worker concurrency in the worker benchmark.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// Only the worker benchmark.
+    #[arg(long)]
+    pub worker_only: bool,
     /// Print the results as JSON as well.
     #[arg(long)]
     pub json: bool,
@@ -88,6 +97,9 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         events: args.events,
         postgres,
         batch_size: args.batch_size,
+        jobs: args.jobs,
+        concurrency: args.concurrency as usize,
+        skip_ingest: args.worker_only,
     })
     .await?;
     if args.json {

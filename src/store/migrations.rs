@@ -103,7 +103,11 @@ pub const SQLITE: &[Migration] = &[
                 delivered_at INTEGER,
                 UNIQUE (job_id, notifier, event)
             )",
-            "CREATE INDEX sfcdc_deliveries_due ON sfcdc_deliveries (state, run_at)",
+            "CREATE INDEX sfcdc_deliveries_due ON sfcdc_deliveries (run_at, id) WHERE state = 'pending'",
+            // Claims walk due jobs in order and stop at the limit, whatever the backlog.
+            "DROP INDEX sfcdc_jobs_due",
+            "CREATE INDEX sfcdc_jobs_claimable ON sfcdc_jobs (run_at, id)
+                WHERE state IN ('available', 'running', 'polling', 'retryable')",
         ],
     ),
 ];
@@ -201,7 +205,11 @@ pub const POSTGRES: &[Migration] = &[
                 delivered_at BIGINT,
                 UNIQUE (job_id, notifier, event)
             )",
-            "CREATE INDEX sfcdc_deliveries_due ON sfcdc_deliveries (state, run_at)",
+            "CREATE INDEX sfcdc_deliveries_due ON sfcdc_deliveries (run_at, id) WHERE state = 'pending'",
+            // Claims walk due jobs in order and stop at the limit, whatever the backlog.
+            "DROP INDEX sfcdc_jobs_due",
+            "CREATE INDEX sfcdc_jobs_claimable ON sfcdc_jobs (run_at, id)
+                WHERE state IN ('available', 'running', 'polling', 'retryable')",
         ],
     ),
 ];

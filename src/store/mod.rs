@@ -484,6 +484,21 @@ macro_rules! delegate {
     };
 }
 
+impl AnyStore {
+    /// [`queue::Queue::claim_jobs`] without the per-order gate: only for measuring what the gate
+    /// costs (`sfcdc bench`).
+    #[doc(hidden)]
+    pub async fn claim_jobs_ungated(
+        &self,
+        owner: &str,
+        limit: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        delegate!(self, s => s.claim_jobs_ungated(owner, limit, now_ms, lease_ms).await)
+    }
+}
+
 impl Store for AnyStore {
     fn backend(&self) -> &'static str {
         delegate!(self, s => s.backend())

@@ -376,8 +376,17 @@ pub(super) mod sql {
 
     /// Claims due jobs. `{skip}` is `FOR UPDATE SKIP LOCKED` on PostgreSQL. A claim of an
     /// `available` or `retryable` job starts an attempt; re-claiming a `running` job whose worker
-    /// died, or a `polling` job, continues the attempt. The `NOT EXISTS` is the per-order gate.
-    pub fn claim_jobs(skip: &str) -> String {
+    /// died, or a `polling` job, continues the attempt. The `NOT EXISTS` is the per-order gate
+    /// (left out only to measure what it costs).
+    pub fn claim_jobs(skip: &str, gated: bool) -> String {
+        let gate = if gated {
+            format!(
+                "AND NOT EXISTS (
+                    SELECT 1 FROM sfcdc_jobs e WHERE e.order_id = j.order_id AND e.id < j.id AND e.state IN {OPEN})"
+            )
+        } else {
+            String::new()
+        };
         format!(
             "UPDATE sfcdc_jobs SET lease_owner = $1, lease_until = $2, updated_at = $3,
                 attempt = CASE WHEN state IN ('available', 'retryable') THEN attempt + 1 ELSE attempt END,
@@ -385,39 +394,44 @@ pub(super) mod sql {
              WHERE id IN (
                 SELECT j.id FROM sfcdc_jobs j
                 WHERE j.state IN {OPEN} AND j.run_at <= $3 AND (j.lease_until IS NULL OR j.lease_until < $3)
-                  AND NOT EXISTS (
-                    SELECT 1 FROM sfcdc_jobs e WHERE e.order_id = j.order_id AND e.id < j.id AND e.state IN {OPEN})
+                  {gate}
                 ORDER BY j.run_at, j.id LIMIT $4 {skip})
              RETURNING {cols}",
             cols = crate::store::JOB_COLUMNS,
         )
     }
 
-    pub const PHASE: &str =
-        "UPDATE sfcdc_jobs SET phase = $1, updated_at = $2 WHERE id = $3 AND lease_owner = $4";
+    /// Rows per multi-row statement: far under both backends' bound-parameter limits.
+    pub const ROWS_PER_STATEMENT: usize = 500;
 
-    pub const POLL: &str = "UPDATE sfcdc_jobs SET state = 'polling', operation_id = $1,
-            progress = coalesce($2, progress), submitted_at = coalesce(submitted_at, $3),
-            polls = polls + 1, run_at = $4, last_error = coalesce($5, last_error), phase = 'submitted',
-            lease_owner = NULL, lease_until = NULL, updated_at = $3
-         WHERE id = $6 AND lease_owner = $7";
+    /// Batched updates join the jobs to a `VALUES` list (`v.column1` is the id, `column2` the
+    /// lease owner) and change only the rows whose lease still holds.
+    pub const LEASED_ROWS: &str = ") AS v WHERE sfcdc_jobs.id = v.column1 AND sfcdc_jobs.lease_owner = v.column2 RETURNING id";
 
-    /// `$8` is 1 when the operation is abandoned: the next attempt submits anew.
-    pub const END: &str = "UPDATE sfcdc_jobs SET state = $1, run_at = coalesce($2, run_at),
-            last_error = coalesce($3, last_error), errors = $4, result = coalesce($5, result),
-            external_id = coalesce($6, external_id), finished_at = $7,
-            progress = CASE WHEN $1 = 'completed' THEN 100 WHEN $8 = 1 THEN NULL ELSE progress END,
-            generation = generation + $8,
-            operation_id = CASE WHEN $8 = 1 THEN NULL ELSE operation_id END,
-            submitted_at = CASE WHEN $8 = 1 THEN NULL ELSE submitted_at END,
-            polls = CASE WHEN $8 = 1 THEN 0 ELSE polls END,
-            phase = CASE WHEN $8 = 1 AND phase = 'submitted' THEN 'activating' ELSE phase END,
-            lease_owner = NULL, lease_until = NULL, updated_at = $9
-         WHERE id = $10 AND lease_owner = $11";
+    /// `v`: id, owner, phase. Followed by the time.
+    pub const PHASE_SET: &str = "UPDATE sfcdc_jobs SET phase = v.column3, updated_at = ";
 
-    pub const INSERT_DELIVERY: &str = "INSERT INTO sfcdc_deliveries
-            (job_id, notifier, event, payload, state, attempt, max_attempts, run_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $6, $6) ON CONFLICT DO NOTHING";
+    /// `v`: id, owner, operation, progress, next run, error. Followed by the time, twice.
+    pub const POLL_SET: &str = "UPDATE sfcdc_jobs SET state = 'polling', operation_id = v.column3,
+            progress = coalesce(v.column4, progress), polls = polls + 1, run_at = v.column5,
+            last_error = coalesce(v.column6, last_error), phase = 'submitted',
+            lease_owner = NULL, lease_until = NULL, submitted_at = coalesce(submitted_at, ";
+
+    /// `v`: id, owner, state, run_at, error, errors, result, external id, finished at, and 1
+    /// when the operation is abandoned (the next attempt submits anew). Followed by the time.
+    pub const END_SET: &str = "UPDATE sfcdc_jobs SET state = v.column3, run_at = coalesce(v.column4, run_at),
+            last_error = coalesce(v.column5, last_error), errors = v.column6, result = coalesce(v.column7, result),
+            external_id = coalesce(v.column8, external_id), finished_at = v.column9,
+            progress = CASE WHEN v.column3 = 'completed' THEN 100 WHEN v.column10 = 1 THEN NULL ELSE progress END,
+            generation = generation + v.column10,
+            operation_id = CASE WHEN v.column10 = 1 THEN NULL ELSE operation_id END,
+            submitted_at = CASE WHEN v.column10 = 1 THEN NULL ELSE submitted_at END,
+            polls = CASE WHEN v.column10 = 1 THEN 0 ELSE polls END,
+            phase = CASE WHEN v.column10 = 1 AND phase = 'submitted' THEN 'activating' ELSE phase END,
+            lease_owner = NULL, lease_until = NULL, updated_at = ";
+
+    pub const INSERT_DELIVERIES: &str = "INSERT INTO sfcdc_deliveries
+            (job_id, notifier, event, payload, state, attempt, max_attempts, run_at, created_at, updated_at) ";
 
     pub fn job() -> String {
         format!(
@@ -459,11 +473,13 @@ pub(super) mod sql {
         )
     }
 
-    pub const END_DELIVERY: &str =
-        "UPDATE sfcdc_deliveries SET state = $1, run_at = coalesce($2, run_at),
-            last_error = coalesce($3, last_error), errors = $4, delivered_at = $5,
-            lease_owner = NULL, lease_until = NULL, updated_at = $6
-         WHERE id = $7 AND lease_owner = $8";
+    /// `v`: id, owner, state, run_at, error, errors, delivered at. Followed by the time.
+    pub const END_DELIVERY_SET: &str = "UPDATE sfcdc_deliveries SET state = v.column3,
+            run_at = coalesce(v.column4, run_at), last_error = coalesce(v.column5, last_error),
+            errors = v.column6, delivered_at = v.column7, lease_owner = NULL, lease_until = NULL, updated_at = ";
+
+    /// [`LEASED_ROWS`] for deliveries.
+    pub const LEASED_DELIVERIES: &str = ") AS v WHERE sfcdc_deliveries.id = v.column1 AND sfcdc_deliveries.lease_owner = v.column2 RETURNING id";
 
     pub fn deliveries() -> String {
         format!(
@@ -488,6 +504,23 @@ pub(super) mod sql {
     pub const CANCEL_DELIVERY: &str =
         "UPDATE sfcdc_deliveries SET state = 'cancelled', lease_owner = NULL,
             lease_until = NULL, updated_at = $1 WHERE id = $2 AND state = 'pending'";
+}
+
+/// Splits `items` into consecutive runs in which no id repeats, so that a batch applied one
+/// statement per kind of change still applies two changes of one row in order.
+pub(super) fn rounds<T>(items: &[T], id: impl Fn(&T) -> i64) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let mut seen = std::collections::HashSet::new();
+        let end = items[start..]
+            .iter()
+            .position(|x| !seen.insert(id(x)))
+            .map_or(items.len(), |n| start + n);
+        out.push(&items[start..end]);
+        start = end;
+    }
+    out
 }
 
 /// The columns of a job end, bound in [`sql::END`]'s order.
@@ -605,15 +638,29 @@ pub(super) fn raced(what: &'static str) -> ActionError {
 /// transaction on the pool.
 macro_rules! impl_queue {
     ($store:ty, $db:ty, sql = $sql:path, skip = $skip:expr, begin = $begin:path) => {
-        impl $crate::store::queue::Queue for $store {
-            async fn claim_jobs(
+        impl $store {
+            /// [`Queue::claim_jobs`] without the per-order gate: only for measuring what the
+            /// gate costs (`sfcdc bench`).
+            #[doc(hidden)]
+            pub async fn claim_jobs_ungated(
                 &self,
                 owner: &str,
                 limit: i64,
                 now_ms: i64,
                 lease_ms: i64,
             ) -> Result<Vec<$crate::store::JobRow>, $crate::store::StoreError> {
-                let q = $sql(&$crate::store::queue::sql::claim_jobs($skip));
+                self.claim(owner, limit, now_ms, lease_ms, false).await
+            }
+
+            async fn claim(
+                &self,
+                owner: &str,
+                limit: i64,
+                now_ms: i64,
+                lease_ms: i64,
+                gated: bool,
+            ) -> Result<Vec<$crate::store::JobRow>, $crate::store::StoreError> {
+                let q = $sql(&$crate::store::queue::sql::claim_jobs($skip, gated));
                 let rows = sqlx::query(sqlx::AssertSqlSafe(q))
                     .bind(owner)
                     .bind(now_ms + lease_ms)
@@ -628,77 +675,132 @@ macro_rules! impl_queue {
                 jobs.sort_by_key(|j| j.id);
                 Ok(jobs)
             }
+        }
+
+        impl $crate::store::queue::Queue for $store {
+            async fn claim_jobs(
+                &self,
+                owner: &str,
+                limit: i64,
+                now_ms: i64,
+                lease_ms: i64,
+            ) -> Result<Vec<$crate::store::JobRow>, $crate::store::StoreError> {
+                self.claim(owner, limit, now_ms, lease_ms, true).await
+            }
 
             async fn update_jobs(
                 &self,
                 updates: &[$crate::store::queue::JobUpdate],
                 now_ms: i64,
             ) -> Result<Vec<bool>, $crate::store::StoreError> {
+                use std::collections::HashSet;
+
+                use sqlx::{QueryBuilder, Row};
+
                 use $crate::store::queue::{JobChange, sql};
                 let mut tx = $begin(&self.pool).await?;
                 let mut held = Vec::with_capacity(updates.len());
-                let mut deliveries = Vec::new();
-                for u in updates {
-                    let r = match &u.change {
-                        JobChange::Phase(phase) => {
-                            sqlx::query(sqlx::AssertSqlSafe($sql(sql::PHASE)))
-                                .bind(*phase)
-                                .bind(now_ms)
-                                .bind(u.id)
-                                .bind(&u.owner)
-                                .execute(&mut *tx)
-                                .await?
+                for round in $crate::store::queue::rounds(updates, |u| u.id) {
+                    let mut held_ids: HashSet<i64> = HashSet::new();
+                    let phases: Vec<_> = round
+                        .iter()
+                        .filter_map(|u| match &u.change {
+                            JobChange::Phase(p) => Some((u, *p)),
+                            _ => None,
+                        })
+                        .collect();
+                    let polls: Vec<_> = round
+                        .iter()
+                        .filter_map(|u| match &u.change {
+                            JobChange::Poll(p) => Some((u, p)),
+                            _ => None,
+                        })
+                        .collect();
+                    let ends: Vec<_> = round
+                        .iter()
+                        .filter_map(|u| match &u.change {
+                            JobChange::End {
+                                end,
+                                errors,
+                                deliveries,
+                            } => Some((u, end.columns(now_ms), errors, deliveries)),
+                            _ => None,
+                        })
+                        .collect();
+                    for chunk in phases.chunks(sql::ROWS_PER_STATEMENT) {
+                        let mut q = QueryBuilder::<$db>::new(sql::PHASE_SET);
+                        q.push_bind(now_ms).push(" FROM (");
+                        q.push_values(chunk, |mut b, (u, phase)| {
+                            b.push_bind(u.id).push_bind(&u.owner).push_bind(*phase);
+                        });
+                        q.push(sql::LEASED_ROWS);
+                        for r in q.build().fetch_all(&mut *tx).await? {
+                            held_ids.insert(r.try_get(0)?);
                         }
-                        JobChange::Poll(p) => {
-                            sqlx::query(sqlx::AssertSqlSafe($sql(sql::POLL)))
-                                .bind(&p.operation_id)
-                                .bind(p.progress)
-                                .bind(now_ms)
-                                .bind(p.run_at)
-                                .bind(p.error.as_deref())
-                                .bind(u.id)
-                                .bind(&u.owner)
-                                .execute(&mut *tx)
-                                .await?
+                    }
+                    for chunk in polls.chunks(sql::ROWS_PER_STATEMENT) {
+                        let mut q = QueryBuilder::<$db>::new(sql::POLL_SET);
+                        q.push_bind(now_ms).push("), updated_at = ").push_bind(now_ms).push(" FROM (");
+                        q.push_values(chunk, |mut b, (u, p)| {
+                            b.push_bind(u.id)
+                                .push_bind(&u.owner)
+                                .push_bind(&p.operation_id)
+                                .push_bind(p.progress)
+                                .push_bind(p.run_at)
+                                .push_bind(p.error.as_deref());
+                        });
+                        q.push(sql::LEASED_ROWS);
+                        for r in q.build().fetch_all(&mut *tx).await? {
+                            held_ids.insert(r.try_get(0)?);
                         }
-                        JobChange::End {
-                            end,
-                            errors,
-                            deliveries: d,
-                        } => {
-                            let c = end.columns(now_ms);
-                            let r = sqlx::query(sqlx::AssertSqlSafe($sql(sql::END)))
-                                .bind(c.state)
-                                .bind(c.run_at)
-                                .bind(c.error)
-                                .bind(errors)
-                                .bind(c.result)
-                                .bind(c.external_id)
-                                .bind(c.finished_at)
-                                .bind(c.new_operation)
-                                .bind(now_ms)
-                                .bind(u.id)
-                                .bind(&u.owner)
-                                .execute(&mut *tx)
-                                .await?;
-                            if r.rows_affected() == 1 {
-                                deliveries.extend(d.iter().map(|d| (u.id, d)));
-                            }
-                            r
+                    }
+                    for chunk in ends.chunks(sql::ROWS_PER_STATEMENT) {
+                        let mut q = QueryBuilder::<$db>::new(sql::END_SET);
+                        q.push_bind(now_ms).push(" FROM (");
+                        q.push_values(chunk, |mut b, (u, c, errors, _)| {
+                            b.push_bind(u.id)
+                                .push_bind(&u.owner)
+                                .push_bind(c.state)
+                                .push_bind(c.run_at)
+                                .push_bind(c.error)
+                                .push_bind(errors.as_str())
+                                .push_bind(c.result)
+                                .push_bind(c.external_id)
+                                .push_bind(c.finished_at)
+                                .push_bind(c.new_operation);
+                        });
+                        q.push(sql::LEASED_ROWS);
+                        let mut ended = HashSet::new();
+                        for r in q.build().fetch_all(&mut *tx).await? {
+                            let id: i64 = r.try_get(0)?;
+                            ended.insert(id);
+                            held_ids.insert(id);
                         }
-                    };
-                    held.push(r.rows_affected() == 1);
-                }
-                for (job_id, d) in deliveries {
-                    sqlx::query(sqlx::AssertSqlSafe($sql(sql::INSERT_DELIVERY)))
-                        .bind(job_id)
-                        .bind(&d.notifier)
-                        .bind(&d.event)
-                        .bind(&d.payload)
-                        .bind(d.max_attempts)
-                        .bind(now_ms)
-                        .execute(&mut *tx)
-                        .await?;
+                        // The outbox: deliveries of the jobs whose end was recorded.
+                        let deliveries: Vec<_> = chunk
+                            .iter()
+                            .filter(|(u, ..)| ended.contains(&u.id))
+                            .flat_map(|(u, _, _, d)| d.iter().map(move |d| (u.id, d)))
+                            .collect();
+                        for rows in deliveries.chunks(sql::ROWS_PER_STATEMENT) {
+                            let mut q = QueryBuilder::<$db>::new(sql::INSERT_DELIVERIES);
+                            q.push_values(rows, |mut b, (job_id, d)| {
+                                b.push_bind(*job_id)
+                                    .push_bind(&d.notifier)
+                                    .push_bind(&d.event)
+                                    .push_bind(&d.payload)
+                                    .push_bind("pending")
+                                    .push_bind(0i32)
+                                    .push_bind(d.max_attempts)
+                                    .push_bind(now_ms)
+                                    .push_bind(now_ms)
+                                    .push_bind(now_ms);
+                            });
+                            q.push(" ON CONFLICT DO NOTHING");
+                            q.build().execute(&mut *tx).await?;
+                        }
+                    }
+                    held.extend(round.iter().map(|u| held_ids.contains(&u.id)));
                 }
                 tx.commit().await?;
                 Ok(held)
@@ -825,24 +927,34 @@ macro_rules! impl_queue {
                 updates: &[$crate::store::queue::DeliveryUpdate],
                 now_ms: i64,
             ) -> Result<Vec<bool>, $crate::store::StoreError> {
+                use std::collections::HashSet;
+
+                use sqlx::{QueryBuilder, Row};
+
+                use $crate::store::queue::sql;
                 let mut tx = $begin(&self.pool).await?;
                 let mut held = Vec::with_capacity(updates.len());
-                for u in updates {
-                    let (state, run_at, error, delivered_at) = u.end.columns(now_ms);
-                    let r = sqlx::query(sqlx::AssertSqlSafe($sql(
-                        $crate::store::queue::sql::END_DELIVERY,
-                    )))
-                    .bind(state)
-                    .bind(run_at)
-                    .bind(error)
-                    .bind(&u.errors)
-                    .bind(delivered_at)
-                    .bind(now_ms)
-                    .bind(u.id)
-                    .bind(&u.owner)
-                    .execute(&mut *tx)
-                    .await?;
-                    held.push(r.rows_affected() == 1);
+                for round in $crate::store::queue::rounds(updates, |u| u.id) {
+                    let mut held_ids: HashSet<i64> = HashSet::new();
+                    for chunk in round.chunks(sql::ROWS_PER_STATEMENT) {
+                        let mut q = QueryBuilder::<$db>::new(sql::END_DELIVERY_SET);
+                        q.push_bind(now_ms).push(" FROM (");
+                        q.push_values(chunk, |mut b, u| {
+                            let (state, run_at, error, delivered_at) = u.end.columns(now_ms);
+                            b.push_bind(u.id)
+                                .push_bind(&u.owner)
+                                .push_bind(state)
+                                .push_bind(run_at)
+                                .push_bind(error)
+                                .push_bind(&u.errors)
+                                .push_bind(delivered_at);
+                        });
+                        q.push(sql::LEASED_DELIVERIES);
+                        for r in q.build().fetch_all(&mut *tx).await? {
+                            held_ids.insert(r.try_get(0)?);
+                        }
+                    }
+                    held.extend(round.iter().map(|u| held_ids.contains(&u.id)));
                 }
                 tx.commit().await?;
                 Ok(held)
@@ -1000,6 +1112,17 @@ mod tests {
         assert_eq!(v.len(), 50);
         assert_eq!(v[0]["error"], "e0");
         assert_eq!(v[49]["error"], "e59");
+    }
+
+    #[test]
+    fn a_row_changed_twice_starts_a_new_round() {
+        let ids = [1, 2, 3, 2, 4, 1, 1];
+        let r: Vec<Vec<i64>> = rounds(&ids, |x| *x)
+            .into_iter()
+            .map(<[i64]>::to_vec)
+            .collect();
+        assert_eq!(r, [vec![1, 2, 3], vec![2, 4, 1], vec![1]]);
+        assert!(rounds::<i64>(&[], |x| *x).is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `sfcdc bench`: the whole ingest pipeline against a preloaded emulator, on SQLite and on
-//! PostgreSQL.
+//! `sfcdc bench`: the whole ingest pipeline against a preloaded emulator, and the worker pool
+//! (see [`worker`]), on SQLite and on PostgreSQL.
 //!
 //! The emulator (in this process, TLS on loopback, as in the demo) is preloaded with N order
 //! change events (about 10% approvals). The pipeline then subscribes from EARLIEST and runs until
@@ -7,6 +7,8 @@
 //! store transaction per batch. Reported: events per second, the p50 and p99 of the per-batch
 //! commit time (rules, lookups and the transaction), jobs created, and the process's peak RSS
 //! (which includes the emulator and its event log).
+
+pub mod worker;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +35,23 @@ pub struct BenchOptions {
     pub postgres: Option<String>,
     /// Events per FetchRequest.
     pub batch_size: u32,
+    /// Jobs for the worker benchmark (0: skip it).
+    pub jobs: usize,
+    /// Worker concurrency.
+    pub concurrency: usize,
+    /// Skip the ingest benchmark.
+    pub skip_ingest: bool,
+}
+
+/// Everything a benchmark run measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BenchReport {
+    /// The ingest pipeline, per backend.
+    pub ingest: Vec<BenchResult>,
+    /// The worker and the queue, per backend and mode.
+    pub worker: Vec<worker::WorkerBenchResult>,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
 }
 
 /// One run's figures.
@@ -184,8 +203,104 @@ async fn run_one(
     })
 }
 
-/// Runs the benchmark and prints a table.
-pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<BenchResult>> {
+/// Creates a fresh schema, hands `run` a URL that selects it on every pooled connection, and
+/// drops the schema afterwards.
+async fn in_fresh_schema<T, F, Fut>(url: &str, run: F) -> anyhow::Result<T>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let schema = format!(
+        "sfcdc_bench_{}_{}",
+        std::process::id(),
+        crate::clock::now_ms()
+    );
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let result = run(format!("{url}{sep}options=-c%20search_path%3D{schema}")).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&admin)
+    .await?;
+    result
+}
+
+/// Runs the benchmarks and prints their tables.
+pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
+    let mut report = BenchReport::default();
+    if !options.skip_ingest {
+        report.ingest = run_ingest(&options).await?;
+    }
+    if options.jobs > 0 {
+        report.worker = run_worker(&options).await?;
+    }
+    report.peak_rss_mib = peak_rss_mib();
+    println!(
+        "peak RSS {:.0} MiB (this process: the pipeline and the emulator with its event log)",
+        report.peak_rss_mib
+    );
+    Ok(report)
+}
+
+/// The worker and queue benchmarks on each backend.
+async fn run_worker(options: &BenchOptions) -> anyhow::Result<Vec<worker::WorkerBenchResult>> {
+    println!(
+        "Worker: {} jobs, concurrency {}, instant Salesforce and fulfilment stand-ins",
+        options.jobs, options.concurrency
+    );
+    let dir = tempfile::Builder::new().prefix("sfcdc-bench-").tempdir()?;
+    let runs = std::sync::atomic::AtomicUsize::new(0);
+    let sqlite = || {
+        let n = runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = format!("sqlite://{}", dir.path().join(format!("w{n}.db")).display());
+        async move { Ok(AnyStore::open(&url).await?) }
+    };
+    let mut results =
+        worker::run_backend("sqlite", options.jobs, options.concurrency, sqlite).await?;
+    if let Some(url) = &options.postgres {
+        let pg = in_fresh_schema(url, |with_schema| async move {
+            let schema_url = with_schema;
+            let open = || {
+                let url = schema_url.clone();
+                async move {
+                    let store = AnyStore::open(&url).await?;
+                    // Each measurement starts from empty tables.
+                    if let AnyStore::Postgres(pg) = &store {
+                        sqlx::query("TRUNCATE sfcdc_jobs, sfcdc_triggers, sfcdc_deliveries")
+                            .execute(pg.pool())
+                            .await?;
+                    }
+                    Ok(store)
+                }
+            };
+            worker::run_backend("postgres", options.jobs, options.concurrency, open).await
+        })
+        .await?;
+        results.extend(pg);
+    }
+    println!();
+    println!(
+        "{:<10} {:<32} {:>8} {:>9} {:>10}",
+        "backend", "mode", "jobs", "seconds", "jobs/s"
+    );
+    for r in &results {
+        println!(
+            "{:<10} {:<32} {:>8} {:>9.2} {:>10.0}",
+            r.backend, r.mode, r.jobs, r.seconds, r.jobs_per_second
+        );
+    }
+    Ok(results)
+}
+
+/// The ingest benchmark on each backend.
+async fn run_ingest(options: &BenchOptions) -> anyhow::Result<Vec<BenchResult>> {
     let emu = Emulator::start(EmulatorConfig {
         sample_data: true,
         ..EmulatorConfig::ephemeral()
@@ -208,33 +323,18 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<BenchResult>> {
             &ca,
             &format!("sqlite://{}", dir.path().join("bench.db").display()),
             "sqlite",
-            &options,
+            options,
         )
         .await?,
     ];
     if let Some(url) = &options.postgres {
-        // A fresh schema, selected on every pooled connection through the URL's `options`.
-        let schema = format!(
-            "sfcdc_bench_{}_{}",
-            std::process::id(),
-            crate::clock::now_ms()
-        );
-        let admin = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
-            .await?;
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let with_schema = format!("{url}{sep}options=-c%20search_path%3D{schema}");
-        let result = run_one(&emu, &ca, &with_schema, "postgres", &options).await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-        )))
-        .execute(&admin)
+        let emu = &emu;
+        let ca = &ca;
+        let result = in_fresh_schema(url, |with_schema| async move {
+            run_one(emu, ca, &with_schema, "postgres", options).await
+        })
         .await?;
-        results.push(result?);
+        results.push(result);
     }
     println!();
     println!(
@@ -254,9 +354,5 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<Vec<BenchResult>> {
             r.jobs
         );
     }
-    println!(
-        "peak RSS {:.0} MiB (this process: the pipeline and the emulator with its event log)",
-        peak_rss_mib()
-    );
     Ok(results)
 }

@@ -1,0 +1,277 @@
+//! `sfcdc bench --worker`: jobs per second through the worker pool, and what the per-order gate
+//! costs, on SQLite and on PostgreSQL.
+//!
+//! The store is real (a fresh SQLite file, a fresh PostgreSQL schema); Salesforce and the
+//! fulfilment system are in-process stand-ins that answer at once, so the figures are the
+//! worker's own cost: claims, the guard re-check, the phase write, the outcome with its
+//! transaction, and the scheduling between them. Two modes: `sync` (submit answers `201`) and
+//! `async` (submit answers `202`, and the first poll finds the operation done). Notifications are
+//! off; each notifier adds one row per job to the completion transaction.
+//!
+//! The gate is measured on the queue alone: claim 64 due jobs and complete them, until none is
+//! left, with the gate, without it, and with the gate when every order has four jobs (so a claim
+//! can take only one job per order).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Env;
+use crate::rules::RulesConfig;
+use crate::salesforce::RestError;
+use crate::sfid::SfId;
+use crate::store::queue::{JobChange, JobEnd, JobUpdate, Queue};
+use crate::store::{AnyStore, NewJob, NewTrigger, Store, StoreBatch};
+use crate::telemetry::metrics::Metrics;
+use crate::worker::fulfilment::{CallError, Fulfilment, OpStatus, Operation, Submitted};
+use crate::worker::{Orders, Worker, WorkerConfig};
+
+/// One run's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerBenchResult {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// What ran: `worker sync`, `worker async`, `queue gated`, …
+    pub mode: String,
+    /// Jobs completed.
+    pub jobs: usize,
+    /// Wall time.
+    pub seconds: f64,
+    /// Jobs per second.
+    pub jobs_per_second: f64,
+}
+
+/// Salesforce, answering at once: every order is approved and not yet activated.
+struct InstantOrders;
+
+impl Orders for InstantOrders {
+    async fn read(&self, id: &SfId) -> Result<Option<Json>, RestError> {
+        Ok(Some(json!({"Id": id.as_str(), "Status": "Approved"})))
+    }
+
+    async fn update(&self, _id: &SfId, _fields: &Json) -> Result<(), RestError> {
+        Ok(())
+    }
+}
+
+/// A fulfilment system that finishes at once (`sync`) or by the first poll.
+struct InstantFulfilment {
+    asynchronous: bool,
+    seq: AtomicU64,
+}
+
+fn completed(id: String) -> Operation {
+    Operation {
+        result: Some(json!({ "external_id": format!("WH-{id}") })),
+        operation_id: id,
+        status: OpStatus::Completed,
+        progress: Some(100),
+        error: None,
+    }
+}
+
+impl Fulfilment for InstantFulfilment {
+    async fn submit(&self, _key: &str, _order: &Json) -> Result<Submitted, CallError> {
+        let id = self.seq.fetch_add(1, Ordering::Relaxed).to_string();
+        Ok(if self.asynchronous {
+            Submitted::Accepted(Operation {
+                operation_id: id,
+                status: OpStatus::Pending,
+                progress: Some(0),
+                result: None,
+                error: None,
+            })
+        } else {
+            Submitted::Finished(completed(id))
+        })
+    }
+
+    async fn poll(&self, id: &str) -> Result<Option<Operation>, CallError> {
+        Ok(Some(completed(id.to_owned())))
+    }
+
+    async fn poll_many(&self, ids: &[&str]) -> Result<Option<Vec<Operation>>, CallError> {
+        Ok(Some(
+            ids.iter().map(|id| completed((*id).to_owned())).collect(),
+        ))
+    }
+}
+
+/// Inserts `jobs` jobs over `jobs / per_order` orders, as ingest would.
+async fn preload(store: &AnyStore, jobs: usize, per_order: usize) -> anyhow::Result<()> {
+    let now = crate::clock::now_ms();
+    let all: Vec<(String, String)> = (0..jobs)
+        .map(|n| {
+            let order = crate::sfid::generate("801", "Hs", (n / per_order) as u64);
+            (format!("bench:{n}"), order.as_str().to_owned())
+        })
+        .collect();
+    for (c, chunk) in all.chunks(500).enumerate() {
+        let batch = StoreBatch {
+            channel: "/data/OrderChangeEvent".into(),
+            triggers: chunk
+                .iter()
+                .map(|(key, order)| NewTrigger {
+                    key: key.clone(),
+                    order_id: order.clone(),
+                    outcome: "job",
+                    reason: None,
+                })
+                .collect(),
+            jobs: chunk
+                .iter()
+                .enumerate()
+                .map(|(i, (key, order))| NewJob {
+                    key: key.clone(),
+                    order_id: order.clone(),
+                    account_id: None,
+                    // One open job per order and status: several jobs of an order differ in it.
+                    trigger_status: format!("Approved{}", (c * 500 + i) % per_order),
+                    trigger_kind: "status_change".into(),
+                    channel: "/data/OrderChangeEvent".into(),
+                    replay_id: vec![0; 8],
+                    event_id: key.clone(),
+                    payload: "{}".into(),
+                    max_attempts: 3,
+                })
+                .collect(),
+            now_ms: now,
+            ..StoreBatch::default()
+        };
+        store.commit_batch(&batch).await?;
+    }
+    Ok(())
+}
+
+fn worker_config(concurrency: usize) -> anyhow::Result<WorkerConfig> {
+    let concurrency = concurrency.to_string();
+    let env = Env::from_pairs([
+        ("SFCDC_FULFILMENT_URL", "http://127.0.0.1:9/unused"),
+        ("SFCDC_WORKER_CONCURRENCY", concurrency.as_str()),
+        ("SFCDC_POLL_INTERVAL", "1ms"),
+        ("SFCDC_POLL_MAX_INTERVAL", "1ms"),
+        ("SFCDC_WORKER_IDLE_POLL", "5ms"),
+    ]);
+    WorkerConfig::from_env(&env)?.ok_or_else(|| anyhow::anyhow!("the worker is configured"))
+}
+
+/// Runs `jobs` jobs through a worker pool; the time from start to the last completion.
+async fn run_worker(
+    store: Arc<AnyStore>,
+    jobs: usize,
+    concurrency: usize,
+    asynchronous: bool,
+) -> anyhow::Result<f64> {
+    let metrics = Arc::new(Metrics::new());
+    let worker = Worker::new(
+        store,
+        InstantFulfilment {
+            asynchronous,
+            seq: AtomicU64::new(0),
+        },
+        InstantOrders,
+        worker_config(concurrency)?,
+        Arc::new(RulesConfig::defaults()),
+        metrics.clone(),
+    );
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let http = crate::source::connect::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
+    let task = tokio::spawn(worker.run(http, cancel.clone()));
+    let completed = metrics
+        .job_steps
+        .get_or_create(&crate::telemetry::metrics::OutcomeLabel {
+            outcome: "completed".into(),
+        })
+        .clone();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while completed.get() < jobs as u64 {
+        anyhow::ensure!(Instant::now() < deadline, "the worker stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    cancel.cancel();
+    task.await?;
+    Ok(seconds)
+}
+
+/// Claims and completes every due job, 64 at a time; the time it took.
+async fn drain_queue(store: &AnyStore, gated: bool) -> anyhow::Result<(usize, f64)> {
+    let started = Instant::now();
+    let mut done = 0;
+    loop {
+        let now = crate::clock::now_ms();
+        let jobs = if gated {
+            store.claim_jobs("bench", 64, now, 60_000).await?
+        } else {
+            store.claim_jobs_ungated("bench", 64, now, 60_000).await?
+        };
+        if jobs.is_empty() {
+            return Ok((done, started.elapsed().as_secs_f64()));
+        }
+        let updates: Vec<JobUpdate> = jobs
+            .iter()
+            .map(|j| JobUpdate {
+                id: j.id,
+                owner: "bench".into(),
+                change: JobChange::End {
+                    end: JobEnd::Completed {
+                        result: "{}".into(),
+                        external_id: None,
+                    },
+                    errors: "[]".into(),
+                    deliveries: Vec::new(),
+                },
+            })
+            .collect();
+        store.update_jobs(&updates, now).await?;
+        done += jobs.len();
+    }
+}
+
+/// Every measurement on one backend; `open` gives a fresh, empty store each time.
+pub async fn run_backend<F, Fut>(
+    backend: &str,
+    jobs: usize,
+    concurrency: usize,
+    open: F,
+) -> anyhow::Result<Vec<WorkerBenchResult>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<AnyStore>>,
+{
+    let mut out = Vec::new();
+    let result = |mode: &str, jobs: usize, seconds: f64| WorkerBenchResult {
+        backend: backend.to_owned(),
+        mode: mode.to_owned(),
+        jobs,
+        seconds,
+        jobs_per_second: jobs as f64 / seconds,
+    };
+    for asynchronous in [false, true] {
+        let store = Arc::new(open().await?);
+        preload(&store, jobs, 1).await?;
+        let seconds = run_worker(store, jobs, concurrency, asynchronous).await?;
+        let mode = if asynchronous {
+            "worker, async (submit, 1 poll)"
+        } else {
+            "worker, sync"
+        };
+        out.push(result(mode, jobs, seconds));
+    }
+    for (mode, gated, per_order) in [
+        ("queue, gate", true, 1),
+        ("queue, no gate", false, 1),
+        ("queue, gate, 4 jobs/order", true, 4),
+    ] {
+        let store = open().await?;
+        preload(&store, jobs, per_order).await?;
+        let (done, seconds) = drain_queue(&store, gated).await?;
+        anyhow::ensure!(done == jobs, "{mode}: drained {done} of {jobs}");
+        out.push(result(mode, done, seconds));
+    }
+    Ok(out)
+}
