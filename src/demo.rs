@@ -607,11 +607,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         report.jobs_created,
         report.approved_orders.len()
     );
+    let second = skips.get("duplicate_approval").copied().unwrap_or(0);
     println!(
-        "  duplicates suppressed    {}  ({} replayed events, {} second signals for an approval)",
+        "  duplicates suppressed    {}  ({} replayed, {} second signal{} for an approval)",
         report.duplicates,
         skips.get("duplicate_event").copied().unwrap_or(0),
-        skips.get("duplicate_approval").copied().unwrap_or(0)
+        second,
+        if second == 1 { "" } else { "s" }
     );
     println!("  skipped, by reason");
     for (reason, n) in skips.iter().filter(|(r, _)| !r.starts_with("duplicate")) {

@@ -675,6 +675,42 @@ macro_rules! impl_queue {
                 jobs.sort_by_key(|j| j.id);
                 Ok(jobs)
             }
+
+            /// An operator action on one delivery: checks its state, applies `statement` (bound
+            /// to `now_ms` and `id`, guarded by the same state in SQL), and returns the result.
+            async fn delivery_action(
+                &self,
+                id: i64,
+                now_ms: i64,
+                allowed: fn($crate::store::queue::DeliveryState) -> bool,
+                hint: &'static str,
+                statement: &str,
+            ) -> Result<$crate::store::queue::DeliveryRow, $crate::store::queue::ActionError> {
+                use $crate::store::queue::{ActionError, Queue, raced};
+                let d = self
+                    .delivery(id)
+                    .await?
+                    .ok_or(ActionError::NotFound("delivery"))?;
+                if !allowed(d.state) {
+                    return Err(ActionError::WrongState {
+                        what: "delivery",
+                        state: d.state.as_str().into(),
+                        hint,
+                    });
+                }
+                let r = sqlx::query(sqlx::AssertSqlSafe($sql(statement)))
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::StoreError::from)?;
+                if r.rows_affected() != 1 {
+                    return Err(raced("delivery"));
+                }
+                self.delivery(id)
+                    .await?
+                    .ok_or(ActionError::NotFound("delivery"))
+            }
         }
 
         impl $crate::store::queue::Queue for $store {
@@ -995,30 +1031,15 @@ macro_rules! impl_queue {
                 id: i64,
                 now_ms: i64,
             ) -> Result<$crate::store::queue::DeliveryRow, $crate::store::queue::ActionError> {
-                use $crate::store::queue::{ActionError, DeliveryState, raced, sql};
-                let d = self
-                    .delivery(id)
-                    .await?
-                    .ok_or(ActionError::NotFound("delivery"))?;
-                if !matches!(d.state, DeliveryState::Dead | DeliveryState::Cancelled) {
-                    return Err(ActionError::WrongState {
-                        what: "delivery",
-                        state: d.state.as_str().into(),
-                        hint: "only dead or cancelled deliveries can be retried",
-                    });
-                }
-                let r = sqlx::query(sqlx::AssertSqlSafe($sql(sql::RETRY_DELIVERY)))
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::StoreError::from)?;
-                if r.rows_affected() != 1 {
-                    return Err(raced("delivery"));
-                }
-                self.delivery(id)
-                    .await?
-                    .ok_or(ActionError::NotFound("delivery"))
+                use $crate::store::queue::{DeliveryState, sql};
+                self.delivery_action(
+                    id,
+                    now_ms,
+                    |s| matches!(s, DeliveryState::Dead | DeliveryState::Cancelled),
+                    "only dead or cancelled deliveries can be retried",
+                    sql::RETRY_DELIVERY,
+                )
+                .await
             }
 
             async fn cancel_delivery(
@@ -1026,30 +1047,15 @@ macro_rules! impl_queue {
                 id: i64,
                 now_ms: i64,
             ) -> Result<$crate::store::queue::DeliveryRow, $crate::store::queue::ActionError> {
-                use $crate::store::queue::{ActionError, DeliveryState, raced, sql};
-                let d = self
-                    .delivery(id)
-                    .await?
-                    .ok_or(ActionError::NotFound("delivery"))?;
-                if d.state != DeliveryState::Pending {
-                    return Err(ActionError::WrongState {
-                        what: "delivery",
-                        state: d.state.as_str().into(),
-                        hint: "only pending deliveries can be cancelled",
-                    });
-                }
-                let r = sqlx::query(sqlx::AssertSqlSafe($sql(sql::CANCEL_DELIVERY)))
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::StoreError::from)?;
-                if r.rows_affected() != 1 {
-                    return Err(raced("delivery"));
-                }
-                self.delivery(id)
-                    .await?
-                    .ok_or(ActionError::NotFound("delivery"))
+                use $crate::store::queue::{DeliveryState, sql};
+                self.delivery_action(
+                    id,
+                    now_ms,
+                    |s| s == DeliveryState::Pending,
+                    "only pending deliveries can be cancelled",
+                    sql::CANCEL_DELIVERY,
+                )
+                .await
             }
         }
     };
