@@ -633,11 +633,7 @@ async fn query(
     let parsed = soql::parse(&q)?;
     let rows: Vec<Value> = {
         let world = shared.world.lock().expect("world lock");
-        let (records, fields) = soql::run(&world.org, &parsed)?;
-        records
-            .into_iter()
-            .map(|r| world.org.to_json(r, &version, Some(&fields)))
-            .collect()
+        soql::run(&world.org, &parsed)?.to_json(&world.org, &version)
     };
     Ok(Json(page(&shared, &version, rows, 0)).into_response())
 }

@@ -1,32 +1,94 @@
 //! The subset of SOQL the emulator answers, parsed and evaluated against the org.
 //!
-//! Supported: `SELECT f1, f2 FROM Object [WHERE cond [AND cond]...] [ORDER BY f [ASC|DESC]]
+//! Supported: `SELECT item, ... FROM Object [WHERE cond [AND cond]...] [ORDER BY f [ASC|DESC]]
 //! [LIMIT n]`, where a condition is `field op literal` (`=`, `!=`, `<`, `<=`, `>`, `>=`) or
 //! `field IN (literal, ...)`, and a literal is a quoted string, a number, `true`/`false`/`null`,
 //! a date (`2024-01-15`) or a date-time (`2024-01-15T10:00:00Z`). That covers what sfcdc sends:
-//! by `Id`, by `Id IN (...)`, by `AccountId`, and by `LastModifiedDate >`. Anything else is a
-//! `MALFORMED_QUERY` error rather than a silently wrong answer.
+//! by `Id`, by `Id IN (...)`, by `AccountId`, and by `LastModifiedDate >`.
+//!
+//! A select item is a field, or a parent-to-child relationship subquery
+//! `(SELECT f, ... FROM Relationship [WHERE ...] [ORDER BY ...] [LIMIT n])` with its own field
+//! list, conditions, order and limit, applied per parent record. The relationships are the rows
+//! of [`CHILD_RELATIONSHIPS`] (today `Order.OrderItems`); any other name is `INVALID_TYPE`, as in
+//! Salesforce. In the result, each parent carries the relationship as `null` when it has no live
+//! children, else as `{"totalSize", "done": true, "records"}` with the children rendered like
+//! top-level records. Subqueries do not nest.
+//!
+//! Anything else is a `MALFORMED_QUERY` error rather than a silently wrong answer.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use serde_json::{Map, Value as Json};
 
 use super::model::FieldType;
 use super::org::{Org, Record, parse_date, parse_datetime};
 use super::schema::FieldValue;
 use crate::sfid::SfId;
 
-/// A parsed query.
+/// A parent-to-child relationship a subquery can name in its `FROM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildRelationship {
+    /// The parent object.
+    pub parent: &'static str,
+    /// The relationship name, as written in the subquery's `FROM` and keyed in the result.
+    pub name: &'static str,
+    /// The child object.
+    pub child: &'static str,
+    /// The child's lookup field holding the parent's id.
+    pub field: &'static str,
+}
+
+/// Every child relationship the emulator answers subqueries on.
+pub const CHILD_RELATIONSHIPS: &[ChildRelationship] = &[ChildRelationship {
+    parent: "Order",
+    name: "OrderItems",
+    child: "OrderItem",
+    field: "OrderId",
+}];
+
+/// The relationship `name` (case-insensitive) of the object `parent`.
+pub fn child_relationship(parent: &str, name: &str) -> Option<&'static ChildRelationship> {
+    CHILD_RELATIONSHIPS
+        .iter()
+        .find(|r| r.parent.eq_ignore_ascii_case(parent) && r.name.eq_ignore_ascii_case(name))
+}
+
+/// A parsed query, or a relationship subquery within one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
-    /// Selected fields, as written.
-    pub fields: Vec<String>,
-    /// Object name.
+    /// The select list, as written.
+    pub select: Vec<SelectItem>,
+    /// Object name; for a subquery, the relationship name.
     pub object: String,
     /// Conditions, all of which must hold.
     pub conditions: Vec<Condition>,
     /// Sort field and whether descending.
     pub order_by: Option<(String, bool)>,
-    /// Row limit.
+    /// Row limit (per parent record, in a subquery).
     pub limit: Option<usize>,
+}
+
+impl Query {
+    /// The plain fields of the select list, as written.
+    pub fn fields(&self) -> Vec<&str> {
+        self.select
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::Field(f) => Some(f.as_str()),
+                SelectItem::Subquery(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// One item of a select list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelectItem {
+    /// A field name.
+    Field(String),
+    /// A parent-to-child relationship subquery.
+    Subquery(Query),
 }
 
 /// One WHERE condition.
@@ -83,6 +145,11 @@ pub enum SoqlError {
     /// `INVALID_TYPE`.
     #[error("sObject type '{0}' is not supported.")]
     InvalidType(String),
+    /// `INVALID_TYPE` for a subquery's `FROM` that names no child relationship of the parent.
+    #[error(
+        "Didn't understand relationship '{0}' in FROM part of query call. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names."
+    )]
+    UnknownRelationship(String),
     /// `INVALID_FIELD`.
     #[error(
         "No such column '{field}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name."
@@ -100,7 +167,7 @@ impl SoqlError {
     pub fn error_code(&self) -> &'static str {
         match self {
             SoqlError::Malformed(_) => "MALFORMED_QUERY",
-            SoqlError::InvalidType(_) => "INVALID_TYPE",
+            SoqlError::InvalidType(_) | SoqlError::UnknownRelationship(_) => "INVALID_TYPE",
             SoqlError::InvalidField { .. } => "INVALID_FIELD",
         }
     }
@@ -257,90 +324,123 @@ pub fn parse(q: &str) -> Result<Query, SoqlError> {
         tokens: tokenize(q)?,
         pos: 0,
     };
-    p.expect_keyword("SELECT")?;
-    let mut fields = vec![p.ident("a field name")?];
-    while p.symbol(",") {
-        fields.push(p.ident("a field name")?);
-    }
-    p.expect_keyword("FROM")?;
-    let object = p.ident("an object name")?;
-    let mut conditions = Vec::new();
-    if p.keyword("WHERE") {
-        loop {
-            let field = p.ident("a field name")?;
-            let (op, values) = if p.keyword("IN") {
-                if !p.symbol("(") {
-                    return Err(SoqlError::Malformed("expected ( after IN".into()));
-                }
-                let mut values = vec![p.literal()?];
-                while p.symbol(",") {
-                    values.push(p.literal()?);
-                }
-                if !p.symbol(")") {
-                    return Err(SoqlError::Malformed("expected ) to close IN".into()));
-                }
-                (Op::In, values)
-            } else {
-                let op = match p.next() {
-                    Some(Token::Sym("=")) => Op::Eq,
-                    Some(Token::Sym("!=")) => Op::Ne,
-                    Some(Token::Sym("<")) => Op::Lt,
-                    Some(Token::Sym("<=")) => Op::Le,
-                    Some(Token::Sym(">")) => Op::Gt,
-                    Some(Token::Sym(">=")) => Op::Ge,
-                    _ => {
-                        return Err(SoqlError::Malformed(format!(
-                            "expected an operator after {field}"
-                        )));
-                    }
-                };
-                (op, vec![p.literal()?])
-            };
-            conditions.push(Condition { field, op, values });
-            if p.keyword("OR") {
-                return Err(SoqlError::Malformed(
-                    "OR is not supported by the emulator".into(),
-                ));
-            }
-            if !p.keyword("AND") {
-                break;
-            }
-        }
-    }
-    let mut order_by = None;
-    if p.keyword("ORDER") {
-        p.expect_keyword("BY")?;
-        let f = p.ident("a field name")?;
-        let desc = if p.keyword("DESC") {
-            true
-        } else {
-            p.keyword("ASC");
-            false
-        };
-        order_by = Some((f, desc));
-    }
-    let mut limit = None;
-    if p.keyword("LIMIT") {
-        match p.next() {
-            Some(Token::Word(w)) => {
-                limit = Some(
-                    w.parse()
-                        .map_err(|_| SoqlError::Malformed(format!("bad LIMIT: {w}")))?,
-                )
-            }
-            _ => return Err(SoqlError::Malformed("expected a number after LIMIT".into())),
-        }
-    }
+    let query = p.query(false)?;
     if let Some(t) = p.peek() {
         return Err(SoqlError::Malformed(format!("unexpected token: {t:?}")));
     }
-    Ok(Query {
-        fields,
-        object,
-        conditions,
-        order_by,
-        limit,
-    })
+    Ok(query)
+}
+
+impl Parser {
+    /// A query up to its end or to the `)` closing it; `nested` inside a subquery.
+    fn query(&mut self, nested: bool) -> Result<Query, SoqlError> {
+        self.expect_keyword("SELECT")?;
+        let mut select = Vec::new();
+        loop {
+            if self.symbol("(") {
+                if nested {
+                    return Err(SoqlError::Malformed(
+                        "nested subqueries are not supported by the emulator".into(),
+                    ));
+                }
+                let sub = self.query(true)?;
+                if !self.symbol(")") {
+                    return Err(SoqlError::Malformed("expected ) to close subquery".into()));
+                }
+                select.push(SelectItem::Subquery(sub));
+            } else {
+                select.push(SelectItem::Field(self.ident("a field name")?));
+            }
+            if !self.symbol(",") {
+                break;
+            }
+        }
+        self.expect_keyword("FROM")?;
+        let object = self.ident(if nested {
+            "a relationship name"
+        } else {
+            "an object name"
+        })?;
+        let mut conditions = Vec::new();
+        if self.keyword("WHERE") {
+            loop {
+                conditions.push(self.condition()?);
+                if self.keyword("OR") {
+                    return Err(SoqlError::Malformed(
+                        "OR is not supported by the emulator".into(),
+                    ));
+                }
+                if !self.keyword("AND") {
+                    break;
+                }
+            }
+        }
+        let mut order_by = None;
+        if self.keyword("ORDER") {
+            self.expect_keyword("BY")?;
+            let f = self.ident("a field name")?;
+            let desc = if self.keyword("DESC") {
+                true
+            } else {
+                self.keyword("ASC");
+                false
+            };
+            order_by = Some((f, desc));
+        }
+        let mut limit = None;
+        if self.keyword("LIMIT") {
+            match self.next() {
+                Some(Token::Word(w)) => {
+                    limit = Some(
+                        w.parse()
+                            .map_err(|_| SoqlError::Malformed(format!("bad LIMIT: {w}")))?,
+                    )
+                }
+                _ => return Err(SoqlError::Malformed("expected a number after LIMIT".into())),
+            }
+        }
+        Ok(Query {
+            select,
+            object,
+            conditions,
+            order_by,
+            limit,
+        })
+    }
+
+    /// One `field op literal` or `field IN (literal, ...)`.
+    fn condition(&mut self) -> Result<Condition, SoqlError> {
+        let field = self.ident("a field name")?;
+        let (op, values) = if self.keyword("IN") {
+            if !self.symbol("(") {
+                return Err(SoqlError::Malformed("expected ( after IN".into()));
+            }
+            let mut values = vec![self.literal()?];
+            while self.symbol(",") {
+                values.push(self.literal()?);
+            }
+            if !self.symbol(")") {
+                return Err(SoqlError::Malformed("expected ) to close IN".into()));
+            }
+            (Op::In, values)
+        } else {
+            let op = match self.next() {
+                Some(Token::Sym("=")) => Op::Eq,
+                Some(Token::Sym("!=")) => Op::Ne,
+                Some(Token::Sym("<")) => Op::Lt,
+                Some(Token::Sym("<=")) => Op::Le,
+                Some(Token::Sym(">")) => Op::Gt,
+                Some(Token::Sym(">=")) => Op::Ge,
+                _ => {
+                    return Err(SoqlError::Malformed(format!(
+                        "expected an operator after {field}"
+                    )));
+                }
+            };
+            (op, vec![self.literal()?])
+        };
+        Ok(Condition { field, op, values })
+    }
 }
 
 fn compare(v: &FieldValue, lit: &Literal, ftype: FieldType) -> Option<Ordering> {
@@ -383,33 +483,205 @@ fn holds(record: &Record, field: &str, ftype: FieldType, c: &Condition) -> bool 
     }
 }
 
-/// Runs a query; returns the matching records (in order) and the canonical selected fields.
-pub fn run<'a>(org: &'a Org, q: &Query) -> Result<(Vec<&'a Record>, Vec<String>), SoqlError> {
+/// One query level resolved against its object: canonical names, ready to evaluate.
+#[derive(Debug)]
+struct Plan {
+    /// The plain fields, canonical, in select order: what [`Org::to_json`] renders.
+    fields: Vec<String>,
+    /// The select list, canonical.
+    columns: Vec<Column>,
+    conditions: Vec<(String, FieldType, Condition)>,
+    order_by: Option<(String, bool)>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug)]
+enum Column {
+    Field(String),
+    Children(&'static ChildRelationship, Plan),
+}
+
+impl Plan {
+    /// Resolves `q` against the object `object`; `nested` for a subquery's own select list.
+    fn resolve(org: &Org, object: &str, q: &Query, nested: bool) -> Result<Plan, SoqlError> {
+        let def = org
+            .def(object)
+            .ok_or_else(|| SoqlError::InvalidType(object.to_owned()))?;
+        let resolve = |f: &str| {
+            def.flat_field(f).ok_or_else(|| SoqlError::InvalidField {
+                field: f.to_owned(),
+                object: def.name.clone(),
+            })
+        };
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for item in &q.select {
+            match item {
+                SelectItem::Field(f) => {
+                    let (name, _) = resolve(f)?;
+                    fields.push(name.clone());
+                    columns.push(Column::Field(name));
+                }
+                SelectItem::Subquery(_) if nested => {
+                    return Err(SoqlError::Malformed(
+                        "nested subqueries are not supported by the emulator".into(),
+                    ));
+                }
+                SelectItem::Subquery(sub) => {
+                    let rel = child_relationship(&def.name, &sub.object)
+                        .ok_or_else(|| SoqlError::UnknownRelationship(sub.object.clone()))?;
+                    if columns
+                        .iter()
+                        .any(|c| matches!(c, Column::Children(r, _) if r.name == rel.name))
+                    {
+                        return Err(SoqlError::Malformed(format!(
+                            "duplicate relationship selected: {}",
+                            rel.name
+                        )));
+                    }
+                    columns.push(Column::Children(
+                        rel,
+                        Plan::resolve(org, rel.child, sub, true)?,
+                    ));
+                }
+            }
+        }
+        let conditions = q
+            .conditions
+            .iter()
+            .map(|c| resolve(&c.field).map(|(name, t)| (name, t, c.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let order_by = match &q.order_by {
+            Some((f, desc)) => Some((resolve(f)?.0, *desc)),
+            None => None,
+        };
+        Ok(Plan {
+            fields,
+            columns,
+            conditions,
+            order_by,
+            limit: q.limit,
+        })
+    }
+
+    /// The candidates that meet every condition, sorted and limited.
+    fn select<'a>(&self, candidates: impl Iterator<Item = &'a Record>) -> Vec<&'a Record> {
+        let mut rows: Vec<&Record> = candidates
+            .filter(|r| self.conditions.iter().all(|(f, t, c)| holds(r, f, *t, c)))
+            .collect();
+        // Unordered queries come back in id order, which is creation order here.
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        if let Some((name, desc)) = &self.order_by {
+            rows.sort_by(|a, b| {
+                let o = cmp_values(a.get(name), b.get(name));
+                if *desc { o.reverse() } else { o }
+            });
+        }
+        if let Some(n) = self.limit {
+            rows.truncate(n);
+        }
+        rows
+    }
+
+    fn has_children(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| matches!(c, Column::Children(..)))
+    }
+
+    /// Renders one record as Salesforce REST does: the fields through [`Org::to_json`], each
+    /// relationship (with `children`, in select order) as `null` or a nested query result.
+    fn render(
+        &self,
+        org: &Org,
+        api_version: &str,
+        record: &Record,
+        children: &[Vec<&Record>],
+    ) -> Json {
+        let rendered = org.to_json(record, api_version, Some(&self.fields));
+        if !self.has_children() {
+            return rendered;
+        }
+        let Json::Object(mut base) = rendered else {
+            return rendered;
+        };
+        let mut out = Map::new();
+        if let Some(attributes) = base.remove("attributes") {
+            out.insert("attributes".into(), attributes);
+        }
+        let mut children = children.iter();
+        for column in &self.columns {
+            match column {
+                Column::Field(name) => {
+                    if let Some(v) = base.remove(name) {
+                        out.insert(name.clone(), v);
+                    }
+                }
+                Column::Children(rel, plan) => {
+                    let rows = children.next().map(Vec::as_slice).unwrap_or_default();
+                    let v = if rows.is_empty() {
+                        Json::Null
+                    } else {
+                        serde_json::json!({
+                            "totalSize": rows.len(),
+                            "done": true,
+                            "records": rows
+                                .iter()
+                                .map(|r| plan.render(org, api_version, r, &[]))
+                                .collect::<Vec<_>>(),
+                        })
+                    };
+                    out.insert(rel.name.to_owned(), v);
+                }
+            }
+        }
+        Json::Object(out)
+    }
+}
+
+/// One record of a result, with its children.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row<'a> {
+    /// The record.
+    pub record: &'a Record,
+    /// The selected children of each relationship subquery, in select order.
+    pub children: Vec<Vec<&'a Record>>,
+}
+
+/// The answer to a query: the matching records, in order, and how to render them.
+#[derive(Debug)]
+pub struct QueryResult<'a> {
+    /// The matching records, sorted and limited.
+    pub rows: Vec<Row<'a>>,
+    plan: Plan,
+}
+
+impl QueryResult<'_> {
+    /// The records rendered as in a REST query response's `records`.
+    pub fn to_json(&self, org: &Org, api_version: &str) -> Vec<Json> {
+        self.rows
+            .iter()
+            .map(|row| {
+                self.plan
+                    .render(org, api_version, row.record, &row.children)
+            })
+            .collect()
+    }
+}
+
+/// Runs a query; returns the matching records (in order) with their subqueries' children.
+pub fn run<'a>(org: &'a Org, q: &Query) -> Result<QueryResult<'a>, SoqlError> {
+    let plan = Plan::resolve(org, &q.object, q, false)?;
     let def = org
         .def(&q.object)
         .ok_or_else(|| SoqlError::InvalidType(q.object.clone()))?;
-    let resolve = |f: &str| {
-        def.flat_field(f).ok_or_else(|| SoqlError::InvalidField {
-            field: f.to_owned(),
-            object: def.name.clone(),
-        })
-    };
-    let fields = q
-        .fields
-        .iter()
-        .map(|f| resolve(f).map(|(name, _)| name))
-        .collect::<Result<Vec<_>, _>>()?;
-    let conditions = q
+    // A condition on Id names the candidates directly; otherwise every record is a candidate.
+    let by_id = plan
         .conditions
         .iter()
-        .map(|c| resolve(&c.field).map(|(name, t)| (name, t, c)))
-        .collect::<Result<Vec<_>, _>>()?;
-    // A condition on Id names the candidates directly; otherwise every record is a candidate.
-    let by_id = conditions
-        .iter()
         .find(|(f, _, c)| f == "Id" && matches!(c.op, Op::Eq | Op::In));
-    let candidates: Box<dyn Iterator<Item = &Record>> = match by_id {
-        Some((_, _, c)) => Box::new(
+    let records = match by_id {
+        Some((_, _, c)) => plan.select(
             c.values
                 .iter()
                 .filter_map(|l| match l {
@@ -419,28 +691,36 @@ pub fn run<'a>(org: &'a Org, q: &Query) -> Result<(Vec<&'a Record>, Vec<String>)
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .filter_map(|id| org.get(&id))
-                .filter(|r| r.sobject == def.name)
-                .collect::<Vec<_>>()
-                .into_iter(),
+                .filter(|r| r.sobject == def.name),
         ),
-        None => Box::new(org.records_of(&def.name)),
+        None => plan.select(org.records_of(&def.name)),
     };
-    let mut rows: Vec<&Record> = candidates
-        .filter(|r| conditions.iter().all(|(f, t, c)| holds(r, f, *t, c)))
+    let mut rows: Vec<Row<'a>> = records
+        .into_iter()
+        .map(|record| Row {
+            record,
+            children: Vec::new(),
+        })
         .collect();
-    // Unordered queries come back in id order, which is creation order here.
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
-    if let Some((f, desc)) = &q.order_by {
-        let (name, _) = resolve(f)?;
-        rows.sort_by(|a, b| {
-            let o = cmp_values(a.get(&name), b.get(&name));
-            if *desc { o.reverse() } else { o }
-        });
+    for column in &plan.columns {
+        let Column::Children(rel, sub) = column else {
+            continue;
+        };
+        // One pass over the live children, grouped by parent.
+        let mut by_parent: HashMap<&str, Vec<&Record>> = HashMap::new();
+        if !rows.is_empty() {
+            for child in org.records_of(rel.child) {
+                if let Some(parent) = child.text(rel.field) {
+                    by_parent.entry(parent).or_default().push(child);
+                }
+            }
+        }
+        for row in &mut rows {
+            let candidates = by_parent.get(row.record.id.as_str()).into_iter().flatten();
+            row.children.push(sub.select(candidates.copied()));
+        }
     }
-    if let Some(n) = q.limit {
-        rows.truncate(n);
-    }
-    Ok((rows, fields))
+    Ok(QueryResult { rows, plan })
 }
 
 /// Nulls sort first, as in SOQL's default `NULLS FIRST` for ascending order.
@@ -462,11 +742,13 @@ fn cmp_values(a: &FieldValue, b: &FieldValue) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emulator::org::Actor;
+    use serde_json::json;
 
     #[test]
     fn parses_the_shapes_sfcdc_sends() {
         let q = parse("SELECT Id, Status FROM Order WHERE Id = '801Hs00000000AbCDE'").unwrap();
-        assert_eq!(q.fields, ["Id", "Status"]);
+        assert_eq!(q.fields(), ["Id", "Status"]);
         assert_eq!(q.object, "Order");
         assert_eq!(q.conditions[0].op, Op::Eq);
         let q = parse("select Id from Order where Id in ('a','b') and Status != 'Draft' order by CreatedDate desc limit 5").unwrap();
@@ -494,8 +776,250 @@ mod tests {
             "SELECT Id FROM Order LIMIT x",
             "SELECT Id FROM Order WHERE Id IN 'a'",
             "SELECT Id FROM Order; DELETE",
+            "SELECT Id, (SELECT Id FROM OrderItems FROM Order",
+            "SELECT Id, (SELECT Id FROM OrderItems)) FROM Order",
+            "SELECT Id, () FROM Order",
+            "SELECT Id, (Id FROM OrderItems) FROM Order",
+            "SELECT Id, (SELECT Id FROM OrderItems WHERE Id = 'a' OR Id = 'b') FROM Order",
+            "SELECT Id FROM Order WHERE Id IN (SELECT OrderId FROM OrderItem)",
+            "SELECT Id FROM Order (SELECT Id FROM OrderItems)",
         ] {
             assert!(matches!(parse(bad), Err(SoqlError::Malformed(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn parses_relationship_subqueries() {
+        let q = parse("SELECT Id, Status, TotalAmount, (SELECT Id, Product2Id, Quantity, UnitPrice, TotalPrice FROM OrderItems) FROM Order WHERE Id = '801Hs00000000AbCDE'").unwrap();
+        assert_eq!(q.fields(), ["Id", "Status", "TotalAmount"]);
+        assert_eq!(q.object, "Order");
+        assert_eq!(q.conditions.len(), 1);
+        let SelectItem::Subquery(sub) = &q.select[3] else {
+            panic!("{:?}", q.select[3]);
+        };
+        assert_eq!(sub.object, "OrderItems");
+        assert_eq!(
+            sub.fields(),
+            ["Id", "Product2Id", "Quantity", "UnitPrice", "TotalPrice"]
+        );
+        assert!(sub.conditions.is_empty());
+        assert_eq!((&sub.order_by, sub.limit), (&None, None));
+
+        let q = parse("select Id, Name, (select Id from OrderItems where Quantity >= 2 and Description != null order by Id desc limit 10), AccountId from Order where AccountId = '001Hs00000000AbCDE' limit 3").unwrap();
+        assert_eq!(q.fields(), ["Id", "Name", "AccountId"]);
+        assert_eq!(q.limit, Some(3));
+        assert_eq!(q.conditions[0].field, "AccountId");
+        let SelectItem::Subquery(sub) = &q.select[2] else {
+            panic!("{:?}", q.select[2]);
+        };
+        assert_eq!(sub.fields(), ["Id"]);
+        assert_eq!(sub.conditions.len(), 2);
+        assert_eq!(sub.conditions[0].op, Op::Ge);
+        assert_eq!(sub.conditions[0].values, [Literal::Num(2.0)]);
+        assert_eq!(sub.conditions[1].values, [Literal::Null]);
+        assert_eq!(sub.order_by, Some(("Id".into(), true)));
+        assert_eq!(sub.limit, Some(10));
+
+        let q = parse("SELECT (SELECT Id FROM OrderItems) FROM Order").unwrap();
+        assert!(q.fields().is_empty());
+    }
+
+    #[test]
+    fn rejects_nested_subqueries() {
+        let err =
+            parse("SELECT Id, (SELECT Id, (SELECT Id FROM OrderItems) FROM OrderItems) FROM Order")
+                .unwrap_err();
+        assert!(matches!(err, SoqlError::Malformed(_)), "{err:?}");
+        assert_eq!(err.error_code(), "MALFORMED_QUERY");
+        // A nested query built by hand is refused by the evaluator too.
+        let (org, _, _) = sample_org();
+        let inner = parse("SELECT Id, (SELECT Id FROM OrderItems) FROM OrderItems").unwrap();
+        let mut q = parse("SELECT Id FROM Order").unwrap();
+        q.select.push(SelectItem::Subquery(inner));
+        assert!(matches!(run(&org, &q), Err(SoqlError::Malformed(_))));
+    }
+
+    fn actor(org: &Org) -> Actor {
+        Actor {
+            user_id: org.user_id.to_string(),
+            origin: "com/salesforce/api/rest/60.0;client=test".into(),
+        }
+    }
+
+    fn obj(v: Json) -> Map<String, Json> {
+        v.as_object().unwrap().clone()
+    }
+
+    /// An account with two orders: the first with two items (and a third, deleted), the
+    /// second with none.
+    fn sample_org() -> (Org, [SfId; 2], [SfId; 2]) {
+        let mut org = Org::new(7);
+        let a = actor(&org);
+        let (acct, _) = org
+            .create("Account", &obj(json!({"Name": "Acme"})), &a, 1_000)
+            .unwrap();
+        let order = |org: &mut Org| {
+            org.create("Order", &obj(json!({"AccountId": acct.as_str(), "EffectiveDate": "2024-03-01", "Status": "Draft", "BillingCity": "Paris"})), &a, 2_000)
+                .unwrap()
+                .0
+        };
+        let with_items = order(&mut org);
+        let empty = order(&mut org);
+        let product = crate::sfid::generate("01t", "Hs", 1);
+        let item = |org: &mut Org, qty: f64, price: f64| {
+            org.create(
+                "OrderItem",
+                &obj(json!({"OrderId": with_items.as_str(), "Product2Id": product.as_str(), "Quantity": qty, "UnitPrice": price})),
+                &a,
+                3_000,
+            )
+            .unwrap()
+            .0
+        };
+        let first = item(&mut org, 2.0, 10.5);
+        let deleted = item(&mut org, 1.0, 99.0);
+        let second = item(&mut org, 3.0, 1.0);
+        org.delete("OrderItem", &deleted, &a, 4_000).unwrap();
+        (org, [with_items, empty], [first, second])
+    }
+
+    fn query(org: &Org, q: &str) -> Result<Vec<Json>, SoqlError> {
+        Ok(run(org, &parse(q)?)?.to_json(org, "60.0"))
+    }
+
+    #[test]
+    fn subquery_returns_each_order_with_its_live_items() {
+        let (org, [order, _], [first, second]) = sample_org();
+        let rows = query(&org, &format!("SELECT Id, Status, TotalAmount, (SELECT Id, Product2Id, Quantity, UnitPrice, TotalPrice FROM OrderItems) FROM Order WHERE Id = '{order}'")).unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = rows[0].as_object().unwrap();
+        let keys: Vec<&str> = row.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["attributes", "Id", "Status", "TotalAmount", "OrderItems"]
+        );
+        assert_eq!(row["Id"], json!(order.as_str()));
+        assert_eq!(row["TotalAmount"], json!(24.0));
+        let items = &row["OrderItems"];
+        assert_eq!(items["totalSize"], json!(2));
+        assert_eq!(items["done"], json!(true));
+        let records = items["records"].as_array().unwrap();
+        assert_eq!(records.len(), 2);
+        let first_json = records[0].as_object().unwrap();
+        let keys: Vec<&str> = first_json.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "attributes",
+                "Id",
+                "Product2Id",
+                "Quantity",
+                "UnitPrice",
+                "TotalPrice"
+            ]
+        );
+        assert_eq!(
+            first_json["attributes"],
+            json!({"type": "OrderItem", "url": format!("/services/data/60.0/sobjects/OrderItem/{first}")})
+        );
+        assert_eq!(first_json["Quantity"], json!(2.0));
+        assert_eq!(first_json["TotalPrice"], json!(21.0));
+        assert_eq!(records[1]["Id"], json!(second.as_str()));
+        // Children render exactly as the same record does at the top level.
+        let top = query(&org, &format!("SELECT Id, Product2Id, Quantity, UnitPrice, TotalPrice FROM OrderItem WHERE Id = '{first}'")).unwrap();
+        assert_eq!(records[0], top[0]);
+    }
+
+    #[test]
+    fn subquery_is_null_without_children_and_honours_its_own_clauses() {
+        let (org, [with_items, empty], [first, second]) = sample_org();
+        let acct = org
+            .get(&with_items)
+            .unwrap()
+            .text("AccountId")
+            .unwrap()
+            .to_owned();
+        let rows = query(&org, &format!("SELECT Id, BillingAddress, (SELECT Id FROM OrderItems ORDER BY Id DESC LIMIT 10) FROM Order WHERE AccountId = '{acct}'")).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["Id"], json!(with_items.as_str()));
+        assert_eq!(rows[0]["BillingAddress"]["city"], json!("Paris"));
+        let ids: Vec<&Json> = rows[0]["OrderItems"]["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| &r["Id"])
+            .collect();
+        assert_eq!(ids, [&json!(second.as_str()), &json!(first.as_str())]);
+        assert_eq!(rows[1]["Id"], json!(empty.as_str()));
+        assert!(rows[1].as_object().unwrap().contains_key("OrderItems"));
+        assert_eq!(rows[1]["OrderItems"], Json::Null);
+
+        let rows = query(&org, &format!("SELECT Id, (SELECT Id FROM orderitems LIMIT 1) FROM Order WHERE Id = '{with_items}'")).unwrap();
+        assert_eq!(rows[0]["OrderItems"]["totalSize"], json!(1));
+        assert_eq!(
+            rows[0]["OrderItems"]["records"][0]["Id"],
+            json!(first.as_str())
+        );
+        let rows = query(&org, &format!("SELECT Id, (SELECT Id, Quantity FROM OrderItems WHERE Quantity > 2) FROM Order WHERE Id = '{with_items}'")).unwrap();
+        assert_eq!(rows[0]["OrderItems"]["totalSize"], json!(1));
+        assert_eq!(
+            rows[0]["OrderItems"]["records"][0]["Id"],
+            json!(second.as_str())
+        );
+        let rows = query(&org, &format!("SELECT Id, (SELECT Id FROM OrderItems WHERE Quantity > 5) FROM Order WHERE Id = '{with_items}'")).unwrap();
+        assert_eq!(rows[0]["OrderItems"], Json::Null);
+    }
+
+    #[test]
+    fn subquery_errors_mirror_salesforce() {
+        let (org, _, _) = sample_org();
+        let err = query(&org, "SELECT Id, (SELECT Id FROM Foo) FROM Order").unwrap_err();
+        assert_eq!(err, SoqlError::UnknownRelationship("Foo".into()));
+        assert_eq!(err.error_code(), "INVALID_TYPE");
+        assert!(
+            err.to_string()
+                .starts_with("Didn't understand relationship 'Foo' in FROM part of query call."),
+            "{err}"
+        );
+        // The relationship belongs to Order only.
+        let err = query(&org, "SELECT Id, (SELECT Id FROM OrderItems) FROM Account").unwrap_err();
+        assert_eq!(err.error_code(), "INVALID_TYPE");
+        let err = query(&org, "SELECT Id, (SELECT Nope FROM OrderItems) FROM Order").unwrap_err();
+        assert_eq!(
+            err,
+            SoqlError::InvalidField {
+                field: "Nope".into(),
+                object: "OrderItem".into()
+            }
+        );
+        let err = query(
+            &org,
+            "SELECT Id, (SELECT Id FROM OrderItems ORDER BY Nope) FROM Order",
+        )
+        .unwrap_err();
+        assert_eq!(err.error_code(), "INVALID_FIELD");
+        let err = query(
+            &org,
+            "SELECT Id, (SELECT Id FROM OrderItems), (SELECT Id FROM orderitems) FROM Order",
+        )
+        .unwrap_err();
+        assert_eq!(err.error_code(), "MALFORMED_QUERY");
+    }
+
+    #[test]
+    fn queries_without_subqueries_render_as_before() {
+        let (org, [order, _], _) = sample_org();
+        let rows = query(
+            &org,
+            &format!("SELECT Id, Status, BillingCity FROM Order WHERE Id = '{order}'"),
+        )
+        .unwrap();
+        let record = org.get(&order).unwrap();
+        let fields = [
+            "Id".to_owned(),
+            "Status".to_owned(),
+            "BillingCity".to_owned(),
+        ];
+        assert_eq!(rows, [org.to_json(record, "60.0", Some(&fields))]);
     }
 }
