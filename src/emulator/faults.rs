@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,15 @@ pub enum Fault {
     /// Purge every event now, as if the retention window had passed: stored replay ids become
     /// expired.
     ExpireEvents,
+    /// Answer the next `count` data API requests (under `/services/data/`) with 503
+    /// `SERVER_UNAVAILABLE` without performing them (default 1). OAuth, SOAP login, the control
+    /// API and the systems outside Salesforce are unaffected. Injecting again sets the remaining
+    /// count rather than adding to it, so a count of 0 disarms.
+    RestUnavailable {
+        /// How many requests.
+        #[serde(default = "one")]
+        count: u32,
+    },
 }
 
 fn one() -> u32 {
@@ -137,9 +146,12 @@ impl FromStr for Fault {
                 enabled: value.is_none_or(|v| v != "off" && v != "false"),
             },
             "expire-events" => Fault::ExpireEvents,
+            "rest-unavailable" => Fault::RestUnavailable {
+                count: value.map_or(Ok(1), |_| num("COUNT").map(|n| n as u32))?,
+            },
             other => {
                 return Err(format!(
-                    "unknown fault '{other}'; known: disconnect-after=N, refuse-subscriptions=DURATION, expire-tokens, corrupt-next[=N], gap=GAP_TYPE[:ID], schema-change[=FIELD], delay=DURATION, long-replay-ids[=off], expire-events"
+                    "unknown fault '{other}'; known: disconnect-after=N, refuse-subscriptions=DURATION, expire-tokens, corrupt-next[=N], gap=GAP_TYPE[:ID], schema-change[=FIELD], delay=DURATION, long-replay-ids[=off], expire-events, rest-unavailable[=N]"
                 ));
             }
         })
@@ -179,6 +191,7 @@ pub struct FaultState {
     disconnect_remaining: Mutex<Option<u64>>,
     refuse_until: Mutex<Option<Instant>>,
     delay_ms: AtomicU64,
+    rest_unavailable: AtomicU32,
 }
 
 impl FaultState {
@@ -233,11 +246,25 @@ impl FaultState {
         }
     }
 
+    /// Sets how many more data API requests are refused (0 disarms).
+    pub fn set_rest_unavailable(&self, count: u32) {
+        self.rest_unavailable.store(count, Ordering::Relaxed);
+    }
+
+    /// Takes one refusal from the REST unavailability budget: whether this data API request must
+    /// be answered 503. Concurrent callers consume exactly the budget between them.
+    pub fn take_rest_unavailable(&self) -> bool {
+        self.rest_unavailable
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
     /// Clears every behavioural fault.
     pub fn clear(&self) {
         *self.disconnect_remaining.lock().expect("fault lock") = None;
         *self.refuse_until.lock().expect("fault lock") = None;
         self.delay_ms.store(0, Ordering::Relaxed);
+        self.rest_unavailable.store(0, Ordering::Relaxed);
     }
 }
 
@@ -269,6 +296,11 @@ mod tests {
             ("delay=250ms", r#"{"kind":"delay","ms":250}"#),
             ("long-replay-ids", r#"{"kind":"long_replay_ids"}"#),
             ("expire-events", r#"{"kind":"expire_events"}"#),
+            ("rest-unavailable", r#"{"kind":"rest_unavailable"}"#),
+            (
+                "rest-unavailable=3",
+                r#"{"kind":"rest_unavailable","count":3}"#,
+            ),
         ];
         for (cli, json) in cases {
             let a: Fault = cli.parse().unwrap();
@@ -310,5 +342,29 @@ mod tests {
         assert_eq!(f.take_events(100), (100, false));
         assert_eq!(f.take_events(100), (50, true));
         assert_eq!(f.take_events(100), (100, false));
+    }
+
+    #[test]
+    fn rest_unavailable_budget_is_set_shared_and_cleared() {
+        let f = FaultState::default();
+        assert!(!f.take_rest_unavailable());
+        f.set_rest_unavailable(5);
+        f.set_rest_unavailable(2);
+        assert!(f.take_rest_unavailable());
+        assert!(f.take_rest_unavailable());
+        assert!(!f.take_rest_unavailable(), "injecting again sets, not adds");
+        f.set_rest_unavailable(3);
+        f.clear();
+        assert!(!f.take_rest_unavailable());
+        // Concurrent requests consume exactly the budget.
+        f.set_rest_unavailable(50);
+        let taken: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| (0..20).filter(|_| f.take_rest_unavailable()).count()))
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert_eq!(taken, 50);
+        assert!(!f.take_rest_unavailable());
     }
 }

@@ -606,7 +606,7 @@ impl Emulator {
         inject(&self.shared, fault)
     }
 
-    /// Clears the behavioural faults (disconnect, refusal, delay).
+    /// Clears the behavioural faults (disconnect, refusal, delay, REST unavailability).
     pub fn clear_faults(&self) {
         self.shared.faults.clear();
     }
@@ -819,6 +819,12 @@ fn inject(shared: &Shared, fault: Fault) -> Result<FaultOutcome, String> {
                 .bus
                 .purge_before(i64::MAX);
             outcome(format!("{n} events purged"))
+        }
+        Fault::RestUnavailable { count } => {
+            shared.faults.set_rest_unavailable(count);
+            outcome(format!(
+                "the next {count} data API request(s) answer 503 SERVER_UNAVAILABLE"
+            ))
         }
     };
     shared.mark_dirty();

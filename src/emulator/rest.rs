@@ -12,6 +12,10 @@
 //! The same router mounts the systems outside Salesforce: the fulfilment API under `/fulfilment`
 //! ([`super::fulfilment`]) and the notification sinks ([`super::sinks`]). They are counted like
 //! every route but are not slowed by the `delay` fault, which stands for a slow Salesforce.
+//!
+//! The `rest_unavailable` fault refuses data API requests (under `/services/data/`) with 503
+//! `SERVER_UNAVAILABLE` before they reach their handler; OAuth, SOAP login, the control API and
+//! the systems outside Salesforce are spared. A refused request is still counted under its route.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -70,6 +74,14 @@ impl ApiError {
             "The requested resource does not exist",
         )
     }
+
+    fn unavailable() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_UNAVAILABLE",
+            "The server is temporarily unable to service your request. Please try again later.",
+        )
+    }
 }
 
 impl From<OrgError> for ApiError {
@@ -98,7 +110,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Builds the router; every route is counted and subject to the delay fault.
+/// Builds the router; every route is counted, Salesforce routes are subject to the delay fault and
+/// data API routes to the REST unavailability fault.
 pub fn router(shared: AppState) -> Router {
     Router::new()
         .route("/services/oauth2/token", post(token))
@@ -124,12 +137,12 @@ pub fn router(shared: AppState) -> Router {
         .fallback(|| async { ApiError::not_found() })
         .layer(middleware::from_fn_with_state(
             shared.clone(),
-            count_and_delay,
+            count_and_fault,
         ))
         .with_state(shared)
 }
 
-async fn count_and_delay(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+async fn count_and_fault(State(shared): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or_else(
         || request.uri().path().to_owned(),
         |m| m.as_str().to_owned(),
@@ -138,8 +151,13 @@ async fn count_and_delay(State(shared): State<AppState>, request: Request, next:
     let salesforce = !["/emulator/", "/fulfilment", "/hooks/", "/repos/"]
         .iter()
         .any(|p| route.starts_with(p));
+    // Taken on arrival, so the next N requests to arrive are the ones refused.
+    let unavailable = route.starts_with("/services/data/") && shared.faults.take_rest_unavailable();
     if salesforce {
         shared.faults.delay().await;
+    }
+    if unavailable {
+        return ApiError::unavailable().into_response();
     }
     next.run(request).await
 }

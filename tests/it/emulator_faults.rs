@@ -403,3 +403,87 @@ async fn expire_events_makes_stored_replay_ids_expired() {
         "Subscribe",
     );
 }
+
+#[tokio::test]
+async fn rest_unavailable_refuses_the_next_data_api_calls_but_not_oauth() {
+    let org = Org::start().await;
+    let order = org.create_order(json!({"Description": "before"})).await;
+    let before = org.emu.stats();
+    let out = org
+        .fault(json!({"kind": "rest_unavailable", "count": 2}))
+        .await;
+    assert!(out["applied"].as_str().unwrap().contains("503"));
+    let query = "/services/data/v60.0/query?q=SELECT+Id+FROM+Account";
+    let (status, body) = org.rest(reqwest::Method::GET, query, None).await;
+    assert_eq!(status, 503);
+    assert_eq!(body[0]["errorCode"], "SERVER_UNAVAILABLE");
+    assert_eq!(
+        body[0]["message"],
+        "The server is temporarily unable to service your request. Please try again later."
+    );
+    // OAuth is not the data API: a login during the fault works and consumes nothing.
+    let creds = org.emu.credentials();
+    let resp = org
+        .http
+        .post(org.url("/services/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", creds.client_id.as_str()),
+            ("client_secret", creds.client_secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let token: serde_json::Value = resp.json().await.unwrap();
+    assert!(token["access_token"].is_string());
+    // The refused request is not performed.
+    let (status, body) = org
+        .rest(
+            reqwest::Method::PATCH,
+            &format!("/services/data/v60.0/sobjects/Order/{order}"),
+            Some(json!({"Description": "refused"})),
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert_eq!(body[0]["errorCode"], "SERVER_UNAVAILABLE");
+    let (status, body) = org.rest(reqwest::Method::GET, query, None).await;
+    assert_eq!(status, 200, "the third call succeeds: {body}");
+    assert!(body["totalSize"].as_u64().unwrap() > 0);
+    // Refused calls still reached the server and are counted under their routes.
+    let after = org.emu.stats();
+    let delta = |key: &str| after.calls(key) - before.calls(key);
+    assert_eq!(after.data_api_calls() - before.data_api_calls(), 3);
+    assert_eq!(delta("GET /services/data/{version}/query"), 2);
+    assert_eq!(
+        delta("PATCH /services/data/{version}/sobjects/{sobject}/{id}"),
+        1
+    );
+    assert_eq!(delta("POST /services/oauth2/token"), 1);
+    let (status, body) = org
+        .rest(
+            reqwest::Method::GET,
+            &format!("/services/data/v60.0/sobjects/Order/{order}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["Description"], "before");
+}
+
+#[tokio::test]
+async fn clearing_faults_ends_rest_unavailability() {
+    let org = Org::start().await;
+    org.fault(json!({"kind": "rest_unavailable", "count": 5}))
+        .await;
+    let query = "/services/data/v60.0/query?q=SELECT+Id+FROM+Account";
+    assert_eq!(org.rest(reqwest::Method::GET, query, None).await.0, 503);
+    let resp = org
+        .http
+        .delete(org.url("/emulator/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(org.rest(reqwest::Method::GET, query, None).await.0, 200);
+}
