@@ -10,6 +10,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::AdminConfig;
+use crate::cache::invalidate::Invalidator;
+use crate::cache::{CacheConfig, CachedLookup, OrderCache, RestOrderSource};
 use crate::config::{ConfigError, Env};
 use crate::ingest::IngestSink;
 use crate::rules::RulesConfig;
@@ -43,6 +45,8 @@ pub struct Settings {
     pub worker: Option<WorkerConfig>,
     /// The admin HTTP API.
     pub admin: AdminConfig,
+    /// The order cache and its read API.
+    pub cache: CacheConfig,
 }
 
 impl Settings {
@@ -57,6 +61,7 @@ impl Settings {
             max_attempts: env.int_or("SFCDC_MAX_ATTEMPTS", 8, 1..=100)? as i32,
             worker: WorkerConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
+            cache: CacheConfig::from_env(env)?,
         })
     }
 }
@@ -91,7 +96,10 @@ pub enum AppError {
 }
 
 /// The pipeline's sink in `sfcdc run`.
-pub type RunSink = IngestSink<AnyStore, RestLookup>;
+pub type RunSink = IngestSink<AnyStore, CachedLookup<RestOrderSource>>;
+
+/// The order cache in `sfcdc run`.
+pub type RunCache = OrderCache<RestOrderSource>;
 
 /// The worker in `sfcdc run`.
 pub type RunWorker = Worker<AnyStore, HttpFulfilment, Arc<SalesforceRest>>;
@@ -108,6 +116,8 @@ pub struct App {
     admin: std::sync::Mutex<Option<tokio::net::TcpListener>>,
     admin_addr: Option<std::net::SocketAddr>,
     admin_token: Option<secrecy::SecretString>,
+    cache: Arc<RunCache>,
+    invalidator: Invalidator,
 }
 
 impl App {
@@ -150,13 +160,23 @@ impl App {
             None => None,
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-        let lookup = Arc::new(RestLookup::new(rest.clone(), rules.clone()));
+        let cache = Arc::new(OrderCache::new(
+            RestOrderSource::new(rest.clone(), &settings.cache, &rules),
+            settings.cache.clone(),
+            rules.clone(),
+            &metrics,
+        ));
+        let invalidator = Invalidator::new(settings.cache.invalidation_window);
+        let lookup = Arc::new(CachedLookup::new(
+            cache.clone(),
+            RestLookup::new(rest.clone(), rules.clone()),
+        ));
         let sink = Arc::new(IngestSink::new(
             store,
             lookup,
             rules,
             metrics.clone(),
-            None,
+            Some(invalidator.clone()),
             settings.max_attempts,
         ));
         let source = Source::new(
@@ -177,6 +197,8 @@ impl App {
             admin: std::sync::Mutex::new(admin),
             admin_addr,
             admin_token: settings.admin.token.clone(),
+            cache,
+            invalidator,
         })
     }
 
@@ -205,6 +227,16 @@ impl App {
         &self.source
     }
 
+    /// The order cache.
+    pub fn cache(&self) -> &Arc<RunCache> {
+        &self.cache
+    }
+
+    /// Cache invalidations waiting for their coalescing window to close.
+    pub fn invalidations_pending(&self) -> usize {
+        self.invalidator.pending()
+    }
+
     /// Where the admin API listens, if it does.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin_addr
@@ -230,12 +262,15 @@ impl App {
                     self.metrics.clone(),
                     self.admin_token.as_ref(),
                 );
-                tokio::spawn(crate::admin::serve(
-                    listener,
-                    crate::admin::router(state),
-                    stop.clone(),
-                ))
+                let routes = crate::admin::router(state)
+                    .merge(crate::cache::http::router(self.cache.clone()));
+                tokio::spawn(crate::admin::serve(listener, routes, stop.clone()))
             });
+        let invalidations = tokio::spawn(self.invalidator.clone().run(
+            self.cache.clone(),
+            self.metrics.clone(),
+            stop.clone(),
+        ));
         let worker = match self.worker.lock().expect("worker lock").take() {
             Some(w) => Some(tokio::spawn(w.run(self.http.clone(), stop.clone()))),
             None => {
@@ -245,7 +280,7 @@ impl App {
         };
         let result = self.source.run(stop.clone()).await;
         stop.cancel();
-        for task in [worker, admin].into_iter().flatten() {
+        for task in [worker, admin, Some(invalidations)].into_iter().flatten() {
             let _ = task.await;
         }
         result?;

@@ -3,8 +3,9 @@
 //! For each batch the rules are evaluated in two passes (the second with the order facts the
 //! first asked for, read in one lookup for the whole batch), a `GAP_OVERFLOW` triggers a
 //! reconciliation of recently modified orders, and the resulting triggers, jobs, quarantined
-//! events and the new checkpoint are committed together. Only then are cache invalidations sent,
-//! without ever blocking: a full invalidation queue drops (and counts) rather than stall ingest.
+//! events and the new checkpoint are committed together. Only then are cache invalidations
+//! handed to the [`Invalidator`], which records them and returns at once: ingest never waits for
+//! the cache.
 //!
 //! A failed lookup or commit fails the whole batch: the subscriber then resumes from the last
 //! committed position, and the batch is evaluated again from scratch.
@@ -12,9 +13,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use serde_json::json;
-use tokio::sync::mpsc;
-
+use crate::cache::invalidate::Invalidator;
 use crate::decode::{DecodedEvent, EventBody, FailedEvent};
 use crate::rules::{
     self, Decision, Evaluation, Facts, Invalidation, JobRequest, RulesConfig, SkipReason,
@@ -24,6 +23,7 @@ use crate::sink::{Batch, Sink, SinkError};
 use crate::source::Start;
 use crate::store::{BatchOutcome, NewJob, NewQuarantine, NewTrigger, Position, Store, StoreBatch};
 use crate::telemetry::metrics::Metrics;
+use serde_json::json;
 
 /// The sink of `sfcdc run`: rules, lookups and the store.
 pub struct IngestSink<S: Store, L: OrderLookup> {
@@ -31,7 +31,7 @@ pub struct IngestSink<S: Store, L: OrderLookup> {
     lookup: Arc<L>,
     rules: Arc<RulesConfig>,
     metrics: Arc<Metrics>,
-    invalidations: Option<mpsc::Sender<Invalidation>>,
+    invalidations: Option<Invalidator>,
     max_attempts: i32,
     jobs_created: Arc<tokio::sync::Notify>,
 }
@@ -81,7 +81,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         lookup: Arc<L>,
         rules: Arc<RulesConfig>,
         metrics: Arc<Metrics>,
-        invalidations: Option<mpsc::Sender<Invalidation>>,
+        invalidations: Option<Invalidator>,
         max_attempts: i32,
     ) -> Self {
         IngestSink {
@@ -223,6 +223,16 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             }
         }
         if !needed.is_empty() {
+            // Facts cached before an event of this batch changed a guard field are out of date.
+            let changed: BTreeSet<_> = events
+                .iter()
+                .flat_map(|e| rules::guard_changes(&self.rules, e))
+                .filter(|id| needed.contains(id))
+                .collect();
+            if !changed.is_empty() {
+                let changed: Vec<_> = changed.into_iter().collect();
+                self.lookup.forget(&changed).await;
+            }
             let ids: Vec<_> = needed.into_iter().collect();
             let facts = self
                 .lookup
@@ -318,13 +328,8 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         self.metrics
             .invalidations_requested
             .inc_by(invalidations.len() as u64);
-        if let Some(tx) = &self.invalidations {
-            for inv in invalidations {
-                if tx.try_send(inv).is_err() {
-                    // The cache catches up through its TTL; ingest never waits for it.
-                    tracing::debug!("Invalidation queue full or closed; dropping one invalidation");
-                }
-            }
+        if let Some(invalidator) = &self.invalidations {
+            invalidator.request(&invalidations);
         }
     }
 

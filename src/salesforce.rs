@@ -194,6 +194,13 @@ pub trait OrderLookup: Send + Sync + 'static {
     /// The facts of these orders now (`None` for an order that does not exist).
     fn orders(&self, ids: &[SfId]) -> impl Future<Output = Result<Facts, RestError>> + Send;
 
+    /// Says that facts about these orders read before now are out of date (an event changed
+    /// their guard fields). A lookup without a cache has nothing to forget.
+    fn forget(&self, ids: &[SfId]) -> impl Future<Output = ()> + Send {
+        let _ = ids;
+        std::future::ready(())
+    }
+
     /// Orders modified since `since_ms` (epoch ms), for reconciliation after an overflow.
     fn modified_since(
         &self,

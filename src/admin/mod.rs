@@ -82,8 +82,8 @@ pub struct AdminState {
     pub store: Arc<AnyStore>,
     /// The metrics to expose.
     pub metrics: Arc<Metrics>,
-    /// SHA-256 of the admin token (compared in constant time).
-    token_digest: Option<[u8; 32]>,
+    /// The admin token.
+    token: Bearer,
 }
 
 impl AdminState {
@@ -92,16 +92,40 @@ impl AdminState {
         AdminState {
             store,
             metrics,
-            token_digest: token.map(|t| Sha256::digest(t.expose_secret().as_bytes()).into()),
+            token: Bearer::new(token, "SFCDC_ADMIN_TOKEN", "changes"),
         }
     }
 
     /// Checks the bearer token of a request that changes state.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.token_digest else {
+        self.token.check(headers)
+    }
+}
+
+/// A bearer token guarding some routes, held as its SHA-256 and compared in constant time.
+#[derive(Clone)]
+pub struct Bearer {
+    digest: Option<[u8; 32]>,
+    var: &'static str,
+    what: &'static str,
+}
+
+impl Bearer {
+    /// The token of variable `var` (unset: `what` is refused with 403).
+    pub fn new(token: Option<&SecretString>, var: &'static str, what: &'static str) -> Bearer {
+        Bearer {
+            digest: token.map(|t| Sha256::digest(t.expose_secret().trim().as_bytes()).into()),
+            var,
+            what,
+        }
+    }
+
+    /// 401 without the header or with a wrong token, 403 when no token is configured.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.digest else {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
-                "changes are disabled: SFCDC_ADMIN_TOKEN is not set".into(),
+                format!("{} are disabled: {} is not set", self.what, self.var),
             ));
         };
         let given = headers
@@ -111,8 +135,10 @@ impl AdminState {
             .ok_or_else(|| {
                 ApiError(
                     StatusCode::UNAUTHORIZED,
-                    "this request changes state: send Authorization: Bearer <SFCDC_ADMIN_TOKEN>"
-                        .into(),
+                    format!(
+                        "{} need a token: send Authorization: Bearer <{}>",
+                        self.what, self.var
+                    ),
                 )
             })?;
         let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
@@ -126,7 +152,7 @@ impl AdminState {
         } else {
             Err(ApiError(
                 StatusCode::UNAUTHORIZED,
-                "the bearer token is not the admin token".into(),
+                format!("the bearer token is not {}", self.var),
             ))
         }
     }
@@ -135,6 +161,13 @@ impl AdminState {
 /// An error answer: a status and a reason.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    /// An answer with `status` and `reason`.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+        ApiError(status, reason.into())
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

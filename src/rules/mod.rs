@@ -52,7 +52,7 @@ pub struct RulesConfig {
 /// external-id fields, which change as sfcdc works and mean nothing to a customer.
 pub const DEFAULT_CUSTOMER_FIELDS: &str = "Status,StatusCode,EffectiveDate,EndDate,TotalAmount,BillingAddress,ShippingAddress,Name,OrderNumber,PoNumber,PoDate,Description,Type,AccountId,ActivatedDate,Quantity,UnitPrice,ListPrice,TotalPrice,Product2Id,PricebookEntryId,ServiceDate";
 
-fn list(s: &str) -> Vec<String> {
+pub(crate) fn list(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
         .filter(|x| !x.is_empty())
@@ -60,7 +60,7 @@ fn list(s: &str) -> Vec<String> {
         .collect()
 }
 
-fn field_name(s: &str) -> Result<String, String> {
+pub(crate) fn field_name(s: &str) -> Result<String, String> {
     if !s.is_empty()
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
@@ -685,6 +685,34 @@ pub fn evaluate(
         })),
         EventBody::Platform(p) => evaluate_platform(cfg, &event.event_id, p, facts),
     }
+}
+
+/// The orders whose guard fields (the activation status or the external id) `event` may have
+/// changed: facts about them read before it are out of date. Gap events and deletes count, as
+/// they say nothing about which fields changed.
+pub fn guard_changes(cfg: &RulesConfig, event: &DecodedEvent) -> Vec<SfId> {
+    let EventBody::Change(c) = &event.body else {
+        return Vec::new();
+    };
+    if &*c.entity != "Order" {
+        return Vec::new();
+    }
+    let guard = |f: &str| f == cfg.activation_field || f == cfg.external_id_field;
+    let relevant = match c.change_type {
+        ChangeType::Update => c
+            .changed_fields
+            .iter()
+            .chain(&c.nulled_fields)
+            .any(|f| guard(f)),
+        _ => true,
+    };
+    if !relevant {
+        return Vec::new();
+    }
+    c.record_ids
+        .iter()
+        .filter_map(|i| SfId::parse(i).ok())
+        .collect()
 }
 
 /// Evaluates the orders re-read after a `GAP_OVERFLOW` event, as if each status had just

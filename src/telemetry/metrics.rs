@@ -43,6 +43,13 @@ pub struct NotifierOutcome {
     pub outcome: String,
 }
 
+/// Labels for cache metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    /// `order` or `account_orders`.
+    pub cache: String,
+}
+
 /// Every metric sfcdc exports.
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
@@ -80,6 +87,18 @@ pub struct Metrics {
     pub job_leases_lost: Counter,
     /// Delivery attempts, by notifier and outcome.
     pub deliveries: Family<NotifierOutcome, Counter>,
+    /// Reads answered from the cache.
+    pub cache_hits: Family<CacheLabel, Counter>,
+    /// Reads that found no usable entry.
+    pub cache_misses: Family<CacheLabel, Counter>,
+    /// Misses that waited for another caller's load instead of loading.
+    pub cache_coalesced_waits: Family<CacheLabel, Counter>,
+    /// Loads from Salesforce.
+    pub cache_loads: Family<CacheLabel, Counter>,
+    /// Loads that failed.
+    pub cache_load_errors: Family<CacheLabel, Counter>,
+    /// Invalidations applied (after coalescing).
+    pub cache_invalidations: Family<CacheLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,6 +144,12 @@ impl Metrics {
             ]),
             job_leases_lost: Counter::default(),
             deliveries: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            cache_coalesced_waits: Family::default(),
+            cache_loads: Family::default(),
+            cache_load_errors: Family::default(),
+            cache_invalidations: Family::default(),
         };
         registry.register(
             "events_received",
@@ -206,6 +231,36 @@ impl Metrics {
             "deliveries",
             "Notification delivery attempts, by notifier and outcome",
             m.deliveries.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Reads answered from the cache",
+            m.cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Reads that found no usable cache entry",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "cache_coalesced_waits",
+            "Cache misses that waited for another caller's load",
+            m.cache_coalesced_waits.clone(),
+        );
+        registry.register(
+            "cache_loads",
+            "Cache loads from Salesforce",
+            m.cache_loads.clone(),
+        );
+        registry.register(
+            "cache_load_errors",
+            "Cache loads that failed",
+            m.cache_load_errors.clone(),
+        );
+        registry.register(
+            "cache_invalidations",
+            "Cache invalidations applied, after coalescing",
+            m.cache_invalidations.clone(),
         );
         *m.registry.lock().expect("registry lock") = registry;
         m

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, so the heavy dependencies link once.
 
 mod auth;
+mod cache;
 mod common;
 mod emulator_cli;
 mod emulator_events;
