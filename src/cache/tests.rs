@@ -275,6 +275,29 @@ async fn guard_lookups_reload_entries_older_than_their_bound() {
     assert_eq!(fake.calls(), 2);
 }
 
+type Running = (Invalidator, CancellationToken, tokio::task::JoinHandle<()>);
+
+/// An invalidator over `window`, applying to `cache`.
+fn running(
+    cache: &Arc<OrderCache<Arc<Fake>>>,
+    metrics: &Arc<Metrics>,
+    window: Duration,
+) -> Running {
+    let invalidator = Invalidator::new(window);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(invalidator.clone().run(
+        cache.clone(),
+        metrics.clone(),
+        cancel.clone(),
+    ));
+    (invalidator, cancel, task)
+}
+
+async fn stop(cancel: CancellationToken, task: tokio::task::JoinHandle<()>) {
+    cancel.cancel();
+    task.await.unwrap();
+}
+
 /// Waits until the invalidator has applied everything pending (its window, then the flush).
 async fn flushed(invalidator: &Invalidator) {
     while invalidator.pending() > 0 {
@@ -295,13 +318,7 @@ fn order_event(account: Option<&str>) -> Invalidation {
 async fn a_burst_within_the_window_is_one_invalidation() {
     let fake = Arc::new(Fake::default());
     let (cache, metrics) = cache(&fake, CacheConfig::defaults());
-    let invalidator = Invalidator::new(Duration::from_millis(100));
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(invalidator.clone().run(
-        cache.clone(),
-        metrics.clone(),
-        cancel.clone(),
-    ));
+    let (invalidator, cancel, task) = running(&cache, &metrics, Duration::from_millis(100));
     cache.order(&id(ORDER)).await.unwrap();
     // A burst: a hundred requests far quicker than the window.
     for _ in 0..100 {
@@ -317,21 +334,14 @@ async fn a_burst_within_the_window_is_one_invalidation() {
     invalidator.request(&[order_event(None), order_event(None)]);
     flushed(&invalidator).await;
     assert_eq!(count(&metrics, "invalidations", "order"), 2);
-    cancel.cancel();
-    task.await.unwrap();
+    stop(cancel, task).await;
 }
 
 #[tokio::test]
 async fn an_order_event_without_its_account_still_invalidates_the_list() {
     let fake = Arc::new(Fake::default());
     let (cache, metrics) = cache(&fake, CacheConfig::defaults());
-    let invalidator = Invalidator::new(Duration::from_millis(100));
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(invalidator.clone().run(
-        cache.clone(),
-        metrics.clone(),
-        cancel.clone(),
-    ));
+    let (invalidator, cancel, task) = running(&cache, &metrics, Duration::from_millis(100));
     cache.account_orders(&id(ACCOUNT)).await.unwrap();
     cache.account_orders(&id(ACCOUNT)).await.unwrap();
     assert_eq!(fake.calls(), 1);
@@ -340,25 +350,17 @@ async fn an_order_event_without_its_account_still_invalidates_the_list() {
     assert_eq!(count(&metrics, "invalidations", "account_orders"), 1);
     cache.account_orders(&id(ACCOUNT)).await.unwrap();
     assert_eq!(fake.calls(), 2);
-    cancel.cancel();
-    task.await.unwrap();
+    stop(cancel, task).await;
 }
 
 #[tokio::test]
 async fn stopping_applies_what_is_pending() {
     let fake = Arc::new(Fake::default());
     let (cache, metrics) = cache(&fake, CacheConfig::defaults());
-    let invalidator = Invalidator::new(Duration::from_secs(3600));
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(invalidator.clone().run(
-        cache.clone(),
-        metrics.clone(),
-        cancel.clone(),
-    ));
+    let (invalidator, cancel, task) = running(&cache, &metrics, Duration::from_secs(3600));
     invalidator.request(&[order_event(Some(ACCOUNT))]);
     settle().await;
-    cancel.cancel();
-    task.await.unwrap();
+    stop(cancel, task).await;
     assert_eq!(count(&metrics, "invalidations", "order"), 1);
     assert_eq!(count(&metrics, "invalidations", "account_orders"), 1);
 }
