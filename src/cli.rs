@@ -32,7 +32,8 @@ pub enum Command {
     Run,
     /// Run the emulator and the service together through a scripted story, then summarise.
     Demo(DemoArgs),
-    /// Measure the ingest pipeline end to end against a preloaded emulator, and the worker.
+    /// Measure the ingest pipeline end to end against a preloaded emulator, the worker, and the
+    /// order cache.
     Bench(BenchArgs),
     /// Inspect or reset the stored channel positions.
     #[command(subcommand)]
@@ -79,8 +80,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub concurrency: u64,
     /// Only the worker benchmark.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cache_only")]
     pub worker_only: bool,
+    /// In-process reads in the cache benchmark; its HTTP runs and its mixed workload each make
+    /// a tenth as many (0 skips it).
+    #[arg(long, default_value_t = 200_000)]
+    pub reads: usize,
+    /// Only the cache benchmark.
+    #[arg(long)]
+    pub cache_only: bool,
     /// Print the results as JSON as well.
     #[arg(long)]
     pub json: bool,
@@ -97,9 +105,10 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         events: args.events,
         postgres,
         batch_size: args.batch_size,
-        jobs: args.jobs,
+        jobs: if args.cache_only { 0 } else { args.jobs },
         concurrency: args.concurrency as usize,
-        skip_ingest: args.worker_only,
+        skip_ingest: args.worker_only || args.cache_only,
+        reads: if args.worker_only { 0 } else { args.reads },
     })
     .await?;
     if args.json {

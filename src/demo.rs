@@ -142,6 +142,76 @@ impl Story {
     }
 }
 
+/// The read API token of the demo's service.
+const DEMO_READ_TOKEN: &str = "demo-read-token-0123456789";
+
+/// Step 11: concurrent cached reads of one order cost one Salesforce call, and a change event
+/// makes the next read show the change. Returns the step's text.
+async fn cached_reads(story: &Story, app: &App, order: &str) -> anyhow::Result<String> {
+    const READERS: usize = 200;
+    let addr = app
+        .admin_addr()
+        .ok_or_else(|| anyhow::anyhow!("the admin server is off"))?;
+    let url = format!("http://{addr}/orders/{order}");
+    let read = || async {
+        let resp = story
+            .http
+            .get(&url)
+            .bearer_auth(DEMO_READ_TOKEN)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "GET {url}: HTTP {}",
+            resp.status()
+        );
+        Ok::<Value, anyhow::Error>(resp.json().await?)
+    };
+    let loads = || {
+        metric_sum(
+            &[app.metrics()],
+            "sfcdc_cache_loads_total",
+            Some(("cache", "order")),
+        )
+    };
+    // Start cold, as after a restart or an eviction.
+    let id = crate::sfid::SfId::parse(order)?;
+    app.cache()
+        .invalidate(&crate::cache::CacheKey::Order(id))
+        .await;
+    let before = loads();
+    let answers = futures_util::future::join_all((0..READERS).map(|_| read())).await;
+    for a in &answers {
+        if let Err(e) = a {
+            anyhow::bail!("cached read failed: {e}");
+        }
+    }
+    let cold = loads() - before;
+    story
+        .rest(
+            reqwest::Method::PATCH,
+            &format!("/services/data/v60.0/sobjects/Order/{order}"),
+            Some(json!({"PoNumber": "PO-DEMO-2"})),
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if read().await?["order"]["PoNumber"] == "PO-DEMO-2" {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the change never reached the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(format!(
+        "{READERS} concurrent cold reads of {order} through GET /orders/{{id}}: {cold} Salesforce call{}; \
+         changed its PO number: the change event invalidated it and the next read showed it",
+        if cold == 1 { "" } else { "s" }
+    ))
+}
+
 fn step(n: usize, text: &str) {
     println!("  {n:>2}. {text}");
 }
@@ -337,6 +407,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         ("SFCDC_WEBHOOK_SECRET", "webhook-dev-secret"),
         ("SFCDC_GITHUB_REPO", "acme/provisioning"),
         ("SFCDC_GITHUB_TOKEN", "github-dev-token"),
+        ("SFCDC_READ_TOKEN", DEMO_READ_TOKEN),
     ]);
     env.set("SFCDC_FULFILMENT_URL", emu.fulfilment_url());
     env.set("SFCDC_WEBHOOK_URL", emu.webhook_url("provisioning"));
@@ -516,11 +587,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         7,
         "Crashed the service mid-stream and rewound its checkpoint, as a lost tail after a crash would",
     );
-    let second = App::build(settings).await?;
+    let second = Arc::new(App::build(settings).await?);
     let cancel2 = CancellationToken::new();
     let run2 = {
-        let cancel = cancel2.clone();
-        async move { second.run(cancel).await.map(|()| second) }
+        let (cancel, second) = (cancel2.clone(), second.clone());
+        async move { second.run(cancel).await }
     };
     let run2 = tokio::spawn(run2);
     story
@@ -559,8 +630,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     // The write-backs are change events too: the service reads them, and they make no job.
     caught_up(&story.emu, &store_for_wait, &channels).await?;
     let activated = activated_orders(&story, &approved).await?;
+    step(11, &cached_reads(&story, &second, &approved[0]).await?);
     cancel2.cancel();
-    let second = run2.await??;
+    run2.await??;
     cancel.cancel();
 
     // The summary.

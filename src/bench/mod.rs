@@ -7,7 +7,11 @@
 //! store transaction per batch. Reported: events per second, the p50 and p99 of the per-batch
 //! commit time (rules, lookups and the transaction), jobs created, and the process's peak RSS
 //! (which includes the emulator and its event log).
+//!
+//! Then the order cache (see [`cache`]): read latency in process and over the read API, and the
+//! REST calls it saves under a mixed workload.
 
+pub mod cache;
 pub mod worker;
 
 use std::sync::{Arc, Mutex};
@@ -41,6 +45,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Skip the ingest benchmark.
     pub skip_ingest: bool,
+    /// In-process reads for the cache benchmark (0: skip it).
+    pub reads: usize,
 }
 
 /// Everything a benchmark run measured.
@@ -50,6 +56,8 @@ pub struct BenchReport {
     pub ingest: Vec<BenchResult>,
     /// The worker and the queue, per backend and mode.
     pub worker: Vec<worker::WorkerBenchResult>,
+    /// The order cache (none when skipped).
+    pub cache: Option<cache::CacheBenchResult>,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
 }
@@ -240,6 +248,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     if options.jobs > 0 {
         report.worker = run_worker(&options).await?;
+    }
+    if options.reads > 0 {
+        println!();
+        report.cache = Some(cache::run(cache::CacheBenchOptions::from_reads(options.reads)).await?);
     }
     report.peak_rss_mib = peak_rss_mib();
     println!(
