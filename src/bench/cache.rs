@@ -31,7 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, Settings};
+use crate::app::{App, AppError, Settings};
 use crate::cache::{OrderSource, RestOrderSource};
 use crate::config::Env;
 use crate::emulator::{Emulator, EmulatorConfig};
@@ -298,7 +298,7 @@ fn write_po_number(emu: &Emulator, id: &SfId, value: &str) -> anyhow::Result<()>
 async fn settled(
     emu: &Emulator,
     app: &App,
-    run: &tokio::task::JoinHandle<()>,
+    run: &tokio::task::JoinHandle<Result<(), AppError>>,
 ) -> anyhow::Result<()> {
     let last = emu
         .with_world(|w| w.bus.last(CHANNEL).map(|e| e.replay))
@@ -419,22 +419,20 @@ async fn run_with(emu: &Emulator, options: CacheBenchOptions) -> anyhow::Result<
     let cancel = CancellationToken::new();
     let handle = {
         let (app, cancel) = (app.clone(), cancel.clone());
-        tokio::spawn(async move {
-            if let Err(e) = app.run(cancel).await {
-                tracing::error!(error = %e, "the service stopped");
-            }
-        })
+        tokio::spawn(async move { app.run(cancel).await })
     };
     let result = measure(emu, &app, &handle, &ids, &uncached, options).await;
     cancel.cancel();
-    let _ = handle.await;
-    result
+    let stopped = handle.await;
+    let result = result?;
+    stopped??;
+    Ok(result)
 }
 
 async fn measure(
     emu: &Emulator,
     app: &App,
-    handle: &tokio::task::JoinHandle<()>,
+    handle: &tokio::task::JoinHandle<Result<(), AppError>>,
     ids: &[SfId],
     uncached: &RestOrderSource,
     options: CacheBenchOptions,
@@ -720,19 +718,19 @@ fn print(r: &CacheBenchResult) {
     );
     println!("  {}", m.distribution);
     println!(
-        "{:<14} {:>8} {:>11} {:>12} {:>10} {:>13} {:>13} {:>7} {:>14}",
-        "reads",
+        "{:<10} {:>7} {:>11} {:>12} {:>10} {:>13} {:>12} {:>12} {:>13}",
+        "mode",
         "reads",
         "REST calls",
         "calls saved",
         "hit ratio",
         "inval. asked",
         "inval. done",
-        "stale",
+        "stale reads",
         "max stale ms"
     );
     println!(
-        "{:<14} {:>8} {:>11} {:>11.1}% {:>9.1}% {:>13} {:>13} {:>7} {:>14.0}",
+        "{:<10} {:>7} {:>11} {:>11.1}% {:>9.1}% {:>13} {:>12} {:>12} {:>13.0}",
         "cached",
         m.reads,
         m.rest_calls_cached,
@@ -744,7 +742,7 @@ fn print(r: &CacheBenchResult) {
         m.max_stale_ms
     );
     println!(
-        "{:<14} {:>8} {:>11} {:>12} {:>10} {:>13} {:>13} {:>7} {:>14}",
+        "{:<10} {:>7} {:>11} {:>12} {:>10} {:>13} {:>12} {:>12} {:>13}",
         "no cache", m.reads, m.rest_calls_uncached, "-", "-", "-", "-", "-", "-"
     );
 }
