@@ -34,6 +34,201 @@ pub(crate) const JOB_COLUMNS: &str = "id, job_key, order_id, account_id, trigger
      result, external_id, last_error, errors, source_channel, source_replay_id, source_event_id, payload, created_at, \
      updated_at, finished_at";
 
+/// The quarantine columns every query reads.
+pub(crate) const QUARANTINE_COLUMNS: &str = "id, channel, replay_id, schema_id, event_id, payload, reason, kind, state, attempts, created_at, updated_at";
+
+/// The [`Store`] methods both backends run with the same SQL (written with `$N` parameters and
+/// adapted by `$sql`), expanded inside each backend's `impl Store`. Only the batch commit differs
+/// by backend and stays with it; migrations differ in their list, their write transaction
+/// (`$begin`) and an optional lock statement taken first.
+macro_rules! shared_store_methods {
+    ($sql:path, backend = $backend:literal, begin = $begin:path, migrations = $migrations:expr, lock = $lock:expr) => {
+        fn backend(&self) -> &'static str {
+            $backend
+        }
+
+        async fn migrate(&self) -> Result<(), $crate::store::StoreError> {
+            let mut tx = $begin(&self.pool).await?;
+            let lock: Option<&'static str> = $lock;
+            if let Some(lock) = lock {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            sqlx::query($crate::store::migrations::CREATE_LEDGER)
+                .execute(&mut *tx)
+                .await?;
+            let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM sfcdc_migrations")
+                .fetch_all(&mut *tx)
+                .await?;
+            for (version, statements) in $migrations {
+                if applied.contains(version) {
+                    continue;
+                }
+                for s in *statements {
+                    sqlx::query(sqlx::AssertSqlSafe(*s))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(sqlx::AssertSqlSafe($sql(
+                    "INSERT INTO sfcdc_migrations (version, applied_at) VALUES ($1, $2)",
+                )))
+                .bind(version)
+                .bind($crate::clock::now_ms())
+                .execute(&mut *tx)
+                .await?;
+                tracing::info!(version, backend = $backend, "Applied migration");
+            }
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn checkpoint(
+            &self,
+            channel: &str,
+        ) -> Result<Option<$crate::store::Position>, $crate::store::StoreError> {
+            use sqlx::Row;
+            let row = sqlx::query(sqlx::AssertSqlSafe($sql(
+                "SELECT replay_id, preset FROM sfcdc_checkpoints WHERE channel = $1",
+            )))
+            .bind(channel)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|r| $crate::store::position(r.try_get("replay_id")?, r.try_get("preset")?))
+                .transpose()
+        }
+
+        async fn checkpoints(
+            &self,
+        ) -> Result<Vec<$crate::store::Checkpoint>, $crate::store::StoreError> {
+            use sqlx::Row;
+            let rows = sqlx::query(
+                "SELECT channel, replay_id, preset, updated_at FROM sfcdc_checkpoints ORDER BY channel",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok($crate::store::Checkpoint {
+                        channel: r.try_get("channel")?,
+                        position: $crate::store::position(
+                            r.try_get("replay_id")?,
+                            r.try_get("preset")?,
+                        )?,
+                        updated_at: r.try_get("updated_at")?,
+                    })
+                })
+                .collect()
+        }
+
+        async fn set_checkpoint(
+            &self,
+            channel: &str,
+            p: &$crate::store::Position,
+            now_ms: i64,
+        ) -> Result<(), $crate::store::StoreError> {
+            let (replay_id, preset) = $crate::store::position_columns(p);
+            sqlx::query(sqlx::AssertSqlSafe($sql(
+                "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = excluded.preset, updated_at = excluded.updated_at",
+            )))
+            .bind(channel)
+            .bind(replay_id)
+            .bind(preset)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn jobs(
+            &self,
+            filter: &$crate::store::JobFilter,
+        ) -> Result<Vec<$crate::store::JobRow>, $crate::store::StoreError> {
+            let sql = format!(
+                "SELECT {} FROM sfcdc_jobs WHERE (CAST($1 AS TEXT) IS NULL OR state = $1) AND (CAST($2 AS TEXT) IS NULL OR order_id = $2) ORDER BY id DESC LIMIT $3",
+                $crate::store::JOB_COLUMNS
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe($sql(&sql)))
+                .bind(filter.state.map(|s| s.as_str()))
+                .bind(filter.order_id.as_deref())
+                .bind(filter.limit.unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map($crate::store::job_from_row).collect()
+        }
+
+        async fn quarantined(
+            &self,
+            open_only: bool,
+        ) -> Result<Vec<$crate::store::QuarantineRow>, $crate::store::StoreError> {
+            let sql = format!(
+                "SELECT {} FROM sfcdc_quarantine WHERE (NOT $1 OR state = 'open') ORDER BY id",
+                $crate::store::QUARANTINE_COLUMNS
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe($sql(&sql)))
+                .bind(open_only)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map($crate::store::quarantine_from_row).collect()
+        }
+
+        async fn quarantine_entry(
+            &self,
+            id: i64,
+        ) -> Result<Option<$crate::store::QuarantineRow>, $crate::store::StoreError> {
+            let sql = format!(
+                "SELECT {} FROM sfcdc_quarantine WHERE id = $1",
+                $crate::store::QUARANTINE_COLUMNS
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe($sql(&sql)))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map($crate::store::quarantine_from_row).transpose()
+        }
+
+        async fn quarantine_retry_failed(
+            &self,
+            id: i64,
+            reason: &str,
+            now_ms: i64,
+        ) -> Result<(), $crate::store::StoreError> {
+            sqlx::query(sqlx::AssertSqlSafe($sql(
+                "UPDATE sfcdc_quarantine SET reason = $1, attempts = attempts + 1, updated_at = $2 WHERE id = $3",
+            )))
+            .bind(reason)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn counts(&self) -> Result<$crate::store::Counts, $crate::store::StoreError> {
+            let jobs = sqlx::query_as::<_, (String, i64)>(
+                "SELECT state, count(*) FROM sfcdc_jobs GROUP BY state ORDER BY state",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let triggers = sqlx::query_as::<_, (String, i64)>(
+                "SELECT outcome || coalesce(':' || reason, ''), count(*) FROM sfcdc_triggers GROUP BY 1 ORDER BY 1",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            let quarantined: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM sfcdc_quarantine WHERE state = 'open'")
+                    .fetch_one(&self.pool)
+                    .await?;
+            Ok($crate::store::Counts {
+                jobs,
+                triggers,
+                quarantined,
+            })
+        }
+    };
+}
+
+pub(crate) use shared_store_methods;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -10,12 +10,7 @@ use std::collections::HashSet;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
 
-use super::JOB_COLUMNS;
-use super::sqlite::QUARANTINE_COLUMNS;
-use super::{
-    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, Store,
-    StoreBatch, StoreError, jobs_of_new_triggers, migrations, position, position_columns,
-};
+use super::{BatchOutcome, Store, StoreBatch, StoreError, jobs_of_new_triggers, migrations};
 
 /// A PostgreSQL store.
 #[derive(Clone)]
@@ -68,88 +63,6 @@ impl PgStore {
 }
 
 impl Store for PgStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        // One instance migrates at a time; the others then find the versions applied.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sfcdc_migrations'))")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(migrations::CREATE_LEDGER)
-            .execute(&mut *tx)
-            .await?;
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM sfcdc_migrations")
-            .fetch_all(&mut *tx)
-            .await?;
-        for (version, statements) in migrations::POSTGRES {
-            if applied.contains(version) {
-                continue;
-            }
-            for s in *statements {
-                sqlx::query(sqlx::AssertSqlSafe(*s))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("INSERT INTO sfcdc_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(crate::clock::now_ms())
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(version, "Applied PostgreSQL migration");
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, StoreError> {
-        let row = sqlx::query("SELECT replay_id, preset FROM sfcdc_checkpoints WHERE channel = $1")
-            .bind(channel)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| position(r.try_get("replay_id")?, r.try_get("preset")?))
-            .transpose()
-    }
-
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT channel, replay_id, preset, updated_at FROM sfcdc_checkpoints ORDER BY channel",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Checkpoint {
-                    channel: r.try_get("channel")?,
-                    position: position(r.try_get("replay_id")?, r.try_get("preset")?)?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn set_checkpoint(
-        &self,
-        channel: &str,
-        p: &Position,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let (replay_id, preset) = position_columns(p);
-        sqlx::query(
-            "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = excluded.preset, updated_at = excluded.updated_at",
-        )
-        .bind(channel)
-        .bind(replay_id)
-        .bind(preset)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut inserted = HashSet::new();
@@ -268,75 +181,14 @@ impl Store for PgStore {
         })
     }
 
-    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM sfcdc_jobs WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR order_id = $2) ORDER BY id DESC LIMIT $3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(filter.state.map(|s| s.as_str()))
-            .bind(filter.order_id.as_deref())
-            .bind(filter.limit.unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(super::job_from_row).collect()
-    }
-
-    async fn quarantined(&self, open_only: bool) -> Result<Vec<QuarantineRow>, StoreError> {
-        let sql = format!(
-            "SELECT {QUARANTINE_COLUMNS} FROM sfcdc_quarantine WHERE (NOT $1 OR state = 'open') ORDER BY id"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(open_only)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(super::quarantine_from_row).collect()
-    }
-
-    async fn quarantine_entry(&self, id: i64) -> Result<Option<QuarantineRow>, StoreError> {
-        let sql = format!("SELECT {QUARANTINE_COLUMNS} FROM sfcdc_quarantine WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(super::quarantine_from_row).transpose()
-    }
-
-    async fn quarantine_retry_failed(
-        &self,
-        id: i64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sfcdc_quarantine SET reason = $1, attempts = attempts + 1, updated_at = $2 WHERE id = $3")
-            .bind(reason)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn counts(&self) -> Result<Counts, StoreError> {
-        let jobs = sqlx::query_as::<_, (String, i64)>(
-            "SELECT state, count(*) FROM sfcdc_jobs GROUP BY state ORDER BY state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let triggers = sqlx::query_as::<_, (String, i64)>(
-            "SELECT outcome || coalesce(':' || reason, ''), count(*) FROM sfcdc_triggers GROUP BY 1 ORDER BY 1",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let quarantined: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM sfcdc_quarantine WHERE state = 'open'")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Counts {
-            jobs,
-            triggers,
-            quarantined,
-        })
-    }
+    super::shared_store_methods!(
+        super::queue::postgres_sql,
+        backend = "postgres",
+        begin = begin_write,
+        migrations = migrations::POSTGRES,
+        // One instance migrates at a time; the others then find the versions applied.
+        lock = Some("SELECT pg_advisory_xact_lock(hashtext('sfcdc_migrations'))")
+    );
 }
 
 /// Opens a write transaction.

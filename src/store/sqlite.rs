@@ -15,16 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{
-    BatchOutcome, Checkpoint, Counts, JOB_COLUMNS, JobFilter, JobRow, Position, QuarantineRow,
-    Store, StoreBatch, StoreError, jobs_of_new_triggers, migrations, position, position_columns,
-};
-
-/// Rows per multi-row statement, well under SQLite's bound-variable limit.
-const CHUNK: usize = 500;
-
-/// The quarantine columns every query reads.
-pub(super) const QUARANTINE_COLUMNS: &str = "id, channel, replay_id, schema_id, event_id, payload, reason, kind, state, attempts, created_at, updated_at";
+use super::{BatchOutcome, Store, StoreBatch, StoreError, jobs_of_new_triggers, migrations};
 
 /// A SQLite store.
 #[derive(Clone)]
@@ -105,88 +96,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(migrations::CREATE_LEDGER)
-            .execute(&mut *tx)
-            .await?;
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM sfcdc_migrations")
-            .fetch_all(&mut *tx)
-            .await?;
-        for (version, statements) in migrations::SQLITE {
-            if applied.contains(version) {
-                continue;
-            }
-            for s in *statements {
-                sqlx::query(sqlx::AssertSqlSafe(*s))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query("INSERT INTO sfcdc_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(crate::clock::now_ms())
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(version, "Applied SQLite migration");
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, StoreError> {
-        let row = sqlx::query("SELECT replay_id, preset FROM sfcdc_checkpoints WHERE channel = ?")
-            .bind(channel)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| position(r.try_get("replay_id")?, r.try_get("preset")?))
-            .transpose()
-    }
-
-    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT channel, replay_id, preset, updated_at FROM sfcdc_checkpoints ORDER BY channel",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Checkpoint {
-                    channel: r.try_get("channel")?,
-                    position: position(r.try_get("replay_id")?, r.try_get("preset")?)?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn set_checkpoint(
-        &self,
-        channel: &str,
-        p: &Position,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let (replay_id, preset) = position_columns(p);
-        sqlx::query(
-            "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = excluded.preset, updated_at = excluded.updated_at",
-        )
-        .bind(channel)
-        .bind(replay_id)
-        .bind(preset)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut inserted = HashSet::new();
-        for chunk in batch.triggers.chunks(CHUNK) {
+        for chunk in batch.triggers.chunks(super::queue::sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_triggers (trigger_key, order_id, channel, outcome, reason, created_at) ",
             );
@@ -203,7 +116,7 @@ impl Store for SqliteStore {
         }
         let (jobs, duplicate_events) = jobs_of_new_triggers(batch, &inserted);
         let mut created = Vec::new();
-        for chunk in jobs.chunks(CHUNK) {
+        for chunk in jobs.chunks(super::queue::sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_jobs (job_key, kind, order_id, account_id, trigger_status, trigger_kind, source_channel, source_replay_id, \
                  source_event_id, payload, state, attempt, max_attempts, run_at, created_at, updated_at) ",
@@ -238,7 +151,10 @@ impl Store for SqliteStore {
             .map(|j| j.key.clone())
             .collect();
         let mut quarantined = 0;
-        for chunk in batch.quarantine.chunks(CHUNK) {
+        for chunk in batch
+            .quarantine
+            .chunks(super::queue::sql::ROWS_PER_STATEMENT)
+        {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_quarantine (channel, replay_id, schema_id, event_id, payload, reason, kind, created_at, updated_at) ",
             );
@@ -283,75 +199,13 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM sfcdc_jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR order_id = ?2) ORDER BY id DESC LIMIT ?3"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(filter.state.map(|s| s.as_str()))
-            .bind(filter.order_id.as_deref())
-            .bind(filter.limit.unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(super::job_from_row).collect()
-    }
-
-    async fn quarantined(&self, open_only: bool) -> Result<Vec<QuarantineRow>, StoreError> {
-        let sql = format!(
-            "SELECT {QUARANTINE_COLUMNS} FROM sfcdc_quarantine WHERE (?1 = 0 OR state = 'open') ORDER BY id"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(i64::from(open_only))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(super::quarantine_from_row).collect()
-    }
-
-    async fn quarantine_entry(&self, id: i64) -> Result<Option<QuarantineRow>, StoreError> {
-        let sql = format!("SELECT {QUARANTINE_COLUMNS} FROM sfcdc_quarantine WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(super::quarantine_from_row).transpose()
-    }
-
-    async fn quarantine_retry_failed(
-        &self,
-        id: i64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sfcdc_quarantine SET reason = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?")
-            .bind(reason)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn counts(&self) -> Result<Counts, StoreError> {
-        let jobs = sqlx::query_as::<_, (String, i64)>(
-            "SELECT state, count(*) FROM sfcdc_jobs GROUP BY state ORDER BY state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let triggers = sqlx::query_as::<_, (String, i64)>(
-            "SELECT outcome || coalesce(':' || reason, ''), count(*) FROM sfcdc_triggers GROUP BY 1 ORDER BY 1",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let quarantined: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM sfcdc_quarantine WHERE state = 'open'")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Counts {
-            jobs,
-            triggers,
-            quarantined,
-        })
-    }
+    super::shared_store_methods!(
+        super::queue::sqlite_sql,
+        backend = "sqlite",
+        begin = begin_write,
+        migrations = migrations::SQLITE,
+        lock = None
+    );
 }
 
 /// Opens a write transaction.
