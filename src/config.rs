@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// A setting with a bad value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +107,37 @@ impl Env {
         self.get(key).map(|v| SecretString::from(v.to_owned()))
     }
 
+    /// A secret token of at least `min_len` characters (surrounding whitespace aside).
+    pub fn token(&self, key: &str, min_len: usize) -> Result<Option<SecretString>, ConfigError> {
+        let token = self.secret(key);
+        if token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().len() < min_len)
+        {
+            return Err(ConfigError::new(
+                key,
+                format!("is too short: use at least {min_len} characters"),
+            ));
+        }
+        Ok(token)
+    }
+
+    /// An `http://` or `https://` URL with a host.
+    pub fn http_url(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        let Some(url) = self.get(key) else {
+            return Ok(None);
+        };
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                Ok(Some(url.to_owned()))
+            }
+            _ => Err(ConfigError::new(
+                key,
+                format!("'{url}' is not valid: expected an http(s):// URL"),
+            )),
+        }
+    }
+
     /// A required secret.
     pub fn require_secret(&self, key: &str, why: &str) -> Result<SecretString, ConfigError> {
         self.secret(key)
@@ -139,6 +170,19 @@ impl Env {
             humantime::parse_duration(s)
                 .map_err(|e| format!("{e}; use a duration such as 30s, 250ms or 2h"))
         })
+    }
+
+    /// A duration longer than zero.
+    pub fn positive_duration_or(
+        &self,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration_or(key, default)?;
+        if d.is_zero() {
+            return Err(ConfigError::new(key, "must be more than zero"));
+        }
+        Ok(d)
     }
 
     /// An integer within `range`.
@@ -297,5 +341,39 @@ mod tests {
             .choice_or("SFCDC_BATCH_SIZE", 1, &[("one", 1), ("two", 2)])
             .unwrap_err();
         assert!(e.reason.contains("one, two"));
+    }
+
+    #[test]
+    fn urls_must_be_http_with_a_host() {
+        let env = Env::from_pairs([
+            ("GOOD", "https://example.com/base/"),
+            ("PLAIN", "http://127.0.0.1:8080"),
+            ("FTP", "ftp://example.com"),
+            ("NO_HOST", "http://"),
+            ("WORDS", "not a url"),
+        ]);
+        assert_eq!(
+            env.http_url("GOOD").unwrap().as_deref(),
+            Some("https://example.com/base/")
+        );
+        assert!(env.http_url("PLAIN").unwrap().is_some());
+        assert_eq!(env.http_url("UNSET").unwrap(), None);
+        for bad in ["FTP", "NO_HOST", "WORDS"] {
+            let e = env.http_url(bad).unwrap_err();
+            assert_eq!(e.var, bad);
+            assert!(e.reason.ends_with("expected an http(s):// URL"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tokens_have_a_minimum_length_and_stay_secret() {
+        let env = Env::from_pairs([("SHORT", "  abc  "), ("LONG", "0123456789abcdef")]);
+        let e = env.token("SHORT", 16).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SHORT: is too short: use at least 16 characters"
+        );
+        assert!(env.token("LONG", 16).unwrap().is_some());
+        assert!(env.token("UNSET", 16).unwrap().is_none());
     }
 }

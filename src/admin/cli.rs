@@ -86,11 +86,13 @@ pub enum DeliveriesCommand {
 }
 
 fn job_state(s: &str) -> anyhow::Result<JobState> {
-    JobState::parse(s).ok_or_else(|| {
-        anyhow::anyhow!(
-            "--state: '{s}' is not one of available, running, polling, retryable, completed, cancelled, dead"
-        )
-    })
+    JobState::parse(s)
+        .ok_or_else(|| anyhow::anyhow!("--state: '{s}' is not one of {}", super::job_states()))
+}
+
+fn delivery_state(s: &str) -> anyhow::Result<DeliveryState> {
+    DeliveryState::parse(s)
+        .ok_or_else(|| anyhow::anyhow!("--state: '{s}' is not one of {}", super::delivery_states()))
 }
 
 /// Runs `sfcdc jobs …`.
@@ -148,11 +150,8 @@ pub async fn run_jobs(cmd: JobsCommand) -> anyhow::Result<()> {
             );
         }
         JobsCommand::Cancel { id, reason } => {
+            let reason = super::operator_reason(reason.as_deref()).map_err(anyhow::Error::msg)?;
             let store = open_store().await?;
-            let reason = match reason {
-                Some(r) => format!("cancelled by an operator: {r}"),
-                None => "cancelled by an operator".to_owned(),
-            };
             store
                 .cancel_job(id, &reason, crate::clock::now_ms())
                 .await?;
@@ -273,15 +272,7 @@ pub async fn run_deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
             limit,
             format,
         } => {
-            let state = state
-                .map(|s| {
-                    DeliveryState::parse(&s).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "--state: '{s}' is not one of pending, delivered, dead, cancelled"
-                        )
-                    })
-                })
-                .transpose()?;
+            let state = state.as_deref().map(delivery_state).transpose()?;
             let rows = store
                 .deliveries(&DeliveryFilter {
                     state,

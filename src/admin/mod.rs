@@ -57,16 +57,7 @@ impl AdminConfig {
                     .map_err(|_| "expected HOST:PORT such as 127.0.0.1:9180, or off".to_owned())
             }
         })?;
-        let token = env.secret("SFCDC_ADMIN_TOKEN");
-        if token
-            .as_ref()
-            .is_some_and(|t| t.expose_secret().trim().len() < 16)
-        {
-            return Err(ConfigError::new(
-                "SFCDC_ADMIN_TOKEN",
-                "is too short: use at least 16 characters",
-            ));
-        }
+        let token = env.token("SFCDC_ADMIN_TOKEN", 16)?;
         Ok(AdminConfig { addr, token })
     }
 }
@@ -335,6 +326,16 @@ impl Params {
     }
 }
 
+/// The job states, for messages: `available, running, …`.
+pub(crate) fn job_states() -> String {
+    states(&JobState::ALL, JobState::as_str)
+}
+
+/// The delivery states, for messages: `pending, delivered, …`.
+pub(crate) fn delivery_states() -> String {
+    states(&DeliveryState::ALL, DeliveryState::as_str)
+}
+
 fn states<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
     all.iter().map(|s| name(*s)).collect::<Vec<_>>().join(", ")
 }
@@ -345,11 +346,7 @@ async fn list_jobs(
 ) -> ApiResult<Vec<crate::store::JobRow>> {
     let p = Params::new(q, &["state", "order_id", "limit"])?;
     let filter = JobFilter {
-        state: p.parse(
-            "state",
-            JobState::parse,
-            &states(&JobState::ALL, JobState::as_str),
-        )?,
+        state: p.parse("state", JobState::parse, &job_states())?,
         order_id: p.get("order_id").map(str::to_owned),
         limit: Some(p.limit()?),
     };
@@ -378,6 +375,21 @@ async fn retry_job(
     Ok(axum::Json(job))
 }
 
+/// Most characters an operator's cancel reason may have.
+const MAX_REASON: usize = 500;
+
+/// The recorded reason of an operator's cancel, from the reason given (if any), trimmed; the
+/// error says what to fix. Both front ends (the API and `sfcdc jobs cancel`) use it.
+pub(crate) fn operator_reason(reason: Option<&str>) -> Result<String, String> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_REASON => {
+            Err(format!("reason: at most {MAX_REASON} characters"))
+        }
+        Some(r) if !r.trim().is_empty() => Ok(format!("cancelled by an operator: {}", r.trim())),
+        _ => Ok("cancelled by an operator".to_owned()),
+    }
+}
+
 /// The body of a cancel: optional, `{"reason": "…"}`.
 fn cancel_reason(body: &Bytes) -> Result<String, ApiError> {
     #[derive(serde::Deserialize)]
@@ -385,9 +397,8 @@ fn cancel_reason(body: &Bytes) -> Result<String, ApiError> {
     struct Cancel {
         reason: Option<String>,
     }
-    let default = "cancelled by an operator".to_owned();
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(default);
+        return operator_reason(None).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e));
     }
     let c: Cancel = serde_json::from_slice(body).map_err(|e| {
         ApiError(
@@ -395,14 +406,7 @@ fn cancel_reason(body: &Bytes) -> Result<String, ApiError> {
             format!("the body must be JSON like {{\"reason\": \"…\"}}: {e}"),
         )
     })?;
-    match c.reason {
-        Some(r) if r.chars().count() > 500 => Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "reason: at most 500 characters".into(),
-        )),
-        Some(r) if !r.trim().is_empty() => Ok(format!("cancelled by an operator: {}", r.trim())),
-        _ => Ok(default),
-    }
+    operator_reason(c.reason.as_deref()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
 }
 
 async fn cancel_job(
@@ -428,11 +432,7 @@ async fn list_deliveries(
 ) -> ApiResult<Vec<crate::store::queue::DeliveryRow>> {
     let p = Params::new(q, &["state", "job_id", "limit"])?;
     let filter = DeliveryFilter {
-        state: p.parse(
-            "state",
-            DeliveryState::parse,
-            &states(&DeliveryState::ALL, DeliveryState::as_str),
-        )?,
+        state: p.parse("state", DeliveryState::parse, &delivery_states())?,
         job_id: p.parse("job_id", |v| v.parse().ok(), "a job id")?,
         limit: Some(p.limit()?),
     };
@@ -514,6 +514,33 @@ mod tests {
                 .0,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn operator_reasons_are_trimmed_and_limited() {
+        assert_eq!(operator_reason(None).unwrap(), "cancelled by an operator");
+        assert_eq!(
+            operator_reason(Some("   ")).unwrap(),
+            "cancelled by an operator"
+        );
+        assert_eq!(
+            operator_reason(Some("  duplicate \n")).unwrap(),
+            "cancelled by an operator: duplicate"
+        );
+        assert!(operator_reason(Some(&"é".repeat(500))).is_ok());
+        assert_eq!(
+            operator_reason(Some(&"x".repeat(501))).unwrap_err(),
+            "reason: at most 500 characters"
+        );
+    }
+
+    #[test]
+    fn state_lists_name_every_state() {
+        assert_eq!(
+            job_states(),
+            "available, running, polling, retryable, completed, cancelled, dead"
+        );
+        assert_eq!(delivery_states(), "pending, delivered, dead, cancelled");
     }
 
     #[test]

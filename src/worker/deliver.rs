@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::notify::Notifier;
-use super::transition::{self, RetryPolicy, StepOutcome, Transition};
+use super::transition::{self, ErrorKind, RetryPolicy, Transition};
 use crate::store::queue::{DeliveryEnd, DeliveryRow, DeliveryUpdate, Queue, append_error};
 use crate::telemetry::metrics::Metrics;
 
@@ -101,12 +101,8 @@ impl<Q: Queue> Deliverer<Q> {
                 (DeliveryEnd::Delivered, row.errors.clone(), "delivered")
             }
             Err(e) => {
-                let kind = if e.transient {
-                    StepOutcome::Transient
-                } else {
-                    StepOutcome::Permanent
-                };
                 let errors = append_error(&row.errors, row.attempt, now, &e.message);
+                let kind = ErrorKind::of(e.transient);
                 match transition::next(&self.retry, row.attempt, kind, rand::random()) {
                     Transition::Retry { delay } => {
                         tracing::warn!(delivery_id = row.id, notifier = %row.notifier, error = %e, retry_in = ?delay, "Notification failed; retrying");
@@ -117,7 +113,7 @@ impl<Q: Queue> Deliverer<Q> {
                         };
                         (end, errors, "retry")
                     }
-                    _ => {
+                    Transition::Dead => {
                         tracing::error!(delivery_id = row.id, notifier = %row.notifier, error = %e, "Notification dead-lettered");
                         (DeliveryEnd::Dead { error: e.message }, errors, "dead")
                     }

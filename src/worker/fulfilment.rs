@@ -82,8 +82,6 @@ pub struct CallError {
     pub transient: bool,
     /// What happened (never contains the token).
     pub message: String,
-    /// The HTTP status, if there was a response.
-    pub status: Option<u16>,
 }
 
 impl CallError {
@@ -96,7 +94,6 @@ impl CallError {
         CallError {
             transient: true,
             message: format!("fulfilment {what} {kind}: {}", e.without_url()),
-            status: None,
         }
     }
 
@@ -117,7 +114,6 @@ impl CallError {
         CallError {
             transient,
             message: format!("fulfilment {what} answered {status}: {detail}"),
-            status: Some(status),
         }
     }
 
@@ -125,7 +121,6 @@ impl CallError {
         CallError {
             transient: true,
             message: format!("fulfilment {what} returned an unexpected body: {e}"),
-            status: None,
         }
     }
 }

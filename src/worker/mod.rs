@@ -87,18 +87,9 @@ pub const MIN_TRIGGER_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
 impl WorkerConfig {
     /// Reads the worker variables; `None` when `SFCDC_FULFILMENT_URL` is unset (no worker).
     pub fn from_env(env: &Env) -> Result<Option<WorkerConfig>, ConfigError> {
-        let Some(url) = env.get("SFCDC_FULFILMENT_URL") else {
+        let Some(url) = env.http_url("SFCDC_FULFILMENT_URL")? else {
             return Ok(None);
         };
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => {
-                return Err(ConfigError::new(
-                    "SFCDC_FULFILMENT_URL",
-                    format!("'{url}' is not valid: expected an http(s):// URL"),
-                ));
-            }
-        }
         let http_timeout = env.duration_or("SFCDC_HTTP_TIMEOUT", Duration::from_secs(30))?;
         let lease = env.duration_or("SFCDC_JOB_LEASE", Duration::from_secs(300))?;
         // A step makes up to four calls (read, Activating, submit, outcome), each bounded by the
@@ -109,14 +100,7 @@ impl WorkerConfig {
                 "must be at least four SFCDC_HTTP_TIMEOUTs (a step makes up to four calls)",
             ));
         }
-        let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
-            let d = env.duration_or(key, default)?;
-            if d.is_zero() {
-                Err(ConfigError::new(key, "must be more than zero"))
-            } else {
-                Ok(d)
-            }
-        };
+        let positive = |key: &str, default: Duration| env.positive_duration_or(key, default);
         let poll_base = positive("SFCDC_POLL_INTERVAL", Duration::from_secs(2))?;
         let poll_cap = positive("SFCDC_POLL_MAX_INTERVAL", Duration::from_secs(60))?.max(poll_base);
         let retry_base = positive("SFCDC_RETRY_BASE", Duration::from_secs(10))?;
@@ -204,7 +188,8 @@ const WRITE_BATCH: usize = 256;
 
 /// The worker pool.
 pub struct Worker<Q: Queue, F: Fulfilment, O: Orders> {
-    inner: Arc<Inner<Q, F, O>>,
+    /// Shared with the steps once it runs.
+    inner: Inner<Q, F, O>,
     writes: mpsc::Receiver<WriteRequest>,
 }
 
@@ -244,7 +229,7 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Worker<Q, F, O> {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         Worker {
-            inner: Arc::new(Inner {
+            inner: Inner {
                 queue,
                 fulfilment,
                 orders,
@@ -256,22 +241,21 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Worker<Q, F, O> {
                 claims: AtomicU64::new(0),
                 wake: Arc::new(Notify::new()),
                 deliveries: Arc::new(Notify::new()),
-            }),
+            },
             writes,
         }
     }
 
     /// Wakes the worker when notified (pass the ingest sink's job signal).
     pub fn with_wake(mut self, wake: Arc<Notify>) -> Self {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.wake = wake;
-        }
+        self.inner.wake = wake;
         self
     }
 
     /// Runs until `cancel`, then lets the steps in flight finish and write their outcome.
     pub async fn run(self, http: reqwest::Client, cancel: CancellationToken) {
         let Worker { inner, writes } = self;
+        let inner = Arc::new(inner);
         tracing::info!(
             worker = %inner.name,
             concurrency = inner.config.concurrency,

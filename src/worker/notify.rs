@@ -108,10 +108,9 @@ impl Notifier {
     /// `SFCDC_GITHUB_REPO` is set.
     pub fn from_env(env: &Env) -> Result<Vec<Notifier>, ConfigError> {
         let mut out = Vec::new();
-        if let Some(url) = env.get("SFCDC_WEBHOOK_URL") {
-            http_url("SFCDC_WEBHOOK_URL", url)?;
+        if let Some(url) = env.http_url("SFCDC_WEBHOOK_URL")? {
             out.push(Notifier::Webhook {
-                url: url.to_owned(),
+                url,
                 secret: env.require_secret(
                     "SFCDC_WEBHOOK_SECRET",
                     "when SFCDC_WEBHOOK_URL is set (webhooks are always signed)",
@@ -132,9 +131,8 @@ impl Notifier {
                 ));
             }
             let api_url = env
-                .get("SFCDC_GITHUB_API_URL")
-                .unwrap_or("https://api.github.com");
-            http_url("SFCDC_GITHUB_API_URL", api_url)?;
+                .http_url("SFCDC_GITHUB_API_URL")?
+                .unwrap_or_else(|| "https://api.github.com".to_owned());
             let event_type = env.parse_or(
                 "SFCDC_GITHUB_EVENT_TYPE",
                 "sfcdc-provisioning".to_owned(),
@@ -250,16 +248,6 @@ fn delivery_id(body: &str) -> String {
         .ok()
         .and_then(|b| b.get("delivery").and_then(Json::as_str).map(str::to_owned))
         .unwrap_or_default()
-}
-
-fn http_url(var: &str, url: &str) -> Result<(), ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => Err(ConfigError::new(
-            var,
-            format!("'{url}' is not valid: expected an http(s):// URL"),
-        )),
-    }
 }
 
 #[cfg(test)]

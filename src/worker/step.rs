@@ -3,14 +3,14 @@
 //! A fresh step ([`Inner::start`]) re-reads the order, re-checks the guards, records the phase,
 //! writes `Activating` and submits. A polling step ([`Inner::poll_all`]) asks for the state of
 //! one or many operations. Both end in a [`Flow`], which [`Inner::conclude`] turns into the job's
-//! update through [`transition::next`]: finished work is written back to Salesforce first, then
-//! recorded with its notifications in one transaction.
+//! update (a failure is retried or dead-lettered as [`transition::next`] decides): finished work
+//! is written back to Salesforce first, then recorded with its notifications in one transaction.
 
 use serde_json::{Value as Json, json};
 
 use super::fulfilment::{Fulfilment, OpStatus, Operation, Submitted};
 use super::notify::{JobEvent, summary};
-use super::transition::{self, StepOutcome, Transition};
+use super::transition::{self, ErrorKind, Transition};
 use super::{Inner, Orders};
 use crate::rules::{OrderFacts, recheck};
 use crate::sfid::SfId;
@@ -270,9 +270,12 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
                 }
                 Flow::Cancel(reason) => {
                     tracing::info!(job_id = job.id, order_id = %job.order_id, %reason, "Job cancelled: the order no longer qualifies");
-                    let errors = job.errors_with(&reason, now);
-                    let end = JobEnd::Cancelled { reason };
-                    (self.end(end, errors, vec![]), "cancelled")
+                    let change = JobChange::End {
+                        errors: job.errors_with(&reason, now),
+                        end: JobEnd::Cancelled { reason },
+                        deliveries: vec![],
+                    };
+                    (change, "cancelled")
                 }
                 Flow::WrittenBack {
                     result,
@@ -282,48 +285,55 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
                     let s = summary(job, JobEvent::Completed, external_id.as_deref(), None, now);
                     let latency = (now - job.created_at).max(0) as f64 / 1000.0;
                     self.metrics.job_latency_seconds.observe(latency);
-                    let end = JobEnd::Completed {
-                        result: result.to_string(),
-                        external_id,
+                    let change = JobChange::End {
+                        end: JobEnd::Completed {
+                            result: result.to_string(),
+                            external_id,
+                        },
+                        errors: job.errors.clone(),
+                        deliveries: self.deliveries_for(&s, JobEvent::Completed),
                     };
-                    let deliveries = self.deliveries_for(&s, JobEvent::Completed);
-                    (self.end(end, job.errors.clone(), deliveries), "completed")
+                    (change, "completed")
                 }
                 Flow::Fail {
                     error,
                     transient,
                     new_operation,
                 } => {
-                    let outcome = if transient {
-                        StepOutcome::Transient
-                    } else {
-                        StepOutcome::Permanent
-                    };
-                    let errors = job.errors_with(&error, now);
-                    match transition::next(&self.config.retry, job.attempt, outcome, rand::random())
-                    {
+                    let kind = ErrorKind::of(transient);
+                    match transition::next(&self.config.retry, job.attempt, kind, rand::random()) {
                         Transition::Retry { delay } => {
                             tracing::warn!(job_id = job.id, attempt = job.attempt, %error, retry_in = ?delay, "Job step failed; retrying");
-                            let end = JobEnd::Retry {
-                                run_at: now + delay.as_millis() as i64,
-                                error,
-                                new_operation,
+                            let change = JobChange::End {
+                                errors: job.errors_with(&error, now),
+                                end: JobEnd::Retry {
+                                    run_at: now + delay.as_millis() as i64,
+                                    error,
+                                    new_operation,
+                                },
+                                deliveries: vec![],
                             };
-                            (self.end(end, errors, vec![]), "retry")
+                            (change, "retry")
                         }
-                        _ => {
+                        Transition::Dead => {
+                            // The recorded error notes a failed write-back.
                             let error = self.write_back_failure(job, error).await;
                             tracing::error!(job_id = job.id, order_id = %job.order_id, attempt = job.attempt, %error, "Job dead-lettered");
                             let s = summary(job, JobEvent::Dead, None, Some(&error), now);
-                            let deliveries = self.deliveries_for(&s, JobEvent::Dead);
-                            let errors = job.errors_with(&error, now);
-                            (self.end(JobEnd::Dead { error }, errors, deliveries), "dead")
+                            let change = JobChange::End {
+                                errors: job.errors_with(&error, now),
+                                deliveries: self.deliveries_for(&s, JobEvent::Dead),
+                                end: JobEnd::Dead { error },
+                            };
+                            (change, "dead")
                         }
                     }
                 }
             };
         };
-        let notifies = matches!(label, "completed" | "dead") && !self.config.notifiers.is_empty();
+        // Deliveries were written with the step: wake the delivery loop once they are.
+        let notifies =
+            matches!(&change, JobChange::End { deliveries, .. } if !deliveries.is_empty());
         match self
             .write(JobUpdate {
                 id: job.id,
@@ -405,14 +415,6 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
         match result {
             Ok(()) => error,
             Err(e) => format!("{error} (and writing the failure to Salesforce failed: {e})"),
-        }
-    }
-
-    fn end(&self, end: JobEnd, errors: String, deliveries: Vec<NewDelivery>) -> JobChange {
-        JobChange::End {
-            end,
-            errors,
-            deliveries,
         }
     }
 

@@ -1,43 +1,44 @@
-//! The one pure function that turns a step's outcome into a job's next state.
+//! The one pure function that turns a failed attempt into its next state.
 //!
-//! Every decision about retries and dead letters is made here, from plain data: the attempt just
-//! made, the attempts allowed, and what kind of error (if any) ended it. The worker only carries
-//! the decision out. The retry delay grows exponentially from a base to a cap; jitter is applied by
-//! the caller from a number it passes in, so this stays deterministic and testable.
+//! Every decision about retries and dead letters, for jobs and outbox deliveries alike, is made
+//! here from plain data: the attempt just made, the attempts allowed, and the [`ErrorKind`] that
+//! ended it. The worker only carries the decision out. The retry delay grows exponentially from a
+//! base to a cap; jitter is a number the caller passes in, so this stays deterministic and
+//! testable.
 
 use std::time::Duration;
 
-/// How a step ended.
+/// What kind of error ended an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepOutcome {
-    /// The fulfilment system finished the work.
-    Completed,
-    /// Submitted (or still running): poll again later. Polls use no attempt.
-    Pending,
-    /// The order no longer qualifies; nothing to do.
-    NoLongerQualifies,
+pub enum ErrorKind {
     /// A failure that may pass: a 5xx, a timeout, a dropped connection, Salesforce unavailable.
     Transient,
     /// A failure that will not pass by retrying: the fulfilment system rejected or failed the
-    /// order.
+    /// order, a receiver refused the notification.
     Permanent,
 }
 
-/// What happens to the job.
+impl ErrorKind {
+    /// [`ErrorKind::Transient`] when `transient`, else [`ErrorKind::Permanent`].
+    pub fn of(transient: bool) -> ErrorKind {
+        if transient {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Permanent
+        }
+    }
+}
+
+/// What happens after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
-    /// Done; notify.
-    Complete,
-    /// Poll again after the poll interval; the lease is released meanwhile.
-    Poll,
-    /// Stop without error; no notification.
-    Cancel,
     /// Try a new attempt after `delay`.
     Retry {
         /// Time until the next attempt.
         delay: Duration,
     },
-    /// Give up: write the failure to Salesforce, keep the job as a dead letter, notify.
+    /// Give up: keep it as a dead letter (a job also writes the failure to Salesforce and
+    /// notifies).
     Dead,
 }
 
@@ -62,16 +63,13 @@ impl RetryPolicy {
     }
 }
 
-/// The next state after attempt `attempt` (1-based) ended with `outcome`. `jitter` in `[0, 1)`
-/// spreads retries: the delay is scaled into `[0.5, 1.0)` of its nominal value.
-pub fn next(policy: &RetryPolicy, attempt: i32, outcome: StepOutcome, jitter: f64) -> Transition {
-    match outcome {
-        StepOutcome::Completed => Transition::Complete,
-        StepOutcome::Pending => Transition::Poll,
-        StepOutcome::NoLongerQualifies => Transition::Cancel,
-        StepOutcome::Permanent => Transition::Dead,
-        StepOutcome::Transient if attempt >= policy.max_attempts => Transition::Dead,
-        StepOutcome::Transient => {
+/// The next state after attempt `attempt` (1-based) failed with an error of `kind`. `jitter` in
+/// `[0, 1)` spreads retries: the delay is scaled into `[0.5, 1.0)` of its nominal value.
+pub fn next(policy: &RetryPolicy, attempt: i32, kind: ErrorKind, jitter: f64) -> Transition {
+    match kind {
+        ErrorKind::Permanent => Transition::Dead,
+        ErrorKind::Transient if attempt >= policy.max_attempts => Transition::Dead,
+        ErrorKind::Transient => {
             let nominal = policy.delay(attempt);
             let factor = 0.5 + jitter.clamp(0.0, 1.0) / 2.0;
             Transition::Retry {
@@ -92,26 +90,14 @@ mod tests {
     };
 
     #[test]
-    fn every_outcome_at_every_attempt() {
+    fn every_kind_at_every_attempt() {
         for attempt in 1..=6 {
             for jitter in [0.0, 0.5, 0.999] {
                 assert_eq!(
-                    next(&POLICY, attempt, StepOutcome::Completed, jitter),
-                    Transition::Complete
-                );
-                assert_eq!(
-                    next(&POLICY, attempt, StepOutcome::Pending, jitter),
-                    Transition::Poll
-                );
-                assert_eq!(
-                    next(&POLICY, attempt, StepOutcome::NoLongerQualifies, jitter),
-                    Transition::Cancel
-                );
-                assert_eq!(
-                    next(&POLICY, attempt, StepOutcome::Permanent, jitter),
+                    next(&POLICY, attempt, ErrorKind::Permanent, jitter),
                     Transition::Dead
                 );
-                let t = next(&POLICY, attempt, StepOutcome::Transient, jitter);
+                let t = next(&POLICY, attempt, ErrorKind::Transient, jitter);
                 if attempt >= POLICY.max_attempts {
                     assert_eq!(t, Transition::Dead, "attempt {attempt}");
                 } else {
@@ -126,6 +112,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn kinds_come_from_the_transient_flag() {
+        assert_eq!(ErrorKind::of(true), ErrorKind::Transient);
+        assert_eq!(ErrorKind::of(false), ErrorKind::Permanent);
     }
 
     #[test]

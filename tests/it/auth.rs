@@ -189,13 +189,10 @@ async fn tokens_with_a_known_lifetime_are_refreshed_before_they_expire() {
         )
         .await;
     s.wait_for(20).await;
-    tokio::time::timeout(PATIENCE, async {
-        while s.metric("sfcdc_auth_refreshes_total", &[]) < 2.0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    eventually("proactive refreshes", async || {
+        (s.metric("sfcdc_auth_refreshes_total", &[]) >= 2.0).then_some(())
     })
-    .await
-    .expect("proactive refreshes");
+    .await;
     // The stream keeps working across refreshes: new events still arrive, exactly once.
     org.emu.bulk(30);
     s.wait_for(50).await;

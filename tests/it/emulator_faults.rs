@@ -72,19 +72,14 @@ async fn refused_subscriptions_are_service_unavailable_until_the_window_ends() {
         })
         .await
         .unwrap();
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Ok(mut sub) =
-                Sub::open(&mut client, fetch(ORDERS, ReplayPreset::Latest, vec![], 1)).await
-            {
-                sub.live().await;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    eventually("subscriptions to be accepted again", async || {
+        let mut sub = Sub::open(&mut client, fetch(ORDERS, ReplayPreset::Latest, vec![], 1))
+            .await
+            .ok()?;
+        sub.live().await;
+        Some(())
     })
-    .await
-    .expect("subscriptions are accepted again");
+    .await;
 }
 
 #[tokio::test]

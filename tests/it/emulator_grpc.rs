@@ -350,13 +350,10 @@ async fn retention_expires_old_replay_ids() {
     let old = sub.events(2).await;
     drop(sub);
     // Wait for the retention sweep to purge them (no timing assertion: we poll the outcome).
-    tokio::time::timeout(PATIENCE, async {
-        while org.emu.stats().events_retained[ORDERS] > 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    eventually("the events to be purged", async || {
+        (org.emu.stats().events_retained[ORDERS] == 0).then_some(())
     })
-    .await
-    .expect("events are purged");
+    .await;
     let mut sub = Sub::open(
         &mut client,
         fetch(ORDERS, ReplayPreset::Custom, old[0].replay_id.to_vec(), 1),

@@ -72,33 +72,25 @@ pub(crate) async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &
 
 /// Waits until every listed channel's checkpoint reaches the emulator's last event on it.
 pub(crate) async fn caught_up<S: Store>(org: &Org, store: &S, channels: &[&str]) {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let stored: BTreeMap<String, Position> = store
-                .checkpoints()
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|c| (c.channel, c.position))
-                .collect();
-            let done = channels.iter().all(|ch| {
-                let last = org.emu.with_world(|w| w.bus.last(ch).map(|e| e.replay));
-                match (last, stored.get(*ch)) {
-                    (None, _) => true,
-                    (Some(last), Some(Position::After(r))) => {
-                        r.position().is_some_and(|p| p >= last)
-                    }
-                    _ => false,
-                }
-            });
-            if done {
-                return;
+    eventually("the service to catch up", async || {
+        let stored: BTreeMap<String, Position> = store
+            .checkpoints()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.channel, c.position))
+            .collect();
+        let done = channels.iter().all(|ch| {
+            let last = org.emu.with_world(|w| w.bus.last(ch).map(|e| e.replay));
+            match (last, stored.get(*ch)) {
+                (None, _) => true,
+                (Some(last), Some(Position::After(r))) => r.position().is_some_and(|p| p >= last),
+                _ => false,
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        });
+        done.then_some(())
     })
-    .await
-    .expect("the service catches up");
+    .await;
 }
 
 pub(crate) async fn jobs_by_order<S: Store>(store: &S) -> BTreeMap<String, usize> {
@@ -468,13 +460,12 @@ async fn sigterm_finishes_the_batch_in_hand_and_exits_zero() {
     let env = binary_env(&org, dir.path(), &url);
     let mut p = spawn_run(&env, &dir.path().join("run.log"));
     let store = SqliteStore::connect(&url).await.unwrap();
-    tokio::time::timeout(PATIENCE, async {
-        while store.migrate().await.is_err() || store.checkpoint(ORDERS).await.unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    eventually("it to start committing", async || {
+        let committing =
+            store.migrate().await.is_ok() && store.checkpoint(ORDERS).await.unwrap().is_some();
+        committing.then_some(())
     })
-    .await
-    .expect("it starts committing");
+    .await;
     signal(p.pid(), "TERM");
     let status = tokio::time::timeout(PATIENCE, p.0.wait())
         .await

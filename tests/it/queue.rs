@@ -638,11 +638,17 @@ async fn concurrent_claimers_never_share_a_job<S: Store + Queue>(store: S) {
         (120, 120),
         "each job ran exactly once"
     );
-    // Claims of one order were strictly sequential, in creation order.
+    // Claims of one order were strictly sequential, in creation order. Sorted by (order, claim),
+    // neighbours of one order share a claim only if that claim took both; otherwise the later
+    // claim must hold the later job.
     all.sort_by_key(|(order, _, seq)| (order.clone(), *seq));
     for pair in all.windows(2) {
         if pair[0].0 == pair[1].0 {
-            assert!(pair[0].1 < pair[1].1 && pair[0].2 < pair[1].2, "{pair:?}");
+            assert!(
+                pair[0].1 < pair[1].1 && pair[0].2 < pair[1].2,
+                "(order, job id, claim): one claim took two jobs of the order, or a later claim \
+                 took an earlier job: {pair:?}"
+            );
         }
     }
     let left = store.claim_jobs("late", 1000, T0 + 3, LEASE).await.unwrap();

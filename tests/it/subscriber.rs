@@ -155,13 +155,10 @@ async fn the_watchdog_reconnects_a_silent_stream() {
             sink(),
         )
         .await;
-    tokio::time::timeout(PATIENCE, async {
-        while s.metric("sfcdc_reconnects_total", &[("reason", "watchdog")]) < 1.0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    eventually("the watchdog to fire", async || {
+        (s.metric("sfcdc_reconnects_total", &[("reason", "watchdog")]) >= 1.0).then_some(())
     })
-    .await
-    .expect("the watchdog fires");
+    .await;
     org.emu.bulk(2);
     s.wait_for(2).await;
     assert_eq!(committed(&s.sink), org.sequence(ORDERS));

@@ -63,24 +63,6 @@ fn store(r: &Running) -> Arc<AnyStore> {
     r.app.sink().store().clone()
 }
 
-/// Waits until `f` says yes, or fails with `what`.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Some(v) = f().await {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
 async fn jobs_of(store: &AnyStore, order: &str) -> Vec<JobRow> {
     let mut jobs = store
         .jobs(&JobFilter {

@@ -21,6 +21,21 @@ use tonic::{Request, Status, Streaming};
 /// How long a test waits for something that should happen before declaring it lost.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Asks `check` every 20 ms until it answers `Some`, and returns that; fails the test with
+/// `what` if [`PATIENCE`] runs out first.
+pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
 /// The three Pub/Sub metadata headers.
 #[derive(Clone, Debug)]
 pub struct Auth {
