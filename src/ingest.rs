@@ -222,17 +222,17 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                 }
             }
         }
+        // Facts cached before an event of this batch changed a guard field are out of date,
+        // for this batch's lookups and for later ones.
+        let changed: BTreeSet<_> = events
+            .iter()
+            .flat_map(|e| rules::guard_changes(&self.rules, e))
+            .collect();
+        if !changed.is_empty() {
+            let changed: Vec<_> = changed.into_iter().collect();
+            self.lookup.forget(&changed).await;
+        }
         if !needed.is_empty() {
-            // Facts cached before an event of this batch changed a guard field are out of date.
-            let changed: BTreeSet<_> = events
-                .iter()
-                .flat_map(|e| rules::guard_changes(&self.rules, e))
-                .filter(|id| needed.contains(id))
-                .collect();
-            if !changed.is_empty() {
-                let changed: Vec<_> = changed.into_iter().collect();
-                self.lookup.forget(&changed).await;
-            }
             let ids: Vec<_> = needed.into_iter().collect();
             let facts = self
                 .lookup

@@ -148,6 +148,18 @@ impl SalesforceRest {
         }
     }
 
+    /// Runs `select` (a `SELECT … FROM …` without `WHERE`) for these record ids, in chunks that
+    /// keep the query URL short.
+    pub async fn query_by_ids(&self, select: &str, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let list: Vec<String> = chunk.iter().map(|id| format!("'{id}'")).collect();
+            let soql = format!("{select} WHERE Id IN ({})", list.join(", "));
+            out.extend(self.query(&soql).await?);
+        }
+        Ok(out)
+    }
+
     async fn page(&self, resp: reqwest::Response) -> Result<Json, RestError> {
         if !resp.status().is_success() {
             return Err(Self::error(resp).await);
@@ -228,17 +240,23 @@ impl RestLookup {
     }
 
     fn facts(&self, r: &Json) -> Option<(SfId, OrderFacts)> {
-        let text = |k: &str| r.get(k).and_then(Json::as_str).map(str::to_owned);
-        let id = SfId::parse(r.get("Id")?.as_str()?).ok()?;
-        Some((
-            id,
-            OrderFacts {
-                status: text("Status"),
-                activation: text(&self.rules.activation_field),
-                external_id: text(&self.rules.external_id_field),
-                account_id: text("AccountId"),
-            },
-        ))
+        Some((record_id(r)?, order_facts(r.as_object()?, &self.rules)))
+    }
+}
+
+/// The `Id` of a REST record.
+pub fn record_id(r: &Json) -> Option<SfId> {
+    SfId::parse(r.get("Id")?.as_str()?).ok()
+}
+
+/// What the rules guard on, from an Order record.
+pub fn order_facts(r: &serde_json::Map<String, Json>, rules: &RulesConfig) -> OrderFacts {
+    let text = |k: &str| r.get(k).and_then(Json::as_str).map(str::to_owned);
+    OrderFacts {
+        status: text("Status"),
+        activation: text(&rules.activation_field),
+        external_id: text(&rules.external_id_field),
+        account_id: text("AccountId"),
     }
 }
 
@@ -253,13 +271,9 @@ pub fn soql_datetime(ms: i64) -> String {
 impl OrderLookup for RestLookup {
     async fn orders(&self, ids: &[SfId]) -> Result<Facts, RestError> {
         let mut facts: Facts = ids.iter().map(|id| (id.clone(), None)).collect();
-        for chunk in ids.chunks(IDS_PER_QUERY) {
-            let list: Vec<String> = chunk.iter().map(|id| format!("'{id}'")).collect();
-            let soql = format!("{} WHERE Id IN ({})", self.select(), list.join(", "));
-            for r in self.rest.query(&soql).await? {
-                if let Some((id, f)) = self.facts(&r) {
-                    facts.insert(id, Some(f));
-                }
+        for r in self.rest.query_by_ids(&self.select(), ids).await? {
+            if let Some((id, f)) = self.facts(&r) {
+                facts.insert(id, Some(f));
             }
         }
         Ok(facts)

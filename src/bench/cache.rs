@@ -318,8 +318,6 @@ async fn settled(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The flush applies what it took from the pending set right after taking it.
-    tokio::time::sleep(Duration::from_millis(20)).await;
     Ok(())
 }
 

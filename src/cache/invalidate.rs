@@ -11,7 +11,7 @@
 //! The pending set is bounded: past [`MAX_PENDING`] keys, the next flush drops every entry
 //! instead, which is always safe.
 
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,10 +36,33 @@ enum Pending {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Each pending key and when its window closes.
-    keys: HashMap<Pending, Instant>,
+    /// The pending keys.
+    keys: HashSet<Pending>,
+    /// The same keys with when their windows close, in that order (the window is fixed, so
+    /// arrival order is closing order).
+    closing: VecDeque<(Instant, Pending)>,
+    /// Keys taken for the flush running now.
+    applying: usize,
     /// Too many keys: drop everything at the next flush.
     overflow: bool,
+}
+
+impl State {
+    /// Takes the keys whose windows closed by `now`, or every key.
+    fn take(&mut self, now: Instant, all: bool) -> Vec<Pending> {
+        let mut due = Vec::new();
+        while let Some((closes, _)) = self.closing.front() {
+            if !all && *closes > now {
+                break;
+            }
+            if let Some((_, key)) = self.closing.pop_front() {
+                self.keys.remove(&key);
+                due.push(key);
+            }
+        }
+        self.applying = due.len();
+        due
+    }
 }
 
 /// The handle ingest holds: cheap to clone, never blocks.
@@ -82,20 +105,19 @@ impl Invalidator {
                         state.overflow = true;
                         break;
                     }
-                    state.keys.entry(key).or_insert(closes);
+                    if state.keys.insert(key.clone()) {
+                        state.closing.push_back((closes, key));
+                    }
                 }
             }
         }
         self.wake.notify_one();
     }
 
-    /// Keys waiting for their window to close.
+    /// Keys not applied yet: waiting for their window to close, or being applied.
     pub fn pending(&self) -> usize {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys
-            .len()
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.keys.len() + state.applying
     }
 
     /// Applies invalidations to `cache` as their windows close, until `cancel`; then applies
@@ -118,7 +140,7 @@ impl Invalidator {
         loop {
             let next = {
                 let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.keys.values().min().copied()
+                state.closing.front().map(|(closes, _)| *closes)
             };
             let stopping = tokio::select! {
                 _ = cancel.cancelled() => true,
@@ -129,21 +151,7 @@ impl Invalidator {
             let (due, overflow) = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 let overflow = std::mem::take(&mut state.overflow);
-                let due: Vec<Pending> = if stopping || overflow {
-                    state.keys.drain().map(|(k, _)| k).collect()
-                } else {
-                    let due: Vec<Pending> = state
-                        .keys
-                        .iter()
-                        .filter(|(_, closes)| **closes <= now)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in &due {
-                        state.keys.remove(k);
-                    }
-                    due
-                };
-                (due, overflow)
+                (state.take(now, stopping || overflow), overflow)
             };
             if overflow {
                 tracing::warn!(
@@ -152,12 +160,13 @@ impl Invalidator {
                 );
                 cache.invalidate_all().await;
             }
-            let mut accounts_done: Vec<SfId> = Vec::new();
-            for key in &due {
-                if let Pending::Account(a) = key {
-                    accounts_done.push(a.clone());
-                }
-            }
+            let mut accounts_done: HashSet<SfId> = due
+                .iter()
+                .filter_map(|key| match key {
+                    Pending::Account(a) => Some(a.clone()),
+                    Pending::Order(_) => None,
+                })
+                .collect();
             for key in due {
                 match key {
                     Pending::Order(id) => {
@@ -171,7 +180,7 @@ impl Invalidator {
                                 .invalidate(&CacheKey::AccountOrders(account.clone()))
                                 .await;
                             accounts.inc();
-                            accounts_done.push(account);
+                            accounts_done.insert(account);
                         }
                     }
                     Pending::Account(id) => {
@@ -180,6 +189,10 @@ impl Invalidator {
                     }
                 }
             }
+            self.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .applying = 0;
             if stopping {
                 return;
             }

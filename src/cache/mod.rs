@@ -37,7 +37,9 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::{ConfigError, Env};
 use crate::rules::{Facts, OrderFacts, RulesConfig};
-use crate::salesforce::{OrderLookup, RestError, RestLookup, SalesforceRest};
+use crate::salesforce::{
+    OrderLookup, RestError, RestLookup, SalesforceRest, order_facts, record_id,
+};
 use crate::sfid::SfId;
 use crate::telemetry::metrics::Metrics;
 
@@ -46,9 +48,6 @@ pub const DEFAULT_ORDER_READ_FIELDS: &str = "OrderNumber,Name,AccountId,Status,T
 
 /// The default order item fields of the read API.
 pub const DEFAULT_ORDER_ITEM_READ_FIELDS: &str = "Product2Id,PricebookEntryId,Quantity,UnitPrice,ListPrice,TotalPrice,ServiceDate,EndDate,Description";
-
-/// Ids per guard query (the SOQL text stays far below Salesforce's 100,000-character limit).
-const IDS_PER_QUERY: usize = 200;
 
 /// Cache settings.
 #[derive(Debug, Clone)]
@@ -88,23 +87,8 @@ impl CacheConfig {
                 Ok(list)
             })
         };
-        let read_token = env.secret("SFCDC_READ_TOKEN");
-        if read_token
-            .as_ref()
-            .is_some_and(|t| secrecy::ExposeSecret::expose_secret(t).trim().len() < 16)
-        {
-            return Err(ConfigError::new(
-                "SFCDC_READ_TOKEN",
-                "is too short: use at least 16 characters",
-            ));
-        }
-        let positive = |var: &str, default: Duration| -> Result<Duration, ConfigError> {
-            let d = env.duration_or(var, default)?;
-            if d.is_zero() {
-                return Err(ConfigError::new(var, "must be longer than zero"));
-            }
-            Ok(d)
-        };
+        let read_token = env.token("SFCDC_READ_TOKEN", 16)?;
+        let positive = |key: &str, default: Duration| env.positive_duration_or(key, default);
         Ok(CacheConfig {
             max_entries: env.int_or("SFCDC_CACHE_MAX_ENTRIES", 10_000, 1..=10_000_000)?,
             ttl: positive("SFCDC_CACHE_TTL", Duration::from_secs(300))?,
@@ -188,13 +172,7 @@ impl RestOrderSource {
 
 impl OrderSource for RestOrderSource {
     async fn orders(&self, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(IDS_PER_QUERY) {
-            let list: Vec<String> = chunk.iter().map(|id| format!("'{id}'")).collect();
-            let soql = format!("{} WHERE Id IN ({})", self.order_select, list.join(", "));
-            out.extend(self.rest.query(&soql).await?);
-        }
-        Ok(out)
+        self.rest.query_by_ids(&self.order_select, ids).await
     }
 
     async fn account_orders(&self, account: &SfId, limit: usize) -> Result<Vec<Json>, RestError> {
@@ -259,9 +237,33 @@ pub enum CacheKey {
 
 /// An order's guard facts, with when their load started.
 #[derive(Debug)]
-struct GuardEntry {
+pub struct GuardEntry {
     facts: Option<OrderFacts>,
     loaded_at: Instant,
+}
+
+/// An entry that knows when its load began.
+pub trait Loaded: Send + Sync + 'static {
+    /// When the load began: what the entry reflects is at least this fresh.
+    fn loaded_at(&self) -> Instant;
+}
+
+impl Loaded for OrderEntry {
+    fn loaded_at(&self) -> Instant {
+        self.loaded_at
+    }
+}
+
+impl Loaded for AccountOrders {
+    fn loaded_at(&self) -> Instant {
+        self.loaded_at
+    }
+}
+
+impl Loaded for GuardEntry {
+    fn loaded_at(&self) -> Instant {
+        self.loaded_at
+    }
 }
 
 /// Pre-resolved counters of one cache (no label lookup on the read path).
@@ -289,29 +291,108 @@ impl Counters {
     }
 }
 
+/// One kind of entry: the entries, when each key was last invalidated, and the counters.
+struct Entries<V> {
+    entries: Cache<SfId, Arc<V>>,
+    /// A stamp only matters while a load that began before it may still finish, and no entry
+    /// outlives the TTL.
+    stamps: Cache<SfId, Instant>,
+    counters: Counters,
+}
+
+impl<V: Loaded> Entries<V> {
+    fn new(
+        capacity: u64,
+        ttl: Duration,
+        idle: Option<Duration>,
+        metrics: &Metrics,
+        label: &str,
+    ) -> Self {
+        let mut entries = Cache::builder().max_capacity(capacity).time_to_live(ttl);
+        if let Some(idle) = idle {
+            entries = entries.time_to_idle(idle);
+        }
+        Entries {
+            entries: entries.build(),
+            stamps: Cache::builder()
+                .max_capacity(capacity.saturating_mul(4))
+                .time_to_live(ttl)
+                .build(),
+            counters: Counters::new(metrics, label),
+        }
+    }
+
+    /// The entry for `id`, unless there is none or its load began before `id`'s last
+    /// invalidation.
+    async fn fresh(&self, id: &SfId) -> Option<Arc<V>> {
+        let e = self.entries.get(id).await?;
+        let outdated = self
+            .stamps
+            .get(id)
+            .await
+            .is_some_and(|t| t >= e.loaded_at());
+        if outdated {
+            self.entries.invalidate(id).await;
+            return None;
+        }
+        Some(e)
+    }
+
+    /// The entry for `id`, loaded by `load` on a miss; concurrent misses share one load.
+    async fn get_or_load(
+        &self,
+        id: &SfId,
+        load: impl Future<Output = Result<V, LoadError>>,
+    ) -> Result<Arc<V>, Arc<LoadError>> {
+        let c = &self.counters;
+        if let Some(e) = self.fresh(id).await {
+            c.hits.inc();
+            return Ok(e);
+        }
+        c.misses.inc();
+        let ran = AtomicBool::new(false);
+        let result = self
+            .entries
+            .try_get_with_by_ref(id, async {
+                ran.store(true, Ordering::Relaxed);
+                c.loads.inc();
+                load.await.map(Arc::new)
+            })
+            .await;
+        if !ran.load(Ordering::Relaxed) {
+            c.coalesced.inc();
+        } else if result.is_err() {
+            c.load_errors.inc();
+        }
+        result
+    }
+
+    /// Drops `id` now and stamps it, so a load that began before this moment is not trusted.
+    async fn invalidate(&self, id: &SfId) {
+        self.stamps.insert(id.clone(), Instant::now()).await;
+        self.entries.invalidate(id).await;
+    }
+}
+
 /// The order cache.
 pub struct OrderCache<S> {
     source: S,
     config: CacheConfig,
-    orders: Cache<SfId, Arc<OrderEntry>>,
-    accounts: Cache<SfId, Arc<AccountOrders>>,
+    orders: Entries<OrderEntry>,
+    accounts: Entries<AccountOrders>,
+    /// Guard facts, for `guard_max_age` (none when that is zero).
+    guards: Option<Entries<GuardEntry>>,
     /// The account of every order seen in a load, for invalidating the list of an order whose
     /// event does not name its account.
     account_of: Cache<SfId, SfId>,
-    /// Guard facts, for `guard_max_age` (none when that is zero).
-    guards: Option<Cache<SfId, Arc<GuardEntry>>>,
-    /// When each key was last invalidated.
-    stamps: Cache<CacheKey, Instant>,
     rules: Arc<RulesConfig>,
-    order_counters: Counters,
-    account_counters: Counters,
 }
 
 impl<S> std::fmt::Debug for OrderCache<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrderCache")
-            .field("orders", &self.orders.entry_count())
-            .field("accounts", &self.accounts.entry_count())
+            .field("orders", &self.orders.entries.entry_count())
+            .field("accounts", &self.accounts.entries.entry_count())
             .finish()
     }
 }
@@ -324,37 +405,18 @@ impl<S: OrderSource> OrderCache<S> {
         rules: Arc<RulesConfig>,
         metrics: &Metrics,
     ) -> OrderCache<S> {
+        let (capacity, ttl, idle) = (config.max_entries, config.ttl, Some(config.idle));
         OrderCache {
             source,
-            guards: (!config.guard_max_age.is_zero()).then(|| {
-                Cache::builder()
-                    .max_capacity(config.max_entries)
-                    .time_to_live(config.guard_max_age)
-                    .build()
-            }),
-            rules,
-            orders: Cache::builder()
-                .max_capacity(config.max_entries)
-                .time_to_live(config.ttl)
-                .time_to_idle(config.idle)
-                .build(),
-            accounts: Cache::builder()
-                .max_capacity(config.max_entries)
-                .time_to_live(config.ttl)
-                .time_to_idle(config.idle)
-                .build(),
+            orders: Entries::new(capacity, ttl, idle, metrics, "order"),
+            accounts: Entries::new(capacity, ttl, idle, metrics, "account_orders"),
+            guards: (!config.guard_max_age.is_zero())
+                .then(|| Entries::new(capacity, config.guard_max_age, None, metrics, "guard")),
             account_of: Cache::builder()
-                .max_capacity(config.max_entries.saturating_mul(4))
-                .time_to_live(config.ttl)
+                .max_capacity(capacity.saturating_mul(4))
+                .time_to_live(ttl)
                 .build(),
-            // A stamp only matters while a load that began before it may still finish, and no
-            // entry outlives the TTL.
-            stamps: Cache::builder()
-                .max_capacity(config.max_entries.saturating_mul(4))
-                .time_to_live(config.ttl)
-                .build(),
-            order_counters: Counters::new(metrics, "order"),
-            account_counters: Counters::new(metrics, "account_orders"),
+            rules,
             config,
         }
     }
@@ -364,31 +426,10 @@ impl<S: OrderSource> OrderCache<S> {
         &self.config
     }
 
-    /// Whether an entry loaded from `loaded_at` predates its key's last invalidation.
-    async fn outdated(&self, key: &CacheKey, loaded_at: Instant) -> bool {
-        self.stamps.get(key).await.is_some_and(|t| t >= loaded_at)
-    }
-
     /// One order with its items (`record: None` when it does not exist).
     pub async fn order(&self, id: &SfId) -> Result<Arc<OrderEntry>, Arc<LoadError>> {
-        let c = &self.order_counters;
-        if let Some(e) = self.orders.get(id).await {
-            if !self
-                .outdated(&CacheKey::Order(id.clone()), e.loaded_at)
-                .await
-            {
-                c.hits.inc();
-                return Ok(e);
-            }
-            self.orders.invalidate(id).await;
-        }
-        c.misses.inc();
-        let ran = AtomicBool::new(false);
-        let result = self
-            .orders
-            .try_get_with_by_ref(id, async {
-                ran.store(true, Ordering::Relaxed);
-                c.loads.inc();
+        self.orders
+            .get_or_load(id, async {
                 let loaded_at = Instant::now();
                 let loaded_at_ms = crate::clock::now_ms();
                 let records = self
@@ -399,23 +440,15 @@ impl<S: OrderSource> OrderCache<S> {
                 let record = records
                     .into_iter()
                     .find(|r| record_id(r).as_ref() == Some(id));
-                Ok(Arc::new(
-                    self.order_entry(Some(id), record, loaded_at, loaded_at_ms)
-                        .await,
-                ))
+                Ok(self.order_entry(id, record, loaded_at, loaded_at_ms).await)
             })
-            .await;
-        if !ran.load(Ordering::Relaxed) {
-            c.coalesced.inc();
-        } else if result.is_err() {
-            c.load_errors.inc();
-        }
-        result
+            .await
     }
 
+    /// An order entry from its REST record; the order's guard facts and account are kept too.
     async fn order_entry(
         &self,
-        id: Option<&SfId>,
+        id: &SfId,
         record: Option<Json>,
         loaded_at: Instant,
         loaded_at_ms: i64,
@@ -430,17 +463,21 @@ impl<S: OrderSource> OrderCache<S> {
                     },
                     _ => Vec::new(),
                 };
-                self.remember_account(&m).await;
+                if let Some(Ok(account)) =
+                    m.get("AccountId").and_then(Json::as_str).map(SfId::parse)
+                {
+                    self.account_of.insert(id.clone(), account).await;
+                }
                 (Some(m), items)
             }
             _ => (None, Vec::new()),
         };
-        if let (Some(guards), Some(id)) = (&self.guards, id) {
+        if let Some(guards) = &self.guards {
             let entry = GuardEntry {
                 facts: record.as_ref().map(|r| order_facts(r, &self.rules)),
                 loaded_at,
             };
-            guards.insert(id.clone(), Arc::new(entry)).await;
+            guards.entries.insert(id.clone(), Arc::new(entry)).await;
         }
         OrderEntry {
             record,
@@ -450,41 +487,14 @@ impl<S: OrderSource> OrderCache<S> {
         }
     }
 
-    async fn remember_account(&self, order: &Map<String, Json>) {
-        let id = order.get("Id").and_then(Json::as_str).map(SfId::parse);
-        let account = order
-            .get("AccountId")
-            .and_then(Json::as_str)
-            .map(SfId::parse);
-        if let (Some(Ok(id)), Some(Ok(account))) = (id, account) {
-            self.account_of.insert(id, account).await;
-        }
-    }
-
     /// An account's orders, newest first.
     pub async fn account_orders(
         &self,
         account: &SfId,
     ) -> Result<Arc<AccountOrders>, Arc<LoadError>> {
-        let c = &self.account_counters;
-        if let Some(e) = self.accounts.get(account).await {
-            if !self
-                .outdated(&CacheKey::AccountOrders(account.clone()), e.loaded_at)
-                .await
-            {
-                c.hits.inc();
-                return Ok(e);
-            }
-            self.accounts.invalidate(account).await;
-        }
-        c.misses.inc();
-        let ran = AtomicBool::new(false);
         let limit = self.config.account_orders_limit;
-        let result = self
-            .accounts
-            .try_get_with_by_ref(account, async {
-                ran.store(true, Ordering::Relaxed);
-                c.loads.inc();
+        self.accounts
+            .get_or_load(account, async {
                 let loaded_at = Instant::now();
                 let loaded_at_ms = crate::clock::now_ms();
                 let records = self
@@ -500,26 +510,19 @@ impl<S: OrderSource> OrderCache<S> {
                     }
                     orders.push(r);
                 }
-                Ok(Arc::new(AccountOrders {
+                Ok(AccountOrders {
                     orders,
                     truncated,
                     loaded_at,
                     loaded_at_ms,
-                }))
+                })
             })
-            .await;
-        if !ran.load(Ordering::Relaxed) {
-            c.coalesced.inc();
-        } else if result.is_err() {
-            c.load_errors.inc();
-        }
-        result
+            .await
     }
 
     /// Drops a key now and stamps it, so a load that began before this moment is not trusted.
-    /// An order's invalidation without an account finds the account from what the cache saw.
+    /// An order's invalidation returns its account, when a load showed it.
     pub async fn invalidate(&self, key: &CacheKey) -> Option<SfId> {
-        self.stamps.insert(key.clone(), Instant::now()).await;
         match key {
             CacheKey::Order(id) => {
                 self.orders.invalidate(id).await;
@@ -541,40 +544,39 @@ impl<S: OrderSource> OrderCache<S> {
     /// Guard facts for `ids`: cached facts younger than `SFCDC_GUARD_MAX_AGE` where there are,
     /// one query for the rest.
     pub async fn guard_facts(&self, ids: &[SfId]) -> Result<Facts, RestError> {
-        let c = &self.order_counters;
         let mut facts = Facts::with_capacity(ids.len());
         let mut missing = Vec::new();
         for id in ids {
             if facts.contains_key(id) || missing.contains(id) {
                 continue;
             }
-            let cached = match &self.guards {
-                Some(guards) => guards.get(id).await,
-                None => None,
-            };
-            match cached {
-                Some(e)
-                    if !self
-                        .outdated(&CacheKey::Guard(id.clone()), e.loaded_at)
-                        .await =>
-                {
-                    c.hits.inc();
-                    facts.insert(id.clone(), e.facts.clone());
-                }
-                _ => missing.push(id.clone()),
+            match &self.guards {
+                Some(guards) => match guards.fresh(id).await {
+                    Some(e) => {
+                        guards.counters.hits.inc();
+                        facts.insert(id.clone(), e.facts.clone());
+                    }
+                    None => missing.push(id.clone()),
+                },
+                None => missing.push(id.clone()),
             }
         }
         if missing.is_empty() {
             return Ok(facts);
         }
-        c.misses.inc_by(missing.len() as u64);
-        c.loads.inc();
+        let counters = self.guards.as_ref().map(|g| &g.counters);
+        if let Some(c) = counters {
+            c.misses.inc_by(missing.len() as u64);
+            c.loads.inc();
+        }
         let loaded_at = Instant::now();
         let loaded_at_ms = crate::clock::now_ms();
         let records = match self.source.orders(&missing).await {
             Ok(r) => r,
             Err(e) => {
-                c.load_errors.inc();
+                if let Some(c) = counters {
+                    c.load_errors.inc();
+                }
                 return Err(e);
             }
         };
@@ -583,16 +585,15 @@ impl<S: OrderSource> OrderCache<S> {
             .filter_map(|r| Some((record_id(&r)?, r)))
             .collect();
         for id in missing {
-            let record = by_id.remove(&id);
             let entry = self
-                .order_entry(Some(&id), record, loaded_at, loaded_at_ms)
+                .order_entry(&id, by_id.remove(&id), loaded_at, loaded_at_ms)
                 .await;
             facts.insert(
                 id.clone(),
                 entry.record.as_ref().map(|r| order_facts(r, &self.rules)),
             );
             // Fresher than anything a reader holds: the read cache takes it too.
-            self.orders.insert(id, Arc::new(entry)).await;
+            self.orders.entries.insert(id, Arc::new(entry)).await;
         }
         Ok(facts)
     }
@@ -607,18 +608,9 @@ impl<S: OrderSource> OrderCache<S> {
 
     /// Drops every entry (the invalidation backlog overflowed).
     pub async fn invalidate_all(&self) {
-        self.orders.invalidate_all();
-        self.accounts.invalidate_all();
+        self.orders.entries.invalidate_all();
+        self.accounts.entries.invalidate_all();
     }
-
-    /// Entries held: (orders, account lists).
-    pub fn entry_counts(&self) -> (u64, u64) {
-        (self.orders.entry_count(), self.accounts.entry_count())
-    }
-}
-
-fn record_id(r: &Json) -> Option<SfId> {
-    SfId::parse(r.get("Id")?.as_str()?).ok()
 }
 
 fn strip(r: Json) -> Option<Map<String, Json>> {
@@ -628,16 +620,6 @@ fn strip(r: Json) -> Option<Map<String, Json>> {
             Some(m)
         }
         _ => None,
-    }
-}
-
-fn order_facts(r: &Map<String, Json>, rules: &RulesConfig) -> OrderFacts {
-    let text = |k: &str| r.get(k).and_then(Json::as_str).map(str::to_owned);
-    OrderFacts {
-        status: text("Status"),
-        activation: text(&rules.activation_field),
-        external_id: text(&rules.external_id_field),
-        account_id: text("AccountId"),
     }
 }
 

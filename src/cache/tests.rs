@@ -303,8 +303,6 @@ async fn flushed(invalidator: &Invalidator) {
     while invalidator.pending() > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The keys leave the pending set just before they are applied.
-    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 fn order_event(account: Option<&str>) -> Invalidation {

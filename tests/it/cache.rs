@@ -9,7 +9,7 @@ use sfcdc::cache::CacheKey;
 use sfcdc::sfid::SfId;
 use sfcdc::store::Store;
 
-use super::pipeline::{ORDERS, Running, caught_up, run_app};
+use super::pipeline::{ORDERS, PE, Running, caught_up, run_app};
 use crate::common::*;
 
 const READ_TOKEN: &str = "read-token-for-tests-0123456789";
@@ -33,8 +33,6 @@ async fn settled(org: &Org, r: &Running) {
     })
     .await
     .expect("invalidations applied");
-    // The flush applies what it took from the pending set right after taking it.
-    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 fn queries(org: &Org) -> u64 {
@@ -379,6 +377,53 @@ async fn a_failed_load_is_an_error_for_its_readers_and_is_not_cached() {
     assert_eq!(queries(&org) - before, 2, "the error was not cached");
     assert_eq!(
         r.metric("sfcdc_cache_load_errors_total", &[("cache", "order")]),
+        1.0
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_guard_field_change_drops_the_cached_facts_for_later_batches_too() {
+    let org = Org::start().await;
+    let order = org.create_order(json!({})).await;
+    let channels = format!("{ORDERS},{PE}");
+    let r = start(
+        &org,
+        &[
+            ("SFCDC_CHANNELS", &channels),
+            ("SFCDC_GUARD_MAX_AGE", "60s"),
+        ],
+    )
+    .await;
+    let store = r.app.sink().store().clone();
+    let before = queries(&org);
+    // The approval reads the guard facts (activation empty) and makes the job.
+    update_order(&org, &order, 1, |_| json!({"Status": "Approved"}));
+    settled(&org, &r).await;
+    // A change of the activation status alone needs no lookup, but makes those facts stale.
+    update_order(
+        &org,
+        &order,
+        1,
+        |_| json!({"Activation_Status__c": "Activated"}),
+    );
+    settled(&org, &r).await;
+    // The platform event for the order, in a later batch on another channel, reads it again.
+    let (status, body) = org
+        .rest(
+            reqwest::Method::POST,
+            "/services/data/v60.0/sobjects/Order_Fulfilment_Requested__e",
+            Some(json!({ "OrderId__c": order })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    caught_up(&org, store.as_ref(), &[ORDERS, PE]).await;
+    assert_eq!(queries(&org) - before, 2, "the stale facts were not used");
+    assert_eq!(
+        r.metric(
+            "sfcdc_rule_skips_total",
+            &[("channel", PE), ("reason", "activation_blocking")]
+        ),
         1.0
     );
     r.stop().await;
