@@ -47,6 +47,9 @@ pub struct Settings {
     pub admin: AdminConfig,
     /// The order cache and its read API.
     pub cache: CacheConfig,
+    /// `SFCDC_SHUTDOWN_TIMEOUT`: how long a shutdown may take to commit the batches in hand and
+    /// record the job steps in flight before the process exits anyway.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -62,6 +65,10 @@ impl Settings {
             worker: WorkerConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
             cache: CacheConfig::from_env(env)?,
+            shutdown_timeout: env.positive_duration_or(
+                "SFCDC_SHUTDOWN_TIMEOUT",
+                std::time::Duration::from_secs(30),
+            )?,
         })
     }
 }
@@ -261,7 +268,8 @@ impl App {
                     self.sink.store().clone(),
                     self.metrics.clone(),
                     self.admin_token.as_ref(),
-                );
+                )
+                .with_liveness(self.source.liveness().clone());
                 let routes = crate::admin::router(state)
                     .merge(crate::cache::http::router(self.cache.clone()));
                 tokio::spawn(crate::admin::serve(listener, routes, stop.clone()))

@@ -482,6 +482,7 @@ pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
 pub async fn run_service(shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let env = crate::config::Env::load()?;
     let settings = crate::app::Settings::from_env(&env)?;
+    let bound = settings.shutdown_timeout;
     let app = crate::app::App::build(settings).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let run = app.run(cancel.clone());
@@ -489,9 +490,21 @@ pub async fn run_service(shutdown: impl std::future::Future<Output = ()>) -> any
     tokio::select! {
         result = &mut run => result?,
         () = shutdown => {
-            tracing::info!("Shutdown requested: finishing the batches in hand");
+            tracing::info!(timeout = ?bound, "Shutdown requested: committing the batches in hand and recording the job steps in flight");
             cancel.cancel();
-            run.await?;
+            match tokio::time::timeout(bound, run).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    // Nothing is lost: an uncommitted batch is delivered again after the last
+                    // committed replay id, and an unrecorded job step resumes when its lease
+                    // expires, resubmitting under the same idempotency key.
+                    tracing::error!(timeout = ?bound, "Shutdown did not finish within SFCDC_SHUTDOWN_TIMEOUT; exiting with work in flight, which resumes from the store on the next start");
+                    anyhow::bail!(
+                        "shutdown did not finish within SFCDC_SHUTDOWN_TIMEOUT ({}); work in flight resumes on the next start",
+                        humantime::format_duration(bound)
+                    );
+                }
+            }
         }
     }
     Ok(())

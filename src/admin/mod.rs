@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, Env};
 use crate::store::queue::{ActionError, DeliveryFilter, DeliveryState, Queue};
 use crate::store::{AnyStore, JobFilter, JobState, Store};
+use crate::telemetry::health::Liveness;
 use crate::telemetry::metrics::Metrics;
 
 /// The default admin address.
@@ -75,6 +76,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The admin token.
     token: Bearer,
+    /// The channels' liveness; `None` when no subscriber runs in this process.
+    liveness: Option<Arc<Liveness>>,
 }
 
 impl AdminState {
@@ -84,7 +87,14 @@ impl AdminState {
             store,
             metrics,
             token: Bearer::new(token, "SFCDC_ADMIN_TOKEN", "changes"),
+            liveness: None,
         }
+    }
+
+    /// Makes `/readyz` and `/metrics` report these channels.
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
     }
 
     /// Checks the bearer token of a request that changes state.
@@ -238,27 +248,90 @@ async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Ready when the store answers and every channel had a live stream within the keepalive
+/// bound; otherwise 503 naming what fails.
 async fn readyz(State(s): State<AdminState>) -> Response {
-    match s.store.checkpoints().await {
-        Ok(_) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+    let now = crate::clock::now_ms();
+    let channels = s
+        .liveness
+        .as_ref()
+        .map(|l| l.statuses(now))
+        .unwrap_or_default();
+    let mut problems: Vec<String> = channels
+        .iter()
+        .filter_map(|c| {
+            c.problem
+                .as_ref()
+                .map(|p| format!("channel {} {p}", c.channel))
+        })
+        .collect();
+    let store = match s.store.checkpoints().await {
+        Ok(_) => "ok",
         Err(e) => {
             tracing::warn!(error = %e, "Not ready: the store is unreachable");
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: the store is unreachable".into(),
-            )
-            .into_response()
+            problems.insert(0, "the store is unreachable".to_owned());
+            "unreachable"
         }
+    };
+    let ready = problems.is_empty();
+    let mut body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "store": store,
+        "channels": channels,
+    });
+    if !ready {
+        body["error"] = format!("not ready: {}", problems.join("; ")).into();
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
+/// Refreshes the figures read at scrape time (rows by state, channel ages, memory), then
+/// renders every metric.
 async fn metrics(State(s): State<AdminState>) -> Response {
+    let m = &s.metrics;
+    m.observe_memory();
+    let now = crate::clock::now_ms();
+    let counts = s.store.state_counts().await;
+    let checkpoints = s.store.checkpoints().await;
+    m.store_up
+        .set(i64::from(counts.is_ok() && checkpoints.is_ok()));
+    if let Ok(counts) = &counts {
+        let jobs: Vec<&str> = JobState::ALL.iter().map(|j| j.as_str()).collect();
+        Metrics::set_states(&m.jobs_in_state, &jobs, &counts.jobs);
+        let deliveries: Vec<&str> = DeliveryState::ALL.iter().map(|d| d.as_str()).collect();
+        Metrics::set_states(&m.deliveries_in_state, &deliveries, &counts.deliveries);
+    }
+    if let Some(liveness) = &s.liveness {
+        let stored = checkpoints.unwrap_or_default();
+        for (health, status) in liveness.channels().iter().zip(liveness.statuses(now)) {
+            let label = Metrics::channel(health.name());
+            m.channel_ready
+                .get_or_create(&label)
+                .set(i64::from(status.ready));
+            let moved_at = health.committed_at_ms().or_else(|| {
+                stored
+                    .iter()
+                    .find(|c| c.channel == health.name())
+                    .map(|c| c.updated_at)
+            });
+            if let Some(at) = moved_at {
+                m.replay_id_age_seconds
+                    .get_or_create(&label)
+                    .set((now - at).max(0) as f64 / 1000.0);
+            }
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.render(),
+        m.render(),
     )
         .into_response()
 }

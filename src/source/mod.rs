@@ -26,6 +26,7 @@ use self::schemas::SchemaRegistry;
 pub use self::subscription::Start;
 use crate::config::{ConfigError, Env};
 use crate::sink::Sink;
+use crate::telemetry::health::Liveness;
 use crate::telemetry::metrics::Metrics;
 
 /// The default channels: both order CDC channels and the fulfilment platform event.
@@ -197,6 +198,7 @@ pub struct Source<S: Sink> {
     schemas: Arc<SchemaRegistry>,
     sink: Arc<S>,
     metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
 }
 
 impl<S: Sink> Source<S> {
@@ -211,7 +213,9 @@ impl<S: Sink> Source<S> {
             .map_err(SourceError::Setup)?;
         let client = connect::client(channel, auth.clone());
         let schemas = Arc::new(SchemaRegistry::new(client.clone()));
+        let liveness = Arc::new(Liveness::new(&config.channels, config.stream_timeout));
         Ok(Source {
+            liveness,
             config: Arc::new(config),
             auth,
             client,
@@ -226,8 +230,14 @@ impl<S: Sink> Source<S> {
         &self.schemas
     }
 
+    /// Every configured channel's liveness, for `/readyz`.
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
     fn channel_task(&self, channel: &str, start: Option<Start>) -> subscription::Subscription<S> {
         subscription::Subscription {
+            health: self.liveness.channel(channel),
             channel: Arc::from(channel),
             config: self.config.clone(),
             client: self.client.clone(),
@@ -272,6 +282,7 @@ impl<S: Sink> Source<S> {
                 Ok((_, Ok(()))) => {}
                 Ok((channel, Err(e))) => {
                     tracing::error!(channel = %channel, error = %e, "Channel stopped for good; the other channels go on");
+                    self.liveness.channel(&channel).stopped(e.to_string());
                     failed.push((channel, e.to_string()));
                 }
                 Err(e) => failed.push(("(task)".into(), e.to_string())),

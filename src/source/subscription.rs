@@ -33,6 +33,7 @@ use super::{ReplayPreset, ReplayRecovery, SourceConfig};
 use crate::decode::{DecodeError, DecodedEvent, FailedEvent, ReplayId};
 use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
 use crate::sink::{Batch, Sink, SinkError};
+use crate::telemetry::health::ChannelHealth;
 use crate::telemetry::metrics::Metrics;
 
 /// Events received but not yet committed, plus events requested, stay within this many
@@ -167,6 +168,7 @@ pub struct Subscription<S: Sink> {
     pub(super) schemas: Arc<SchemaRegistry>,
     pub(super) sink: Arc<S>,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) health: Arc<ChannelHealth>,
     pub(super) start_override: Option<Start>,
 }
 
@@ -334,7 +336,10 @@ impl<S: Sink> Subscription<S> {
         let _ = requests.try_send(start.request(&self.channel, b as i32));
         let mut client = self.client.clone();
         let mut inbound = match client.subscribe(ReceiverStream::new(outbound)).await {
-            Ok(r) => r.into_inner(),
+            Ok(r) => {
+                self.health.live(crate::clock::now_ms());
+                r.into_inner()
+            }
             Err(status) => {
                 return Outcome {
                     end: End::Status(status),
@@ -369,6 +374,7 @@ impl<S: Sink> Subscription<S> {
                 () = cancel.cancelled() => break End::Cancelled,
                 Some(result) = done.recv() => match result {
                     Ok((n, replay)) => {
+                        self.health.committed(crate::clock::now_ms());
                         buffered -= n as i64;
                         committed += n;
                         *start = Start::After(replay);
@@ -380,7 +386,9 @@ impl<S: Sink> Subscription<S> {
                 message = inbound.message() => match message {
                     Ok(Some(response)) => {
                         last_message = Instant::now();
-                        self.metrics.last_message_timestamp.get_or_create(&Metrics::channel(&self.channel)).set(unix_now());
+                        let now_ms = crate::clock::now_ms();
+                        self.health.live(now_ms);
+                        self.metrics.last_message_timestamp.get_or_create(&Metrics::channel(&self.channel)).set(now_ms / 1000);
                         if response.events.is_empty() {
                             // A keepalive: its latest_replay_id is a position, committed in order
                             // after every batch before it.
@@ -423,6 +431,7 @@ impl<S: Sink> Subscription<S> {
         while let Some(result) = done.recv().await {
             match result {
                 Ok((n, replay)) => {
+                    self.health.committed(crate::clock::now_ms());
                     committed += n;
                     *start = Start::After(replay);
                 }
@@ -531,13 +540,6 @@ fn top_up(requests: &mpsc::Sender<FetchRequest>, b: i64, demand: &mut i64, buffe
     {
         *demand += want;
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Stages batches (the sink's preparation, which may do I/O such as lookups) one ahead of the

@@ -203,12 +203,24 @@ macro_rules! shared_store_methods {
             Ok(())
         }
 
-        async fn counts(&self) -> Result<$crate::store::Counts, $crate::store::StoreError> {
+        async fn state_counts(
+            &self,
+        ) -> Result<$crate::store::StateCounts, $crate::store::StoreError> {
             let jobs = sqlx::query_as::<_, (String, i64)>(
                 "SELECT state, count(*) FROM sfcdc_jobs GROUP BY state ORDER BY state",
             )
             .fetch_all(&self.pool)
             .await?;
+            let deliveries = sqlx::query_as::<_, (String, i64)>(
+                "SELECT state, count(*) FROM sfcdc_deliveries GROUP BY state ORDER BY state",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            Ok($crate::store::StateCounts { jobs, deliveries })
+        }
+
+        async fn counts(&self) -> Result<$crate::store::Counts, $crate::store::StoreError> {
+            let jobs = self.state_counts().await?.jobs;
             let triggers = sqlx::query_as::<_, (String, i64)>(
                 "SELECT outcome || coalesce(':' || reason, ''), count(*) FROM sfcdc_triggers GROUP BY 1 ORDER BY 1",
             )
@@ -571,6 +583,15 @@ pub struct Counts {
     pub quarantined: i64,
 }
 
+/// Rows by state, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Jobs by state.
+    pub jobs: Vec<(String, i64)>,
+    /// Outbox deliveries by state.
+    pub deliveries: Vec<(String, i64)>,
+}
+
 /// The storage contract both backends meet.
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -630,6 +651,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts for summaries.
     fn counts(&self) -> impl Future<Output = Result<Counts, StoreError>> + Send;
+
+    /// Jobs and deliveries by state (two grouped counts over indexed columns).
+    fn state_counts(&self) -> impl Future<Output = Result<StateCounts, StoreError>> + Send;
 }
 
 /// Either backend, chosen by `SFCDC_DATABASE_URL` at run time.
@@ -747,6 +771,10 @@ impl Store for AnyStore {
 
     async fn counts(&self) -> Result<Counts, StoreError> {
         delegate!(self, s => s.counts().await)
+    }
+
+    async fn state_counts(&self) -> Result<StateCounts, StoreError> {
+        delegate!(self, s => s.state_counts().await)
     }
 }
 

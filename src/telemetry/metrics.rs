@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels for per-channel metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +42,13 @@ pub struct NotifierOutcome {
     pub notifier: String,
     /// `delivered`, `retry` or `dead`.
     pub outcome: String,
+}
+
+/// Labels for a count of rows in one state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// A job or delivery state.
+    pub state: String,
 }
 
 /// Labels for cache metrics.
@@ -99,6 +107,25 @@ pub struct Metrics {
     pub cache_load_errors: Family<CacheLabel, Counter>,
     /// Invalidations applied (after coalescing).
     pub cache_invalidations: Family<CacheLabel, Counter>,
+    /// Job steps that scheduled a retry.
+    pub job_retries: Counter,
+    /// Jobs dead-lettered.
+    pub job_dead_letters: Counter,
+    /// Jobs by state, read from the store at scrape time.
+    pub jobs_in_state: Family<StateLabel, Gauge>,
+    /// Deliveries by state, read from the store at scrape time.
+    pub deliveries_in_state: Family<StateLabel, Gauge>,
+    /// Seconds since a channel's position last moved (an event batch or a keepalive's position
+    /// committed), at scrape time.
+    pub replay_id_age_seconds: Family<ChannelLabel, Gauge<f64, AtomicU64>>,
+    /// 1 when a channel had a live stream within `SFCDC_STREAM_TIMEOUT`, at scrape time.
+    pub channel_ready: Family<ChannelLabel, Gauge>,
+    /// 1 when the store answered the scrape's queries.
+    pub store_up: Gauge,
+    /// Resident memory of the process, in bytes.
+    pub resident_memory_bytes: Gauge,
+    /// Peak resident memory of the process, in bytes.
+    pub peak_resident_memory_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,6 +177,15 @@ impl Metrics {
             cache_loads: Family::default(),
             cache_load_errors: Family::default(),
             cache_invalidations: Family::default(),
+            job_retries: Counter::default(),
+            job_dead_letters: Counter::default(),
+            jobs_in_state: Family::default(),
+            deliveries_in_state: Family::default(),
+            replay_id_age_seconds: Family::default(),
+            channel_ready: Family::default(),
+            store_up: Gauge::default(),
+            resident_memory_bytes: Gauge::default(),
+            peak_resident_memory_bytes: Gauge::default(),
         };
         registry.register(
             "events_received",
@@ -262,6 +298,51 @@ impl Metrics {
             "Cache invalidations applied, after coalescing",
             m.cache_invalidations.clone(),
         );
+        registry.register(
+            "job_retries",
+            "Job steps that failed and scheduled a retry",
+            m.job_retries.clone(),
+        );
+        registry.register(
+            "job_dead_letters",
+            "Jobs dead-lettered after their last attempt or a permanent error",
+            m.job_dead_letters.clone(),
+        );
+        registry.register(
+            "jobs_in_state",
+            "Jobs in the store, by state (read at scrape time)",
+            m.jobs_in_state.clone(),
+        );
+        registry.register(
+            "deliveries_in_state",
+            "Notification deliveries in the store, by state (read at scrape time)",
+            m.deliveries_in_state.clone(),
+        );
+        registry.register(
+            "replay_id_age_seconds",
+            "Seconds since the channel's committed replay id last moved",
+            m.replay_id_age_seconds.clone(),
+        );
+        registry.register(
+            "channel_ready",
+            "1 when the channel had a live stream within SFCDC_STREAM_TIMEOUT",
+            m.channel_ready.clone(),
+        );
+        registry.register(
+            "store_up",
+            "1 when the store answered the last scrape",
+            m.store_up.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            m.resident_memory_bytes.clone(),
+        );
+        registry.register(
+            "process_peak_resident_memory_bytes",
+            "Peak resident memory of the process",
+            m.peak_resident_memory_bytes.clone(),
+        );
         *m.registry.lock().expect("registry lock") = registry;
         m
     }
@@ -277,6 +358,11 @@ impl Metrics {
 
     /// Counts a job step's outcome.
     pub fn job_step(&self, outcome: &str) {
+        if outcome == "retry" {
+            self.job_retries.inc();
+        } else if outcome == "dead" {
+            self.job_dead_letters.inc();
+        }
         self.job_steps
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
@@ -294,6 +380,29 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets each state's gauge in `family` from `counts`; states absent from `counts` read 0.
+    pub fn set_states(family: &Family<StateLabel, Gauge>, all: &[&str], counts: &[(String, i64)]) {
+        for state in all {
+            let n = counts
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            family
+                .get_or_create(&StateLabel {
+                    state: (*state).to_owned(),
+                })
+                .set(n);
+        }
+    }
+
+    /// Reads the process's resident and peak memory (Linux; elsewhere the gauges stay 0).
+    pub fn observe_memory(&self) {
+        if let Some((rss, peak)) = process_memory() {
+            self.resident_memory_bytes.set(rss as i64);
+            self.peak_resident_memory_bytes.set(peak as i64);
+        }
+    }
+
     /// Label helper.
     pub fn channel(channel: &str) -> ChannelLabel {
         ChannelLabel {
@@ -308,4 +417,17 @@ impl Metrics {
             reason: reason.to_owned(),
         }
     }
+}
+
+/// Resident and peak resident memory in bytes, from `/proc/self/status` (`VmRSS`, `VmHWM`).
+pub fn process_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|k| k * 1024)
+    };
+    Some((kib("VmRSS:")?, kib("VmHWM:")?))
 }

@@ -51,4 +51,5 @@ pub fn init(format: LogFormat, default_filter: &str) {
     };
 }
 
+pub mod health;
 pub mod metrics;

@@ -363,9 +363,9 @@ async fn dispatch<Q: Queue, F: Fulfilment, O: Orders>(
         }
         for chunk in chunks(polling, BATCH_MAX) {
             let held: Vec<_> = permits.drain(permits.len() - chunk.len()..).collect();
-            let (inner, owner) = (inner.clone(), owner.clone());
+            let (inner, owner, cancel) = (inner.clone(), owner.clone(), cancel.clone());
             steps.spawn(async move {
-                inner.poll_all(chunk, &owner).await;
+                inner.poll_all(chunk, &owner, &cancel).await;
                 drop(held);
             });
         }

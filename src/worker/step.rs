@@ -16,6 +16,10 @@ use crate::rules::{OrderFacts, recheck};
 use crate::sfid::SfId;
 use crate::store::JobRow;
 use crate::store::queue::{JobChange, JobEnd, JobUpdate, NewDelivery, PollUpdate, Queue};
+use tokio_util::sync::CancellationToken;
+
+/// One operation's status read: the operation, `None` when the system does not know it.
+type Polled = Result<Option<Operation>, super::fulfilment::CallError>;
 
 /// Salesforce's limit on a Text(255) field.
 const ERROR_FIELD_MAX: usize = 255;
@@ -158,7 +162,31 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
     }
 
     /// A step of jobs whose operations are pending: one batch status request when possible.
-    pub(super) async fn poll_all(&self, jobs: Vec<JobRow>, owner: &str) {
+    /// A shutdown abandons the status reads (they change nothing; each operation stays recorded
+    /// on its job and is polled again after the restart), but not the outcomes already read.
+    pub(super) async fn poll_all(
+        &self,
+        jobs: Vec<JobRow>,
+        owner: &str,
+        cancel: &CancellationToken,
+    ) {
+        let polled = tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                tracing::info!(jobs = jobs.len(), "Shutdown: status reads abandoned; the operations stay recorded on their jobs");
+                return;
+            }
+            polled = self.read_operations(&jobs) => polled,
+        };
+        let steps = jobs
+            .iter()
+            .zip(polled)
+            .map(|(job, polled)| self.conclude_poll(job, owner, polled));
+        futures_util::future::join_all(steps).await;
+    }
+
+    /// Each job's operation as the fulfilment system reports it, in `jobs` order.
+    async fn read_operations(&self, jobs: &[JobRow]) -> Vec<Polled> {
         let ids: Vec<&str> = jobs
             .iter()
             .filter_map(|j| j.operation_id.as_deref())
@@ -174,35 +202,22 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
                     .into_iter()
                     .map(|op| (op.operation_id.clone(), op))
                     .collect();
-                let steps = jobs.iter().map(|job| {
-                    let op = job.operation_id.as_deref().and_then(|id| by_id.remove(id));
-                    self.conclude_poll(job, owner, Ok(op))
-                });
-                futures_util::future::join_all(steps).await;
+                jobs.iter()
+                    .map(|job| Ok(job.operation_id.as_deref().and_then(|id| by_id.remove(id))))
+                    .collect()
             }
             Ok(None) => {
-                let steps = jobs.iter().map(|job| async move {
-                    let id = job.operation_id.as_deref().unwrap_or_default();
-                    let polled = self.fulfilment.poll(id).await;
-                    self.conclude_poll(job, owner, polled).await;
+                let polls = jobs.iter().map(|job| {
+                    self.fulfilment
+                        .poll(job.operation_id.as_deref().unwrap_or_default())
                 });
-                futures_util::future::join_all(steps).await;
+                futures_util::future::join_all(polls).await
             }
-            Err(e) => {
-                let steps = jobs
-                    .iter()
-                    .map(|job| self.conclude_poll(job, owner, Err(e.clone())));
-                futures_util::future::join_all(steps).await;
-            }
+            Err(e) => jobs.iter().map(|_| Err(e.clone())).collect(),
         }
     }
 
-    async fn conclude_poll(
-        &self,
-        job: &JobRow,
-        owner: &str,
-        polled: Result<Option<Operation>, super::fulfilment::CallError>,
-    ) {
+    async fn conclude_poll(&self, job: &JobRow, owner: &str, polled: Polled) {
         let operation_id = job.operation_id.clone().unwrap_or_default();
         let flow = match polled {
             Ok(Some(op)) => Flow::of(op),

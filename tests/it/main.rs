@@ -9,6 +9,7 @@ mod emulator_faults;
 mod emulator_fulfilment;
 mod emulator_grpc;
 mod emulator_rest;
+mod operability;
 mod pipeline;
 #[macro_use]
 pub mod store;

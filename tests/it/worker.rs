@@ -20,7 +20,7 @@ const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
 /// Settings that run the worker against `org`'s fulfilment system, with quick polls and
 /// retries, both notifiers, and `extra` on top.
-fn worker_env(org: &Org, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn worker_env(org: &Org, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         ("SFCDC_CHANNELS".into(), ORDERS.into()),
         ("SFCDC_FULFILMENT_URL".into(), org.emu.fulfilment_url()),
@@ -63,7 +63,7 @@ fn store(r: &Running) -> Arc<AnyStore> {
     r.app.sink().store().clone()
 }
 
-async fn jobs_of(store: &AnyStore, order: &str) -> Vec<JobRow> {
+pub(crate) async fn jobs_of(store: &AnyStore, order: &str) -> Vec<JobRow> {
     let mut jobs = store
         .jobs(&JobFilter {
             order_id: Some(order.into()),
@@ -76,7 +76,7 @@ async fn jobs_of(store: &AnyStore, order: &str) -> Vec<JobRow> {
 }
 
 /// The only job of `order`, once it is in `state`.
-async fn job_in(store: &AnyStore, order: &str, state: JobState) -> JobRow {
+pub(crate) async fn job_in(store: &AnyStore, order: &str, state: JobState) -> JobRow {
     eventually(
         &format!("the job of {order} to be {}", state.as_str()),
         || async {
