@@ -282,7 +282,7 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "demo@sfcdc.test")]
     pub username: String,
     /// Password for the password grant.
-    #[arg(long, default_value = "demo")]
+    #[arg(long, default_value = "sfcdc-demo-password")]
     pub password: String,
     /// PEM RSA public key that verifies JWT bearer assertions (the grant is refused without it).
     #[arg(long, value_name = "FILE")]

@@ -138,6 +138,12 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             skips: d.skips,
         };
         for t in d.triggers {
+            tracing::debug!(
+                replay_id = %event.replay_id,
+                order_id = %t.order_id,
+                skipped = t.skipped.map(SkipReason::label),
+                "Trigger evaluated"
+            );
             out.batch.triggers.push(NewTrigger {
                 key: t.key,
                 order_id: t.order_id.to_string(),
@@ -317,7 +323,15 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             }
         }
         for (id, key) in &outcome.created {
-            tracing::info!(channel, job_id = id, job_key = %key, "Provisioning job created");
+            let job = prepared.batch.jobs.iter().find(|j| &j.key == key);
+            tracing::info!(
+                channel,
+                replay_id = job.map(|j| hex::encode(&j.replay_id)).unwrap_or_default(),
+                order_id = job.map_or("", |j| j.order_id.as_str()),
+                job_id = id,
+                job_key = %key,
+                "Provisioning job created"
+            );
         }
         if !outcome.created.is_empty() {
             self.jobs_created.notify_one();

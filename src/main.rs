@@ -29,8 +29,19 @@ async fn shutdown_signal() {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let format = match telemetry::LogFormat::from_env() {
-        Ok(f) => f,
+    // Logging reads the same configuration as everything else; a configuration file that cannot
+    // be read is reported by the command that needs it, so logging falls back to the process
+    // environment alone.
+    let env = sfcdc::config::Env::load().unwrap_or_else(|_| {
+        sfcdc::config::Env::from_pairs(
+            std::env::vars()
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+    });
+    let logs = match telemetry::LogSettings::from_env(&env) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("sfcdc: {e}");
             return std::process::ExitCode::from(2);
@@ -42,7 +53,7 @@ fn main() -> std::process::ExitCode {
     } else {
         "info"
     };
-    telemetry::init(format, default_filter);
+    telemetry::init(&logs, default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

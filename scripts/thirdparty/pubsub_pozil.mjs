@@ -9,7 +9,7 @@ import PubSubApiClient from 'salesforce-pubsub-api-client';
 const [, , endpoint, loginUrl, topic, count, auth] = process.argv;
 const quiet = { debug() {}, info() {}, warn: (...a) => console.error(...a), error: (...a) => console.error(...a) };
 const config = auth === 'username-password'
-  ? { authType: 'username-password', loginUrl, username: 'demo@sfcdc.test', password: 'demo' }
+  ? { authType: 'username-password', loginUrl, username: 'demo@sfcdc.test', password: 'sfcdc-demo-password' }
   : { authType: 'oauth-client-credentials', loginUrl, clientId: 'sfcdc-demo', clientSecret: 'sfcdc-demo-secret' };
 const client = new PubSubApiClient({ ...config, pubSubEndpoint: endpoint, rejectUnauthorizedSsl: false }, quiet);
 await client.connect();

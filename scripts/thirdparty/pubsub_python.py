@@ -7,7 +7,7 @@ import pubsub_api_pb2 as pb2, pubsub_api_pb2_grpc as pb2_grpc
 
 grpc_host, login, ca, topic, count = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 ctx = ssl.create_default_context(cafile=ca)
-data = urllib.parse.urlencode({"grant_type": "password", "client_id": "sfcdc-demo", "client_secret": "sfcdc-demo-secret", "username": "demo@sfcdc.test", "password": "demo"}).encode()
+data = urllib.parse.urlencode({"grant_type": "password", "client_id": "sfcdc-demo", "client_secret": "sfcdc-demo-secret", "username": "demo@sfcdc.test", "password": "sfcdc-demo-password"}).encode()
 tok = json.load(urllib.request.urlopen(urllib.request.Request(login + "/services/oauth2/token", data=data), context=ctx))
 req = urllib.request.Request(login + "/services/oauth2/userinfo", headers={"Authorization": "Bearer " + tok["access_token"]})
 org = json.load(urllib.request.urlopen(req, context=ctx))["organization_id"]

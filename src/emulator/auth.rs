@@ -46,7 +46,7 @@ impl Default for Credentials {
             client_id: "sfcdc-demo".into(),
             client_secret: "sfcdc-demo-secret".into(),
             username: "demo@sfcdc.test".into(),
-            password: "demo".into(),
+            password: "sfcdc-demo-password".into(),
             jwt_public_key: None,
         }
     }
@@ -294,7 +294,7 @@ mod tests {
             client_id: Some("sfcdc-demo".into()),
             client_secret: Some("sfcdc-demo-secret".into()),
             username: Some("demo@sfcdc.test".into()),
-            password: Some("demo".into()),
+            password: Some("sfcdc-demo-password".into()),
             assertion: None,
         }
     }

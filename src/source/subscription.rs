@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use super::auth::{AuthError, Authenticator};
 use super::connect::Client;
@@ -221,6 +222,12 @@ impl<S: Sink> Subscription<S> {
 
     /// Runs until `cancel` or a permanent failure.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), ChannelError> {
+        // Every line of this channel's path (stream, decode, staging, commit) carries it.
+        let span = tracing::info_span!("channel", channel = %self.channel);
+        self.subscribe(cancel).instrument(span).await
+    }
+
+    async fn subscribe(self, cancel: CancellationToken) -> Result<(), ChannelError> {
         let channel = self.channel.clone();
         let mut backoff = self.backoff();
         let mut start = match self.start_override.clone() {
@@ -350,13 +357,16 @@ impl<S: Sink> Subscription<S> {
 
         let (queue, to_commit) = mpsc::unbounded_channel::<Batch>();
         let (done_tx, mut done) = mpsc::unbounded_channel::<Result<(usize, ReplayId), SinkError>>();
-        let mut committer = AbortOnDrop(tokio::spawn(commit_loop(
-            self.sink.clone(),
-            self.metrics.clone(),
-            self.channel.clone(),
-            to_commit,
-            done_tx,
-        )));
+        let mut committer = AbortOnDrop(tokio::spawn(
+            commit_loop(
+                self.sink.clone(),
+                self.metrics.clone(),
+                self.channel.clone(),
+                to_commit,
+                done_tx,
+            )
+            .in_current_span(),
+        ));
 
         let inflight = self
             .metrics
@@ -560,22 +570,25 @@ async fn commit_loop<S: Sink>(
         mpsc::channel::<(usize, ReplayId, S::Staged)>(WINDOW_BATCHES as usize);
     let stager = {
         let (sink, done) = (sink.clone(), done.clone());
-        AbortOnDrop(tokio::spawn(async move {
-            while let Some(batch) = batches.recv().await {
-                let (n, replay) = (batch.len(), batch.replay_id.clone());
-                match sink.stage(batch).await {
-                    Ok(staged) => {
-                        if staged_tx.send((n, replay, staged)).await.is_err() {
+        AbortOnDrop(tokio::spawn(
+            async move {
+                while let Some(batch) = batches.recv().await {
+                    let (n, replay) = (batch.len(), batch.replay_id.clone());
+                    match sink.stage(batch).await {
+                        Ok(staged) => {
+                            if staged_tx.send((n, replay, staged)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = done.send(Err(e));
                             return;
                         }
                     }
-                    Err(e) => {
-                        let _ = done.send(Err(e));
-                        return;
-                    }
                 }
             }
-        }))
+            .in_current_span(),
+        ))
     };
     while let Some(first) = staged_rx.recv().await {
         // Everything already staged commits together: one transaction instead of several when

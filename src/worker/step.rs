@@ -17,6 +17,7 @@ use crate::sfid::SfId;
 use crate::store::JobRow;
 use crate::store::queue::{JobChange, JobEnd, JobUpdate, NewDelivery, PollUpdate, Queue};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// One operation's status read: the operation, `None` when the system does not know it.
 type Polled = Result<Option<Operation>, super::fulfilment::CallError>;
@@ -107,6 +108,18 @@ fn facts(rules: &crate::rules::RulesConfig, order: &Json) -> OrderFacts {
     }
 }
 
+/// The span of one job's step: every line it logs names the job, its order, and the channel
+/// and replay id of the event that created it.
+fn job_span(job: &JobRow) -> tracing::Span {
+    tracing::info_span!(
+        "job",
+        job_id = job.id,
+        order_id = %job.order_id,
+        channel = %job.channel,
+        replay_id = %job.replay_id
+    )
+}
+
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
@@ -114,8 +127,12 @@ fn truncate(s: &str, max: usize) -> String {
 impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
     /// A step of a job with no operation yet: check, mark, submit.
     pub(super) async fn start(&self, job: JobRow, owner: &str) {
-        let flow = self.submit(&job, owner).await;
-        self.conclude(&job, owner, flow).await;
+        async {
+            let flow = self.submit(&job, owner).await;
+            self.conclude(&job, owner, flow).await;
+        }
+        .instrument(job_span(&job))
+        .await
     }
 
     async fn submit(&self, job: &JobRow, owner: &str) -> Flow {
@@ -178,10 +195,10 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
             }
             polled = self.read_operations(&jobs) => polled,
         };
-        let steps = jobs
-            .iter()
-            .zip(polled)
-            .map(|(job, polled)| self.conclude_poll(job, owner, polled));
+        let steps = jobs.iter().zip(polled).map(|(job, polled)| {
+            self.conclude_poll(job, owner, polled)
+                .instrument(job_span(job))
+        });
         futures_util::future::join_all(steps).await;
     }
 

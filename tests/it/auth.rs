@@ -44,7 +44,7 @@ async fn every_method_logs_in_and_finds_the_org_id() {
         vec![
             ("SF_AUTH", "password"),
             ("SF_USERNAME", "demo@sfcdc.test"),
-            ("SF_PASSWORD", "demo"),
+            ("SF_PASSWORD", "sfcdc-demo-password"),
         ],
         vec![
             ("SF_AUTH", "jwt-bearer"),

@@ -50,7 +50,7 @@ async fn the_binary_prints_its_addresses_and_applies_flag_faults() {
             ])
             .arg(&ca)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(crate::common::logs::child_log("emulator")).unwrap())
             .spawn()
             .expect("sfcdc runs"),
     );
@@ -79,7 +79,7 @@ async fn the_binary_prints_its_addresses_and_applies_flag_faults() {
             ("client_id", "sfcdc-demo"),
             ("client_secret", "sfcdc-demo-secret"),
             ("username", "demo@sfcdc.test"),
-            ("password", "demo"),
+            ("password", "sfcdc-demo-password"),
         ])
         .send()
         .await
@@ -172,6 +172,7 @@ async fn bad_flags_fail_with_a_message_naming_the_flag() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    crate::common::logs::keep("emulator-bad-flag", &out.stderr);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--keepalive"), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_sfcdc"))

@@ -991,6 +991,7 @@ async fn emulator_fulfil_binary_flags_configure_the_sinks() {
         .output()
         .expect("sfcdc runs");
     assert!(!bad.status.success());
+    crate::common::logs::keep("emulator-bad-flag", &bad.stderr);
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("--fulfilment-failure-rate"), "{stderr}");
 
@@ -1028,7 +1029,7 @@ async fn emulator_fulfil_binary_flags_configure_the_sinks() {
             .arg("--ca-out")
             .arg(&ca)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(crate::common::logs::child_log("emulator")).unwrap())
             .spawn()
             .expect("sfcdc runs"),
     );

@@ -69,7 +69,7 @@ async fn oauth_grants_issue_tokens_that_work_everywhere() {
             ("client_id", "sfcdc-demo"),
             ("client_secret", "sfcdc-demo-secret"),
             ("username", "demo@sfcdc.test"),
-            ("password", "demo"),
+            ("password", "sfcdc-demo-password"),
         ],
         vec![
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
@@ -580,7 +580,7 @@ async fn soap_login_returns_a_session_and_faults_on_bad_passwords() {
         .post(org.url("/services/Soap/u/60.0"))
         .header("SOAPAction", "login")
         .header("Content-Type", "text/xml")
-        .body(envelope("demo"))
+        .body(envelope("sfcdc-demo-password"))
         .send()
         .await
         .unwrap();

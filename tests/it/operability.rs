@@ -44,7 +44,10 @@ async fn readyz_names_the_channel_without_a_live_stream_and_recovers_with_it() {
     .await;
     assert_eq!(body["store"], "ok");
     let error = body["error"].as_str().unwrap();
-    assert!(error.contains(MISSING) && error.contains("topic not found"), "{error}");
+    assert!(
+        error.contains(MISSING) && error.contains("topic not found"),
+        "{error}"
+    );
     assert!(!error.contains(ORDERS), "{error}");
     r.cancel.cancel();
     let ended = r.handle.await.unwrap().unwrap_err().to_string();
@@ -220,10 +223,18 @@ async fn sigterm_during_a_poll_keeps_the_operation_and_a_hung_submit_is_bounded(
     // The hung status read is abandoned at once: waiting for it would outlast the 1 s shutdown
     // bound (the HTTP timeout is 3 s) and exit non-zero.
     signal(p.pid(), "TERM");
-    assert_eq!(p.0.wait().await.unwrap().code(), Some(0), "{}", stopped_log(dir.path()));
+    assert_eq!(
+        p.0.wait().await.unwrap().code(),
+        Some(0),
+        "{}",
+        stopped_log(dir.path())
+    );
     let kept = jobs_of(&store, &d[0]).await.remove(0);
     assert_eq!(kept.state, JobState::Polling);
-    assert_eq!(kept.operation_id, polling.operation_id, "the operation is kept");
+    assert_eq!(
+        kept.operation_id, polling.operation_id,
+        "the operation is kept"
+    );
 
     // A submit that hangs is not abandoned (its answer would be lost) but the wait is bounded by
     // SFCDC_SHUTDOWN_TIMEOUT: the process exits non-zero and says so; the job resumes under the

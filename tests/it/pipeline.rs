@@ -427,17 +427,22 @@ pub(crate) fn binary_env(org: &Org, dir: &std::path::Path, db_url: &str) -> Vec<
         ("SFCDC_RECONNECT_MIN".into(), "50ms".into()),
         ("SFCDC_RECONNECT_MAX".into(), "500ms".into()),
         ("SFCDC_DATABASE_URL".into(), db_url.into()),
-        ("SFCDC_LOG".into(), "warn".into()),
+        // Debug lines too: the secret scan reads them (tests/secrets_in_logs.rs).
+        ("SFCDC_LOG".into(), "info,sfcdc=debug".into()),
+        ("SFCDC_LOG_FORMAT".into(), "json".into()),
         ("SFCDC_ADMIN_ADDR".into(), "127.0.0.1:0".into()),
     ]
 }
 
+/// Starts `sfcdc run`, its stderr appended to `log`, which lives among the suite's kept logs
+/// (for the secret scan) and is linked at `log`.
 pub(crate) fn spawn_run(env: &[(String, String)], log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
+    if !log.exists() {
+        let kept = crate::common::logs::child_log("run");
+        std::fs::File::create(&kept).unwrap();
+        std::os::unix::fs::symlink(&kept, log).unwrap();
+    }
+    let log = std::fs::OpenOptions::new().append(true).open(log).unwrap();
     Proc(
         tokio::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
             .arg("run")
@@ -526,6 +531,7 @@ async fn bad_configuration_fails_at_start_and_names_the_variable() {
             .await
             .unwrap();
         assert!(!out.status.success());
+        crate::common::logs::keep("run-bad-config", &out.stderr);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(var), "{var}: {err}");
         assert!(!err.contains("hunter2"), "{err}");

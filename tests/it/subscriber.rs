@@ -479,12 +479,13 @@ async fn sfcdc_tail_prints_one_json_line_per_event() {
         .env("SF_CLIENT_ID", "sfcdc-demo")
         .env("SF_CLIENT_SECRET", "sfcdc-demo-secret")
         .env("SF_USERNAME", "demo@sfcdc.test")
-        .env("SF_PASSWORD", "demo")
+        .env("SF_PASSWORD", "sfcdc-demo-password")
         .output();
     let out = tokio::time::timeout(PATIENCE, out)
         .await
         .expect("tail finishes")
         .unwrap();
+    crate::common::logs::keep("tail", &out.stderr);
     assert!(
         out.status.success(),
         "{}",
@@ -526,5 +527,6 @@ async fn sfcdc_tail_prints_one_json_line_per_event() {
         .await
         .unwrap();
     assert!(!bad.status.success());
+    crate::common::logs::keep("tail-bad-config", &bad.stderr);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("SFCDC_BATCH_SIZE"));
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod logs;
+
 use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
@@ -76,6 +78,7 @@ impl Org {
     }
 
     pub async fn start_with(config: EmulatorConfig) -> Org {
+        logs::init();
         let emu = Emulator::start(config).await.expect("emulator starts");
         let token = emu.issue_token();
         let mut builder = reqwest::Client::builder();
