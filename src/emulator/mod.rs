@@ -191,6 +191,10 @@ pub struct StatsSnapshot {
     pub events_delivered: u64,
     /// Events retained per topic.
     pub events_retained: BTreeMap<String, usize>,
+    /// Replay id (hex) of the last event retained on each topic that has one: where a subscriber
+    /// that has seen everything stands.
+    #[serde(default)]
+    pub last_replay_ids: BTreeMap<String, String>,
 }
 
 impl StatsSnapshot {
@@ -711,10 +715,17 @@ impl Drop for Emulator {
 }
 
 fn stats_snapshot(shared: &Shared) -> StatsSnapshot {
+    let world = shared.world.lock().expect("world lock");
+    let events_retained = world.bus.counts();
+    let last_replay_ids = events_retained
+        .keys()
+        .filter_map(|t| Some((t.clone(), hex::encode(&world.bus.last(t)?.replay_bytes))))
+        .collect();
     StatsSnapshot {
         calls: shared.stats.calls.lock().expect("stats lock").clone(),
         events_delivered: shared.stats.delivered.load(Ordering::Relaxed),
-        events_retained: shared.world.lock().expect("world lock").bus.counts(),
+        events_retained,
+        last_replay_ids,
     }
 }
 

@@ -336,6 +336,31 @@ async fn bulk_generation_mixes_creates_approvals_and_address_changes() {
     );
 }
 
+#[tokio::test]
+async fn stats_name_the_last_replay_id_of_each_topic() {
+    let org = Org::start().await;
+    let report = org.emu.bulk(20);
+    let resp = org
+        .http
+        .get(org.url("/emulator/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let stats: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(stats["events_retained"][ORDERS], 20);
+    assert_eq!(
+        stats["last_replay_ids"][ORDERS].as_str(),
+        report.last_replay_id.as_deref()
+    );
+    // A topic without events has no last replay id.
+    assert!(stats["last_replay_ids"]["/event/Order_Fulfilment_Requested__e"].is_null());
+    assert_eq!(
+        org.emu.stats().last_replay_ids.get(ORDERS),
+        report.last_replay_id.as_ref()
+    );
+}
+
 mod round_trip {
     use std::collections::BTreeSet;
     use std::sync::Arc;
