@@ -248,11 +248,19 @@ pub enum StoreError {
     #[error("SFCDC_DATABASE_URL: {0}")]
     Config(String),
     /// A database error (connection, constraint, I/O, disk full, read-only file).
+    /// (Not marked as the source: the message already carries it, and an error chain would
+    /// print it twice more.)
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A stored value is not what sfcdc wrote.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Database(e)
+    }
 }
 
 /// Where a channel resumes.

@@ -89,6 +89,10 @@ pub struct JobUpdate {
 pub enum JobChange {
     /// The step reached a phase (`activating`: Salesforce is about to say so).
     Phase(&'static str),
+    /// Submitted and already finished: store the operation, keeping the lease, before its
+    /// outcome is written to Salesforce. A step that dies after that write resumes by polling
+    /// the operation, instead of finding its own write-back and cancelling the job.
+    Operation(String),
     /// Submitted, or still pending: store the operation and release the job until `run_at`.
     Poll(PollUpdate),
     /// The step ended. `errors` is the job's new error history; `deliveries` are written in the
@@ -410,6 +414,11 @@ pub(super) mod sql {
 
     /// `v`: id, owner, phase. Followed by the time.
     pub const PHASE_SET: &str = "UPDATE sfcdc_jobs SET phase = v.column3, updated_at = ";
+
+    /// `v`: id, owner, operation. Followed by the time, twice.
+    pub const OPERATION_SET: &str =
+        "UPDATE sfcdc_jobs SET operation_id = v.column3, phase = 'submitted',
+            submitted_at = coalesce(submitted_at, ";
 
     /// `v`: id, owner, operation, progress, next run, error. Followed by the time, twice.
     pub const POLL_SET: &str = "UPDATE sfcdc_jobs SET state = 'polling', operation_id = v.column3,
@@ -745,6 +754,13 @@ macro_rules! impl_queue {
                             _ => None,
                         })
                         .collect();
+                    let operations: Vec<_> = round
+                        .iter()
+                        .filter_map(|u| match &u.change {
+                            JobChange::Operation(op) => Some((u, op)),
+                            _ => None,
+                        })
+                        .collect();
                     let polls: Vec<_> = round
                         .iter()
                         .filter_map(|u| match &u.change {
@@ -768,6 +784,17 @@ macro_rules! impl_queue {
                         q.push_bind(now_ms).push(" FROM (");
                         q.push_values(chunk, |mut b, (u, phase)| {
                             b.push_bind(u.id).push_bind(&u.owner).push_bind(*phase);
+                        });
+                        q.push(sql::LEASED_ROWS);
+                        for r in q.build().fetch_all(&mut *tx).await? {
+                            held_ids.insert(r.try_get(0)?);
+                        }
+                    }
+                    for chunk in operations.chunks(sql::ROWS_PER_STATEMENT) {
+                        let mut q = QueryBuilder::<$db>::new(sql::OPERATION_SET);
+                        q.push_bind(now_ms).push("), updated_at = ").push_bind(now_ms).push(" FROM (");
+                        q.push_values(chunk, |mut b, (u, op)| {
+                            b.push_bind(u.id).push_bind(&u.owner).push_bind(op.as_str());
                         });
                         q.push(sql::LEASED_ROWS);
                         for r in q.build().fetch_all(&mut *tx).await? {

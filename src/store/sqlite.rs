@@ -68,8 +68,27 @@ impl SqliteStore {
             .pragma("wal_autocheckpoint", "16000");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A COMMIT that fails for a full disk has already been rolled back by SQLite; the
+            // rollback sqlx then sends fails too, and the connection stays marked as inside a
+            // transaction, refusing every later BEGIN. Such a connection is closed, not reused.
+            // (By the time a connection is acquired, the rollbacks of ordinary dropped
+            // transactions have been flushed on release.)
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    let stuck = sqlx::Connection::is_in_transaction(conn);
+                    if stuck {
+                        tracing::warn!("Closing a SQLite connection left inside a failed transaction");
+                    }
+                    Ok(!stuck)
+                })
+            })
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|e| {
+                StoreError::Config(format!(
+                    "cannot open the SQLite database {path}: {e} (check that its folder exists, is writable, and that the disk is neither full nor read-only)"
+                ))
+            })?;
         let background = pool.clone();
         let checkpointer = Checkpointer(tokio::spawn(async move {
             loop {

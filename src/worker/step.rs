@@ -172,6 +172,24 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
         match self.fulfilment.submit(&job.operation_key(), &order).await {
             Ok(Submitted::Finished(op) | Submitted::Accepted(op)) => {
                 tracing::info!(job_id = job.id, order_id = %job.order_id, operation_id = %op.operation_id, "Submitted");
+                if op.status == OpStatus::Completed {
+                    // Recorded before the outcome is written back: a step that dies between the
+                    // write-back and its record resumes by polling this operation, instead of
+                    // finding `Activated` and taking it for someone else's.
+                    let change = JobChange::Operation(op.operation_id.clone());
+                    match self
+                        .write(JobUpdate {
+                            id: job.id,
+                            owner: owner.to_owned(),
+                            change,
+                        })
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => return Flow::LeaseLost,
+                        Err(e) => return Flow::fail(e, true),
+                    }
+                }
                 Flow::of(op)
             }
             Err(e) => Flow::fail(e.message, e.transient),

@@ -603,3 +603,113 @@ async fn pending_operations_are_polled_in_batches_when_the_system_offers_it() {
     let again = client.submit("key-0", &json!({"Id": d[0]})).await.unwrap();
     assert!(matches!(again, Submitted::Accepted(op) if op.operation_id == ids[0]));
 }
+
+/// Salesforce through which the first write of `Activated` is applied, and then nothing more
+/// happens: the worker is as good as dead between its write-back and the record of it.
+struct DyingOrders {
+    rest: Arc<sfcdc::salesforce::SalesforceRest>,
+    dies: bool,
+    died: std::sync::atomic::AtomicBool,
+}
+
+impl sfcdc::worker::Orders for DyingOrders {
+    async fn read(
+        &self,
+        id: &sfcdc::sfid::SfId,
+    ) -> Result<Option<Value>, sfcdc::salesforce::RestError> {
+        sfcdc::worker::Orders::read(&self.rest, id).await
+    }
+
+    async fn update(
+        &self,
+        id: &sfcdc::sfid::SfId,
+        fields: &Value,
+    ) -> Result<(), sfcdc::salesforce::RestError> {
+        sfcdc::worker::Orders::update(&self.rest, id, fields).await?;
+        if self.dies && fields["Activation_Status__c"] == "Activated" {
+            self.died.store(true, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_dies_after_writing_back_a_synchronous_completion_is_completed_not_cancelled()
+{
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| c.sync_rate = 1.0);
+    // The service ingests (no fulfilment URL: it runs no worker); the workers run here.
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_CHANNELS", ORDERS)],
+    )
+    .await;
+    let store = store(&r);
+    let env = worker_env(
+        &org,
+        &[("SFCDC_HTTP_TIMEOUT", "500ms"), ("SFCDC_JOB_LEASE", "2s")],
+    );
+    let env = sfcdc::config::Env::from_pairs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let config = sfcdc::worker::WorkerConfig::from_env(&env)
+        .unwrap()
+        .unwrap();
+    let http = sfcdc::source::connect::http_client(Some(&r.dir.path().join("ca.pem"))).unwrap();
+    let worker = |orders: Arc<DyingOrders>| {
+        let fulfilment = sfcdc::worker::fulfilment::HttpFulfilment::new(
+            http.clone(),
+            &config.fulfilment_url,
+            config.fulfilment_token.clone(),
+            config.http_timeout,
+        );
+        let worker = sfcdc::worker::Worker::new(
+            store.clone(),
+            fulfilment,
+            orders,
+            config.clone(),
+            Arc::new(sfcdc::rules::RulesConfig::defaults()),
+            r.app.metrics().clone(),
+        );
+        let cancel = tokio_util::sync::CancellationToken::new();
+        (
+            tokio::spawn(worker.run(http.clone(), cancel.clone())),
+            cancel,
+        )
+    };
+    let orders = |dies| {
+        Arc::new(DyingOrders {
+            rest: r.app.rest().clone(),
+            dies,
+            died: false.into(),
+        })
+    };
+    let dying = orders(true);
+    let (first, stop_first) = worker(dying.clone());
+
+    let d = drafts(&org).await;
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    eventually("the write-back", async || {
+        dying
+            .died
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+    })
+    .await;
+    stop_first.cancel();
+    first.abort();
+    assert_eq!(
+        order(&org, &d[0]).await["Activation_Status__c"],
+        "Activated"
+    );
+
+    // The next worker takes the job when the lease expires. It finds the operation recorded
+    // and polls it, rather than finding `Activated` and cancelling the job as someone else's.
+    let (second, stop_second) = worker(orders(false));
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+    assert_eq!(done.external_id.as_deref(), Some("WH-000001"));
+    assert_eq!(org.emu.fulfilment().operations().len(), 1);
+    stop_second.cancel();
+    second.await.unwrap();
+    r.stop().await;
+}
