@@ -424,7 +424,7 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
                 "The fulfilment result has no external_id; writing Activated only"
             );
         }
-        match self.orders.update(&id, &fields).await {
+        match self.update_order(&id, fields).await {
             Ok(()) => Flow::WrittenBack {
                 result: op.result.unwrap_or(Json::Null),
                 external_id,
@@ -445,24 +445,35 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
         }
     }
 
+    /// Writes `fields` (which include the error field) to the order; an org without the error
+    /// field answers 400, and gets the other fields alone.
+    async fn update_order(
+        &self,
+        id: &SfId,
+        mut fields: Json,
+    ) -> Result<(), crate::salesforce::RestError> {
+        match self.orders.update(id, &fields).await {
+            Err(crate::salesforce::RestError::Api { status: 400, .. }) => {
+                if let Some(f) = fields.as_object_mut() {
+                    f.remove(&self.config.error_field);
+                }
+                self.orders.update(id, &fields).await
+            }
+            other => other,
+        }
+    }
+
     /// Writes the failure status and message to the order, best effort; returns the error to
     /// record, noting a failed write-back.
     async fn write_back_failure(&self, job: &JobRow, error: String) -> String {
         let Ok(id) = SfId::parse(&job.order_id) else {
             return error;
         };
-        let status = json!({ &self.rules.activation_field: self.config.failure_status });
-        let mut fields = status.clone();
-        fields[&self.config.error_field] = json!(truncate(&error, ERROR_FIELD_MAX));
-        let first = self.orders.update(&id, &fields).await;
-        // An org without the error field still gets the status.
-        let result = match first {
-            Err(crate::salesforce::RestError::Api { status: 400, .. }) => {
-                self.orders.update(&id, &status).await
-            }
-            other => other,
-        };
-        match result {
+        let fields = json!({
+            &self.rules.activation_field: self.config.failure_status,
+            &self.config.error_field: truncate(&error, ERROR_FIELD_MAX),
+        });
+        match self.update_order(&id, fields).await {
             Ok(()) => error,
             Err(e) => format!("{error} (and writing the failure to Salesforce failed: {e})"),
         }

@@ -229,6 +229,23 @@ async fn synchronous_fulfilment_completes_in_one_step() {
 }
 
 #[tokio::test]
+async fn an_org_without_the_error_field_still_gets_its_completion() {
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| c.sync_rate = 1.0);
+    let d = drafts(&org).await;
+    let r = start(&org, &[("SFCDC_ERROR_FIELD", "No_Such_Field__c")]).await;
+    let store = store(&r);
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+    assert_eq!(done.external_id.as_deref(), Some("WH-000001"));
+    assert_eq!(
+        order(&org, &d[0]).await["Activation_Status__c"],
+        "Activated"
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
 async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
     let org = Org::start().await;
     org.emu.fulfilment().update(|c| {
