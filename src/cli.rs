@@ -89,6 +89,13 @@ pub struct BenchArgs {
     /// Only the cache benchmark.
     #[arg(long)]
     pub cache_only: bool,
+    /// Run every benchmark (decode next to apache-avro, ingest, backlog catch-up, worker, cache,
+    /// memory) and end with one table of the results.
+    #[arg(long, conflicts_with_all = ["worker_only", "cache_only"])]
+    pub report: bool,
+    /// Events of the backlog catch-up in `--report` (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
     /// Print the results as JSON as well.
     #[arg(long)]
     pub json: bool,
@@ -101,7 +108,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("SFCDC_BENCH_POSTGRES_URL").ok())
         .or_else(|| std::env::var("SFCDC_TEST_POSTGRES_URL").ok())
         .filter(|u| !u.is_empty());
-    let results = crate::bench::run(crate::bench::BenchOptions {
+    let options = crate::bench::BenchOptions {
         events: args.events,
         postgres,
         batch_size: args.batch_size,
@@ -109,9 +116,22 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency as usize,
         skip_ingest: args.worker_only || args.cache_only,
         reads: if args.worker_only { 0 } else { args.reads },
-    })
-    .await?;
-    if args.json {
+        decode: args.report,
+        backlog: if args.report { args.backlog } else { 0 },
+    };
+    let started = std::time::Instant::now();
+    let load_at_start = crate::bench::report::load_average();
+    let results = crate::bench::run(options.clone()).await?;
+    if args.report {
+        let machine = crate::bench::report::Machine::detect(load_at_start);
+        let seconds = started.elapsed().as_secs_f64();
+        let report = crate::bench::report::Report::new(results, &options, machine, seconds);
+        println!();
+        print!("{}", report.table());
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
     Ok(())

@@ -6,14 +6,22 @@
 //! its checkpoint reaches the last event: decoding, rules with batched REST guard lookups, and one
 //! store transaction per batch. Reported: events per second, the p50 and p99 of the per-batch
 //! commit time (rules, lookups and the transaction), jobs created, and the process's peak RSS
-//! (which includes the emulator and its event log).
+//! (which includes the emulator and its event log), with how far RSS rose during each run.
+//!
+//! The backlog catch-up (`--report`) is the same run over a larger backlog: the emulator is
+//! topped up to `backlog` events and a fresh store subscribes from EARLIEST again.
 //!
 //! Then the order cache (see [`cache`]): read latency in process and over the read API, and the
-//! REST calls it saves under a mixed workload.
+//! REST calls it saves under a mixed workload. [`decode`] times the decoder against apache-avro,
+//! and [`report`] puts everything in one table.
 
 pub mod cache;
+pub mod decode;
+pub mod memory;
+pub mod report;
 pub mod worker;
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +55,10 @@ pub struct BenchOptions {
     pub skip_ingest: bool,
     /// In-process reads for the cache benchmark (0: skip it).
     pub reads: usize,
+    /// Time sfcdc's decoder against apache-avro.
+    pub decode: bool,
+    /// Events of the backlog catch-up (0: skip it).
+    pub backlog: usize,
 }
 
 /// Everything a benchmark run measured.
@@ -58,8 +70,29 @@ pub struct BenchReport {
     pub worker: Vec<worker::WorkerBenchResult>,
     /// The order cache (none when skipped).
     pub cache: Option<cache::CacheBenchResult>,
+    /// The decoder next to apache-avro (none when skipped).
+    pub decode: Option<decode::DecodeBenchResult>,
+    /// The backlog catch-up, per backend.
+    pub backlog: Vec<BenchResult>,
+    /// The emulator's preloads, in order.
+    pub preloads: Vec<Preload>,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
+}
+
+/// Events appended to the emulator before an ingest run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Preload {
+    /// Events appended.
+    pub events: usize,
+    /// Events in the emulator afterwards.
+    pub total_events: usize,
+    /// Approvals among the appended events.
+    pub approvals: usize,
+    /// Time to generate them.
+    pub seconds: f64,
+    /// RSS the emulator kept for them (its event log and org records), MiB.
+    pub rss_added_mib: f64,
 }
 
 /// One run's figures.
@@ -81,6 +114,13 @@ pub struct BenchResult {
     pub commits: usize,
     /// Jobs created.
     pub jobs: usize,
+    /// RSS just before the run, MiB.
+    pub rss_before_mib: f64,
+    /// The peak RSS during the run minus `rss_before_mib` (none where the peak cannot be reset).
+    /// A lower bound: memory that earlier parts freed but the allocator kept is reused first.
+    pub rss_peak_growth_mib: Option<f64>,
+    /// Times the subscriber reconnected (a failed commit, a dropped stream): a disturbed run.
+    pub reconnects: u64,
 }
 
 /// Records how long each commit of the wrapped sink takes.
@@ -111,6 +151,16 @@ impl<S: Sink> Sink for Timed<S> {
     }
 }
 
+/// `sfcdc_reconnects_total`, every channel and reason.
+fn reconnects(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("sfcdc_reconnects_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -119,26 +169,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Peak resident set size of this process, in MiB (Linux; 0 elsewhere).
-pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 async fn run_one(
-    emu: &Emulator,
-    ca: &std::path::Path,
+    bench: &IngestBench,
     database_url: &str,
     backend: &str,
-    options: &BenchOptions,
+    batch_size: u32,
 ) -> anyhow::Result<BenchResult> {
     const CHANNEL: &str = "/data/OrderChangeEvent";
+    let (emu, events) = (&bench.emu, bench.events);
+    let rss = memory::Growth::start();
     let mut env = Env::from_pairs([
         ("SF_AUTH", "client-credentials"),
         ("SF_CLIENT_ID", emu.credentials().client_id.as_str()),
@@ -148,11 +187,11 @@ async fn run_one(
     ]);
     env.set("SF_LOGIN_URL", emu.instance_url());
     env.set("SFCDC_PUBSUB_ENDPOINT", emu.grpc_url());
-    env.set("SFCDC_CA_CERT", ca.display().to_string());
-    env.set("SFCDC_BATCH_SIZE", options.batch_size.to_string());
+    env.set("SFCDC_CA_CERT", bench.ca.display().to_string());
+    env.set("SFCDC_BATCH_SIZE", batch_size.to_string());
     let source_config = SourceConfig::from_env(&env)?;
     let metrics = Arc::new(Metrics::new());
-    let http = connect::http_client(Some(ca)).map_err(|e| anyhow::anyhow!(e))?;
+    let http = connect::http_client(Some(&bench.ca)).map_err(|e| anyhow::anyhow!(e))?;
     let auth = Arc::new(Authenticator::new(
         AuthConfig::from_env(&env)?,
         http,
@@ -167,7 +206,7 @@ async fn run_one(
         inner: IngestSink::new(store.clone(), lookup, rules, metrics.clone(), None, 8),
         durations: Mutex::new(Vec::new()),
     });
-    let source = Source::new(source_config, auth, sink.clone(), metrics)?;
+    let source = Source::new(source_config, auth, sink.clone(), metrics.clone())?;
     let last = emu
         .with_world(|w| w.bus.last(CHANNEL).map(|e| e.replay))
         .unwrap_or(0);
@@ -179,10 +218,11 @@ async fn run_one(
     };
     let handle = tokio::spawn(run);
     loop {
-        if let Some(Position::After(r)) = store.checkpoint(CHANNEL).await?
-            && r.position().is_some_and(|p| p >= last)
-        {
-            break;
+        // The pipeline rides out a database restart (and counts a reconnect); so does the poll.
+        match store.checkpoint(CHANNEL).await {
+            Ok(Some(Position::After(r))) if r.position().is_some_and(|p| p >= last) => break,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Reading the checkpoint failed; polling on"),
         }
         anyhow::ensure!(!handle.is_finished(), "the pipeline stopped early");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -201,13 +241,16 @@ async fn run_one(
         .sum();
     Ok(BenchResult {
         backend: backend.to_owned(),
-        events: options.events,
+        events,
         seconds,
-        events_per_second: options.events as f64 / seconds,
+        events_per_second: events as f64 / seconds,
         commit_p50_ms: percentile(&durations, 0.50),
         commit_p99_ms: percentile(&durations, 0.99),
         commits: durations.len(),
         jobs,
+        rss_before_mib: rss.before_mib(),
+        rss_peak_growth_mib: rss.peak_growth_mib(),
+        reconnects: reconnects(&metrics),
     })
 }
 
@@ -243,17 +286,38 @@ where
 /// Runs the benchmarks and prints their tables.
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let mut report = BenchReport::default();
-    if !options.skip_ingest {
-        report.ingest = run_ingest(&options).await?;
+    if options.decode {
+        let corpus = decode::Corpus::build(decode::REPORT_BULK_EVENTS)?;
+        report.decode = Some(decode::run(&corpus, decode::REPORT_BUDGET)?);
+        println!();
+    }
+    if !options.skip_ingest || options.backlog > 0 {
+        let mut bench = IngestBench::start().await?;
+        if !options.skip_ingest {
+            report.preloads.push(bench.preload(options.events));
+            report.ingest = bench.run("Ingest", &options).await?;
+        }
+        if options.backlog > 0 {
+            if options.backlog > bench.events {
+                report
+                    .preloads
+                    .push(bench.preload(options.backlog - bench.events));
+            }
+            println!();
+            report.backlog = bench.run("Backlog catch-up", &options).await?;
+        }
+        bench.emu.shutdown().await;
     }
     if options.jobs > 0 {
+        println!();
         report.worker = run_worker(&options).await?;
     }
     if options.reads > 0 {
         println!();
         report.cache = Some(cache::run(cache::CacheBenchOptions::from_reads(options.reads)).await?);
     }
-    report.peak_rss_mib = peak_rss_mib();
+    report.peak_rss_mib = memory::process_peak_mib();
+    println!();
     println!(
         "peak RSS {:.0} MiB (this process: the pipeline and the emulator with its event log)",
         report.peak_rss_mib
@@ -311,60 +375,112 @@ async fn run_worker(options: &BenchOptions) -> anyhow::Result<Vec<worker::Worker
     Ok(results)
 }
 
-/// The ingest benchmark on each backend.
-async fn run_ingest(options: &BenchOptions) -> anyhow::Result<Vec<BenchResult>> {
-    let emu = Emulator::start(EmulatorConfig {
-        sample_data: true,
-        ..EmulatorConfig::ephemeral()
-    })
-    .await?;
-    let dir = tempfile::Builder::new().prefix("sfcdc-bench-").tempdir()?;
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, emu.ca_pem().unwrap_or_default())?;
-    let preload = Instant::now();
-    let report = emu.bulk(options.events);
-    println!(
-        "Preloaded {} order change events ({} approvals) in {:.1} s",
-        report.events(),
-        report.approved,
-        preload.elapsed().as_secs_f64()
-    );
-    let mut results = vec![
-        run_one(
-            &emu,
-            &ca,
-            &format!("sqlite://{}", dir.path().join("bench.db").display()),
-            "sqlite",
-            options,
-        )
-        .await?,
-    ];
-    if let Some(url) = &options.postgres {
-        let emu = &emu;
-        let ca = &ca;
-        let result = in_fresh_schema(url, |with_schema| async move {
-            run_one(emu, ca, &with_schema, "postgres", options).await
+/// The in-process emulator the ingest runs read from, and the events preloaded into it.
+struct IngestBench {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    events: usize,
+    runs: usize,
+}
+
+impl IngestBench {
+    async fn start() -> anyhow::Result<IngestBench> {
+        let emu = Emulator::start(EmulatorConfig {
+            sample_data: true,
+            ..EmulatorConfig::ephemeral()
         })
         .await?;
-        results.push(result);
+        let dir = tempfile::Builder::new().prefix("sfcdc-bench-").tempdir()?;
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, emu.ca_pem().unwrap_or_default())?;
+        Ok(IngestBench {
+            emu,
+            dir,
+            ca,
+            events: 0,
+            runs: 0,
+        })
     }
-    println!();
-    println!(
-        "{:<10} {:>9} {:>9} {:>13} {:>12} {:>12} {:>8} {:>7}",
-        "backend", "events", "seconds", "events/s", "commit p50", "commit p99", "commits", "jobs"
-    );
-    for r in &results {
+
+    /// Appends `n` order change events.
+    fn preload(&mut self, n: usize) -> Preload {
+        let rss = memory::Growth::start();
+        let started = Instant::now();
+        let report = self.emu.bulk(n);
+        self.events += report.events();
+        let preload = Preload {
+            events: report.events(),
+            total_events: self.events,
+            approvals: report.approved,
+            seconds: started.elapsed().as_secs_f64(),
+            rss_added_mib: rss.retained_mib(),
+        };
         println!(
-            "{:<10} {:>9} {:>9.2} {:>13.0} {:>9.2} ms {:>9.2} ms {:>8} {:>7}",
-            r.backend,
-            r.events,
-            r.seconds,
-            r.events_per_second,
-            r.commit_p50_ms,
-            r.commit_p99_ms,
-            r.commits,
-            r.jobs
+            "Preloaded {} order change events ({} approvals) in {:.1} s, {} in all; RSS +{:.0} MiB",
+            preload.events, preload.approvals, preload.seconds, self.events, preload.rss_added_mib
         );
+        preload
     }
-    Ok(results)
+
+    /// Subscribes from EARLIEST with a fresh store on each backend; prints a table.
+    async fn run(
+        &mut self,
+        title: &str,
+        options: &BenchOptions,
+    ) -> anyhow::Result<Vec<BenchResult>> {
+        self.runs += 1;
+        let file = self.dir.path().join(format!("bench{}.db", self.runs));
+        let this = &*self;
+        let mut results = vec![
+            run_one(
+                this,
+                &format!("sqlite://{}", file.display()),
+                "sqlite",
+                options.batch_size,
+            )
+            .await?,
+        ];
+        if let Some(url) = &options.postgres {
+            let result = in_fresh_schema(url, |with_schema| async move {
+                run_one(this, &with_schema, "postgres", options.batch_size).await
+            })
+            .await?;
+            results.push(result);
+        }
+        println!(
+            "{title}: {} events from EARLIEST, batch size {}",
+            self.events, options.batch_size
+        );
+        println!(
+            "{:<10} {:>9} {:>9} {:>13} {:>12} {:>12} {:>8} {:>7} {:>9} {:>10}",
+            "backend",
+            "events",
+            "seconds",
+            "events/s",
+            "commit p50",
+            "commit p99",
+            "commits",
+            "jobs",
+            "RSS +MiB",
+            "reconnects"
+        );
+        for r in &results {
+            println!(
+                "{:<10} {:>9} {:>9.2} {:>13.0} {:>9.2} ms {:>9.2} ms {:>8} {:>7} {:>9} {:>10}",
+                r.backend,
+                r.events,
+                r.seconds,
+                r.events_per_second,
+                r.commit_p50_ms,
+                r.commit_p99_ms,
+                r.commits,
+                r.jobs,
+                r.rss_peak_growth_mib
+                    .map_or_else(|| "-".to_owned(), |g| format!("{g:.0}")),
+                r.reconnects
+            );
+        }
+        Ok(results)
+    }
 }
