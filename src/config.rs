@@ -39,8 +39,14 @@ pub struct Env {
     vars: HashMap<String, String>,
 }
 
+/// The longest duration a setting accepts. A century outlasts any sensible timeout, and keeps
+/// what sfcdc computes from a setting (deadlines, `4 × SFCDC_HTTP_TIMEOUT`, milliseconds as
+/// `i64`) far from overflowing, which a duration such as `300000000000y` would not. Years of
+/// 365.25 days, as the duration syntax counts them, so `100y` is accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
 /// Names of variables whose values are secret: never echoed in errors.
-const SECRET_VARS: [&str; 8] = [
+pub(crate) const SECRET_VARS: [&str; 8] = [
     "SF_CLIENT_SECRET",
     "SF_PASSWORD",
     "SF_ACCESS_TOKEN",
@@ -164,11 +170,15 @@ impl Env {
         }
     }
 
-    /// A duration such as `30s`, `250ms` or `2h`.
+    /// A duration such as `30s`, `250ms` or `2h`, of at most [`MAX_DURATION`].
     pub fn duration_or(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
         self.parse_or(key, default, |s| {
-            humantime::parse_duration(s)
-                .map_err(|e| format!("{e}; use a duration such as 30s, 250ms or 2h"))
+            let d = humantime::parse_duration(s)
+                .map_err(|e| format!("{e}; use a duration such as 30s, 250ms or 2h"))?;
+            if d > MAX_DURATION {
+                return Err("must be at most 100 years".into());
+            }
+            Ok(d)
         })
     }
 
@@ -247,7 +257,7 @@ impl Env {
 }
 
 /// Parses `NAME=value` lines.
-fn parse_file(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
+pub(crate) fn parse_file(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -14,6 +14,7 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod emulator;
+pub mod fuzzing;
 pub mod ingest;
 pub mod proto;
 pub mod rules;

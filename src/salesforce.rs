@@ -104,20 +104,7 @@ impl SalesforceRest {
     async fn error(resp: reqwest::Response) -> RestError {
         let status = resp.status().as_u16();
         let body: Json = resp.json().await.unwrap_or(Json::Null);
-        let first = body.get(0).unwrap_or(&body);
-        RestError::Api {
-            status,
-            code: first
-                .get("errorCode")
-                .and_then(Json::as_str)
-                .unwrap_or("UNKNOWN")
-                .to_owned(),
-            message: first
-                .get("message")
-                .and_then(Json::as_str)
-                .unwrap_or("")
-                .to_owned(),
-        }
+        api_error(status, &body)
     }
 
     /// Runs a SOQL query and returns every record, following `nextRecordsUrl`.
@@ -128,14 +115,9 @@ impl SalesforceRest {
         let mut records = Vec::new();
         let mut page = self.page(resp).await?;
         loop {
-            if let Some(Json::Array(rs)) = page.get_mut("records").map(Json::take) {
-                records.extend(rs);
-            }
-            let Some(next) = page
-                .get("nextRecordsUrl")
-                .and_then(Json::as_str)
-                .map(str::to_owned)
-            else {
+            let (rs, next) = take_page(&mut page);
+            records.extend(rs);
+            let Some(next) = next else {
                 return Ok(records);
             };
             let resp = self
@@ -199,6 +181,38 @@ impl SalesforceRest {
             Err(Self::error(resp).await)
         }
     }
+}
+
+/// The [`RestError::Api`] of an error answer: Salesforce sends a list of `{errorCode, message}`
+/// (sometimes one bare object); anything else gives `UNKNOWN`.
+pub(crate) fn api_error(status: u16, body: &Json) -> RestError {
+    let first = body.get(0).unwrap_or(body);
+    RestError::Api {
+        status,
+        code: first
+            .get("errorCode")
+            .and_then(Json::as_str)
+            .unwrap_or("UNKNOWN")
+            .to_owned(),
+        message: first
+            .get("message")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_owned(),
+    }
+}
+
+/// Takes the `records` of one query page, and the `nextRecordsUrl` of the next page if any.
+pub(crate) fn take_page(page: &mut Json) -> (Vec<Json>, Option<String>) {
+    let records = match page.get_mut("records").map(Json::take) {
+        Some(Json::Array(rs)) => rs,
+        _ => Vec::new(),
+    };
+    let next = page
+        .get("nextRecordsUrl")
+        .and_then(Json::as_str)
+        .map(str::to_owned);
+    (records, next)
 }
 
 /// Where the rules get the order facts an event does not carry.

@@ -603,7 +603,7 @@ fn evaluate_order_change(
             Ok(Evaluation::Done(d))
         }
         ChangeType::GapOverflow => Ok(Evaluation::NeedReconciliation {
-            since_ms: c.commit_timestamp - cfg.reconcile_window_ms,
+            since_ms: c.commit_timestamp.saturating_sub(cfg.reconcile_window_ms),
         }),
         ChangeType::Delete | ChangeType::Undelete | ChangeType::GapDelete => {
             d.skips

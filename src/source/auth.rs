@@ -258,8 +258,52 @@ struct OAuthErrorBody {
 }
 
 #[derive(Deserialize)]
-struct UserInfo {
-    organization_id: String,
+pub(crate) struct UserInfo {
+    pub(crate) organization_id: String,
+}
+
+/// Reads the token endpoint's answer to a `method` login: the access token, the instance URL
+/// (without a trailing `/`) and the lifetime in seconds if given. A 4xx with an OAuth `error` is
+/// a refusal; any other failure or an unreadable body is [`AuthError::Unreachable`] (retryable).
+pub(crate) fn token_response(
+    method: &'static str,
+    status: reqwest::StatusCode,
+    body: &str,
+    token_url: &str,
+) -> Result<(SecretString, String, Option<u64>), AuthError> {
+    let unreachable = |reason: String| AuthError::Unreachable {
+        url: token_url.to_owned(),
+        reason,
+    };
+    if !status.is_success() {
+        return Err(match serde_json::from_str::<OAuthErrorBody>(body) {
+            Ok(e) if status.is_client_error() && !e.error.is_empty() => AuthError::Rejected {
+                method,
+                error: e.error,
+                description: e.error_description,
+            },
+            _ => unreachable(format!("HTTP {status}")),
+        });
+    }
+    let t: TokenResponse = serde_json::from_str(body)
+        .map_err(|e| unreachable(format!("unexpected token response: {e}")))?;
+    Ok((
+        SecretString::from(t.access_token),
+        t.instance_url.trim_end_matches('/').to_owned(),
+        t.expires_in,
+    ))
+}
+
+/// When a session that started at `started` expires: after `expires_in` seconds (the token
+/// response's), else after `timeout` (`SF_SESSION_TIMEOUT`); `None` when unknown, or too far
+/// away for an `Instant` (a server may send any number).
+pub(crate) fn session_expiry(
+    started: Instant,
+    expires_in: Option<u64>,
+    timeout: Option<Duration>,
+) -> Option<Instant> {
+    let lifetime = expires_in.map(Duration::from_secs).or(timeout);
+    lifetime.and_then(|l| started.checked_add(l))
 }
 
 #[derive(serde::Serialize)]
@@ -408,25 +452,7 @@ impl Authenticator {
                     .text()
                     .await
                     .map_err(|e| unreachable(e.without_url().to_string()))?;
-                if !status.is_success() {
-                    return Err(match serde_json::from_str::<OAuthErrorBody>(&body) {
-                        Ok(e) if status.is_client_error() && !e.error.is_empty() => {
-                            AuthError::Rejected {
-                                method: method.name(),
-                                error: e.error,
-                                description: e.error_description,
-                            }
-                        }
-                        _ => unreachable(format!("HTTP {status}")),
-                    });
-                }
-                let t: TokenResponse = serde_json::from_str(&body)
-                    .map_err(|e| unreachable(format!("unexpected token response: {e}")))?;
-                (
-                    SecretString::from(t.access_token),
-                    t.instance_url.trim_end_matches('/').to_owned(),
-                    t.expires_in,
-                )
+                token_response(method.name(), status, &body, &token_url)?
             }
         };
         let org_id = match &self.config.org_id {
@@ -436,14 +462,11 @@ impl Authenticator {
                     .await?
             }
         };
-        let lifetime = expires_in
-            .map(Duration::from_secs)
-            .or(self.config.session_timeout);
         Ok(Session {
             access_token,
             instance_url,
             org_id,
-            expires_at: lifetime.map(|l| started + l),
+            expires_at: session_expiry(started, expires_in, self.config.session_timeout),
             generation: self.generation.fetch_add(1, Ordering::SeqCst) + 1,
         })
     }

@@ -213,18 +213,7 @@ impl Fulfilment for HttpFulfilment {
             .await
             .map_err(|e| CallError::transport("submit", e))?;
         let (status, body) = Self::read("submit", resp).await?;
-        match status {
-            200..=202 => {
-                let op: Operation =
-                    serde_json::from_str(&body).map_err(|e| CallError::unexpected("submit", e))?;
-                Ok(if status == 202 {
-                    Submitted::Accepted(op)
-                } else {
-                    Submitted::Finished(op)
-                })
-            }
-            _ => Err(CallError::status("submit", status, &body)),
-        }
+        submit_answer(status, &body)
     }
 
     async fn poll(&self, id: &str) -> Result<Option<Operation>, CallError> {
@@ -240,22 +229,12 @@ impl Fulfilment for HttpFulfilment {
             .await
             .map_err(|e| CallError::transport("poll", e))?;
         let (status, body) = Self::read("poll", resp).await?;
-        match status {
-            200 => serde_json::from_str(&body)
-                .map(Some)
-                .map_err(|e| CallError::unexpected("poll", e)),
-            404 => Ok(None),
-            _ => Err(CallError::status("poll", status, &body)),
-        }
+        poll_answer(status, &body)
     }
 
     async fn poll_many(&self, ids: &[&str]) -> Result<Option<Vec<Operation>>, CallError> {
         if !self.batch_supported() {
             return Ok(None);
-        }
-        #[derive(Deserialize)]
-        struct Batch {
-            operations: Vec<Operation>,
         }
         let resp = self
             .request(self.http.get(format!("{}/operations", self.base)))
@@ -264,20 +243,58 @@ impl Fulfilment for HttpFulfilment {
             .await
             .map_err(|e| CallError::transport("batch poll", e))?;
         let (status, body) = Self::read("batch poll", resp).await?;
-        match status {
-            200 => serde_json::from_str::<Batch>(&body)
-                .map(|b| Some(b.operations))
-                .map_err(|e| CallError::unexpected("batch poll", e)),
-            404 | 405 | 501 => {
-                tracing::info!(
-                    status,
-                    "The fulfilment system has no batch status; polling operations one by one"
-                );
-                self.batch.store(false, Ordering::Relaxed);
-                Ok(None)
-            }
-            _ => Err(CallError::status("batch poll", status, &body)),
+        let answer = batch_answer(status, &body)?;
+        if answer.is_none() {
+            tracing::info!(
+                status,
+                "The fulfilment system has no batch status; polling operations one by one"
+            );
+            self.batch.store(false, Ordering::Relaxed);
         }
+        Ok(answer)
+    }
+}
+
+/// A submit's answer: `200`/`201` finished, `202` accepted, anything else a [`CallError`].
+pub(crate) fn submit_answer(status: u16, body: &str) -> Result<Submitted, CallError> {
+    match status {
+        200..=202 => {
+            let op: Operation =
+                serde_json::from_str(body).map_err(|e| CallError::unexpected("submit", e))?;
+            Ok(if status == 202 {
+                Submitted::Accepted(op)
+            } else {
+                Submitted::Finished(op)
+            })
+        }
+        _ => Err(CallError::status("submit", status, body)),
+    }
+}
+
+/// A poll's answer: the operation, `None` for a 404 (unknown to the system).
+pub(crate) fn poll_answer(status: u16, body: &str) -> Result<Option<Operation>, CallError> {
+    match status {
+        200 => serde_json::from_str(body)
+            .map(Some)
+            .map_err(|e| CallError::unexpected("poll", e)),
+        404 => Ok(None),
+        _ => Err(CallError::status("poll", status, body)),
+    }
+}
+
+/// A batch poll's answer: the operations, `None` when the system has no batch status (404, 405
+/// or 501).
+pub(crate) fn batch_answer(status: u16, body: &str) -> Result<Option<Vec<Operation>>, CallError> {
+    #[derive(Deserialize)]
+    struct Batch {
+        operations: Vec<Operation>,
+    }
+    match status {
+        200 => serde_json::from_str::<Batch>(body)
+            .map(|b| Some(b.operations))
+            .map_err(|e| CallError::unexpected("batch poll", e)),
+        404 | 405 | 501 => Ok(None),
+        _ => Err(CallError::status("batch poll", status, body)),
     }
 }
 

@@ -9,6 +9,7 @@ mod emulator_faults;
 mod emulator_fulfilment;
 mod emulator_grpc;
 mod emulator_rest;
+mod fuzz_regressions;
 mod operability;
 mod pipeline;
 #[macro_use]
