@@ -214,6 +214,9 @@ impl<S: Sink> Source<S> {
         let client = connect::client(channel, auth.clone());
         let schemas = Arc::new(SchemaRegistry::new(client.clone()));
         let liveness = Arc::new(Liveness::new(&config.channels, config.stream_timeout));
+        for channel in &config.channels {
+            metrics.declare_channel(channel);
+        }
         Ok(Source {
             liveness,
             config: Arc::new(config),

@@ -380,6 +380,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates a channel's series at zero, so that they are exported (and rates can be taken)
+    /// before its first event.
+    pub fn declare_channel(&self, channel: &str) {
+        let label = Metrics::channel(channel);
+        let _ = self.events_received.get_or_create(&label);
+        let _ = self.events_decoded.get_or_create(&label);
+        let _ = self.inflight_events.get_or_create(&label);
+        let _ = self.batch_commit_seconds.get_or_create(&label);
+        let _ = self.jobs_created.get_or_create(&label);
+        let _ = self.channel_ready.get_or_create(&label);
+    }
+
     /// Sets each state's gauge in `family` from `counts`; states absent from `counts` read 0.
     pub fn set_states(family: &Family<StateLabel, Gauge>, all: &[&str], counts: &[(String, i64)]) {
         for state in all {

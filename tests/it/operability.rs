@@ -95,7 +95,8 @@ async fn metrics_cover_channels_jobs_deliveries_cache_and_memory() {
     let org = Org::start().await;
     let dir = tempfile::tempdir().unwrap();
     // No fulfilment system: the job stays available, so the state gauge is exact.
-    let r = run_app(&org, dir, &[("SFCDC_CHANNELS", ORDERS)]).await;
+    let channels = format!("{ORDERS},/data/OrderItemChangeEvent");
+    let r = run_app(&org, dir, &[("SFCDC_CHANNELS", channels.as_str())]).await;
     let d = drafts(&org).await;
     org.patch_order(&d[0], json!({"Status": "Approved"})).await;
     let store = r.app.sink().store().clone();
@@ -126,7 +127,16 @@ async fn metrics_cover_channels_jobs_deliveries_cache_and_memory() {
     );
     // The guard lookup for the approval went through the cache.
     assert!(m("sfcdc_cache_loads_total", &[("cache", "guard")]) >= 1.0);
-    // Unlabelled families are exported before their first count.
+    // A configured channel's series exist from the start, and unlabelled families are exported
+    // before their first count.
+    for family in [
+        "sfcdc_events_received_total",
+        "sfcdc_jobs_created_total",
+        "sfcdc_channel_ready",
+    ] {
+        let series = format!("{family}{{channel=\"/data/OrderItemChangeEvent\"}}");
+        assert!(text.contains(&series), "{series} is exported");
+    }
     for family in [
         "sfcdc_auth_refreshes",
         "sfcdc_job_latency_seconds",
