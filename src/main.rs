@@ -83,7 +83,20 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sfcdc: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// 2 when a setting is wrong (restarting cannot help: a supervisor should stop trying), 1 for
+/// anything else.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let config = e.chain().any(|cause| {
+        cause.downcast_ref::<sfcdc::config::ConfigError>().is_some()
+            || matches!(
+                cause.downcast_ref::<sfcdc::app::AppError>(),
+                Some(sfcdc::app::AppError::Config(_))
+            )
+    });
+    if config { 2 } else { 1 }
 }

@@ -530,7 +530,7 @@ async fn bad_configuration_fails_at_start_and_names_the_variable() {
             .output()
             .await
             .unwrap();
-        assert!(!out.status.success());
+        assert_eq!(out.status.code(), Some(2), "a configuration error exits 2");
         crate::common::logs::keep("run-bad-config", &out.stderr);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(var), "{var}: {err}");
