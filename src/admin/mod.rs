@@ -248,6 +248,23 @@ async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// How long a probe or a scrape waits for the store: an unreachable database would otherwise
+/// hold the request for the pool's whole acquire timeout, beyond any prober's patience.
+const STORE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A store query bounded by [`STORE_PROBE_TIMEOUT`].
+async fn probe<T>(
+    query: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(STORE_PROBE_TIMEOUT, query).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(STORE_PROBE_TIMEOUT)
+        )),
+    }
+}
+
 /// Ready when the store answers and every channel had a live stream within the keepalive
 /// bound; otherwise 503 naming what fails.
 async fn readyz(State(s): State<AdminState>) -> Response {
@@ -265,7 +282,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
                 .map(|p| format!("channel {} {p}", c.channel))
         })
         .collect();
-    let store = match s.store.checkpoints().await {
+    let store = match probe(s.store.checkpoints()).await {
         Ok(_) => "ok",
         Err(e) => {
             tracing::warn!(error = %e, "Not ready: the store is unreachable");
@@ -296,8 +313,8 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     let m = &s.metrics;
     m.observe_memory();
     let now = crate::clock::now_ms();
-    let counts = s.store.state_counts().await;
-    let checkpoints = s.store.checkpoints().await;
+    let counts = probe(s.store.state_counts()).await;
+    let checkpoints = probe(s.store.checkpoints()).await;
     m.store_up
         .set(i64::from(counts.is_ok() && checkpoints.is_ok()));
     if let Ok(counts) = &counts {
