@@ -35,6 +35,8 @@ pub enum AuthMethod {
         username: String,
         /// PEM private key from `SF_PRIVATE_KEY_FILE`.
         private_key: SecretString,
+        /// `SF_JWT_AUDIENCE` (the assertion's `aud`).
+        audience: String,
     },
     /// OAuth 2.0 username-password.
     Password {
@@ -87,6 +89,28 @@ pub struct AuthConfig {
     pub session_timeout: Option<Duration>,
 }
 
+/// The JWT bearer assertion's default audience for a login URL. Salesforce accepts only
+/// `https://login.salesforce.com`, `https://test.salesforce.com` (sandboxes) or an Experience
+/// Cloud site URL as `aud`, also when the token is requested from a My Domain URL; any other
+/// login URL (an emulator, a site) is its own audience.
+fn jwt_audience(login_url: &str) -> String {
+    let host = login_url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com".to_owned()
+    } else if host.ends_with(".my.salesforce.com") {
+        "https://login.salesforce.com".to_owned()
+    } else {
+        login_url.to_owned()
+    }
+}
+
 fn url_setting(env: &Env, key: &str, default: &str) -> Result<String, ConfigError> {
     env.parse_or(key, default.to_owned(), |s| {
         if s.starts_with("https://") || s.starts_with("http://") {
@@ -132,6 +156,7 @@ impl AuthConfig {
                     client_id: env.require("SF_CLIENT_ID", &why(kind))?.to_owned(),
                     username: env.require("SF_USERNAME", &why(kind))?.to_owned(),
                     private_key: SecretString::from(pem),
+                    audience: url_setting(env, "SF_JWT_AUDIENCE", &jwt_audience(&login_url))?,
                 }
             }
             "password" => AuthMethod::Password {
@@ -428,6 +453,7 @@ impl Authenticator {
                         client_id,
                         username,
                         private_key,
+                        audience,
                     } => vec![
                         (
                             "grant_type",
@@ -435,7 +461,7 @@ impl Authenticator {
                         ),
                         (
                             "assertion",
-                            self.assertion(client_id, username, private_key)?,
+                            self.assertion(client_id, username, audience, private_key)?,
                         ),
                     ],
                     AuthMethod::Token { .. } => unreachable!("handled above"),
@@ -475,6 +501,7 @@ impl Authenticator {
         &self,
         client_id: &str,
         username: &str,
+        audience: &str,
         key: &SecretString,
     ) -> Result<String, AuthError> {
         let exp = std::time::SystemTime::now()
@@ -484,7 +511,7 @@ impl Authenticator {
         let claims = JwtClaims {
             iss: client_id,
             sub: username,
-            aud: &self.config.login_url,
+            aud: audience,
             exp,
         };
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(key.expose_secret().as_bytes())
@@ -653,5 +680,27 @@ mod tests {
             !shown.contains("s3cret-value") && !shown.contains("hunter2-value"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_jwt_audience_follows_salesforce_rules_for_my_domain_login_urls() {
+        for (login, aud) in [
+            (
+                "https://login.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            ("https://test.salesforce.com", "https://test.salesforce.com"),
+            (
+                "https://acme.my.salesforce.com",
+                "https://login.salesforce.com",
+            ),
+            (
+                "https://acme--uat.sandbox.my.salesforce.com",
+                "https://test.salesforce.com",
+            ),
+            ("https://127.0.0.1:8443", "https://127.0.0.1:8443"),
+        ] {
+            assert_eq!(super::jwt_audience(login), aud, "{login}");
+        }
     }
 }
