@@ -285,3 +285,41 @@ async fn sigterm_during_a_poll_keeps_the_operation_and_a_hung_submit_is_bounded(
     let mut p = p;
     assert_eq!(p.0.wait().await.unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn an_unreachable_store_makes_readyz_fail_and_store_up_zero() {
+    let org = Org::start().await;
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_CHANNELS", ORDERS)],
+    )
+    .await;
+    let admin = r.app.admin_addr().unwrap();
+    eventually("ready", async || {
+        (get(format!("http://{admin}/readyz")).await.0 == 200).then_some(())
+    })
+    .await;
+    // The store goes away (its connections closed for good): not ready, and said so.
+    let AnyStore::Sqlite(sqlite) = r.app.sink().store().as_ref() else {
+        panic!("run_app uses SQLite");
+    };
+    sqlite.pool().close().await;
+    let (status, body) = get(format!("http://{admin}/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["store"], "unreachable");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not ready: the store is unreachable"),
+        "{body}"
+    );
+    let (status, text) = get(format!("http://{admin}/metrics")).await;
+    assert_eq!(status, 200, "metrics are served without the store");
+    assert_eq!(metric_value(&text, "sfcdc_store_up", &[]), 0.0);
+    assert!(metric_value(&text, "sfcdc_process_resident_memory_bytes", &[]) > 0.0);
+    r.cancel.cancel();
+    let _ = r.handle.await;
+}
