@@ -747,38 +747,21 @@ macro_rules! impl_queue {
                 let mut held = Vec::with_capacity(updates.len());
                 for round in $crate::store::queue::rounds(updates, |u| u.id) {
                     let mut held_ids: HashSet<i64> = HashSet::new();
-                    let phases: Vec<_> = round
-                        .iter()
-                        .filter_map(|u| match &u.change {
-                            JobChange::Phase(p) => Some((u, *p)),
-                            _ => None,
-                        })
-                        .collect();
-                    let operations: Vec<_> = round
-                        .iter()
-                        .filter_map(|u| match &u.change {
-                            JobChange::Operation(op) => Some((u, op)),
-                            _ => None,
-                        })
-                        .collect();
-                    let polls: Vec<_> = round
-                        .iter()
-                        .filter_map(|u| match &u.change {
-                            JobChange::Poll(p) => Some((u, p)),
-                            _ => None,
-                        })
-                        .collect();
-                    let ends: Vec<_> = round
-                        .iter()
-                        .filter_map(|u| match &u.change {
+                    // One pass, matched exhaustively: a new kind of change cannot go unwritten.
+                    let (mut phases, mut operations, mut polls, mut ends) =
+                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    for u in round {
+                        match &u.change {
+                            JobChange::Phase(p) => phases.push((u, *p)),
+                            JobChange::Operation(op) => operations.push((u, op)),
+                            JobChange::Poll(p) => polls.push((u, p)),
                             JobChange::End {
                                 end,
                                 errors,
                                 deliveries,
-                            } => Some((u, end.columns(now_ms), errors, deliveries)),
-                            _ => None,
-                        })
-                        .collect();
+                            } => ends.push((u, end.columns(now_ms), errors, deliveries)),
+                        }
+                    }
                     for chunk in phases.chunks(sql::ROWS_PER_STATEMENT) {
                         let mut q = QueryBuilder::<$db>::new(sql::PHASE_SET);
                         q.push_bind(now_ms).push(" FROM (");

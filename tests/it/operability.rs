@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sfcdc::store::{AnyStore, JobState, Position, Store};
 
 use super::pipeline::{ORDERS, binary_env, caught_up, drafts, run_app, signal, spawn_run};
-use super::worker::{job_in, jobs_of, worker_env};
+use super::worker::{binary_worker_env, job_in, jobs_of};
 use crate::common::*;
 
 const MISSING: &str = "/event/Not_Enabled__e";
@@ -209,16 +209,15 @@ async fn sigterm_during_a_poll_keeps_the_operation_and_a_hung_submit_is_bounded(
     });
     let d = drafts(&org).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("sfcdc.db").display());
-    let mut env = binary_env(&org, dir.path(), &url);
-    env.extend(worker_env(
+    let (env, url) = binary_worker_env(
         &org,
+        dir.path(),
         &[
             ("SFCDC_HTTP_TIMEOUT", "3s"),
             ("SFCDC_JOB_LEASE", "12s"),
             ("SFCDC_SHUTDOWN_TIMEOUT", "1s"),
         ],
-    ));
+    );
     let store = AnyStore::open(&url).await.unwrap();
     let log = dir.path().join("run.log");
 

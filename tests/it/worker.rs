@@ -49,6 +49,19 @@ pub(crate) fn worker_env(org: &Org, extra: &[(&str, &str)]) -> Vec<(String, Stri
     env
 }
 
+/// The environment of an `sfcdc run` process with the worker, on a SQLite file in `dir`, and
+/// that file's URL.
+pub(crate) fn binary_worker_env(
+    org: &Org,
+    dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (Vec<(String, String)>, String) {
+    let url = format!("sqlite://{}", dir.join("sfcdc.db").display());
+    let mut env = binary_env(org, dir, &url);
+    env.extend(worker_env(org, extra));
+    (env, url)
+}
+
 async fn start(org: &Org, extra: &[(&str, &str)]) -> Running {
     start_in(org, tempfile::tempdir().unwrap(), extra).await
 }
@@ -427,13 +440,12 @@ async fn a_worker_killed_mid_step_is_replaced_without_a_second_submission() {
     });
     let d = drafts(&org).await;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("sfcdc.db").display());
-    let mut env = binary_env(&org, dir.path(), &url);
     // Killed well within its HTTP timeout, the worker never records a failure.
-    env.extend(worker_env(
+    let (env, url) = binary_worker_env(
         &org,
+        dir.path(),
         &[("SFCDC_HTTP_TIMEOUT", "1500ms"), ("SFCDC_JOB_LEASE", "6s")],
-    ));
+    );
     let log = dir.path().join("run.log");
     let store = AnyStore::open(&url).await.unwrap();
 
