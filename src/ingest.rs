@@ -322,8 +322,14 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                     .inc_by(n as u64);
             }
         }
+        let jobs: std::collections::HashMap<&str, &NewJob> = prepared
+            .batch
+            .jobs
+            .iter()
+            .map(|j| (j.key.as_str(), j))
+            .collect();
         for (id, key) in &outcome.created {
-            let job = prepared.batch.jobs.iter().find(|j| &j.key == key);
+            let job = jobs.get(key.as_str());
             tracing::info!(
                 channel,
                 replay_id = job.map(|j| hex::encode(&j.replay_id)).unwrap_or_default(),

@@ -33,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError, Settings};
 use crate::cache::{OrderSource, RestOrderSource};
-use crate::config::Env;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::sfid::SfId;
 use crate::store::{Position, Store};
@@ -392,19 +391,10 @@ async fn run_with(emu: &Emulator, options: CacheBenchOptions) -> anyhow::Result<
         created.elapsed().as_secs_f64()
     );
 
-    let mut env = Env::from_pairs([
-        ("SF_AUTH", "client-credentials"),
-        ("SF_CLIENT_ID", emu.credentials().client_id.as_str()),
-        ("SF_CLIENT_SECRET", emu.credentials().client_secret.as_str()),
-        ("SFCDC_REPLAY_PRESET", "earliest"),
-        ("SFCDC_CHANNELS", CHANNEL),
-        ("SFCDC_ADMIN_ADDR", "127.0.0.1:0"),
-        ("SFCDC_READ_TOKEN", READ_TOKEN),
-        ("SFCDC_FULFILMENT_TOKEN", "fulfilment-dev-token"),
-    ]);
-    env.set("SF_LOGIN_URL", emu.instance_url());
-    env.set("SFCDC_PUBSUB_ENDPOINT", emu.grpc_url());
-    env.set("SFCDC_CA_CERT", ca.display().to_string());
+    let mut env = super::emulator_env(emu, &ca, CHANNEL);
+    env.set("SFCDC_ADMIN_ADDR", "127.0.0.1:0");
+    env.set("SFCDC_READ_TOKEN", READ_TOKEN);
+    env.set("SFCDC_FULFILMENT_TOKEN", "fulfilment-dev-token");
     env.set("SFCDC_FULFILMENT_URL", emu.fulfilment_url());
     env.set(
         "SFCDC_DATABASE_URL",

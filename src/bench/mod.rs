@@ -152,6 +152,21 @@ impl<S: Sink> Sink for Timed<S> {
 }
 
 /// `sfcdc_reconnects_total`, every channel and reason.
+/// The settings that subscribe to `channel` of `emu` from EARLIEST, trusting its CA at `ca`.
+fn emulator_env(emu: &Emulator, ca: &std::path::Path, channel: &str) -> Env {
+    let mut env = Env::from_pairs([
+        ("SF_AUTH", "client-credentials"),
+        ("SF_CLIENT_ID", emu.credentials().client_id.as_str()),
+        ("SF_CLIENT_SECRET", emu.credentials().client_secret.as_str()),
+        ("SFCDC_REPLAY_PRESET", "earliest"),
+        ("SFCDC_CHANNELS", channel),
+    ]);
+    env.set("SF_LOGIN_URL", emu.instance_url());
+    env.set("SFCDC_PUBSUB_ENDPOINT", emu.grpc_url());
+    env.set("SFCDC_CA_CERT", ca.display().to_string());
+    env
+}
+
 fn reconnects(metrics: &Metrics) -> u64 {
     metrics
         .render()
@@ -178,16 +193,7 @@ async fn run_one(
     const CHANNEL: &str = "/data/OrderChangeEvent";
     let (emu, events) = (&bench.emu, bench.events);
     let rss = memory::Growth::start();
-    let mut env = Env::from_pairs([
-        ("SF_AUTH", "client-credentials"),
-        ("SF_CLIENT_ID", emu.credentials().client_id.as_str()),
-        ("SF_CLIENT_SECRET", emu.credentials().client_secret.as_str()),
-        ("SFCDC_REPLAY_PRESET", "earliest"),
-        ("SFCDC_CHANNELS", CHANNEL),
-    ]);
-    env.set("SF_LOGIN_URL", emu.instance_url());
-    env.set("SFCDC_PUBSUB_ENDPOINT", emu.grpc_url());
-    env.set("SFCDC_CA_CERT", bench.ca.display().to_string());
+    let mut env = emulator_env(emu, &bench.ca, CHANNEL);
     env.set("SFCDC_BATCH_SIZE", batch_size.to_string());
     let source_config = SourceConfig::from_env(&env)?;
     let metrics = Arc::new(Metrics::new());

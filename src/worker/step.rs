@@ -149,19 +149,12 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
         if let Err(reason) = recheck(&self.rules, &facts, job.phase.is_some()) {
             return Flow::Cancel(reason);
         }
-        if job.phase.is_none() {
-            match self
-                .write(JobUpdate {
-                    id: job.id,
-                    owner: owner.to_owned(),
-                    change: JobChange::Phase("activating"),
-                })
+        if job.phase.is_none()
+            && let Err(flow) = self
+                .record(job, owner, JobChange::Phase("activating"))
                 .await
-            {
-                Ok(true) => {}
-                Ok(false) => return Flow::LeaseLost,
-                Err(e) => return Flow::fail(e, true),
-            }
+        {
+            return flow;
         }
         if facts.activation.as_deref() != Some("Activating") {
             let fields = json!({ &self.rules.activation_field: "Activating" });
@@ -177,22 +170,28 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
                     // write-back and its record resumes by polling this operation, instead of
                     // finding `Activated` and taking it for someone else's.
                     let change = JobChange::Operation(op.operation_id.clone());
-                    match self
-                        .write(JobUpdate {
-                            id: job.id,
-                            owner: owner.to_owned(),
-                            change,
-                        })
-                        .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => return Flow::LeaseLost,
-                        Err(e) => return Flow::fail(e, true),
+                    if let Err(flow) = self.record(job, owner, change).await {
+                        return flow;
                     }
                 }
                 Flow::of(op)
             }
             Err(e) => Flow::fail(e.message, e.transient),
+        }
+    }
+
+    /// Records progress in the middle of a step; `Err` is how the step ends when it cannot
+    /// (its lease is gone, or the store failed).
+    async fn record(&self, job: &JobRow, owner: &str, change: JobChange) -> Result<(), Flow> {
+        let update = JobUpdate {
+            id: job.id,
+            owner: owner.to_owned(),
+            change,
+        };
+        match self.write(update).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Flow::LeaseLost),
+            Err(e) => Err(Flow::fail(e, true)),
         }
     }
 
