@@ -187,6 +187,32 @@ impl TriggerKind {
             TriggerKind::Overflow => "overflow",
         }
     }
+
+    /// Parses the name stored with a job. A name this version does not know is read as a
+    /// status change, the strictest kind, so an unknown job is never submitted on weaker terms.
+    pub fn from_name(name: &str) -> TriggerKind {
+        match name {
+            "create" => TriggerKind::Create,
+            "platform_event" => TriggerKind::PlatformEvent,
+            "gap" => TriggerKind::Gap,
+            "overflow" => TriggerKind::Overflow,
+            _ => TriggerKind::StatusChange,
+        }
+    }
+
+    /// Whether the order must hold a trigger status for a job of this kind, both when the job is
+    /// created and when the worker submits it. The fulfilment platform event asks for the order
+    /// to be fulfilled whatever its status; every other kind is an approval, and an approval
+    /// withdrawn before the worker runs is cancelled.
+    pub fn needs_trigger_status(self) -> bool {
+        match self {
+            TriggerKind::PlatformEvent => false,
+            TriggerKind::Create
+            | TriggerKind::StatusChange
+            | TriggerKind::Gap
+            | TriggerKind::Overflow => true,
+        }
+    }
 }
 
 /// A provisioning job to create.
@@ -348,56 +374,67 @@ fn carried(c: &ChangeEvent, field: &str) -> Option<Option<String>> {
     c.carried(field).map(|v| text(Some(v)))
 }
 
-struct Guards {
-    activation: Option<String>,
-    external_id: Option<String>,
-}
-
-fn guard_skip(cfg: &RulesConfig, g: &Guards) -> Option<SkipReason> {
-    if g.activation
+/// The one definition of "this order qualifies for a job of this kind", from what is known of
+/// it: the status (when the kind needs a trigger status), then the guards (the activation status
+/// does not block, and there is no external id). Ingest asks it before creating a job and the
+/// worker asks it again, on fresh facts, before submitting, so the two cannot disagree on what a
+/// trigger kind means.
+pub fn qualifies(
+    cfg: &RulesConfig,
+    kind: TriggerKind,
+    facts: &OrderFacts,
+) -> Result<(), SkipReason> {
+    if kind.needs_trigger_status() && !cfg.is_trigger(facts.status.as_deref()) {
+        return Err(SkipReason::StatusNotTrigger);
+    }
+    if facts
+        .activation
         .as_deref()
         .is_some_and(|a| cfg.activation_blocking.iter().any(|b| b == a))
     {
-        return Some(SkipReason::ActivationBlocking);
+        return Err(SkipReason::ActivationBlocking);
     }
-    if g.external_id
+    if facts
+        .external_id
         .as_deref()
         .is_some_and(|e| !e.trim().is_empty())
     {
-        return Some(SkipReason::ExternalIdPresent);
+        return Err(SkipReason::ExternalIdPresent);
     }
-    None
+    Ok(())
 }
 
-/// Whether an order still qualifies for its provisioning job, checked by the worker on fresh
-/// facts just before it submits. `own_activating` says the job itself may already have written
-/// `Activating` (a resumed or retried step), which then does not block it. `Err` says why the
-/// job should be cancelled.
-pub fn recheck(cfg: &RulesConfig, facts: &OrderFacts, own_activating: bool) -> Result<(), String> {
-    if !cfg.is_trigger(facts.status.as_deref()) {
-        return Err(format!(
+/// Whether an order still qualifies for its provisioning job of `kind`, checked by the worker on
+/// fresh facts just before it submits: [`qualifies`], with one allowance. `own_activating` says
+/// the job itself may already have written `Activating` (a resumed or retried step), which then
+/// does not block it. `Err` says why the job should be cancelled.
+pub fn recheck(
+    cfg: &RulesConfig,
+    kind: TriggerKind,
+    facts: &OrderFacts,
+    own_activating: bool,
+) -> Result<(), String> {
+    let own = own_activating && facts.activation.as_deref() == Some("Activating");
+    let seen = OrderFacts {
+        activation: facts.activation.clone().filter(|_| !own),
+        ..facts.clone()
+    };
+    qualifies(cfg, kind, &seen).map_err(|reason| match reason {
+        SkipReason::StatusNotTrigger => format!(
             "the order's status is now {}, not a trigger status",
             facts.status.as_deref().unwrap_or("empty")
-        ));
-    }
-    let own = own_activating && facts.activation.as_deref() == Some("Activating");
-    let guards = Guards {
-        activation: facts.activation.clone().filter(|_| !own),
-        external_id: facts.external_id.clone(),
-    };
-    match guard_skip(cfg, &guards) {
-        Some(SkipReason::ActivationBlocking) => Err(format!(
+        ),
+        SkipReason::ActivationBlocking => format!(
             "the order's {} is already {}",
             cfg.activation_field,
             facts.activation.as_deref().unwrap_or_default()
-        )),
-        Some(_) => Err(format!(
+        ),
+        _ => format!(
             "the order already has {} {}",
             cfg.external_id_field,
             facts.external_id.as_deref().unwrap_or_default()
-        )),
-        None => Ok(()),
-    }
+        ),
+    })
 }
 
 fn parse_ids(ids: &[compact_str::CompactString]) -> Result<Vec<SfId>, RuleError> {
@@ -442,23 +479,17 @@ fn from_facts(
     id: &SfId,
     facts: Option<&OrderFacts>,
     kind: TriggerKind,
-    need_trigger_status: bool,
 ) {
     let Some(f) = facts else {
         d.skips.push(SkipReason::OrderNotFound);
         return;
     };
-    if need_trigger_status && !cfg.is_trigger(f.status.as_deref()) {
+    let verdict = qualifies(cfg, kind, f);
+    if verdict == Err(SkipReason::StatusNotTrigger) {
+        // Not a trigger at all: nothing to remember about it.
         d.skips.push(SkipReason::StatusNotTrigger);
         return;
     }
-    let skip = guard_skip(
-        cfg,
-        &Guards {
-            activation: f.activation.clone(),
-            external_id: f.external_id.clone(),
-        },
-    );
     conclude(
         d,
         key,
@@ -466,7 +497,7 @@ fn from_facts(
         f.account_id.clone(),
         f.status.clone().unwrap_or_default(),
         kind,
-        skip,
+        verdict.err(),
     );
 }
 
@@ -526,7 +557,7 @@ fn evaluate_order_change(
                 return Ok(Evaluation::Done(d));
             }
             let status = text(c.fields.get("Status"));
-            if !cfg.is_trigger(status.as_deref()) {
+            if kind.needs_trigger_status() && !cfg.is_trigger(status.as_deref()) {
                 d.skips
                     .extend(ids.iter().map(|_| SkipReason::StatusNotTrigger));
                 return Ok(Evaluation::Done(d));
@@ -553,26 +584,28 @@ fn evaluate_order_change(
                     d.skips.push(SkipReason::OrderNotFound);
                     continue;
                 }
-                let g = Guards {
+                // The status comes from the event; each guard from the event when it carries
+                // it, else from Salesforce.
+                let known = OrderFacts {
+                    status: status.clone(),
                     activation: activation
                         .clone()
                         .unwrap_or_else(|| f.as_ref().and_then(|f| f.activation.clone())),
                     external_id: external
                         .clone()
                         .unwrap_or_else(|| f.as_ref().and_then(|f| f.external_id.clone())),
+                    account_id: account
+                        .clone()
+                        .or_else(|| f.as_ref().and_then(|f| f.account_id.clone())),
                 };
-                let account_id = account
-                    .clone()
-                    .or_else(|| f.as_ref().and_then(|f| f.account_id.clone()));
-                let skip = guard_skip(cfg, &g);
                 conclude(
                     &mut d,
                     change_key("cdc", c, id),
                     id.clone(),
-                    account_id,
+                    known.account_id.clone(),
                     status.clone().unwrap_or_default(),
                     kind,
-                    skip,
+                    qualifies(cfg, kind, &known).err(),
                 );
             }
             Ok(Evaluation::Done(d))
@@ -597,7 +630,6 @@ fn evaluate_order_change(
                     id,
                     facts.get(id).and_then(Option::as_ref),
                     TriggerKind::Gap,
-                    true,
                 );
             }
             Ok(Evaluation::Done(d))
@@ -665,7 +697,6 @@ fn evaluate_platform(
         &id,
         facts.get(&id).and_then(Option::as_ref),
         TriggerKind::PlatformEvent,
-        false,
     );
     Ok(Evaluation::Done(d))
 }
@@ -735,7 +766,6 @@ pub fn reconcile(
             id,
             Some(f),
             TriggerKind::Overflow,
-            true,
         );
     }
     d

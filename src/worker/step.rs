@@ -12,7 +12,7 @@ use super::fulfilment::{Fulfilment, OpStatus, Operation, Submitted};
 use super::notify::{JobEvent, summary};
 use super::transition::{self, ErrorKind, Transition};
 use super::{Inner, Orders};
-use crate::rules::{OrderFacts, recheck};
+use crate::rules::{OrderFacts, TriggerKind, recheck};
 use crate::sfid::SfId;
 use crate::store::JobRow;
 use crate::store::queue::{JobChange, JobEnd, JobUpdate, NewDelivery, PollUpdate, Queue};
@@ -145,8 +145,11 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
             Err(e) => return Flow::fail(format!("reading the order: {e}"), e.is_retryable()),
         };
         let facts = facts(&self.rules, &order);
-        // A phase means an earlier step of this operation may have written `Activating`.
-        if let Err(reason) = recheck(&self.rules, &facts, job.phase.is_some()) {
+        // The job's own trigger kind says what it still needs (a platform event needs no
+        // trigger status); a phase means an earlier step of this operation may have written
+        // `Activating`.
+        let kind = TriggerKind::from_name(&job.trigger_kind);
+        if let Err(reason) = recheck(&self.rules, kind, &facts, job.phase.is_some()) {
             return Flow::Cancel(reason);
         }
         if job.phase.is_none()

@@ -113,7 +113,7 @@ pub(crate) async fn drafts(org: &Org) -> Vec<String> {
         .collect()
 }
 
-async fn publish_fulfilment(org: &Org, order: &str) {
+pub(crate) async fn publish_fulfilment(org: &Org, order: &str) {
     let (status, body) = org
         .rest(
             reqwest::Method::POST,

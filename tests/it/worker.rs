@@ -12,7 +12,8 @@ use sfcdc::store::queue::{DeliveryFilter, DeliveryState, Queue};
 use sfcdc::store::{AnyStore, JobFilter, JobRow, JobState, Store};
 
 use super::pipeline::{
-    ORDERS, Proc, Running, binary_env, caught_up, drafts, run_app, signal, spawn_run,
+    ORDERS, PE, Proc, Running, binary_env, caught_up, drafts, publish_fulfilment, run_app, signal,
+    spawn_run,
 };
 use crate::common::*;
 
@@ -219,6 +220,58 @@ async fn an_approval_is_fulfilled_asynchronously_written_back_and_notified() {
     assert_eq!(
         r.metric("sfcdc_job_steps_total", &[("outcome", "completed")]),
         1.0
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_platform_event_for_a_draft_order_is_fulfilled_and_written_back() {
+    let org = Org::start().await;
+    let d = drafts(&org).await;
+    let channels = format!("{ORDERS},{PE}");
+    let r = start(&org, &[("SFCDC_CHANNELS", &channels)]).await;
+    let store = store(&r);
+    // The event asks for fulfilment whatever the status: the order stays a Draft throughout.
+    publish_fulfilment(&org, &d[0]).await;
+    let done = job_in(&store, &d[0], JobState::Completed).await;
+    assert_eq!(done.trigger_kind, "platform_event");
+    assert_eq!(done.trigger_status, "Draft");
+    let o = order(&org, &d[0]).await;
+    assert_eq!(o["Status"], "Draft");
+    assert_eq!(o["Activation_Status__c"], "Activated");
+    assert_eq!(o["WHMCS_Order_ID__c"], done.external_id.as_deref().unwrap());
+    let ops = org.emu.fulfilment().operations();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].order_id, d[0]);
+    // A second request for the same order is refused by the guards it now fails.
+    publish_fulfilment(&org, &d[0]).await;
+    caught_up(&org, store.as_ref(), &[ORDERS, PE]).await;
+    assert_eq!(jobs_of(&store, &d[0]).await.len(), 1);
+    assert_eq!(org.emu.fulfilment().operations().len(), 1);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn an_approval_withdrawn_before_the_worker_runs_is_cancelled_with_its_reason() {
+    let org = Org::start().await;
+    let d = drafts(&org).await;
+    // Approved, then back to Draft before sfcdc runs: the approval still makes its job (the
+    // event says Approved), and the worker's recheck finds the order a Draft again.
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    org.patch_order(&d[0], json!({"Status": "Draft"})).await;
+    let r = start(&org, &[]).await;
+    let store = store(&r);
+    let cancelled = job_in(&store, &d[0], JobState::Cancelled).await;
+    assert_eq!(cancelled.trigger_kind, "status_change");
+    let reason = cancelled.last_error.unwrap();
+    assert!(
+        reason.contains("status is now Draft, not a trigger status"),
+        "{reason}"
+    );
+    assert!(org.emu.fulfilment().operations().is_empty());
+    assert_eq!(
+        order(&org, &d[0]).await["Activation_Status__c"],
+        json!(null)
     );
     r.stop().await;
 }
