@@ -15,9 +15,9 @@ use crate::cache::{CacheConfig, CachedLookup, OrderCache, RestOrderSource};
 use crate::config::{ConfigError, Env};
 use crate::ingest::IngestSink;
 use crate::rules::RulesConfig;
+use crate::salesforce::auth::{AuthConfig, Authenticator};
 use crate::salesforce::{RestLookup, SalesforceRest};
-use crate::source::auth::{AuthConfig, Authenticator};
-use crate::source::{Source, SourceConfig, SourceError, connect};
+use crate::source::{Source, SourceConfig, SourceError};
 use crate::store::{AnyStore, StoreError};
 use crate::telemetry::metrics::Metrics;
 use crate::worker::fulfilment::HttpFulfilment;
@@ -60,7 +60,7 @@ impl Settings {
             auth: AuthConfig::from_env(env)?,
             rules: RulesConfig::from_env(env)?,
             database_url: database_url(env)?,
-            api_version: crate::salesforce::api_version(env)?,
+            api_version: crate::salesforce::rest::api_version(env)?,
             max_attempts: env.int_or("SFCDC_MAX_ATTEMPTS", 8, 1..=100)? as i32,
             worker: WorkerConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
@@ -132,7 +132,7 @@ impl App {
     pub async fn build(settings: Settings) -> Result<App, AppError> {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(AnyStore::open(&settings.database_url).await?);
-        let http = connect::http_client(settings.source.ca_cert.as_deref())
+        let http = crate::salesforce::http::http_client(settings.source.ca_cert.as_deref())
             .map_err(|e| ConfigError::new("SFCDC_CA_CERT", e))?;
         let auth = Arc::new(Authenticator::new(
             settings.auth.clone(),

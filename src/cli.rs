@@ -223,17 +223,17 @@ pub async fn run_tail(
     use std::sync::Arc;
 
     use crate::config::Env;
+    use crate::salesforce::auth::{AuthConfig, Authenticator};
     use crate::sink::JsonLinesSink;
-    use crate::source::auth::{AuthConfig, Authenticator};
-    use crate::source::{Source, SourceConfig, connect};
+    use crate::source::{Source, SourceConfig};
     use crate::telemetry::metrics::Metrics;
 
     let start = args.start().map_err(|e| anyhow::anyhow!(e))?;
     let env = Env::load()?;
     let source_config = SourceConfig::from_env(&env)?;
     let auth_config = AuthConfig::from_env(&env)?;
-    let http =
-        connect::http_client(source_config.ca_cert.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    let http = crate::salesforce::http::http_client(source_config.ca_cert.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
     let metrics = Arc::new(Metrics::new());
     let auth = Arc::new(Authenticator::new(auth_config, http, metrics.clone()));
     let cancel = tokio_util::sync::CancellationToken::new();

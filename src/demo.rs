@@ -424,7 +424,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         db.display()
     );
     println!("  channels: {}", channels.join(", "));
-    let http = crate::source::connect::http_client(Some(&ca)).map_err(|e| anyhow::anyhow!(e))?;
+    let http = crate::salesforce::http::http_client(Some(&ca)).map_err(|e| anyhow::anyhow!(e))?;
     let story = Story {
         token: emu.issue_token(),
         emu,

@@ -389,7 +389,7 @@ pub fn rest_responses(data: &[u8]) {
         0 => soql_page(body),
         1 => {
             let json: Json = serde_json::from_slice(body).unwrap_or(Json::Null);
-            let e = crate::salesforce::api_error(status, &json);
+            let e = crate::salesforce::rest::api_error(status, &json);
             let crate::salesforce::RestError::Api { status: s, .. } = &e else {
                 panic!("an API error: {e:?}");
             };
@@ -401,7 +401,7 @@ pub fn rest_responses(data: &[u8]) {
         }
         2 => token_answer(status, &text),
         3 => {
-            if let Ok(info) = serde_json::from_slice::<crate::source::auth::UserInfo>(body)
+            if let Ok(info) = serde_json::from_slice::<crate::salesforce::auth::UserInfo>(body)
                 && let Ok(id) = SfId::parse(&info.organization_id)
             {
                 assert_eq!(id.as_str().len(), 18);
@@ -451,7 +451,7 @@ fn soql_page(body: &[u8]) {
         .get("records")
         .and_then(Json::as_array)
         .map_or(0, Vec::len);
-    let (records, next) = crate::salesforce::take_page(&mut page);
+    let (records, next) = crate::salesforce::rest::take_page(&mut page);
     assert_eq!(records.len(), expected);
     assert_eq!(
         next.as_deref(),
@@ -459,13 +459,13 @@ fn soql_page(body: &[u8]) {
     );
     let rules = rules_config();
     for r in &records {
-        let Some(id) = crate::salesforce::record_id(r) else {
+        let Some(id) = crate::salesforce::rest::record_id(r) else {
             continue;
         };
         let Some(fields) = r.as_object() else {
             panic!("a record with an Id is an object");
         };
-        let facts = crate::salesforce::order_facts(fields, rules);
+        let facts = crate::salesforce::rest::order_facts(fields, rules);
         assert_eq!(facts.status.as_deref(), r["Status"].as_str());
         assert_eq!(id.as_str().len(), 18);
     }
@@ -474,17 +474,17 @@ fn soql_page(body: &[u8]) {
 fn token_answer(status: u16, body: &str) {
     let code = reqwest::StatusCode::from_u16(status).expect("a valid status");
     let url = "https://login.salesforce.com/services/oauth2/token";
-    match crate::source::auth::token_response("password", code, body, url) {
+    match crate::salesforce::auth::token_response("password", code, body, url) {
         Ok((_, instance_url, expires_in)) => {
             assert!(code.is_success());
             assert!(!instance_url.ends_with('/'));
             let now = Instant::now();
             for timeout in [None, Some(Duration::from_secs(7200))] {
-                let expiry = crate::source::auth::session_expiry(now, expires_in, timeout);
+                let expiry = crate::salesforce::auth::session_expiry(now, expires_in, timeout);
                 assert!(expiry.is_none_or(|e| e >= now));
             }
         }
-        Err(crate::source::auth::AuthError::Rejected { .. }) => assert!(code.is_client_error()),
+        Err(crate::salesforce::auth::AuthError::Rejected { .. }) => assert!(code.is_client_error()),
         Err(e) => assert!(e.is_retryable(), "{e}"),
     }
 }

@@ -477,7 +477,7 @@ async fn measure(
             .map(|id| format!("http://{addr}/orders/{id}"))
             .collect(),
     );
-    let client = crate::source::connect::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
+    let client = crate::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
     let first = client.get(&urls[0]).bearer_auth(READ_TOKEN).send().await?;
     anyhow::ensure!(
         first.status() == 200,

@@ -31,10 +31,10 @@ use crate::config::Env;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::ingest::IngestSink;
 use crate::rules::RulesConfig;
+use crate::salesforce::auth::{AuthConfig, Authenticator};
 use crate::salesforce::{RestLookup, SalesforceRest};
 use crate::sink::{Batch, Sink, SinkError};
-use crate::source::auth::{AuthConfig, Authenticator};
-use crate::source::{Source, SourceConfig, Start, connect};
+use crate::source::{Source, SourceConfig, Start};
 use crate::store::{AnyStore, Position, Store};
 use crate::telemetry::metrics::Metrics;
 
@@ -197,7 +197,8 @@ async fn run_one(
     env.set("SFCDC_BATCH_SIZE", batch_size.to_string());
     let source_config = SourceConfig::from_env(&env)?;
     let metrics = Arc::new(Metrics::new());
-    let http = connect::http_client(Some(&bench.ca)).map_err(|e| anyhow::anyhow!(e))?;
+    let http =
+        crate::salesforce::http::http_client(Some(&bench.ca)).map_err(|e| anyhow::anyhow!(e))?;
     let auth = Arc::new(Authenticator::new(
         AuthConfig::from_env(&env)?,
         http,

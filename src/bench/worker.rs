@@ -179,7 +179,7 @@ async fn run_worker(
     );
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let http = crate::source::connect::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
+    let http = crate::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
     let task = tokio::spawn(worker.run(http, cancel.clone()));
     let completed = metrics
         .job_steps

@@ -37,9 +37,8 @@ use serde_json::{Map, Value as Json};
 
 use crate::config::{ConfigError, Env};
 use crate::rules::{Facts, OrderFacts, RulesConfig};
-use crate::salesforce::{
-    OrderLookup, RestError, RestLookup, SalesforceRest, order_facts, record_id,
-};
+use crate::salesforce::rest::{order_facts, record_id};
+use crate::salesforce::{OrderLookup, RestError, RestLookup, SalesforceRest};
 use crate::sfid::SfId;
 use crate::telemetry::metrics::Metrics;
 

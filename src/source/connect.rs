@@ -1,10 +1,8 @@
-//! Connections: the gRPC channel to the Pub/Sub API, the metadata every call carries, and the
-//! HTTPS client for OAuth and REST.
+//! The gRPC channel to the Pub/Sub API and the metadata every call carries.
 //!
-//! Trust is the webpki roots plus the optional `SFCDC_CA_CERT`, for both gRPC and HTTPS, with the
-//! one TLS provider sfcdc builds with (rustls on ring). The gRPC channel sends HTTP/2 keepalive
-//! pings and connects lazily, so a channel outage surfaces as a stream error that the
-//! subscription retries, never as a start-up failure.
+//! Trust is the webpki roots plus the optional `SFCDC_CA_CERT` ([`read_ca`]), as for HTTPS. The
+//! channel sends HTTP/2 keepalive pings and connects lazily, so a channel outage surfaces as a
+//! stream error that the subscription retries, never as a start-up failure.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +14,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
-use super::auth::Authenticator;
 use crate::proto::pub_sub_client::PubSubClient;
+use crate::salesforce::auth::Authenticator;
+use crate::salesforce::http::read_ca;
 
 /// The largest FetchResponse accepted: 100 events of up to 1 MB each, plus framing.
 pub const MAX_MESSAGE_BYTES: usize = 110 * 1024 * 1024;
@@ -47,13 +46,6 @@ impl tonic::service::Interceptor for AuthMetadata {
     }
 }
 
-fn read_ca(ca: Option<&Path>) -> Result<Option<String>, String> {
-    ca.map(|p| {
-        std::fs::read_to_string(p).map_err(|e| format!("SFCDC_CA_CERT {}: {e}", p.display()))
-    })
-    .transpose()
-}
-
 /// The gRPC channel: TLS for `https://` endpoints, plaintext for `http://`.
 pub fn grpc_channel(endpoint: &str, ca: Option<&Path>) -> Result<Channel, String> {
     let mut ep = Endpoint::from_shared(endpoint.to_owned())
@@ -80,31 +72,4 @@ pub fn client(channel: Channel, auth: Arc<Authenticator>) -> Client {
     PubSubClient::with_interceptor(channel, AuthMetadata { auth })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(4 * 1024 * 1024)
-}
-
-/// The HTTPS client for OAuth and REST, trusting the webpki roots plus `ca`.
-pub fn http_client(ca: Option<&Path>) -> Result<reqwest::Client, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(pem) = read_ca(ca)? {
-        use rustls_pki_types::pem::PemObject;
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|e| format!("SFCDC_CA_CERT: not a PEM certificate: {e}"))?;
-            roots.add(cert).map_err(|e| format!("SFCDC_CA_CERT: {e}"))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
-        .user_agent(concat!("sfcdc/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())
 }

@@ -1,6 +1,6 @@
 //! The Pub/Sub API subscriber: one resilient subscription per channel.
 //!
-//! [`Source`] logs in ([`auth`]), opens one gRPC channel ([`connect`]), and runs one
+//! [`Source`] logs in (`salesforce::auth`), opens one gRPC channel ([`connect`]), and runs one
 //! [`subscription`] task per topic in `SFCDC_CHANNELS`, each feeding the [`Sink`]. Schemas are
 //! fetched once per id and shared by all channels ([`schemas`]). A channel that fails for good (an
 //! unknown topic, no permission, `SFCDC_REPLAY_RECOVERY=fail`) stops with an error naming it; the
@@ -9,7 +9,6 @@
 //! Invariant: a channel's position only moves when the sink has committed, so any restart, stream
 //! error or reconnect resumes exactly after the last committed event.
 
-pub mod auth;
 pub mod connect;
 pub mod schemas;
 pub mod subscription;
@@ -20,11 +19,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use self::auth::Authenticator;
 use self::connect::Client;
 use self::schemas::SchemaRegistry;
 pub use self::subscription::Start;
 use crate::config::{ConfigError, Env};
+use crate::salesforce::auth::Authenticator;
 use crate::sink::Sink;
 use crate::telemetry::health::Liveness;
 use crate::telemetry::metrics::Metrics;

@@ -27,12 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 use tracing::Instrument;
 
-use super::auth::{AuthError, Authenticator};
 use super::connect::Client;
 use super::schemas::SchemaRegistry;
 use super::{ReplayPreset, ReplayRecovery, SourceConfig};
 use crate::decode::{DecodeError, DecodedEvent, FailedEvent, ReplayId};
 use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
+use crate::salesforce::auth::{AuthError, Authenticator};
 use crate::sink::{Batch, Sink, SinkError};
 use crate::telemetry::health::ChannelHealth;
 use crate::telemetry::metrics::Metrics;

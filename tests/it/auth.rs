@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use sfcdc::config::Env;
 use sfcdc::emulator::EmulatorConfig;
+use sfcdc::salesforce::auth::{AuthConfig, AuthError, Authenticator};
 use sfcdc::sink::MemorySink;
-use sfcdc::source::auth::{AuthConfig, AuthError, Authenticator};
 use sfcdc::telemetry::metrics::Metrics;
 
 use crate::common::*;
@@ -30,7 +30,7 @@ fn authenticator(org: &Org, dir: &std::path::Path, extra: &[(&str, &str)]) -> Au
     let env: Env = org.subscriber_env(dir, extra);
     let config = AuthConfig::from_env(&env).expect("auth config");
     let ca = env.get("SFCDC_CA_CERT").map(std::path::PathBuf::from);
-    let http = sfcdc::source::connect::http_client(ca.as_deref()).unwrap();
+    let http = sfcdc::salesforce::http::http_client(ca.as_deref()).unwrap();
     Authenticator::new(config, http, Arc::new(Metrics::new()))
 }
 

@@ -635,7 +635,7 @@ async fn pending_operations_are_polled_in_batches_when_the_system_offers_it() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, org.emu.ca_pem().unwrap()).unwrap();
-    let http = sfcdc::source::connect::http_client(Some(&ca)).unwrap();
+    let http = sfcdc::salesforce::http::http_client(Some(&ca)).unwrap();
     let client = HttpFulfilment::new(
         http,
         &org.emu.fulfilment_url(),
@@ -737,7 +737,7 @@ async fn a_worker_that_dies_after_writing_back_a_synchronous_completion_is_compl
     let config = sfcdc::worker::WorkerConfig::from_env(&env)
         .unwrap()
         .unwrap();
-    let http = sfcdc::source::connect::http_client(Some(&r.dir.path().join("ca.pem"))).unwrap();
+    let http = sfcdc::salesforce::http::http_client(Some(&r.dir.path().join("ca.pem"))).unwrap();
     let worker = |orders: Arc<DyingOrders>| {
         let fulfilment = sfcdc::worker::fulfilment::HttpFulfilment::new(
             http.clone(),

@@ -400,7 +400,7 @@ pub fn replay_u64(bytes: &[u8]) -> u64 {
 pub struct Subscriber {
     pub sink: std::sync::Arc<sfcdc::sink::MemorySink>,
     pub metrics: std::sync::Arc<sfcdc::telemetry::metrics::Metrics>,
-    pub auth: std::sync::Arc<sfcdc::source::auth::Authenticator>,
+    pub auth: std::sync::Arc<sfcdc::salesforce::auth::Authenticator>,
     pub schemas: std::sync::Arc<sfcdc::source::schemas::SchemaRegistry>,
     cancel: tokio_util::sync::CancellationToken,
     handle: tokio::task::JoinHandle<Result<(), sfcdc::source::SourceError>>,
@@ -493,11 +493,11 @@ impl Org {
         let dir = tempfile::tempdir().expect("tempdir");
         let env = self.subscriber_env(dir.path(), extra);
         let config = sfcdc::source::SourceConfig::from_env(&env).expect("source config");
-        let auth_config = sfcdc::source::auth::AuthConfig::from_env(&env).expect("auth config");
+        let auth_config = sfcdc::salesforce::auth::AuthConfig::from_env(&env).expect("auth config");
         let metrics = Arc::new(sfcdc::telemetry::metrics::Metrics::new());
         let http =
-            sfcdc::source::connect::http_client(config.ca_cert.as_deref()).expect("http client");
-        let auth = Arc::new(sfcdc::source::auth::Authenticator::new(
+            sfcdc::salesforce::http::http_client(config.ca_cert.as_deref()).expect("http client");
+        let auth = Arc::new(sfcdc::salesforce::auth::Authenticator::new(
             auth_config,
             http,
             metrics.clone(),

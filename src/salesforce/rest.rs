@@ -13,8 +13,8 @@ use serde_json::Value as Json;
 
 use crate::config::{ConfigError, Env};
 use crate::rules::{Facts, OrderFacts, RulesConfig};
+use crate::salesforce::auth::{AuthError, Authenticator};
 use crate::sfid::SfId;
-use crate::source::auth::{AuthError, Authenticator};
 
 /// Ids per `Id IN (…)` query: keeps URLs well under Salesforce's 16 KB limit.
 const IDS_PER_QUERY: usize = 100;
