@@ -220,39 +220,8 @@ pub async fn run_tail(
     args: TailArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    use std::sync::Arc;
-
-    use crate::config::Env;
-    use crate::salesforce::auth::{AuthConfig, Authenticator};
-    use crate::sink::JsonLinesSink;
-    use crate::source::{Source, SourceConfig};
-    use crate::telemetry::metrics::Metrics;
-
     let start = args.start().map_err(|e| anyhow::anyhow!(e))?;
-    let env = Env::load()?;
-    let source_config = SourceConfig::from_env(&env)?;
-    let auth_config = AuthConfig::from_env(&env)?;
-    let http = crate::salesforce::http::http_client(source_config.ca_cert.as_deref())
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let metrics = Arc::new(Metrics::new());
-    let auth = Arc::new(Authenticator::new(auth_config, http, metrics.clone()));
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let sink = Arc::new(JsonLinesSink::new(
-        std::io::stdout(),
-        args.count,
-        cancel.clone(),
-    ));
-    let source = Source::new(source_config, auth, sink, metrics)?;
-    let run = source.run_channel(&args.channel, Some(start), cancel.clone());
-    tokio::pin!(run);
-    tokio::select! {
-        result = &mut run => result?,
-        () = shutdown => {
-            cancel.cancel();
-            run.await?;
-        }
-    }
-    Ok(())
+    crate::admin::tail::run(&args.channel, start, args.count, shutdown).await
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

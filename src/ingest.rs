@@ -19,11 +19,23 @@ use crate::rules::{
     self, Decision, Evaluation, Facts, Invalidation, JobRequest, RulesConfig, SkipReason,
 };
 use crate::salesforce::OrderLookup;
-use crate::sink::{Batch, Sink, SinkError};
 use crate::source::Start;
-use crate::store::{BatchOutcome, NewJob, NewQuarantine, NewTrigger, Position, Store, StoreBatch};
+use crate::source::sink::{Batch, Sink, SinkError};
+use crate::store::{
+    BatchOutcome, NewJob, NewQuarantine, NewTrigger, Position, Store, StoreBatch, StoreError,
+};
 use crate::telemetry::metrics::Metrics;
 use serde_json::json;
+
+/// A store failure as the subscription should see it: a database error (an outage, a full or
+/// read-only disk, a lost connection) is retried; a bad URL or stored data sfcdc cannot read is
+/// not.
+fn store_failure(context: &'static str, e: StoreError) -> SinkError {
+    match e {
+        StoreError::Database(_) => SinkError::retryable(context, e),
+        StoreError::Config(_) | StoreError::Corrupt(_) => SinkError::permanent(context, e),
+    }
+}
 
 /// The sink of `sfcdc run`: rules, lookups and the store.
 pub struct IngestSink<S: Store, L: OrderLookup> {
@@ -244,15 +256,16 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                 .lookup
                 .orders(&ids)
                 .await
-                .map_err(|e| SinkError(format!("order lookup failed: {e}")))?;
+                .map_err(|e| SinkError::retryable("order lookup failed", e))?;
             for i in pending {
                 let e = &events[i];
                 match rules::evaluate(&self.rules, e, &facts) {
                     Ok(Evaluation::Done(d)) => self.absorb(&mut out, channel, e, d),
                     other => {
-                        return Err(SinkError(format!(
-                            "the rules asked again after a lookup: {other:?}"
-                        )));
+                        return Err(SinkError::permanent(
+                            "evaluating the rules",
+                            format!("the rules asked again after a lookup: {other:?}"),
+                        ));
                     }
                 }
             }
@@ -271,7 +284,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                 .lookup
                 .modified_since(since_ms)
                 .await
-                .map_err(|e| SinkError(format!("reconciliation query failed: {e}")))?;
+                .map_err(|e| SinkError::retryable("reconciliation query failed", e))?;
             let d = rules::reconcile(&self.rules, c, &orders);
             self.absorb(&mut out, channel, e, d);
         }
@@ -363,7 +376,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             .store
             .commit_batch(&prepared.batch)
             .await
-            .map_err(|e| SinkError(format!("store commit failed: {e}")))?;
+            .map_err(|e| store_failure("store commit failed", e))?;
         self.record(channel, &prepared, &outcome);
         self.send_invalidations(prepared.invalidations);
         Ok(outcome)
@@ -378,7 +391,7 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
             .store
             .checkpoint(channel)
             .await
-            .map_err(|e| SinkError(e.to_string()))?;
+            .map_err(|e| store_failure("reading the stored position", e))?;
         Ok(p.map(|p| match p {
             Position::After(r) => Start::After(r),
             Position::Earliest => Start::Earliest,

@@ -20,7 +20,6 @@ pub mod proto;
 pub mod rules;
 pub mod salesforce;
 pub mod sfid;
-pub mod sink;
 pub mod source;
 pub mod store;
 pub mod telemetry;

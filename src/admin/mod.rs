@@ -10,6 +10,7 @@
 //! to loopback by default: put it behind a TLS-terminating proxy to expose it.
 
 pub mod cli;
+pub mod tail;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

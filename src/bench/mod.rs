@@ -33,7 +33,7 @@ use crate::ingest::IngestSink;
 use crate::rules::RulesConfig;
 use crate::salesforce::auth::{AuthConfig, Authenticator};
 use crate::salesforce::{RestLookup, SalesforceRest};
-use crate::sink::{Batch, Sink, SinkError};
+use crate::source::sink::{Batch, Sink, SinkError};
 use crate::source::{Source, SourceConfig, Start};
 use crate::store::{AnyStore, Position, Store};
 use crate::telemetry::metrics::Metrics;

@@ -11,6 +11,7 @@
 
 pub mod connect;
 pub mod schemas;
+pub mod sink;
 pub mod subscription;
 
 use std::path::PathBuf;
@@ -21,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::connect::Client;
 use self::schemas::SchemaRegistry;
+use self::sink::Sink;
 pub use self::subscription::Start;
 use crate::config::{ConfigError, Env};
 use crate::salesforce::auth::Authenticator;
-use crate::sink::Sink;
 use crate::telemetry::health::Liveness;
 use crate::telemetry::metrics::Metrics;
 

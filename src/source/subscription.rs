@@ -29,11 +29,11 @@ use tracing::Instrument;
 
 use super::connect::Client;
 use super::schemas::SchemaRegistry;
+use super::sink::{Batch, Sink, SinkError, SinkErrorKind};
 use super::{ReplayPreset, ReplayRecovery, SourceConfig};
 use crate::decode::{DecodeError, DecodedEvent, FailedEvent, ReplayId};
 use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
 use crate::salesforce::auth::{AuthError, Authenticator};
-use crate::sink::{Batch, Sink, SinkError};
 use crate::telemetry::health::ChannelHealth;
 use crate::telemetry::metrics::Metrics;
 
@@ -96,6 +96,24 @@ pub enum ChannelError {
     /// Logging in failed for good.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The sink failed in a way retrying cannot mend.
+    #[error("the sink cannot go on: {0}")]
+    Sink(SinkError),
+    /// This instance may no longer commit for the channel: another instance holds it.
+    #[error("this instance may no longer commit for the channel: {0}")]
+    Fenced(SinkError),
+}
+
+impl ChannelError {
+    /// A retryable sink failure back (`Ok`), or how one that retrying cannot mend ends the
+    /// channel.
+    fn from_sink(e: SinkError) -> Result<SinkError, ChannelError> {
+        match e.kind() {
+            SinkErrorKind::Retryable => Ok(e),
+            SinkErrorKind::Permanent => Err(ChannelError::Sink(e)),
+            SinkErrorKind::Fenced => Err(ChannelError::Fenced(e)),
+        }
+    }
 }
 
 /// What ended one stream.
@@ -237,6 +255,7 @@ impl<S: Sink> Subscription<S> {
                     Ok(Some(start)) => break start,
                     Ok(None) => break self.preset(),
                     Err(e) => {
+                        let e = ChannelError::from_sink(e)?;
                         let d = backoff.next().unwrap_or(self.config.reconnect_max);
                         tracing::warn!(channel = %channel, error = %e, retry_in = ?d, "Cannot read the stored position");
                         if !Self::pause(&cancel, d).await {
@@ -270,6 +289,7 @@ impl<S: Sink> Subscription<S> {
                 End::Ended => "stream_ended",
                 End::Watchdog => "watchdog",
                 End::Commit(e) => {
+                    let e = ChannelError::from_sink(e)?;
                     tracing::error!(channel = %channel, error = %e, "Commit failed; resuming from the last committed position");
                     "commit_failed"
                 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sfcdc::config::Env;
 use sfcdc::emulator::EmulatorConfig;
 use sfcdc::salesforce::auth::{AuthConfig, AuthError, Authenticator};
-use sfcdc::sink::MemorySink;
+
 use sfcdc::telemetry::metrics::Metrics;
 
 use crate::common::*;

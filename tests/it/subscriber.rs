@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use sfcdc::decode::{ChangeType, EventBody, ReplayId};
 use sfcdc::emulator::EmulatorConfig;
-use sfcdc::sink::MemorySink;
+use sfcdc::source::sink::SinkErrorKind;
 
 use crate::common::*;
 
@@ -460,6 +460,35 @@ async fn failed_commits_resume_from_the_last_committed_batch() {
     assert_eq!(committed(&s.sink), org.sequence(ORDERS));
     assert!(s.metric("sfcdc_reconnects_total", &[("reason", "commit_failed")]) >= 1.0);
     s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_commit_failure_retrying_cannot_mend_stops_the_channel_and_commits_nothing_more() {
+    for (kind, says) in [
+        (SinkErrorKind::Permanent, "the sink cannot go on"),
+        (SinkErrorKind::Fenced, "may no longer commit"),
+    ] {
+        let org = Org::start().await;
+        org.emu.bulk(30);
+        let broken = sink();
+        broken.fail_next_with(1, kind);
+        let s = org
+            .subscribe(
+                &[
+                    ("SFCDC_REPLAY_PRESET", "earliest"),
+                    ("SFCDC_BATCH_SIZE", "10"),
+                ],
+                broken,
+            )
+            .await;
+        let sink = s.sink.clone();
+        let err = s.finished().await.unwrap_err().to_string();
+        assert!(
+            err.contains(ORDERS) && err.contains(says) && err.contains("injected commit failure"),
+            "{kind:?}: {err}"
+        );
+        assert!(sink.replay_ids().is_empty(), "{kind:?}: nothing committed");
+    }
 }
 
 #[tokio::test]

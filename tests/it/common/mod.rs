@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod logs;
+pub mod memory_sink;
+
+pub use memory_sink::MemorySink;
 
 use std::time::Duration;
 
@@ -398,7 +401,7 @@ pub fn replay_u64(bytes: &[u8]) -> u64 {
 
 /// A running `Source` against an emulator, feeding a `MemorySink`.
 pub struct Subscriber {
-    pub sink: std::sync::Arc<sfcdc::sink::MemorySink>,
+    pub sink: std::sync::Arc<MemorySink>,
     pub metrics: std::sync::Arc<sfcdc::telemetry::metrics::Metrics>,
     pub auth: std::sync::Arc<sfcdc::salesforce::auth::Authenticator>,
     pub schemas: std::sync::Arc<sfcdc::source::schemas::SchemaRegistry>,
@@ -487,7 +490,7 @@ impl Org {
     pub async fn subscribe(
         &self,
         extra: &[(&str, &str)],
-        sink: std::sync::Arc<sfcdc::sink::MemorySink>,
+        sink: std::sync::Arc<MemorySink>,
     ) -> Subscriber {
         use std::sync::Arc;
         let dir = tempfile::tempdir().expect("tempdir");
@@ -533,6 +536,6 @@ impl Org {
 }
 
 /// Hex replay ids of what a sink committed, in order.
-pub fn committed(sink: &sfcdc::sink::MemorySink) -> Vec<String> {
+pub fn committed(sink: &MemorySink) -> Vec<String> {
     sink.replay_ids().iter().map(|r| r.to_hex()).collect()
 }
