@@ -1,21 +1,29 @@
-//! The service, assembled: settings → [`App::build`] → [`App::run`].
+//! The service, assembled: settings → [`App::build`] → [`App::run_until_stopped`].
 //!
 //! [`Settings`] reads and validates every variable at start, so a bad value stops sfcdc before
-//! it connects anywhere, with a message naming the variable. [`App::build`] opens the store (and
-//! migrates it), prepares the login, the REST client and the subscriber; [`App::run`] subscribes
-//! until its cancellation token fires, then lets every channel commit what it holds and returns.
+//! it connects anywhere, with a message naming the variable. [`App::build`] composes the
+//! components, each from its own settings and the shared [`Deps`] (metrics, store, login, REST):
+//! the subscriber and its ingest sink, the order cache and its invalidator, the worker, the admin
+//! API. Nothing runs yet. [`App::run_until_stopped`] consumes the app: it spawns every long-lived
+//! task on one root [`TaskTracker`], subscribes until the shutdown token fires, then lets every
+//! channel commit what it holds and every task finish. An [`AppHandle`], cloneable and taken
+//! before the run, reaches the running parts (store, metrics, cache, re-drive) from tests, the
+//! demo and the operator commands.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminConfig;
 use crate::cache::invalidate::Invalidator;
 use crate::cache::{CacheConfig, CachedLookup, OrderCache, RestOrderSource};
 use crate::config::{ConfigError, Env};
+pub use crate::deps::Deps;
 use crate::ingest::IngestSink;
+use crate::ingest::redrive::{RedriveError, Redriver};
 use crate::rules::RulesConfig;
-use crate::salesforce::auth::{AuthConfig, Authenticator};
+use crate::salesforce::auth::AuthConfig;
 use crate::salesforce::{RestLookup, SalesforceRest};
 use crate::source::{Source, SourceConfig, SourceError};
 use crate::store::{AnyStore, StoreError};
@@ -111,132 +119,240 @@ pub type RunCache = OrderCache<RestOrderSource>;
 /// The worker in `sfcdc run`.
 pub type RunWorker = Worker<AnyStore, HttpFulfilment, Arc<SalesforceRest>>;
 
-/// The assembled service.
-pub struct App {
-    source: Source<RunSink>,
-    sink: Arc<RunSink>,
-    metrics: Arc<Metrics>,
-    auth: Arc<Authenticator>,
-    rest: Arc<SalesforceRest>,
-    http: reqwest::Client,
-    worker: std::sync::Mutex<Option<RunWorker>>,
-    admin: std::sync::Mutex<Option<tokio::net::TcpListener>>,
-    admin_addr: Option<std::net::SocketAddr>,
-    admin_token: Option<secrecy::SecretString>,
-    cache: Arc<RunCache>,
-    invalidator: Invalidator,
+/// Opens (and migrates) the store and prepares the login and the REST client. Nothing connects to
+/// Salesforce yet.
+pub async fn deps(settings: &Settings) -> Result<Deps, AppError> {
+    let store = AnyStore::open(&settings.database_url).await?;
+    Ok(Deps::build(
+        store,
+        settings.source.ca_cert.as_deref(),
+        settings.auth.clone(),
+        &settings.api_version,
+        settings.rules.clone(),
+    )?)
 }
 
-impl App {
-    /// Opens the store, prepares the login and the subscriber. Nothing is subscribed yet.
-    pub async fn build(settings: Settings) -> Result<App, AppError> {
-        let metrics = Arc::new(Metrics::new());
-        let store = Arc::new(AnyStore::open(&settings.database_url).await?);
-        let http = crate::salesforce::http::http_client(settings.source.ca_cert.as_deref())
-            .map_err(|e| ConfigError::new("SFCDC_CA_CERT", e))?;
-        let auth = Arc::new(Authenticator::new(
-            settings.auth.clone(),
-            http.clone(),
-            metrics.clone(),
-        ));
-        let rest = Arc::new(SalesforceRest::new(
-            auth.clone(),
-            settings.api_version.clone(),
-        ));
-        let rules = Arc::new(settings.rules.clone());
-        let worker = settings.worker.clone().map(|config| {
-            let fulfilment = HttpFulfilment::new(
-                http.clone(),
-                &config.fulfilment_url,
-                config.fulfilment_token.clone(),
-                config.http_timeout,
-            );
-            Worker::new(
-                store.clone(),
-                fulfilment,
-                rest.clone(),
-                config,
-                rules.clone(),
-                metrics.clone(),
-            )
-        });
-        let admin = match settings.admin.addr {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                ConfigError::new("SFCDC_ADMIN_ADDR", format!("cannot listen on {addr}: {e}"))
-            })?),
-            None => None,
-        };
-        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+/// The ingest side: the order cache the guards read through, its invalidator, the sink and the
+/// subscriber that feeds it. Built alone by commands that evaluate events without serving (the
+/// quarantine re-drive), and as part of [`App`].
+pub struct Ingest {
+    /// The subscriber.
+    pub source: Source<RunSink>,
+    /// Its sink.
+    pub sink: Arc<RunSink>,
+    /// The order cache (guard lookups and the read API).
+    pub cache: Arc<RunCache>,
+    /// Coalesces the cache invalidations that commits ask for.
+    pub invalidator: Invalidator,
+}
+
+impl Ingest {
+    /// Composes the ingest side from `settings` and `deps`.
+    pub fn build(settings: &Settings, deps: &Deps) -> Result<Ingest, AppError> {
         let cache = Arc::new(OrderCache::new(
-            RestOrderSource::new(rest.clone(), &settings.cache, &rules),
+            RestOrderSource::new(deps.rest.clone(), &settings.cache, &deps.rules),
             settings.cache.clone(),
-            rules.clone(),
-            &metrics,
+            deps.rules.clone(),
+            &deps.metrics,
         ));
         let invalidator = Invalidator::new(settings.cache.invalidation_window);
         let lookup = Arc::new(CachedLookup::new(
             cache.clone(),
-            RestLookup::new(rest.clone(), rules.clone()),
+            RestLookup::new(deps.rest.clone(), deps.rules.clone()),
         ));
         let sink = Arc::new(IngestSink::new(
-            store,
+            deps.store.clone(),
             lookup,
-            rules,
-            metrics.clone(),
+            deps.rules.clone(),
+            deps.metrics.clone(),
             Some(invalidator.clone()),
             settings.max_attempts,
         ));
         let source = Source::new(
             settings.source.clone(),
-            auth.clone(),
+            deps.auth.clone(),
             sink.clone(),
-            metrics.clone(),
+            deps.metrics.clone(),
         )?;
-        let worker = worker.map(|w| w.with_wake(sink.jobs_created().clone()));
-        Ok(App {
+        Ok(Ingest {
             source,
             sink,
-            metrics,
-            auth,
-            rest,
-            http,
-            worker: std::sync::Mutex::new(worker),
-            admin: std::sync::Mutex::new(admin),
-            admin_addr,
-            admin_token: settings.admin.token.clone(),
             cache,
             invalidator,
         })
     }
 
+    /// The re-drive of quarantined events through this sink.
+    pub fn redriver(&self, deps: &Deps) -> Redriver<AnyStore, CachedLookup<RestOrderSource>> {
+        Redriver::new(
+            self.sink.clone(),
+            self.source.schemas().clone(),
+            deps.auth.clone(),
+        )
+    }
+}
+
+/// The admin API, bound but not serving yet.
+struct AdminServer {
+    listener: tokio::net::TcpListener,
+    routes: axum::Router,
+}
+
+impl AdminServer {
+    /// Binds `SFCDC_ADMIN_ADDR` (a bad address fails the start, naming the variable) and builds
+    /// the routes: the admin API and the order read API.
+    async fn bind(
+        settings: &Settings,
+        deps: &Deps,
+        ingest: &Ingest,
+    ) -> Result<Option<AdminServer>, AppError> {
+        let Some(addr) = settings.admin.addr else {
+            return Ok(None);
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            ConfigError::new("SFCDC_ADMIN_ADDR", format!("cannot listen on {addr}: {e}"))
+        })?;
+        let state = crate::admin::AdminState::new(
+            deps.store.clone(),
+            deps.metrics.clone(),
+            settings.admin.token.as_ref(),
+        )
+        .with_liveness(ingest.source.liveness().clone());
+        let routes =
+            crate::admin::router(state).merge(crate::cache::http::router(ingest.cache.clone()));
+        Ok(Some(AdminServer { listener, routes }))
+    }
+}
+
+/// The assembled service.
+pub struct App {
+    ingest: Ingest,
+    worker: Option<RunWorker>,
+    admin: Option<AdminServer>,
+    http: reqwest::Client,
+    handle: AppHandle,
+}
+
+/// A cloneable view of an [`App`], taken before it runs and valid while it runs: the store,
+/// metrics, cache and re-drive.
+#[derive(Clone)]
+pub struct AppHandle {
+    metrics: Arc<Metrics>,
+    sink: Arc<RunSink>,
+    cache: Arc<RunCache>,
+    invalidator: Invalidator,
+    admin_addr: Option<std::net::SocketAddr>,
+    rest: Arc<SalesforceRest>,
+    redriver: Arc<Redriver<AnyStore, CachedLookup<RestOrderSource>>>,
+}
+
+impl App {
+    /// Composes every component from `settings`. Nothing is subscribed or served yet; the admin
+    /// address is bound, so a port in use fails here.
+    pub async fn build(settings: Settings) -> Result<App, AppError> {
+        let deps = deps(&settings).await?;
+        let ingest = Ingest::build(&settings, &deps)?;
+        let worker = settings.worker.clone().map(|config| {
+            config
+                .build(&deps)
+                .with_wake(ingest.sink.jobs_created().clone())
+        });
+        let admin = AdminServer::bind(&settings, &deps, &ingest).await?;
+        let handle = AppHandle {
+            metrics: deps.metrics.clone(),
+            sink: ingest.sink.clone(),
+            cache: ingest.cache.clone(),
+            invalidator: ingest.invalidator.clone(),
+            admin_addr: admin.as_ref().and_then(|a| a.listener.local_addr().ok()),
+            rest: deps.rest.clone(),
+            redriver: Arc::new(ingest.redriver(&deps)),
+        };
+        Ok(App {
+            ingest,
+            worker,
+            admin,
+            http: deps.http,
+            handle,
+        })
+    }
+
+    /// A handle on the parts of this app, usable while it runs.
+    pub fn handle(&self) -> AppHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until `shutdown`: subscribes, runs the worker, the invalidator and the admin API,
+    /// each a task of one root tracker. Then lets every channel commit what it holds and every
+    /// job step record its outcome, and waits for every task.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), AppError> {
+        tracing::info!("sfcdc running");
+        let App {
+            ingest,
+            worker,
+            admin,
+            http,
+            handle,
+        } = self;
+        let tracker = TaskTracker::new();
+        // Whatever ends the subscriber (a shutdown, an error, or this future being dropped)
+        // stops the rest too.
+        let stop = shutdown.child_token();
+        let _stop_on_drop = stop.clone().drop_guard();
+        if let Some(admin) = admin {
+            tracing::info!(addr = ?handle.admin_addr, "Admin API listening");
+            tracker.spawn(crate::admin::serve(
+                admin.listener,
+                admin.routes,
+                stop.clone(),
+            ));
+        }
+        tracker.spawn(ingest.invalidator.clone().run(
+            ingest.cache.clone(),
+            handle.metrics.clone(),
+            stop.clone(),
+        ));
+        match worker {
+            Some(w) => {
+                tracker.spawn(w.run(http, stop.clone()));
+            }
+            None => {
+                tracing::warn!("SFCDC_FULFILMENT_URL is not set: jobs are stored but not run");
+            }
+        }
+        tracker.close();
+        let result = ingest.source.run(stop.clone()).await;
+        stop.cancel();
+        tracker.wait().await;
+        result?;
+        tracing::info!("sfcdc stopped cleanly");
+        Ok(())
+    }
+}
+
+impl AppHandle {
     /// The metrics of this instance.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
-    /// The sink (and through it, the store).
+    /// The store.
+    pub fn store(&self) -> &Arc<AnyStore> {
+        self.sink.store()
+    }
+
+    /// The ingest sink.
     pub fn sink(&self) -> &Arc<RunSink> {
         &self.sink
-    }
-
-    /// The login.
-    pub fn auth(&self) -> &Arc<Authenticator> {
-        &self.auth
-    }
-
-    /// The REST client.
-    pub fn rest(&self) -> &Arc<SalesforceRest> {
-        &self.rest
-    }
-
-    /// The subscriber.
-    pub fn source(&self) -> &Source<RunSink> {
-        &self.source
     }
 
     /// The order cache.
     pub fn cache(&self) -> &Arc<RunCache> {
         &self.cache
+    }
+
+    /// The Salesforce REST client.
+    pub fn rest(&self) -> &Arc<SalesforceRest> {
+        &self.rest
     }
 
     /// Cache invalidations waiting for their coalescing window to close.
@@ -249,160 +365,8 @@ impl App {
         self.admin_addr
     }
 
-    /// Runs until `cancel`: subscribes, runs the worker and serves the admin API. Then lets
-    /// every channel commit what it holds and every job step record its outcome. Runs once.
-    pub async fn run(&self, cancel: CancellationToken) -> Result<(), AppError> {
-        tracing::info!("sfcdc running");
-        // Whatever ends the subscriber (a cancel, an error, or this future being dropped) stops
-        // the rest too.
-        let stop = cancel.child_token();
-        let _stop_on_drop = stop.clone().drop_guard();
-        let admin = self
-            .admin
-            .lock()
-            .expect("admin lock")
-            .take()
-            .map(|listener| {
-                tracing::info!(addr = ?self.admin_addr, "Admin API listening");
-                let state = crate::admin::AdminState::new(
-                    self.sink.store().clone(),
-                    self.metrics.clone(),
-                    self.admin_token.as_ref(),
-                )
-                .with_liveness(self.source.liveness().clone());
-                let routes = crate::admin::router(state)
-                    .merge(crate::cache::http::router(self.cache.clone()));
-                tokio::spawn(crate::admin::serve(listener, routes, stop.clone()))
-            });
-        let invalidations = tokio::spawn(self.invalidator.clone().run(
-            self.cache.clone(),
-            self.metrics.clone(),
-            stop.clone(),
-        ));
-        let worker = match self.worker.lock().expect("worker lock").take() {
-            Some(w) => Some(tokio::spawn(w.run(self.http.clone(), stop.clone()))),
-            None => {
-                tracing::warn!("SFCDC_FULFILMENT_URL is not set: jobs are stored but not run");
-                None
-            }
-        };
-        let result = self.source.run(stop.clone()).await;
-        stop.cancel();
-        for task in [worker, admin, Some(invalidations)].into_iter().flatten() {
-            let _ = task.await;
-        }
-        result?;
-        tracing::info!("sfcdc stopped cleanly");
-        Ok(())
-    }
-}
-
-/// Why a quarantined event could not be re-driven.
-#[derive(Debug, thiserror::Error)]
-pub enum RedriveError {
-    /// No such entry.
-    #[error("there is no quarantined event {0}")]
-    NotFound(i64),
-    /// The entry was re-driven before.
-    #[error("quarantined event {0} was already resolved")]
-    AlreadyResolved(i64),
-    /// It still fails; the reason is recorded on the entry.
-    #[error("quarantined event {id} still fails: {reason}")]
-    StillFails {
-        /// The entry.
-        id: i64,
-        /// Why.
-        reason: String,
-    },
-    /// A transient error; try again.
-    #[error("could not re-drive quarantined event {id} now: {reason}")]
-    Transient {
-        /// The entry.
-        id: i64,
-        /// Why.
-        reason: String,
-    },
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl App {
-    /// Decodes and evaluates a quarantined event again; on success its jobs are created and the
-    /// entry resolved in one transaction.
+    /// Decodes and evaluates a quarantined event again (see [`Redriver::redrive`]).
     pub async fn redrive(&self, id: i64) -> Result<String, RedriveError> {
-        use crate::store::Store;
-        let store = self.sink.store();
-        let entry = store
-            .quarantine_entry(id)
-            .await?
-            .ok_or(RedriveError::NotFound(id))?;
-        if entry.state == "resolved" {
-            return Err(RedriveError::AlreadyResolved(id));
-        }
-        let now = crate::clock::now_ms();
-        let still_fails = |reason: String| async move {
-            store.quarantine_retry_failed(id, &reason, now).await?;
-            Err::<String, _>(RedriveError::StillFails { id, reason })
-        };
-        if self.auth.session().await.is_err() {
-            return Err(RedriveError::Transient {
-                id,
-                reason: "cannot log in to Salesforce".into(),
-            });
-        }
-        let resolved = self
-            .source
-            .schemas()
-            .get(&entry.schema_id)
-            .await
-            .map_err(|s| RedriveError::Transient {
-                id,
-                reason: s.message().to_owned(),
-            })?;
-        let channel: Arc<str> = Arc::from(entry.channel.as_str());
-        let payload = bytes::Bytes::from(entry.payload.clone());
-        let body = match resolved.as_ref() {
-            Ok(schema) => schema.decode(&channel, &payload),
-            Err(e) => Err(e.clone()),
-        };
-        let body = match body {
-            Ok(b) => b,
-            Err(e) => return still_fails(e.to_string()).await,
-        };
-        let event = crate::decode::DecodedEvent {
-            replay_id: crate::decode::ReplayId::from_hex(&entry.replay_id).unwrap_or_default(),
-            schema_id: Arc::from(entry.schema_id.as_str()),
-            event_id: entry.event_id.clone(),
-            payload,
-            body,
-        };
-        let mut prepared = self
-            .sink
-            .prepare(&entry.channel, std::slice::from_ref(&event), &[])
-            .await
-            .map_err(|e| RedriveError::Transient {
-                id,
-                reason: e.to_string(),
-            })?;
-        if let Some(q) = prepared.batch.quarantine.first() {
-            return still_fails(q.reason.clone()).await;
-        }
-        prepared.batch.channel = entry.channel.clone();
-        prepared.batch.resolve_quarantine = vec![id];
-        prepared.batch.now_ms = now;
-        let outcome = self
-            .sink
-            .commit_prepared(&entry.channel, prepared)
-            .await
-            .map_err(|e| RedriveError::Transient {
-                id,
-                reason: e.to_string(),
-            })?;
-        Ok(format!(
-            "quarantined event {id} resolved: {} job(s) created, {} duplicate(s) suppressed",
-            outcome.created.len(),
-            outcome.duplicate_events.len() + outcome.duplicate_approvals.len()
-        ))
+        self.redriver.redrive(id).await
     }
 }

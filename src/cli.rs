@@ -474,7 +474,7 @@ pub async fn run_service(shutdown: impl std::future::Future<Output = ()>) -> any
     let bound = settings.shutdown_timeout;
     let app = crate::app::App::build(settings).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
-    let run = app.run(cancel.clone());
+    let run = app.run_until_stopped(cancel.clone());
     tokio::pin!(run);
     tokio::select! {
         result = &mut run => result?,
@@ -590,8 +590,10 @@ pub async fn run_quarantine(cmd: QuarantineCommand) -> anyhow::Result<()> {
         QuarantineCommand::Retry { id } => {
             let env = crate::config::Env::load()?;
             let settings = crate::app::Settings::from_env(&env)?;
-            let app = crate::app::App::build(settings).await?;
-            let outcome = app.redrive(id).await?;
+            // Only the ingest side: no admin server, worker or subscription.
+            let deps = crate::app::deps(&settings).await?;
+            let ingest = crate::app::Ingest::build(&settings, &deps)?;
+            let outcome = ingest.redriver(&deps).redrive(id).await?;
             println!("{outcome}");
         }
     }

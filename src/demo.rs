@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, Settings};
+use crate::app::{App, AppHandle, Settings};
 use crate::config::Env;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::store::{Position, Store};
@@ -147,7 +147,7 @@ const DEMO_READ_TOKEN: &str = "demo-read-token-0123456789";
 
 /// Step 11: concurrent cached reads of one order cost one Salesforce call, and a change event
 /// makes the next read show the change. Returns the step's text.
-async fn cached_reads(story: &Story, app: &App, order: &str) -> anyhow::Result<String> {
+async fn cached_reads(story: &Story, app: &AppHandle, order: &str) -> anyhow::Result<String> {
     const READERS: usize = 200;
     let addr = app
         .admin_addr()
@@ -432,13 +432,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     };
 
     // First run of the service.
-    let first = Arc::new(App::build(settings.clone()).await?);
+    let app = App::build(settings.clone()).await?;
+    let first = app.handle();
     let cancel = CancellationToken::new();
-    let run1 = {
-        let app = first.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move { app.run(cancel).await })
-    };
+    let run1 = tokio::spawn(app.run_until_stopped(cancel.clone()));
 
     let drafts = story
         .query_ids("SELECT Id FROM Order WHERE Status = 'Draft' ORDER BY CreatedDate")
@@ -587,13 +584,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         7,
         "Crashed the service mid-stream and rewound its checkpoint, as a lost tail after a crash would",
     );
-    let second = Arc::new(App::build(settings).await?);
+    let app = App::build(settings).await?;
+    let second = app.handle();
     let cancel2 = CancellationToken::new();
-    let run2 = {
-        let (cancel, second) = (cancel2.clone(), second.clone());
-        async move { second.run(cancel).await }
-    };
-    let run2 = tokio::spawn(run2);
+    let run2 = tokio::spawn(app.run_until_stopped(cancel2.clone()));
     story
         .fault(json!({"kind": "gap", "change_type": "GAP_UPDATE", "record_id": approved[1]}))
         .await?;

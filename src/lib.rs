@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod demo;
+pub mod deps;
 pub mod emulator;
 pub mod fuzzing;
 pub mod ingest;

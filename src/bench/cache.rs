@@ -31,7 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, AppError, Settings};
+use crate::app::{App, AppError, AppHandle, Settings};
 use crate::cache::{OrderSource, RestOrderSource};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::sfid::SfId;
@@ -296,7 +296,7 @@ fn write_po_number(emu: &Emulator, id: &SfId, value: &str) -> anyhow::Result<()>
 /// invalidation.
 async fn settled(
     emu: &Emulator,
-    app: &App,
+    app: &AppHandle,
     run: &tokio::task::JoinHandle<Result<(), AppError>>,
 ) -> anyhow::Result<()> {
     let last = emu
@@ -401,14 +401,12 @@ async fn run_with(emu: &Emulator, options: CacheBenchOptions) -> anyhow::Result<
         format!("sqlite://{}", dir.path().join("cache.db").display()),
     );
     let settings = Settings::from_env(&env)?;
-    let app = Arc::new(App::build(settings.clone()).await?);
+    let built = App::build(settings.clone()).await?;
+    let app = built.handle();
     // Reads without a cache go through the service's own REST client and SELECT.
     let uncached = RestOrderSource::new(app.rest().clone(), &settings.cache, &settings.rules);
     let cancel = CancellationToken::new();
-    let handle = {
-        let (app, cancel) = (app.clone(), cancel.clone());
-        tokio::spawn(async move { app.run(cancel).await })
-    };
+    let handle = tokio::spawn(built.run_until_stopped(cancel.clone()));
     let result = measure(emu, &app, &handle, &ids, &uncached, options).await;
     cancel.cancel();
     let stopped = handle.await;
@@ -419,7 +417,7 @@ async fn run_with(emu: &Emulator, options: CacheBenchOptions) -> anyhow::Result<
 
 async fn measure(
     emu: &Emulator,
-    app: &App,
+    app: &AppHandle,
     handle: &tokio::task::JoinHandle<Result<(), AppError>>,
     ids: &[SfId],
     uncached: &RestOrderSource,

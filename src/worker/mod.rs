@@ -40,9 +40,11 @@ use self::fulfilment::{BATCH_MAX, Fulfilment};
 use self::notify::Notifier;
 use self::transition::RetryPolicy;
 use crate::config::{ConfigError, Env};
+use crate::deps::Deps;
 use crate::rules::RulesConfig;
 use crate::salesforce::{RestError, SalesforceRest};
 use crate::sfid::SfId;
+use crate::store::AnyStore;
 use crate::store::JobRow;
 use crate::store::queue::{JobUpdate, Queue};
 use crate::telemetry::metrics::Metrics;
@@ -85,6 +87,28 @@ pub struct WorkerConfig {
 pub const MIN_TRIGGER_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
 
 impl WorkerConfig {
+    /// The worker of `sfcdc run`: the store's queue, the fulfilment system over HTTPS, and
+    /// Salesforce REST for order reads and write-backs.
+    pub fn build(
+        self,
+        deps: &Deps,
+    ) -> Worker<AnyStore, fulfilment::HttpFulfilment, Arc<SalesforceRest>> {
+        let fulfilment = fulfilment::HttpFulfilment::new(
+            deps.http.clone(),
+            &self.fulfilment_url,
+            self.fulfilment_token.clone(),
+            self.http_timeout,
+        );
+        Worker::new(
+            deps.store.clone(),
+            fulfilment,
+            deps.rest.clone(),
+            self,
+            deps.rules.clone(),
+            deps.metrics.clone(),
+        )
+    }
+
     /// Reads the worker variables; `None` when `SFCDC_FULFILMENT_URL` is unset (no worker).
     pub fn from_env(env: &Env) -> Result<Option<WorkerConfig>, ConfigError> {
         let Some(url) = env.http_url("SFCDC_FULFILMENT_URL")? else {

@@ -4,12 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
-use sfcdc::app::{App, Settings};
+use sfcdc::app::{App, AppHandle, Settings};
 use sfcdc::store::sqlite::SqliteStore;
 use sfcdc::store::{JobFilter, Position, Store};
 use tokio_util::sync::CancellationToken;
@@ -21,14 +20,14 @@ pub(crate) const PE: &str = "/event/Order_Fulfilment_Requested__e";
 
 /// A running `App` against an emulator, on a SQLite file.
 pub(crate) struct Running {
-    pub app: Arc<App>,
+    pub app: AppHandle,
     pub cancel: CancellationToken,
     pub handle: tokio::task::JoinHandle<Result<(), sfcdc::app::AppError>>,
     pub dir: tempfile::TempDir,
 }
 
 impl Running {
-    pub(crate) async fn stop(self) -> (Arc<App>, tempfile::TempDir) {
+    pub(crate) async fn stop(self) -> (AppHandle, tempfile::TempDir) {
         self.cancel.cancel();
         tokio::time::timeout(PATIENCE, self.handle)
             .await
@@ -56,12 +55,10 @@ pub(crate) async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &
         env.set("SFCDC_CHANNELS", format!("{ORDERS},{PE}"));
     }
     let settings = Settings::from_env(&env).expect("settings");
-    let app = Arc::new(App::build(settings).await.expect("app builds"));
+    let built = App::build(settings).await.expect("app builds");
+    let app = built.handle();
     let cancel = CancellationToken::new();
-    let handle = {
-        let (app, cancel) = (app.clone(), cancel.clone());
-        tokio::spawn(async move { app.run(cancel).await })
-    };
+    let handle = tokio::spawn(built.run_until_stopped(cancel.clone()));
     Running {
         app,
         cancel,
@@ -338,6 +335,29 @@ async fn bad_events_are_quarantined_and_can_be_re_driven() {
     }
     let again = store.quarantined(true).await.unwrap();
     assert!(again.iter().all(|e| e.attempts == 1));
+
+    // The command does the same while the service runs: it serves nothing, so the admin
+    // address the service holds is no obstacle.
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("sqlite://{}", r.dir.path().join("sfcdc.db").display());
+    let mut env = binary_env(&org, r.dir.path(), &url);
+    env.retain(|(k, _)| k != "SFCDC_ADMIN_ADDR");
+    env.push((
+        "SFCDC_ADMIN_ADDR".into(),
+        taken.local_addr().unwrap().to_string(),
+    ));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+        .args(["quarantine", "retry", &q[0].id.to_string()])
+        .env_clear()
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("still fails"), "{stderr}");
+    let entry = store.quarantine_entry(q[0].id).await.unwrap().unwrap();
+    assert_eq!(entry.attempts, 2);
 
     // An entry whose payload is good (say, quarantined by a bug since fixed) is resolved and
     // its job created in one transaction.

@@ -10,6 +10,8 @@
 //! A failed lookup or commit fails the whole batch: the subscriber then resumes from the last
 //! committed position, and the batch is evaluated again from scratch.
 
+pub mod redrive;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
