@@ -348,11 +348,35 @@ pub struct StateCounts {
     pub deliveries: Vec<(String, i64)>,
 }
 
+/// Maps a row of `replay_id, preset` to a position, on either backend.
+pub(crate) fn position_from_row<R>(r: &R) -> Result<Position, StoreError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    position(r.try_get("replay_id")?, r.try_get("preset")?)
+}
+
+/// Maps a row of `channel, replay_id, preset, updated_at` to a checkpoint, on either backend.
+pub(crate) fn checkpoint_from_row<R>(r: &R) -> Result<Checkpoint, StoreError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Checkpoint {
+        channel: r.try_get("channel")?,
+        position: position_from_row(r)?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
 /// Maps a stored checkpoint row to a position.
-pub(crate) fn position(
-    replay_id: Option<Vec<u8>>,
-    preset: Option<String>,
-) -> Result<Position, StoreError> {
+fn position(replay_id: Option<Vec<u8>>, preset: Option<String>) -> Result<Position, StoreError> {
     match (replay_id, preset.as_deref()) {
         (Some(r), _) if !r.is_empty() => Ok(Position::After(ReplayId::new(r))),
         (_, Some("earliest")) => Ok(Position::Earliest),
@@ -390,6 +414,16 @@ pub(crate) fn jobs_of_new_triggers<'a>(
         .filter(|j| inserted.contains(&j.key))
         .collect();
     (jobs, replays)
+}
+
+/// The keys of `jobs` that `created` (what the insert returned) lacks: jobs not created because
+/// their approval already has an open job.
+pub(crate) fn duplicate_approvals(jobs: &[&NewJob], created: &[(i64, String)]) -> Vec<String> {
+    let created: HashSet<&str> = created.iter().map(|(_, k)| k.as_str()).collect();
+    jobs.iter()
+        .filter(|j| !created.contains(j.key.as_str()))
+        .map(|j| j.key.clone())
+        .collect()
 }
 
 /// Maps a row of `JOB_COLUMNS` to a job, on either backend.
@@ -438,7 +472,7 @@ where
     })
 }
 
-/// Maps a row of `QUARANTINE_COLUMNS` to an entry, on either backend.
+/// Maps a row of the quarantine columns to an entry, on either backend.
 pub(crate) fn quarantine_from_row<R>(r: &R) -> Result<QuarantineRow, StoreError>
 where
     R: sqlx::Row,
