@@ -16,8 +16,18 @@
 //!
 //! Statements are batched: one multi-row insert per table per batch (`VALUES` lists on SQLite,
 //! `UNNEST` arrays on PostgreSQL), because per-statement overhead, not I/O, bounds throughput.
+//!
+//! **One file per concern, SQL in plain sight.** Here: the [`Store`] contract and
+//! [`StoreError`]. `model.rs`: the rows and inputs, and their mapping from database rows.
+//! `queue.rs`: the [`queue::Queue`] contract and its types. `sql.rs`: the statements both
+//! backends run as written. `sqlite.rs` and `postgres.rs`, each with its `queue.rs`: a backend's
+//! connection and its implementation of both contracts, as plain functions. `leased.rs`: the
+//! batched lease-guarded writes, generic over the backend. `any.rs`: [`AnyStore`].
+//! `migrations.rs`: the schema. The conformance suites (`tests/it/store.rs`, `tests/it/queue.rs`)
+//! run on both backends and keep them in step.
 
 mod any;
+mod leased;
 pub mod migrations;
 mod model;
 pub mod postgres;
@@ -33,12 +43,6 @@ pub use model::{
     NewTrigger, Position, QuarantineRow, StateCounts, StoreBatch,
 };
 pub(crate) use model::{job_from_row, raw_json};
-
-/// The job columns every query reads.
-pub(crate) const JOB_COLUMNS: &str = "id, job_key, order_id, account_id, trigger_status, trigger_kind, state, attempt, \
-     max_attempts, run_at, lease_owner, lease_until, operation_id, phase, submitted_at, polls, generation, progress, \
-     result, external_id, last_error, errors, source_channel, source_replay_id, source_event_id, payload, created_at, \
-     updated_at, finished_at";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

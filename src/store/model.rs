@@ -426,7 +426,7 @@ pub(crate) fn duplicate_approvals(jobs: &[&NewJob], created: &[(i64, String)]) -
         .collect()
 }
 
-/// Maps a row of `JOB_COLUMNS` to a job, on either backend.
+/// Maps a row of the job columns to a job, on either backend.
 pub(crate) fn job_from_row<R>(r: &R) -> Result<JobRow, StoreError>
 where
     R: sqlx::Row,

@@ -5,6 +5,8 @@
 //! approval) is enforced by indexes, so two instances inserting the same job concurrently make
 //! one row: the second waits for the first to commit, then skips.
 
+mod queue;
+
 use std::collections::HashSet;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -294,11 +296,3 @@ async fn begin_write(
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     pool.begin().await
 }
-
-super::queue::impl_queue!(
-    PgStore,
-    sqlx::Postgres,
-    sql = super::queue::postgres_sql,
-    skip = "FOR UPDATE SKIP LOCKED",
-    begin = begin_write
-);

@@ -5,6 +5,8 @@
 //! writer thanks to WAL. Each batch is a handful of multi-row statements, never one per row:
 //! SQLx pays tens of microseconds per SQLite statement.
 
+mod queue;
+
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use super::model::{
     checkpoint_from_row, duplicate_approvals, job_from_row, jobs_of_new_triggers, position_columns,
     position_from_row, quarantine_from_row,
 };
-use super::queue::sql::ROWS_PER_STATEMENT;
 use super::{
     BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, StateCounts,
     Store, StoreBatch, StoreError, migrations, sql,
@@ -167,7 +168,7 @@ impl Store for SqliteStore {
     async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
         let mut tx = begin_write(&self.pool).await?;
         let mut inserted = HashSet::new();
-        for chunk in batch.triggers.chunks(ROWS_PER_STATEMENT) {
+        for chunk in batch.triggers.chunks(sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_triggers (trigger_key, order_id, channel, outcome, reason, created_at) ",
             );
@@ -184,7 +185,7 @@ impl Store for SqliteStore {
         }
         let (jobs, duplicate_events) = jobs_of_new_triggers(batch, &inserted);
         let mut created = Vec::new();
-        for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        for chunk in jobs.chunks(sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_jobs (job_key, kind, order_id, account_id, trigger_status, trigger_kind, source_channel, source_replay_id, \
                  source_event_id, payload, state, attempt, max_attempts, run_at, created_at, updated_at) ",
@@ -214,7 +215,7 @@ impl Store for SqliteStore {
         }
         let duplicate_approvals = duplicate_approvals(&jobs, &created);
         let mut quarantined = 0;
-        for chunk in batch.quarantine.chunks(ROWS_PER_STATEMENT) {
+        for chunk in batch.quarantine.chunks(sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_quarantine (channel, replay_id, schema_id, event_id, payload, reason, kind, created_at, updated_at) ",
             );
@@ -329,11 +330,3 @@ async fn begin_write(
 ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
 }
-
-super::queue::impl_queue!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sql = super::queue::sqlite_sql,
-    skip = "",
-    begin = begin_write
-);
