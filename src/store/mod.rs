@@ -42,7 +42,6 @@ pub use model::{
     BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, JobState, NewJob, NewQuarantine,
     NewTrigger, Position, QuarantineRow, StateCounts, StoreBatch,
 };
-pub(crate) use model::{job_from_row, raw_json};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

@@ -175,7 +175,7 @@ pub struct DeliveryRow {
     /// The job event.
     pub event: String,
     /// What is sent (JSON).
-    #[serde(serialize_with = "super::raw_json")]
+    #[serde(serialize_with = "super::model::raw_json")]
     pub payload: String,
     /// State.
     pub state: DeliveryState,
@@ -188,7 +188,7 @@ pub struct DeliveryRow {
     /// The last error.
     pub last_error: Option<String>,
     /// Every error so far (JSON array).
-    #[serde(serialize_with = "super::raw_json")]
+    #[serde(serialize_with = "super::model::raw_json")]
     pub errors: String,
     /// Created, epoch ms.
     pub created_at: i64,

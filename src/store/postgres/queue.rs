@@ -6,12 +6,13 @@
 //! delivery outcomes) run in one transaction.
 
 use super::{PgStore, begin_write};
+use crate::store::model::job_from_row;
 use crate::store::queue::{
     ActionError, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged, Queue,
     changed_one, check_cancellable_delivery, check_cancellable_job, check_retryable_delivery,
     check_retryable_job, delivery_from_row, job_retried,
 };
-use crate::store::{JobRow, StoreError, job_from_row, leased, sql};
+use crate::store::{JobRow, StoreError, leased, sql};
 
 /// Leases due jobs: `$1` owner, `$2` lease deadline, `$3` now, `$4` at most this many. Claiming
 /// an `available` or `retryable` job starts an attempt; re-claiming a `running` job whose worker
