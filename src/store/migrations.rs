@@ -5,6 +5,8 @@
 //! SQLite, an advisory lock on PostgreSQL), so instances starting together apply each version
 //! once. A version is never edited once released; changes come as new versions.
 
+use super::{StoreError, sql};
+
 /// One migration: a version and its statements.
 pub type Migration = (i64, &'static [&'static str]);
 
@@ -216,3 +218,38 @@ pub const POSTGRES: &[Migration] = &[
 
 /// Creates the bookkeeping table (valid on both backends).
 pub const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS sfcdc_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+
+/// Applies the versions of `list` not recorded yet, in order, inside the caller's write
+/// transaction (which holds the lock and commits), recording each in the ledger.
+pub(crate) async fn apply<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    list: &[Migration],
+    backend: &'static str,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    sqlx::query(CREATE_LEDGER).execute(&mut **tx).await?;
+    let applied: Vec<i64> = sqlx::query_scalar(sql::APPLIED_MIGRATIONS)
+        .fetch_all(&mut **tx)
+        .await?;
+    for (version, statements) in list {
+        if applied.contains(version) {
+            continue;
+        }
+        for s in *statements {
+            sqlx::query(*s).execute(&mut **tx).await?;
+        }
+        sqlx::query(sql::RECORD_MIGRATION)
+            .bind(version)
+            .bind(crate::clock::now_ms())
+            .execute(&mut **tx)
+            .await?;
+        tracing::info!(version, backend, "Applied migration");
+    }
+    Ok(())
+}

@@ -5,12 +5,21 @@
 //! approval) is enforced by indexes, so two instances inserting the same job concurrently make
 //! one row: the second waits for the first to commit, then skips.
 
+mod queue;
+
 use std::collections::HashSet;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
 
-use super::{BatchOutcome, Store, StoreBatch, StoreError, jobs_of_new_triggers, migrations};
+use super::model::{
+    checkpoint_from_row, duplicate_approvals, job_from_row, jobs_of_new_triggers, position_columns,
+    position_from_row, quarantine_from_row,
+};
+use super::{
+    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, NewJob, NewQuarantine, Position,
+    QuarantineRow, StateCounts, Store, StoreBatch, StoreError, migrations, sql,
+};
 
 /// A PostgreSQL store.
 #[derive(Clone)]
@@ -63,8 +72,53 @@ impl PgStore {
 }
 
 impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = begin_write(&self.pool).await?;
+        // One instance migrates at a time; the others then find the versions applied.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sfcdc_migrations'))")
+            .execute(&mut *tx)
+            .await?;
+        migrations::apply(&mut tx, migrations::POSTGRES, self.backend()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, StoreError> {
+        let row = sqlx::query(sql::CHECKPOINT)
+            .bind(channel)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(position_from_row).transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(sql::CHECKPOINTS).fetch_all(&self.pool).await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn set_checkpoint(
+        &self,
+        channel: &str,
+        position: &Position,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (replay_id, preset) = position_columns(position);
+        sqlx::query(sql::SET_CHECKPOINT)
+            .bind(channel)
+            .bind(replay_id)
+            .bind(preset)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let mut inserted = HashSet::new();
         if !batch.triggers.is_empty() {
             let t = &batch.triggers;
@@ -91,9 +145,7 @@ impl Store for PgStore {
         let (jobs, duplicate_events) = jobs_of_new_triggers(batch, &inserted);
         let mut created = Vec::new();
         if !jobs.is_empty() {
-            let col = |f: fn(&super::NewJob) -> &str| -> Vec<&str> {
-                jobs.iter().map(|j| f(j)).collect()
-            };
+            let col = |f: fn(&NewJob) -> &str| -> Vec<&str> { jobs.iter().map(|j| f(j)).collect() };
             let accounts: Vec<Option<&str>> =
                 jobs.iter().map(|j| j.account_id.as_deref()).collect();
             let replays: Vec<&[u8]> = jobs.iter().map(|j| j.replay_id.as_slice()).collect();
@@ -123,19 +175,12 @@ impl Store for PgStore {
                 created.push((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?));
             }
         }
-        let created_keys: HashSet<&str> = created.iter().map(|(_, k)| k.as_str()).collect();
-        let duplicate_approvals = jobs
-            .iter()
-            .filter(|j| !created_keys.contains(j.key.as_str()))
-            .map(|j| j.key.clone())
-            .collect();
+        let duplicate_approvals = duplicate_approvals(&jobs, &created);
         let mut quarantined = 0;
         if !batch.quarantine.is_empty() {
             let q = &batch.quarantine;
-            let text =
-                |f: fn(&super::NewQuarantine) -> &str| -> Vec<&str> { q.iter().map(f).collect() };
-            let blob =
-                |f: fn(&super::NewQuarantine) -> &[u8]| -> Vec<&[u8]> { q.iter().map(f).collect() };
+            let text = |f: fn(&NewQuarantine) -> &str| -> Vec<&str> { q.iter().map(f).collect() };
+            let blob = |f: fn(&NewQuarantine) -> &[u8]| -> Vec<&[u8]> { q.iter().map(f).collect() };
             quarantined = sqlx::query(
                 "INSERT INTO sfcdc_quarantine (channel, replay_id, schema_id, event_id, payload, reason, kind, created_at, updated_at)
                  SELECT c, r, s, e, p, re, k, $8, $8
@@ -162,15 +207,12 @@ impl Store for PgStore {
                 .await?;
         }
         if let Some(replay) = &batch.checkpoint {
-            sqlx::query(
-                "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES ($1, $2, NULL, $3)
-                 ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = NULL, updated_at = excluded.updated_at",
-            )
-            .bind(&batch.channel)
-            .bind(replay.as_bytes())
-            .bind(batch.now_ms)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sql::ADVANCE_CHECKPOINT)
+                .bind(&batch.channel)
+                .bind(replay.as_bytes())
+                .bind(batch.now_ms)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(BatchOutcome {
@@ -181,14 +223,71 @@ impl Store for PgStore {
         })
     }
 
-    super::shared_store_methods!(
-        super::queue::postgres_sql,
-        backend = "postgres",
-        begin = begin_write,
-        migrations = migrations::POSTGRES,
-        // One instance migrates at a time; the others then find the versions applied.
-        lock = Some("SELECT pg_advisory_xact_lock(hashtext('sfcdc_migrations'))")
-    );
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let rows = sqlx::query(sql::JOBS)
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(filter.order_id.as_deref())
+            .bind(filter.limit.unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn quarantined(&self, open_only: bool) -> Result<Vec<QuarantineRow>, StoreError> {
+        let rows = sqlx::query(sql::QUARANTINED)
+            .bind(open_only)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(quarantine_from_row).collect()
+    }
+
+    async fn quarantine_entry(&self, id: i64) -> Result<Option<QuarantineRow>, StoreError> {
+        let row = sqlx::query(sql::QUARANTINE_ENTRY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(quarantine_from_row).transpose()
+    }
+
+    async fn quarantine_retry_failed(
+        &self,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::QUARANTINE_RETRY_FAILED)
+            .bind(reason)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let jobs = self.state_counts().await?.jobs;
+        let triggers = sqlx::query_as(sql::TRIGGER_COUNTS)
+            .fetch_all(&self.pool)
+            .await?;
+        let quarantined = sqlx::query_scalar(sql::OPEN_QUARANTINE_COUNT)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Counts {
+            jobs,
+            triggers,
+            quarantined,
+        })
+    }
+
+    async fn state_counts(&self) -> Result<StateCounts, StoreError> {
+        let jobs = sqlx::query_as(sql::JOB_STATE_COUNTS)
+            .fetch_all(&self.pool)
+            .await?;
+        let deliveries = sqlx::query_as(sql::DELIVERY_STATE_COUNTS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(StateCounts { jobs, deliveries })
+    }
 }
 
 /// Opens a write transaction.
@@ -197,11 +296,3 @@ async fn begin_write(
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     pool.begin().await
 }
-
-super::queue::impl_queue!(
-    PgStore,
-    sqlx::Postgres,
-    sql = super::queue::postgres_sql,
-    skip = "FOR UPDATE SKIP LOCKED",
-    begin = begin_write
-);

@@ -5,6 +5,8 @@
 //! writer thanks to WAL. Each batch is a handful of multi-row statements, never one per row:
 //! SQLx pays tens of microseconds per SQLite statement.
 
+mod queue;
+
 use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -15,7 +17,14 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{BatchOutcome, Store, StoreBatch, StoreError, jobs_of_new_triggers, migrations};
+use super::model::{
+    checkpoint_from_row, duplicate_approvals, job_from_row, jobs_of_new_triggers, position_columns,
+    position_from_row, quarantine_from_row,
+};
+use super::{
+    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, StateCounts,
+    Store, StoreBatch, StoreError, migrations, sql,
+};
 
 /// A SQLite store.
 #[derive(Clone)]
@@ -115,10 +124,51 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = begin_write(&self.pool).await?;
+        migrations::apply(&mut tx, migrations::SQLITE, self.backend()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, StoreError> {
+        let row = sqlx::query(sql::CHECKPOINT)
+            .bind(channel)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(position_from_row).transpose()
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows = sqlx::query(sql::CHECKPOINTS).fetch_all(&self.pool).await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn set_checkpoint(
+        &self,
+        channel: &str,
+        position: &Position,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (replay_id, preset) = position_columns(position);
+        sqlx::query(sql::SET_CHECKPOINT)
+            .bind(channel)
+            .bind(replay_id)
+            .bind(preset)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&self.pool).await?;
         let mut inserted = HashSet::new();
-        for chunk in batch.triggers.chunks(super::queue::sql::ROWS_PER_STATEMENT) {
+        for chunk in batch.triggers.chunks(sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_triggers (trigger_key, order_id, channel, outcome, reason, created_at) ",
             );
@@ -135,7 +185,7 @@ impl Store for SqliteStore {
         }
         let (jobs, duplicate_events) = jobs_of_new_triggers(batch, &inserted);
         let mut created = Vec::new();
-        for chunk in jobs.chunks(super::queue::sql::ROWS_PER_STATEMENT) {
+        for chunk in jobs.chunks(sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_jobs (job_key, kind, order_id, account_id, trigger_status, trigger_kind, source_channel, source_replay_id, \
                  source_event_id, payload, state, attempt, max_attempts, run_at, created_at, updated_at) ",
@@ -163,17 +213,9 @@ impl Store for SqliteStore {
                 created.push((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?));
             }
         }
-        let created_keys: HashSet<&str> = created.iter().map(|(_, k)| k.as_str()).collect();
-        let duplicate_approvals = jobs
-            .iter()
-            .filter(|j| !created_keys.contains(j.key.as_str()))
-            .map(|j| j.key.clone())
-            .collect();
+        let duplicate_approvals = duplicate_approvals(&jobs, &created);
         let mut quarantined = 0;
-        for chunk in batch
-            .quarantine
-            .chunks(super::queue::sql::ROWS_PER_STATEMENT)
-        {
+        for chunk in batch.quarantine.chunks(sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sfcdc_quarantine (channel, replay_id, schema_id, event_id, payload, reason, kind, created_at, updated_at) ",
             );
@@ -199,15 +241,12 @@ impl Store for SqliteStore {
                 .await?;
         }
         if let Some(replay) = &batch.checkpoint {
-            sqlx::query(
-                "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES (?, ?, NULL, ?)
-                 ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = NULL, updated_at = excluded.updated_at",
-            )
-            .bind(&batch.channel)
-            .bind(replay.as_bytes())
-            .bind(batch.now_ms)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(sql::ADVANCE_CHECKPOINT)
+                .bind(&batch.channel)
+                .bind(replay.as_bytes())
+                .bind(batch.now_ms)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(BatchOutcome {
@@ -218,26 +257,76 @@ impl Store for SqliteStore {
         })
     }
 
-    super::shared_store_methods!(
-        super::queue::sqlite_sql,
-        backend = "sqlite",
-        begin = begin_write,
-        migrations = migrations::SQLITE,
-        lock = None
-    );
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let rows = sqlx::query(sql::JOBS)
+            .bind(filter.state.map(|s| s.as_str()))
+            .bind(filter.order_id.as_deref())
+            .bind(filter.limit.unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn quarantined(&self, open_only: bool) -> Result<Vec<QuarantineRow>, StoreError> {
+        let rows = sqlx::query(sql::QUARANTINED)
+            .bind(open_only)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(quarantine_from_row).collect()
+    }
+
+    async fn quarantine_entry(&self, id: i64) -> Result<Option<QuarantineRow>, StoreError> {
+        let row = sqlx::query(sql::QUARANTINE_ENTRY)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(quarantine_from_row).transpose()
+    }
+
+    async fn quarantine_retry_failed(
+        &self,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(sql::QUARANTINE_RETRY_FAILED)
+            .bind(reason)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let jobs = self.state_counts().await?.jobs;
+        let triggers = sqlx::query_as(sql::TRIGGER_COUNTS)
+            .fetch_all(&self.pool)
+            .await?;
+        let quarantined = sqlx::query_scalar(sql::OPEN_QUARANTINE_COUNT)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Counts {
+            jobs,
+            triggers,
+            quarantined,
+        })
+    }
+
+    async fn state_counts(&self) -> Result<StateCounts, StoreError> {
+        let jobs = sqlx::query_as(sql::JOB_STATE_COUNTS)
+            .fetch_all(&self.pool)
+            .await?;
+        let deliveries = sqlx::query_as(sql::DELIVERY_STATE_COUNTS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(StateCounts { jobs, deliveries })
+    }
 }
 
-/// Opens a write transaction.
+/// Opens a write transaction, taking the write lock up front.
 async fn begin_write(
     pool: &SqlitePool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
 }
-
-super::queue::impl_queue!(
-    SqliteStore,
-    sqlx::Sqlite,
-    sql = super::queue::sqlite_sql,
-    skip = "",
-    begin = begin_write
-);

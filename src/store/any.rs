@@ -1,0 +1,259 @@
+//! [`AnyStore`]: either backend behind one type, chosen by the database URL at run time.
+//!
+//! Every method is a plain `match` that hands the call to the backend inside, so the wiring,
+//! the worker and the admin commands hold one store type whatever the URL says. It adds no
+//! behaviour of its own: each backend's conformance suite covers what runs.
+
+use super::postgres::PgStore;
+use super::queue::{
+    ActionError, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged, Queue,
+};
+use super::sqlite::SqliteStore;
+use super::{
+    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, StateCounts,
+    Store, StoreBatch, StoreError, redact_url,
+};
+
+/// Either backend, chosen by `SFCDC_DATABASE_URL` at run time.
+pub enum AnyStore {
+    /// SQLite.
+    Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs the migrations.
+    pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
+        let store = if url.starts_with("sqlite:") {
+            AnyStore::Sqlite(SqliteStore::connect(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            AnyStore::Postgres(PgStore::connect(url, None).await?)
+        } else {
+            return Err(StoreError::Config(format!(
+                "'{}' is neither sqlite://PATH nor postgres://…",
+                redact_url(url)
+            )));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// [`Queue::claim_jobs`] without the per-order gate: only for measuring what the gate
+    /// costs (`sfcdc bench`).
+    #[doc(hidden)]
+    pub async fn claim_jobs_ungated(
+        &self,
+        owner: &str,
+        limit: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.claim_jobs_ungated(owner, limit, now_ms, lease_ms).await,
+            AnyStore::Postgres(p) => p.claim_jobs_ungated(owner, limit, now_ms, lease_ms).await,
+        }
+    }
+}
+
+impl Store for AnyStore {
+    fn backend(&self) -> &'static str {
+        match self {
+            AnyStore::Sqlite(s) => s.backend(),
+            AnyStore::Postgres(p) => p.backend(),
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.migrate().await,
+            AnyStore::Postgres(p) => p.migrate().await,
+        }
+    }
+
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.checkpoint(channel).await,
+            AnyStore::Postgres(p) => p.checkpoint(channel).await,
+        }
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.checkpoints().await,
+            AnyStore::Postgres(p) => p.checkpoints().await,
+        }
+    }
+
+    async fn set_checkpoint(
+        &self,
+        channel: &str,
+        position: &Position,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.set_checkpoint(channel, position, now_ms).await,
+            AnyStore::Postgres(p) => p.set_checkpoint(channel, position, now_ms).await,
+        }
+    }
+
+    async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.commit_batch(batch).await,
+            AnyStore::Postgres(p) => p.commit_batch(batch).await,
+        }
+    }
+
+    async fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.jobs(filter).await,
+            AnyStore::Postgres(p) => p.jobs(filter).await,
+        }
+    }
+
+    async fn quarantined(&self, open_only: bool) -> Result<Vec<QuarantineRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.quarantined(open_only).await,
+            AnyStore::Postgres(p) => p.quarantined(open_only).await,
+        }
+    }
+
+    async fn quarantine_entry(&self, id: i64) -> Result<Option<QuarantineRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.quarantine_entry(id).await,
+            AnyStore::Postgres(p) => p.quarantine_entry(id).await,
+        }
+    }
+
+    async fn quarantine_retry_failed(
+        &self,
+        id: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.quarantine_retry_failed(id, reason, now_ms).await,
+            AnyStore::Postgres(p) => p.quarantine_retry_failed(id, reason, now_ms).await,
+        }
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.counts().await,
+            AnyStore::Postgres(p) => p.counts().await,
+        }
+    }
+
+    async fn state_counts(&self) -> Result<StateCounts, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.state_counts().await,
+            AnyStore::Postgres(p) => p.state_counts().await,
+        }
+    }
+}
+
+impl Queue for AnyStore {
+    async fn claim_jobs(
+        &self,
+        owner: &str,
+        limit: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.claim_jobs(owner, limit, now_ms, lease_ms).await,
+            AnyStore::Postgres(p) => p.claim_jobs(owner, limit, now_ms, lease_ms).await,
+        }
+    }
+
+    async fn update_jobs(
+        &self,
+        updates: &[JobUpdate],
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.update_jobs(updates, now_ms).await,
+            AnyStore::Postgres(p) => p.update_jobs(updates, now_ms).await,
+        }
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.job(id).await,
+            AnyStore::Postgres(p) => p.job(id).await,
+        }
+    }
+
+    async fn retry_job(&self, id: i64, now_ms: i64) -> Result<JobRow, ActionError> {
+        match self {
+            AnyStore::Sqlite(s) => s.retry_job(id, now_ms).await,
+            AnyStore::Postgres(p) => p.retry_job(id, now_ms).await,
+        }
+    }
+
+    async fn cancel_job(&self, id: i64, reason: &str, now_ms: i64) -> Result<JobRow, ActionError> {
+        match self {
+            AnyStore::Sqlite(s) => s.cancel_job(id, reason, now_ms).await,
+            AnyStore::Postgres(p) => p.cancel_job(id, reason, now_ms).await,
+        }
+    }
+
+    async fn purge(&self, before_ms: i64, triggers_before_ms: i64) -> Result<Purged, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.purge(before_ms, triggers_before_ms).await,
+            AnyStore::Postgres(p) => p.purge(before_ms, triggers_before_ms).await,
+        }
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        limit: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.claim_deliveries(owner, limit, now_ms, lease_ms).await,
+            AnyStore::Postgres(p) => p.claim_deliveries(owner, limit, now_ms, lease_ms).await,
+        }
+    }
+
+    async fn end_deliveries(
+        &self,
+        updates: &[DeliveryUpdate],
+        now_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.end_deliveries(updates, now_ms).await,
+            AnyStore::Postgres(p) => p.end_deliveries(updates, now_ms).await,
+        }
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.deliveries(filter).await,
+            AnyStore::Postgres(p) => p.deliveries(filter).await,
+        }
+    }
+
+    async fn delivery(&self, id: i64) -> Result<Option<DeliveryRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.delivery(id).await,
+            AnyStore::Postgres(p) => p.delivery(id).await,
+        }
+    }
+
+    async fn retry_delivery(&self, id: i64, now_ms: i64) -> Result<DeliveryRow, ActionError> {
+        match self {
+            AnyStore::Sqlite(s) => s.retry_delivery(id, now_ms).await,
+            AnyStore::Postgres(p) => p.retry_delivery(id, now_ms).await,
+        }
+    }
+
+    async fn cancel_delivery(&self, id: i64, now_ms: i64) -> Result<DeliveryRow, ActionError> {
+        match self {
+            AnyStore::Sqlite(s) => s.cancel_delivery(id, now_ms).await,
+            AnyStore::Postgres(p) => p.cancel_delivery(id, now_ms).await,
+        }
+    }
+}
