@@ -17,11 +17,14 @@
 
 pub mod auth;
 pub mod avro;
+pub mod bitmap;
 pub mod bulk;
 pub mod bus;
+pub mod clock;
 pub mod faults;
 pub mod fulfilment;
 pub mod grpc;
+pub mod ids;
 pub mod model;
 pub mod org;
 pub mod rest;
@@ -46,13 +49,13 @@ use tokio_util::task::TaskTracker;
 use self::auth::{Credentials, TokenStore};
 use self::faults::{Fault, FaultState, ScheduledFault};
 use self::fulfilment::{Fulfilment, FulfilmentConfig, FulfilmentSnapshot};
+use self::ids::SfId;
 use self::org::now_ms;
+use self::schema::ChangeType;
 use self::sinks::{DispatchRecord, HookRecord, Sinks};
 use self::tls::TlsMaterial;
 use self::world::{World, WorldSnapshot};
-use crate::decode::ChangeType;
 use crate::proto::pub_sub_server::PubSubServer;
-use crate::sfid::SfId;
 
 /// Configuration of one emulator instance.
 #[derive(Debug, Clone)]
