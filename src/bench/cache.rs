@@ -33,10 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError, Settings};
 use crate::cache::{OrderSource, RestOrderSource};
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::sfid::SfId;
 use crate::store::{Position, Store};
 use crate::telemetry::metrics::{CacheLabel, Metrics};
+use sfcdc_emulator::{Emulator, EmulatorConfig};
 
 /// Orders created for the benchmark.
 pub const ORDERS: usize = 1_000;
@@ -287,7 +287,7 @@ fn obj(v: Json) -> Map<String, Json> {
 /// Changes an order's `PoNumber` inside the emulator: one change event.
 fn write_po_number(emu: &Emulator, id: &SfId, value: &str) -> anyhow::Result<()> {
     let set = obj(json!({ "PoNumber": value }));
-    let emulated = crate::emulator::ids::SfId::parse(id.as_str())?;
+    let emulated = sfcdc_emulator::ids::SfId::parse(id.as_str())?;
     emu.with_world(|w| {
         let actor = w.internal_actor();
         let now = crate::clock::now_ms();

@@ -7,18 +7,18 @@ use serde_json::json;
 
 use super::*;
 use crate::decode::{CompiledSchema, DecodedEvent, ReplayId};
-use crate::emulator::org::Actor;
-use crate::emulator::schema::FieldValue;
-use crate::emulator::world::World;
+use sfcdc_emulator::org::Actor;
+use sfcdc_emulator::schema::FieldValue;
+use sfcdc_emulator::world::World;
 
 /// The emulator's id for a product id: the two crates share no types, only the id's text.
-fn emulated(id: &SfId) -> crate::emulator::ids::SfId {
-    crate::emulator::ids::SfId::parse(id.as_str()).unwrap()
+fn emulated(id: &SfId) -> sfcdc_emulator::ids::SfId {
+    sfcdc_emulator::ids::SfId::parse(id.as_str()).unwrap()
 }
 
 /// The emulator's change type for a product one, by its symbol.
-fn emulated_change_type(ct: ChangeType) -> crate::emulator::schema::ChangeType {
-    crate::emulator::schema::ChangeType::from_symbol(ct.symbol()).unwrap()
+fn emulated_change_type(ct: ChangeType) -> sfcdc_emulator::schema::ChangeType {
+    sfcdc_emulator::schema::ChangeType::from_symbol(ct.symbol()).unwrap()
 }
 
 struct Fixture {
@@ -604,7 +604,7 @@ mod agreement {
 
     fn order_state() -> impl Strategy<Value = OrderFacts> {
         (
-            proptest::sample::select(&crate::emulator::model::ORDER_STATUSES[..]),
+            proptest::sample::select(&sfcdc_emulator::model::ORDER_STATUSES[..]),
             proptest::option::of(proptest::sample::select(vec![
                 "Activating",
                 "Activated",

@@ -4,8 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use serde_json::json;
-use sfcdc::emulator::EmulatorConfig;
 use sfcdc::proto::{ReplayPreset, TopicRequest};
+use sfcdc_emulator::EmulatorConfig;
 
 use crate::common::*;
 

@@ -367,8 +367,8 @@ mod round_trip {
 
     use proptest::prelude::*;
     use sfcdc::decode::{CompiledSchema, EventBody};
-    use sfcdc::emulator::org::Actor;
-    use sfcdc::emulator::world::World;
+    use sfcdc_emulator::org::Actor;
+    use sfcdc_emulator::world::World;
 
     /// Writable Order fields and address components a change can touch, with a value for each.
     const FIELDS: [(&str, &str, &str); 14] = [

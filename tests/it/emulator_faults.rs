@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use apache_avro::types::Value as Avro;
 use serde_json::json;
-use sfcdc::emulator::EmulatorConfig;
 use sfcdc::proto::{ReplayPreset, SchemaRequest, TopicRequest};
+use sfcdc_emulator::EmulatorConfig;
 use tonic::Code;
 
 use crate::common::*;

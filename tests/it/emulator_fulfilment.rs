@@ -7,9 +7,9 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use sfcdc::decode::bitmap;
 use sfcdc::decode::schema::field_layout;
-use sfcdc::emulator::fulfilment::{FulfilmentConfig, OperationStatus};
-use sfcdc::emulator::sinks::sign;
 use sfcdc::proto::ReplayPreset;
+use sfcdc_emulator::fulfilment::{FulfilmentConfig, OperationStatus};
+use sfcdc_emulator::sinks::sign;
 
 use crate::common::*;
 
@@ -629,7 +629,7 @@ async fn emulator_fulfil_webhook_verifies_signatures() {
     assert_eq!(all.body[4]["name"], "other");
 
     // Without a secret, anything is accepted and nothing is judged.
-    let open = Org::start_with(sfcdc::emulator::EmulatorConfig {
+    let open = Org::start_with(sfcdc_emulator::EmulatorConfig {
         webhook_secret: None,
         ..test_config()
     })
@@ -926,7 +926,7 @@ async fn emulator_fulfil_write_back_fields_emit_change_events() {
 #[tokio::test]
 async fn emulator_fulfil_operations_survive_a_restart_with_state() {
     let dir = tempfile::tempdir().unwrap();
-    let config = || sfcdc::emulator::EmulatorConfig {
+    let config = || sfcdc_emulator::EmulatorConfig {
         state: Some(dir.path().join("org.json")),
         ..test_config()
     };

@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use sfcdc::emulator::EmulatorConfig;
+use sfcdc_emulator::EmulatorConfig;
 
 use crate::common::*;
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proptest::prelude::*;
 use sfcdc::decode::{ChangeType, CompiledSchema, EventBody};
-use sfcdc::emulator::schema::{ChangeHeader, EventSchema, FieldValue, SchemaKind};
 use sfcdc::fuzzing::{self, TARGETS};
+use sfcdc_emulator::schema::{ChangeHeader, EventSchema, FieldValue, SchemaKind};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -143,8 +143,8 @@ fn sfid(prefix: &str, n: u32) -> String {
 }
 
 /// The emulator's change type for the product's, by symbol: the crates share no types.
-fn emulated(change_type: ChangeType) -> sfcdc::emulator::schema::ChangeType {
-    sfcdc::emulator::schema::ChangeType::from_symbol(change_type.symbol()).unwrap()
+fn emulated(change_type: ChangeType) -> sfcdc_emulator::schema::ChangeType {
+    sfcdc_emulator::schema::ChangeType::from_symbol(change_type.symbol()).unwrap()
 }
 
 fn header(schema: &EventSchema, change_type: ChangeType, changed: &[&str]) -> ChangeHeader {

@@ -495,7 +495,7 @@ fn write_nullable(buf: &mut Vec<u8>, primitive: Primitive, v: Option<&FieldValue
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::model;
+    use crate::model;
 
     #[test]
     fn order_schema_has_the_reference_shape_and_a_stable_id() {

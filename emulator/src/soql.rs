@@ -742,7 +742,7 @@ fn cmp_values(a: &FieldValue, b: &FieldValue) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::org::Actor;
+    use crate::org::Actor;
     use serde_json::json;
 
     #[test]
@@ -865,7 +865,7 @@ mod tests {
         };
         let with_items = order(&mut org);
         let empty = order(&mut org);
-        let product = crate::emulator::ids::generate("01t", "Hs", 1);
+        let product = crate::ids::generate("01t", "Hs", 1);
         let item = |org: &mut Org, qty: f64, price: f64| {
             org.create(
                 "OrderItem",
