@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::emulator::auth::Credentials;
-use crate::emulator::faults::ScheduledFault;
-use crate::emulator::fulfilment::FulfilmentConfig;
-use crate::emulator::{Emulator, EmulatorConfig};
+use sfcdc_emulator::auth::Credentials;
+use sfcdc_emulator::faults::ScheduledFault;
+use sfcdc_emulator::fulfilment::FulfilmentConfig;
+use sfcdc_emulator::{Emulator, EmulatorConfig};
 
 /// sfcdc: Salesforce change data capture to provisioning jobs.
 #[derive(Debug, Parser)]

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppHandle, Settings};
 use crate::config::Env;
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::store::{Position, Store};
 use crate::telemetry::metrics::Metrics;
+use sfcdc_emulator::{Emulator, EmulatorConfig};
 
 /// Options of `sfcdc demo`.
 #[derive(Debug, Clone, Default)]
@@ -380,7 +380,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let db = dir.path().join("sfcdc.db");
     let emu = Emulator::start(EmulatorConfig {
         keepalive: Duration::from_millis(500),
-        fulfilment: crate::emulator::fulfilment::FulfilmentConfig {
+        fulfilment: sfcdc_emulator::fulfilment::FulfilmentConfig {
             latency_ms: 1200,
             progress_steps: 4,
             ..Default::default()

@@ -24,10 +24,10 @@ use crate::config::{Env, SECRET_VARS};
 use crate::decode::avro::{Plan, Record, Value};
 use crate::decode::bitmap::{self, BitmapError, FieldLayout};
 use crate::decode::{CompiledSchema, DecodeError, DecodedEvent, EventBody, ReplayId};
-use crate::emulator::schema::{EventSchema, SchemaKind};
-use crate::emulator::world::{self, FULFILMENT_EVENT, World};
 use crate::rules::{self, Evaluation, Facts, OrderFacts, RulesConfig};
 use crate::sfid::SfId;
+use sfcdc_emulator::schema::{EventSchema, SchemaKind};
+use sfcdc_emulator::world::{self, FULFILMENT_EVENT, World};
 
 /// The body of a fuzz target: takes arbitrary bytes, panics only on a broken invariant.
 pub type Target = fn(&[u8]);
@@ -266,7 +266,7 @@ pub fn bitmap_layouts() -> &'static [FieldLayout] {
             .collect();
         let address = || {
             Some(
-                crate::emulator::model::ADDRESS_COMPONENTS
+                sfcdc_emulator::model::ADDRESS_COMPONENTS
                     .iter()
                     .map(|(n, _, _)| n.to_string())
                     .collect(),

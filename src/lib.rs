@@ -2,7 +2,8 @@
 //!
 //! The library holds everything; `src/main.rs` only parses the command line and calls in here,
 //! so tests drive exactly what users run. Data flows `source` (Pub/Sub API) → `decode` (Avro,
-//! bitmaps) → `sink` (what consumes batches); `emulator` stands in for Salesforce.
+//! bitmaps) → `sink` (what consumes batches). The stand-in for Salesforce is a crate of its own,
+//! `sfcdc-emulator` (`emulator/`), which shares nothing with this one but the proto.
 
 pub mod admin;
 pub mod app;
@@ -14,7 +15,6 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod deps;
-pub mod emulator;
 pub mod fuzzing;
 pub mod ingest;
 pub mod proto;

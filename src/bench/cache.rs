@@ -33,10 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError, AppHandle, Settings};
 use crate::cache::{OrderSource, RestOrderSource};
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::sfid::SfId;
 use crate::store::{Position, Store};
 use crate::telemetry::metrics::{CacheLabel, Metrics};
+use sfcdc_emulator::{Emulator, EmulatorConfig};
 
 /// Orders created for the benchmark.
 pub const ORDERS: usize = 1_000;
@@ -236,7 +236,11 @@ impl CacheCounts {
 fn create_orders(emu: &Emulator) -> anyhow::Result<Vec<SfId>> {
     emu.with_world(|w| {
         let actor = w.internal_actor();
-        let accounts: Vec<SfId> = w.org.records_of("Account").map(|r| r.id.clone()).collect();
+        let accounts: Vec<String> = w
+            .org
+            .records_of("Account")
+            .map(|r| r.id.to_string())
+            .collect();
         anyhow::ensure!(!accounts.is_empty(), "the emulator has no accounts");
         let mut ids = Vec::with_capacity(ORDERS);
         for n in 0..ORDERS {
@@ -266,7 +270,8 @@ fn create_orders(emu: &Emulator) -> anyhow::Result<Vec<SfId>> {
                 w.mutate(now, |o| o.create("OrderItem", &item, &actor, now))
                     .map_err(|e| anyhow::anyhow!("creating an order item: {e}"))?;
             }
-            ids.push(id);
+            // The emulator's id, read as the product's.
+            ids.push(SfId::parse(id.as_str())?);
         }
         Ok(ids)
     })
@@ -282,11 +287,13 @@ fn obj(v: Json) -> Map<String, Json> {
 /// Changes an order's `PoNumber` inside the emulator: one change event.
 fn write_po_number(emu: &Emulator, id: &SfId, value: &str) -> anyhow::Result<()> {
     let set = obj(json!({ "PoNumber": value }));
+    let emulated = sfcdc_emulator::ids::SfId::parse(id.as_str())?;
     emu.with_world(|w| {
         let actor = w.internal_actor();
         let now = crate::clock::now_ms();
         w.mutate(now, |o| {
-            o.update("Order", id, &set, &actor, now).map(|c| ((), c))
+            o.update("Order", &emulated, &set, &actor, now)
+                .map(|c| ((), c))
         })
     })
     .map_err(|e| anyhow::anyhow!("updating order {id}: {e}"))

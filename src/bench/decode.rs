@@ -29,8 +29,8 @@ use bytes::Bytes;
 
 use crate::decode::bitmap::{self, FieldLayout, FieldName};
 use crate::decode::event::{CompiledSchema, EventBody};
-use crate::emulator::org::{Actor, now_ms};
-use crate::emulator::world::World;
+use sfcdc_emulator::org::{Actor, now_ms};
+use sfcdc_emulator::world::World;
 
 /// The channel the events are on.
 pub const CHANNEL: &str = "/data/OrderChangeEvent";
@@ -89,7 +89,7 @@ impl Corpus {
             })
             .map_err(|e| anyhow::anyhow!("updating an order: {e}"))?;
         let world = Mutex::new(world);
-        crate::emulator::bulk::generate(&world, bulk);
+        sfcdc_emulator::bulk::generate(&world, bulk);
         let world = world.into_inner().expect("world lock");
         let events = world.bus.read_after(CHANNEL, 0, usize::MAX, usize::MAX);
         let first = events.first().context("no events")?;

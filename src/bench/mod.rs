@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Env;
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::ingest::IngestSink;
 use crate::rules::RulesConfig;
 use crate::salesforce::auth::{AuthConfig, Authenticator};
@@ -37,6 +36,7 @@ use crate::source::sink::{Batch, Sink, SinkError};
 use crate::source::{Source, SourceConfig, Start};
 use crate::store::{AnyStore, Position, Store};
 use crate::telemetry::metrics::Metrics;
+use sfcdc_emulator::{Emulator, EmulatorConfig};
 
 /// Options of `sfcdc bench`.
 #[derive(Debug, Clone)]

@@ -698,7 +698,7 @@ mod tests {
         let p = plan(SIMPLE);
         // s="hi", n=union1 long 1709303151782928388, a=["x"], e=Y, d=null, b=true
         let mut buf = vec![0x04, b'h', b'i', 0x02];
-        crate::emulator::avro::long(&mut buf, 1_709_303_151_782_928_388);
+        sfcdc_emulator::avro::long(&mut buf, 1_709_303_151_782_928_388);
         buf.extend([0x02, 0x02, b'x', 0x00, 0x02, 0x00, 0x01]);
         let r = p.decode(&Bytes::from(buf)).unwrap();
         assert_eq!(r.get("s"), Some(&Value::String("hi".into())));
@@ -754,7 +754,7 @@ mod tests {
             r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"array","items":"null"}}]}"#,
         );
         let mut buf = Vec::new();
-        crate::emulator::avro::long(&mut buf, i64::MAX / 2);
+        sfcdc_emulator::avro::long(&mut buf, i64::MAX / 2);
         let buf = Bytes::from(buf);
         assert!(matches!(p.decode(&buf), Err(AvroError::TooLarge(0))));
         let p = plan(

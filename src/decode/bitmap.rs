@@ -8,8 +8,9 @@
 //!
 //! Decoding follows the robust reading of §4.2: hex digits are case-insensitive and of any count,
 //! nested-only arrays are accepted, and bits beyond the schema are ignored. Only text that cannot
-//! be a bitmap at all is an error. Encoding (used by the emulator) always writes the top-level
-//! element first, in upper case, with an even number of digits, exactly as Salesforce does.
+//! be a bitmap at all is an error. Encoding (used by the fuzz targets to check round trips; the
+//! emulator has its own encoder) always writes the top-level element first, in upper case, with
+//! an even number of digits, exactly as Salesforce does.
 //!
 //! Both directions are pure functions over a [`FieldLayout`], which is derived once per schema.
 

@@ -3,8 +3,9 @@
 //!
 //! [`avro`] compiles a writer schema into a decoding plan once; [`event`] turns a payload into a
 //! [`ChangeEvent`] or a [`PlatformEvent`]; [`bitmap`] expands `changedFields` and friends into
-//! names. This module also owns the vocabulary of change events ([`ChangeType`]) that both the
-//! subscriber and the emulator speak. Decoding is pure and never panics on input.
+//! names. This module also owns the subscriber's vocabulary of change events ([`ChangeType`]);
+//! the emulator has its own, so the two meet only on the wire. Decoding is pure and never panics
+//! on input.
 
 pub mod avro;
 pub mod bitmap;

@@ -7,9 +7,19 @@ use serde_json::json;
 
 use super::*;
 use crate::decode::{CompiledSchema, DecodedEvent, ReplayId};
-use crate::emulator::org::Actor;
-use crate::emulator::schema::FieldValue;
-use crate::emulator::world::World;
+use sfcdc_emulator::org::Actor;
+use sfcdc_emulator::schema::FieldValue;
+use sfcdc_emulator::world::World;
+
+/// The emulator's id for a product id: the two crates share no types, only the id's text.
+fn emulated(id: &SfId) -> sfcdc_emulator::ids::SfId {
+    sfcdc_emulator::ids::SfId::parse(id.as_str()).unwrap()
+}
+
+/// The emulator's change type for a product one, by its symbol.
+fn emulated_change_type(ct: ChangeType) -> sfcdc_emulator::schema::ChangeType {
+    sfcdc_emulator::schema::ChangeType::from_symbol(ct.symbol()).unwrap()
+}
 
 struct Fixture {
     world: World,
@@ -25,13 +35,14 @@ fn fixture() -> Fixture {
         user_id: world.org.user_id.to_string(),
         origin: "test".into(),
     };
-    let order = world
+    let picked = world
         .org
         .pick("Order", |r| r.text("Status") == Some("Draft"))
         .unwrap();
+    let order = SfId::parse(picked.as_str()).unwrap();
     let account = world
         .org
-        .get(&order)
+        .get(&picked)
         .unwrap()
         .text("AccountId")
         .unwrap()
@@ -59,7 +70,7 @@ impl Fixture {
     }
 
     fn update(&mut self, patch: serde_json::Value) -> DecodedEvent {
-        let (id, actor) = (self.order.clone(), self.actor.clone());
+        let (id, actor) = (emulated(&self.order), self.actor.clone());
         let now = 1_700_000_100_000;
         self.world
             .mutate(now, |o| {
@@ -84,7 +95,10 @@ impl Fixture {
                 o.create("Order", body.as_object().unwrap(), &actor, now)
             })
             .unwrap();
-        (id, self.last("/data/OrderChangeEvent"))
+        (
+            SfId::parse(id.as_str()).unwrap(),
+            self.last("/data/OrderChangeEvent"),
+        )
     }
 
     fn publish(&mut self, order: &str) -> DecodedEvent {
@@ -96,11 +110,14 @@ impl Fixture {
     }
 
     fn gap(&mut self, ct: ChangeType) -> DecodedEvent {
-        let (id, actor) = (self.order.clone(), self.actor.clone());
-        let change = self
-            .world
-            .org
-            .gap("Order", ct, Some(&id), &actor, 1_700_000_200_000);
+        let (id, actor) = (emulated(&self.order), self.actor.clone());
+        let change = self.world.org.gap(
+            "Order",
+            emulated_change_type(ct),
+            Some(&id),
+            &actor,
+            1_700_000_200_000,
+        );
         self.world.commit(vec![change], 1_700_000_200_000);
         self.last("/data/OrderChangeEvent")
     }
@@ -368,7 +385,7 @@ fn gap_overflow_asks_for_reconciliation_of_recent_orders() {
     let actor = f.actor.clone();
     let change = f.world.org.gap(
         "Order",
-        ChangeType::GapOverflow,
+        emulated_change_type(ChangeType::GapOverflow),
         None,
         &actor,
         1_700_000_300_000,
@@ -405,7 +422,7 @@ fn gap_overflow_asks_for_reconciliation_of_recent_orders() {
 fn deletes_and_item_changes_only_invalidate() {
     let cfg = RulesConfig::defaults();
     let mut f = fixture();
-    let (id, actor) = (f.order.clone(), f.actor.clone());
+    let (id, actor) = (emulated(&f.order), f.actor.clone());
     f.world
         .mutate(1, |o| o.delete("Order", &id, &actor, 1).map(|c| ((), c)))
         .unwrap();
@@ -587,7 +604,7 @@ mod agreement {
 
     fn order_state() -> impl Strategy<Value = OrderFacts> {
         (
-            proptest::sample::select(&crate::emulator::model::ORDER_STATUSES[..]),
+            proptest::sample::select(&sfcdc_emulator::model::ORDER_STATUSES[..]),
             proptest::option::of(proptest::sample::select(vec![
                 "Activating",
                 "Activated",
@@ -654,7 +671,7 @@ mod agreement {
                 let actor = f.actor.clone();
                 let change = f.world.org.gap(
                     "Order",
-                    ChangeType::GapOverflow,
+                    emulated_change_type(ChangeType::GapOverflow),
                     None,
                     &actor,
                     1_700_000_300_000,

@@ -4,10 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sfcdc::config::Env;
-use sfcdc::emulator::EmulatorConfig;
 use sfcdc::salesforce::auth::{AuthConfig, AuthError, Authenticator};
-
 use sfcdc::telemetry::metrics::Metrics;
+use sfcdc_emulator::EmulatorConfig;
 
 use crate::common::*;
 

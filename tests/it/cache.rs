@@ -53,7 +53,7 @@ async fn get(r: &Running, path: &str, token: Option<&str>) -> (u16, Value) {
 /// Updates an order inside the emulator, `n` times in one go: the events are published
 /// together, as a burst.
 fn update_order(org: &Org, id: &str, n: usize, fields: impl Fn(usize) -> Value) {
-    let id = SfId::parse(id).unwrap();
+    let id = sfcdc_emulator::ids::SfId::parse(id).unwrap();
     org.emu.with_world(|w| {
         let actor = w.internal_actor();
         for i in 0..n {

@@ -1,11 +1,13 @@
-//! `sfcdc emulator` as a user runs it, and its `--state` file across restarts.
+//! `sfcdc emulator` as a user runs it: its banner, its fault, fulfilment and sink flags, and its
+//! `--state` file across restarts. (The emulator as a system is tested in its own crate,
+//! `emulator/tests/`; this is sfcdc's command line around it.)
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use serde_json::json;
-use sfcdc::emulator::EmulatorConfig;
 use sfcdc::proto::{ReplayPreset, TopicRequest};
+use sfcdc_emulator::EmulatorConfig;
 
 use crate::common::*;
 
@@ -249,4 +251,146 @@ async fn state_survives_a_restart() {
         })
         .await
         .unwrap();
+}
+
+/// What an HTTP call answered: its status and its JSON body (or the text when it is not JSON).
+struct Answer {
+    status: u16,
+    body: serde_json::Value,
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Answer {
+    let resp = req.send().await.expect("HTTP call");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    Answer {
+        status,
+        body: serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    }
+}
+
+#[tokio::test]
+async fn emulator_fulfil_binary_flags_configure_the_sinks() {
+    let bad = Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+        .args([
+            "emulator",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--rest-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--fulfilment-failure-rate", "1.5"])
+        .output()
+        .expect("sfcdc runs");
+    assert!(!bad.status.success());
+    crate::common::logs::keep("emulator-bad-flag", &bad.stderr);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--fulfilment-failure-rate"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+            .args([
+                "emulator",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--rest-addr",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--fulfilment-latency",
+                "0s",
+                "--fulfilment-progress-steps",
+                "2",
+            ])
+            .args([
+                "--fulfilment-failure-rate",
+                "1",
+                "--fulfilment-error-rate",
+                "0",
+            ])
+            .args(["--fulfilment-sync-rate", "0", "--fulfilment-token", "tok"])
+            .args([
+                "--fulfilment-no-batch",
+                "--webhook-secret",
+                "",
+                "--github-token",
+                "gh",
+            ])
+            .arg("--ca-out")
+            .arg(&ca)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(crate::common::logs::child_log("emulator")).unwrap())
+            .spawn()
+            .expect("sfcdc runs"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let last = line.trim_start().starts_with("GitHub API:");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let find = |prefix: &str| {
+        banner
+            .iter()
+            .find_map(|l| l.trim_start().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {banner:?}"))
+            .trim()
+            .to_owned()
+    };
+    let fulfilment = find("Fulfilment API:");
+    let base = fulfilment.split_whitespace().next().unwrap().to_owned();
+    assert!(base.starts_with("https://127.0.0.1:") && base.ends_with("/fulfilment"));
+    assert!(fulfilment.contains("token tok"), "{fulfilment}");
+    let rest = base.trim_end_matches("/fulfilment").to_owned();
+    assert!(find("Webhook sink:").starts_with(&format!("{rest}/hooks/{{name}}")));
+    assert!(find("GitHub API:").contains("token gh"));
+
+    let http = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
+        .build()
+        .unwrap();
+    let a = send(
+        http.post(format!("{base}/orders"))
+            .bearer_auth("tok")
+            .header("Idempotency-Key", "cli-1")
+            .json(&json!({"Id": "801Hs0000000C01"})),
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let op = a.body["operation_id"].as_str().unwrap();
+    let done = send(
+        http.get(format!("{base}/operations/{op}"))
+            .bearer_auth("tok"),
+    )
+    .await;
+    assert_eq!(done.body["status"], "failed", "{}", done.body);
+    let batch = send(
+        http.get(format!("{base}/operations?ids={op}"))
+            .bearer_auth("tok"),
+    )
+    .await;
+    assert_eq!(batch.status, 404);
+    let control = send(http.get(format!("{rest}/emulator/fulfilment"))).await;
+    assert_eq!(control.body["config"]["progress_steps"], 2);
+    // No webhook secret: unsigned hooks are accepted.
+    let hook = send(http.post(format!("{rest}/hooks/x")).body("{}")).await;
+    assert_eq!(hook.status, 204);
+    let gh = send(
+        http.post(format!("{rest}/repos/o/r/dispatches"))
+            .header("authorization", "token gh")
+            .json(&json!({"event_type": "e"})),
+    )
+    .await;
+    assert_eq!(gh.status, 204);
 }

@@ -4,12 +4,8 @@ mod auth;
 mod cache;
 mod common;
 mod emulator_cli;
-mod emulator_events;
-mod emulator_faults;
-mod emulator_fulfilment;
-mod emulator_grpc;
-mod emulator_rest;
 mod fuzz_regressions;
+mod interop;
 mod operability;
 mod pipeline;
 #[macro_use]

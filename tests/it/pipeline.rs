@@ -278,7 +278,7 @@ async fn a_gap_overflow_reconciles_recently_modified_orders() {
     let lost = d[0].clone();
     org.emu.with_world(|w| {
         let actor = w.internal_actor();
-        let id = sfcdc::sfid::SfId::parse(&lost).unwrap();
+        let id = sfcdc_emulator::ids::SfId::parse(&lost).unwrap();
         let now = sfcdc::clock::now_ms();
         w.org
             .update(

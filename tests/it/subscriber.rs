@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use sfcdc::decode::{ChangeType, EventBody, ReplayId};
-use sfcdc::emulator::EmulatorConfig;
 use sfcdc::source::sink::SinkErrorKind;
+use sfcdc_emulator::EmulatorConfig;
 
 use crate::common::*;
 

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
 use serde_json::{Value, json};
-use sfcdc::emulator::{Emulator, EmulatorConfig};
 use sfcdc::proto::pub_sub_client::PubSubClient;
 use sfcdc::proto::{ConsumerEvent, FetchRequest, FetchResponse, ReplayPreset, SchemaRequest};
+use sfcdc_emulator::{Emulator, EmulatorConfig};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;

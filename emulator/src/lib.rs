@@ -1,4 +1,13 @@
-//! `sfcdc emulator`: a stand-in Salesforce org on loopback.
+//! sfcdc-emulator: a stand-in Salesforce org on loopback, the outside world sfcdc is tested
+//! against (`sfcdc emulator`, `sfcdc demo`, `sfcdc bench` and the test suites start it).
+//!
+//! It is an outside system and shares nothing with the sfcdc product crate but the wire contract,
+//! `proto/pubsub_api.proto`, compiled here by its own `build.rs` ([`proto`]). Everything else it
+//! says on the wire it writes with its own code: Avro payloads ([`avro`], [`schema`]), the field
+//! bitmaps of change-event headers ([`bitmap`]), change types ([`schema::ChangeType`]),
+//! Salesforce ids ([`ids`]) and times ([`clock`]). It depends on no sfcdc crate, so a bug in the
+//! product cannot be cancelled out by the same bug here; the product's tests check the two
+//! against each other.
 //!
 //! It serves the Pub/Sub API over gRPC ([`grpc`]) and the REST endpoints sfcdc uses, OAuth
 //! included ([`rest`]), both over TLS from a CA generated at start ([`tls`]) unless plaintext is
@@ -17,13 +26,17 @@
 
 pub mod auth;
 pub mod avro;
+pub mod bitmap;
 pub mod bulk;
 pub mod bus;
+pub mod clock;
 pub mod faults;
 pub mod fulfilment;
 pub mod grpc;
+pub mod ids;
 pub mod model;
 pub mod org;
+pub mod proto;
 pub mod rest;
 pub mod schema;
 pub mod sinks;
@@ -46,13 +59,13 @@ use tokio_util::task::TaskTracker;
 use self::auth::{Credentials, TokenStore};
 use self::faults::{Fault, FaultState, ScheduledFault};
 use self::fulfilment::{Fulfilment, FulfilmentConfig, FulfilmentSnapshot};
+use self::ids::SfId;
 use self::org::now_ms;
+use self::schema::ChangeType;
 use self::sinks::{DispatchRecord, HookRecord, Sinks};
 use self::tls::TlsMaterial;
 use self::world::{World, WorldSnapshot};
-use crate::decode::ChangeType;
 use crate::proto::pub_sub_server::PubSubServer;
-use crate::sfid::SfId;
 
 /// Configuration of one emulator instance.
 #[derive(Debug, Clone)]

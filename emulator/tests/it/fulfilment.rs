@@ -5,11 +5,9 @@
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use sfcdc::decode::bitmap;
-use sfcdc::decode::schema::field_layout;
-use sfcdc::emulator::fulfilment::{FulfilmentConfig, OperationStatus};
-use sfcdc::emulator::sinks::sign;
-use sfcdc::proto::ReplayPreset;
+use sfcdc_emulator::fulfilment::{FulfilmentConfig, OperationStatus};
+use sfcdc_emulator::proto::ReplayPreset;
+use sfcdc_emulator::sinks::sign;
 
 use crate::common::*;
 
@@ -629,7 +627,7 @@ async fn emulator_fulfil_webhook_verifies_signatures() {
     assert_eq!(all.body[4]["name"], "other");
 
     // Without a secret, anything is accepted and nothing is judged.
-    let open = Org::start_with(sfcdc::emulator::EmulatorConfig {
+    let open = Org::start_with(sfcdc_emulator::EmulatorConfig {
         webhook_secret: None,
         ..test_config()
     })
@@ -890,14 +888,7 @@ async fn emulator_fulfil_write_back_fields_emit_change_events() {
     let value = decode(&json, &ev.payload);
     let header = field(&value, "ChangeEventHeader");
     assert_eq!(strings(field(header, "recordIds")), vec![id.clone()]);
-    let changed: Vec<String> = bitmap::decode(
-        &field_layout(&schema).unwrap(),
-        &strings(field(header, "changedFields")),
-    )
-    .unwrap()
-    .iter()
-    .map(|n| n.to_string())
-    .collect();
+    let changed = bitmap_names(&schema, &strings(field(header, "changedFields")));
     for f in [
         "Activation_Status__c",
         "Provisioning_Error__c",
@@ -926,7 +917,7 @@ async fn emulator_fulfil_write_back_fields_emit_change_events() {
 #[tokio::test]
 async fn emulator_fulfil_operations_survive_a_restart_with_state() {
     let dir = tempfile::tempdir().unwrap();
-    let config = || sfcdc::emulator::EmulatorConfig {
+    let config = || sfcdc_emulator::EmulatorConfig {
         state: Some(dir.path().join("org.json")),
         ..test_config()
     };
@@ -964,141 +955,4 @@ async fn emulator_fulfil_operations_survive_a_restart_with_state() {
         "the external id sequence continues"
     );
     assert_eq!(org.emu.fulfilment().operations()[0].submissions, 2);
-}
-
-#[tokio::test]
-async fn emulator_fulfil_binary_flags_configure_the_sinks() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    struct Child(std::process::Child);
-    impl Drop for Child {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    let bad = Command::new(env!("CARGO_BIN_EXE_sfcdc"))
-        .args([
-            "emulator",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--rest-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--fulfilment-failure-rate", "1.5"])
-        .output()
-        .expect("sfcdc runs");
-    assert!(!bad.status.success());
-    crate::common::logs::keep("emulator-bad-flag", &bad.stderr);
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("--fulfilment-failure-rate"), "{stderr}");
-
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_sfcdc"))
-            .args([
-                "emulator",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--rest-addr",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--fulfilment-latency",
-                "0s",
-                "--fulfilment-progress-steps",
-                "2",
-            ])
-            .args([
-                "--fulfilment-failure-rate",
-                "1",
-                "--fulfilment-error-rate",
-                "0",
-            ])
-            .args(["--fulfilment-sync-rate", "0", "--fulfilment-token", "tok"])
-            .args([
-                "--fulfilment-no-batch",
-                "--webhook-secret",
-                "",
-                "--github-token",
-                "gh",
-            ])
-            .arg("--ca-out")
-            .arg(&ca)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(crate::common::logs::child_log("emulator")).unwrap())
-            .spawn()
-            .expect("sfcdc runs"),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let banner = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let last = line.trim_start().starts_with("GitHub API:");
-            lines.push(line);
-            if last {
-                break;
-            }
-        }
-        lines
-    })
-    .await
-    .unwrap();
-    let find = |prefix: &str| {
-        banner
-            .iter()
-            .find_map(|l| l.trim_start().strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("{prefix} in {banner:?}"))
-            .trim()
-            .to_owned()
-    };
-    let fulfilment = find("Fulfilment API:");
-    let base = fulfilment.split_whitespace().next().unwrap().to_owned();
-    assert!(base.starts_with("https://127.0.0.1:") && base.ends_with("/fulfilment"));
-    assert!(fulfilment.contains("token tok"), "{fulfilment}");
-    let rest = base.trim_end_matches("/fulfilment").to_owned();
-    assert!(find("Webhook sink:").starts_with(&format!("{rest}/hooks/{{name}}")));
-    assert!(find("GitHub API:").contains("token gh"));
-
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
-        .build()
-        .unwrap();
-    let a = send(
-        http.post(format!("{base}/orders"))
-            .bearer_auth("tok")
-            .header("Idempotency-Key", "cli-1")
-            .json(&json!({"Id": "801Hs0000000C01"})),
-    )
-    .await;
-    assert_eq!(a.status, 202, "{}", a.body);
-    let op = a.body["operation_id"].as_str().unwrap();
-    let done = send(
-        http.get(format!("{base}/operations/{op}"))
-            .bearer_auth("tok"),
-    )
-    .await;
-    assert_eq!(done.body["status"], "failed", "{}", done.body);
-    let batch = send(
-        http.get(format!("{base}/operations?ids={op}"))
-            .bearer_auth("tok"),
-    )
-    .await;
-    assert_eq!(batch.status, 404);
-    let control = send(http.get(format!("{rest}/emulator/fulfilment"))).await;
-    assert_eq!(control.body["config"]["progress_steps"], 2);
-    // No webhook secret: unsigned hooks are accepted.
-    let hook = send(http.post(format!("{rest}/hooks/x")).body("{}")).await;
-    assert_eq!(hook.status, 204);
-    let gh = send(
-        http.post(format!("{rest}/repos/o/r/dispatches"))
-            .header("authorization", "token gh")
-            .json(&json!({"event_type": "e"})),
-    )
-    .await;
-    assert_eq!(gh.status, 204);
 }

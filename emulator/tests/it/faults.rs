@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use apache_avro::types::Value as Avro;
 use serde_json::json;
-use sfcdc::emulator::EmulatorConfig;
-use sfcdc::proto::{ReplayPreset, SchemaRequest, TopicRequest};
+use sfcdc_emulator::EmulatorConfig;
+use sfcdc_emulator::proto::{ReplayPreset, SchemaRequest, TopicRequest};
 use tonic::Code;
 
 use crate::common::*;
@@ -268,11 +268,7 @@ async fn schema_change_mid_stream_gives_a_new_schema_id_and_both_are_served() {
     decode(&old_json, &events[0].event.as_ref().unwrap().payload);
     let old = apache_avro::Schema::parse_str(&old_json).unwrap();
     let new = apache_avro::Schema::parse_str(&new_json).unwrap();
-    let pos = |s: &apache_avro::Schema| {
-        sfcdc::decode::schema::field_layout(s)
-            .unwrap()
-            .position("WHMCS_Order_ID__c")
-    };
+    let pos = |s: &apache_avro::Schema| field_position(s, "WHMCS_Order_ID__c");
     assert_ne!(pos(&old), pos(&new));
     assert_eq!(
         client

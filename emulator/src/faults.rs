@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::ChangeType;
+use super::schema::ChangeType;
 
 /// One fault.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,9 +14,87 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use super::avro;
+use super::bitmap::{self, FieldLayout};
 use super::model::{ADDRESS_COMPONENTS, FieldType, SObjectDef};
-use crate::decode::ChangeType;
-use crate::decode::bitmap::FieldLayout;
+
+/// The `changeType` of a change event: the symbols of the ChangeEventHeader's `ChangeType` enum,
+/// in the order the schema declares them (the order fixes each symbol's Avro index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChangeType {
+    /// A record was created.
+    Create,
+    /// A record was updated.
+    Update,
+    /// A record was deleted.
+    Delete,
+    /// A record came back from the recycle bin.
+    Undelete,
+    /// A create the org could not describe as an event.
+    GapCreate,
+    /// An update the org could not describe as an event.
+    GapUpdate,
+    /// A delete the org could not describe as an event.
+    GapDelete,
+    /// An undelete the org could not describe as an event.
+    GapUndelete,
+    /// A transaction with more than 100,000 changes; the rest of them are not published.
+    GapOverflow,
+}
+
+impl ChangeType {
+    /// Every change type, in the schema's symbol order.
+    pub const ALL: [ChangeType; 9] = [
+        ChangeType::Create,
+        ChangeType::Update,
+        ChangeType::Delete,
+        ChangeType::Undelete,
+        ChangeType::GapCreate,
+        ChangeType::GapUpdate,
+        ChangeType::GapDelete,
+        ChangeType::GapUndelete,
+        ChangeType::GapOverflow,
+    ];
+
+    /// The Avro enum symbol, e.g. `GAP_UPDATE`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            ChangeType::Create => "CREATE",
+            ChangeType::Update => "UPDATE",
+            ChangeType::Delete => "DELETE",
+            ChangeType::Undelete => "UNDELETE",
+            ChangeType::GapCreate => "GAP_CREATE",
+            ChangeType::GapUpdate => "GAP_UPDATE",
+            ChangeType::GapDelete => "GAP_DELETE",
+            ChangeType::GapUndelete => "GAP_UNDELETE",
+            ChangeType::GapOverflow => "GAP_OVERFLOW",
+        }
+    }
+
+    /// The change type of an Avro enum symbol.
+    pub fn from_symbol(symbol: &str) -> Option<ChangeType> {
+        ChangeType::ALL.into_iter().find(|c| c.symbol() == symbol)
+    }
+
+    /// The Avro enum index, which is what the payload carries.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether this is a `GAP_*` type.
+    pub fn is_gap(self) -> bool {
+        !matches!(
+            self,
+            ChangeType::Create | ChangeType::Update | ChangeType::Delete | ChangeType::Undelete
+        )
+    }
+}
+
+impl std::fmt::Display for ChangeType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.symbol())
+    }
+}
 
 /// A value of one field in the emulator's records and events.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -333,7 +411,7 @@ impl EventSchema {
         avro::long(&mut buf, header.commit_number);
         avro::string(&mut buf, &header.commit_user);
         let paths = |v: &[String]| -> Vec<String> {
-            crate::decode::bitmap::encode(&self.layout, v.iter().map(String::as_str))
+            bitmap::encode(&self.layout, v.iter().map(String::as_str))
         };
         avro::string_array(&mut buf, &paths(&header.nulled));
         avro::string_array::<&str>(&mut buf, &[]);
@@ -417,7 +495,7 @@ fn write_nullable(buf: &mut Vec<u8>, primitive: Primitive, v: Option<&FieldValue
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::model;
+    use crate::model;
 
     #[test]
     fn order_schema_has_the_reference_shape_and_a_stable_id() {
@@ -436,6 +514,20 @@ mod tests {
         assert_eq!(r.fields[14].name, "BillingAddress");
         assert_eq!(r.fields[29].name, "LastModifiedDate");
         assert!(s.json.contains(r#""type":["null","Address"]"#));
+    }
+
+    #[test]
+    fn change_types_carry_their_symbol_and_index() {
+        for (i, c) in ChangeType::ALL.into_iter().enumerate() {
+            assert_eq!(c.index(), i);
+            assert_eq!(ChangeType::from_symbol(c.symbol()), Some(c));
+            assert_eq!(c.is_gap(), c.symbol().starts_with("GAP_"));
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::json!(c.symbol())
+            );
+        }
+        assert_eq!(ChangeType::from_symbol("gap_update"), None);
     }
 
     #[test]

@@ -13,9 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::ids::SfId;
 use super::org::now_ms;
 use super::world::World;
-use crate::sfid::SfId;
 
 /// Events generated per lock acquisition.
 const CHUNK: usize = 2_000;

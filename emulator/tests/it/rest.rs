@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use sfcdc::emulator::EmulatorConfig;
+use sfcdc_emulator::EmulatorConfig;
 
 use crate::common::*;
 
@@ -113,7 +113,7 @@ async fn oauth_grants_issue_tokens_that_work_everywhere() {
             })
             .await;
         client
-            .get_topic(sfcdc::proto::TopicRequest {
+            .get_topic(sfcdc_emulator::proto::TopicRequest {
                 topic_name: "/data/OrderChangeEvent".into(),
             })
             .await
@@ -612,7 +612,7 @@ async fn soap_login_returns_a_session_and_faults_on_bad_passwords() {
         })
         .await;
     client
-        .get_topic(sfcdc::proto::TopicRequest {
+        .get_topic(sfcdc_emulator::proto::TopicRequest {
             topic_name: "/data/OrderChangeEvent".into(),
         })
         .await

@@ -620,7 +620,7 @@ fn publish_fulfilment(
             .expect("world lock")
             .publish_fulfilment(fields, &actor.user_id, now);
     shared.mark_dirty();
-    let id = crate::sfid::generate("e00", "Hs", event.replay);
+    let id = super::ids::generate("e00", "Hs", event.replay);
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": id.as_str(), "success": true, "errors": []})),
@@ -694,7 +694,7 @@ fn page(shared: &Shared, version: &str, rows: Vec<Value>, offset: usize) -> Valu
     if rows.len() <= QUERY_PAGE {
         return json!({"totalSize": rows.len(), "done": true, "records": rows});
     }
-    let key = crate::sfid::generate("01g", "Hs", shared.next_cursor()).to_string();
+    let key = super::ids::generate("01g", "Hs", shared.next_cursor()).to_string();
     let rows = Arc::new(rows);
     let out = page_of(version, &key, &rows, offset);
     shared

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sfcdc::emulator::EmulatorConfig;
-use sfcdc::proto::{ProducerEvent, PublishRequest, ReplayPreset, TopicRequest};
+use sfcdc_emulator::EmulatorConfig;
+use sfcdc_emulator::proto::{ProducerEvent, PublishRequest, ReplayPreset, TopicRequest};
 use tonic::Code;
 
 use crate::common::*;

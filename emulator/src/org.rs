@@ -16,10 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
+use super::ids::{self, SfId};
 use super::model::{self, FieldType, SObjectDef, address_component};
+use super::schema::ChangeType;
 use super::schema::{ChangeHeader, FieldValue};
-use crate::decode::ChangeType;
-use crate::sfid::{self, SfId};
 
 /// Instance tag used in every generated id of the emulated org.
 const INSTANCE: &str = "Hs";
@@ -188,7 +188,7 @@ pub struct Org {
     rng_draws: u64,
 }
 
-pub use crate::clock::now_ms;
+pub use super::clock::now_ms;
 
 impl Org {
     /// An empty org whose ids derive from `seed`.
@@ -199,8 +199,8 @@ impl Org {
         }
         let tag = seed % 3844;
         Org {
-            org_id: sfid::generate("00D", INSTANCE, 1_000 + tag),
-            user_id: sfid::generate("005", INSTANCE, 2_000 + tag),
+            org_id: ids::generate("00D", INSTANCE, 1_000 + tag),
+            user_id: ids::generate("005", INSTANCE, 2_000 + tag),
             defs,
             records: HashMap::new(),
             id_counters: BTreeMap::new(),
@@ -288,7 +288,7 @@ impl Org {
         let prefix = self.defs[sobject].key_prefix.clone();
         let n = self.id_counters.entry(prefix.clone()).or_insert(0);
         *n += 1;
-        sfid::generate(&prefix, INSTANCE, 100_000 + *n)
+        ids::generate(&prefix, INSTANCE, 100_000 + *n)
     }
 
     fn next_autonumber(&mut self, field: &str, width: usize) -> String {

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Shared;
-use crate::clock::now_ms;
+use super::clock::now_ms;
 
 /// Most operation ids one batch status request may name.
 pub const MAX_BATCH_IDS: usize = 100;

@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::Shared;
-use crate::clock::now_ms;
+use super::clock::now_ms;
 
 /// Records kept per kind; older ones are dropped.
 pub const MAX_RECORDS: usize = 100_000;

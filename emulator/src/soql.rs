@@ -21,10 +21,10 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
 
+use super::ids::SfId;
 use super::model::FieldType;
 use super::org::{Org, Record, parse_date, parse_datetime};
 use super::schema::FieldValue;
-use crate::sfid::SfId;
 
 /// A parent-to-child relationship a subquery can name in its `FROM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,7 +450,7 @@ fn compare(v: &FieldValue, lit: &Literal, ftype: FieldType) -> Option<Ordering> 
         (FieldValue::Str(a), Literal::Str(b)) => {
             if matches!(ftype, FieldType::Id | FieldType::Reference) {
                 // Ids compare in their 18-character form; 15-character literals match too.
-                let b = crate::sfid::to_18(b).unwrap_or_else(|_| b.clone());
+                let b = super::ids::to_18(b).unwrap_or_else(|_| b.clone());
                 Some(a.cmp(&b))
             } else {
                 Some(a.to_lowercase().cmp(&b.to_lowercase()))
@@ -742,7 +742,7 @@ fn cmp_values(a: &FieldValue, b: &FieldValue) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::org::Actor;
+    use crate::org::Actor;
     use serde_json::json;
 
     #[test]
@@ -865,7 +865,7 @@ mod tests {
         };
         let with_items = order(&mut org);
         let empty = order(&mut org);
-        let product = crate::sfid::generate("01t", "Hs", 1);
+        let product = crate::ids::generate("01t", "Hs", 1);
         let item = |org: &mut Org, qty: f64, price: f64| {
             org.create(
                 "OrderItem",
