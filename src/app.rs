@@ -379,7 +379,7 @@ impl App {
         };
         let mut prepared = self
             .sink
-            .prepare(&entry.channel, std::slice::from_ref(&event), &[])
+            .prepare(&channel, std::slice::from_ref(&event), &[])
             .await
             .map_err(|e| RedriveError::Transient {
                 id,
@@ -393,7 +393,7 @@ impl App {
         prepared.batch.now_ms = now;
         let outcome = self
             .sink
-            .commit_prepared(&entry.channel, prepared)
+            .commit_prepared(&channel, prepared)
             .await
             .map_err(|e| RedriveError::Transient {
                 id,
