@@ -429,20 +429,25 @@ impl Metrics {
         }
     }
 
-    /// The sum of the series of family `name` (as rendered, e.g. `sfcdc_jobs_created_total`)
-    /// that carry every label of `labels`; 0 when there are none. For tests and benchmarks.
+    /// The sum of the series of `name` that carry every label of `labels` (see
+    /// [`sample_sum`]). For tests and benchmarks.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.render()
-            .lines()
-            .filter(|l| !l.starts_with('#') && l.split(['{', ' ']).next() == Some(name))
-            .filter(|l| {
-                labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        sample_sum(&self.render(), name, labels)
     }
+}
+
+/// In a Prometheus text rendering, the sum of the samples named `name` (as rendered, e.g.
+/// `sfcdc_jobs_created_total`) that carry every label of `labels`; 0 when there are none.
+pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Sets each state's gauge in `family` from `counts`; states absent from `counts` read 0.
