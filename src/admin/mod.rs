@@ -316,32 +316,18 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     let now = crate::clock::now_ms();
     let counts = probe(s.store.state_counts()).await;
     let checkpoints = probe(s.store.checkpoints()).await;
-    m.store_up
-        .set(i64::from(counts.is_ok() && checkpoints.is_ok()));
-    if let Ok(counts) = &counts {
-        let jobs: Vec<&str> = JobState::ALL.iter().map(|j| j.as_str()).collect();
-        Metrics::set_states(&m.jobs_in_state, &jobs, &counts.jobs);
-        let deliveries: Vec<&str> = DeliveryState::ALL.iter().map(|d| d.as_str()).collect();
-        Metrics::set_states(&m.deliveries_in_state, &deliveries, &counts.deliveries);
-    }
+    m.observe_store(counts.is_ok() && checkpoints.is_ok(), counts.as_ref().ok());
     if let Some(liveness) = &s.liveness {
         let stored = checkpoints.unwrap_or_default();
         for (health, status) in liveness.channels().iter().zip(liveness.statuses(now)) {
-            let label = Metrics::channel(health.name());
-            m.channel_ready
-                .get_or_create(&label)
-                .set(i64::from(status.ready));
             let moved_at = health.committed_at_ms().or_else(|| {
                 stored
                     .iter()
                     .find(|c| c.channel == health.name())
                     .map(|c| c.updated_at)
             });
-            if let Some(at) = moved_at {
-                m.replay_id_age_seconds
-                    .get_or_create(&label)
-                    .set((now - at).max(0) as f64 / 1000.0);
-            }
+            let age = moved_at.map(|at| (now - at).max(0) as f64 / 1000.0);
+            m.observe_channel(health.name(), status.ready, age);
         }
     }
     (

@@ -35,7 +35,7 @@ use crate::app::{App, AppError, AppHandle, Settings};
 use crate::cache::{OrderSource, RestOrderSource};
 use crate::sfid::SfId;
 use crate::store::{Position, Store};
-use crate::telemetry::metrics::{CacheLabel, Metrics};
+use crate::telemetry::metrics::Metrics;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
 
 /// Orders created for the benchmark.
@@ -200,15 +200,13 @@ struct CacheCounts {
 
 impl CacheCounts {
     fn read(m: &Metrics) -> CacheCounts {
-        let order = CacheLabel {
-            cache: "order".into(),
-        };
+        let order = |name| m.value(name, &[("cache", "order")]) as u64;
         CacheCounts {
-            hits: m.cache_hits.get_or_create(&order).get(),
-            misses: m.cache_misses.get_or_create(&order).get(),
-            loads: m.cache_loads.get_or_create(&order).get(),
-            requested: m.invalidations_requested.get(),
-            applied: m.cache_invalidations.get_or_create(&order).get(),
+            hits: order("sfcdc_cache_hits_total"),
+            misses: order("sfcdc_cache_misses_total"),
+            loads: order("sfcdc_cache_loads_total"),
+            requested: m.value("sfcdc_invalidations_requested_total", &[]) as u64,
+            applied: order("sfcdc_cache_invalidations_total"),
         }
     }
 

@@ -181,14 +181,9 @@ async fn run_worker(
     let started = Instant::now();
     let http = crate::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
     let task = tokio::spawn(worker.run(http, cancel.clone()));
-    let completed = metrics
-        .job_steps
-        .get_or_create(&crate::telemetry::metrics::OutcomeLabel {
-            outcome: "completed".into(),
-        })
-        .clone();
+    let completed = || metrics.value("sfcdc_job_steps_total", &[("outcome", "completed")]);
     let deadline = Instant::now() + Duration::from_secs(600);
-    while completed.get() < jobs as u64 {
+    while completed() < jobs as f64 {
         anyhow::ensure!(Instant::now() < deadline, "the worker stalled");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

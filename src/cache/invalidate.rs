@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CacheKey, OrderCache, OrderSource};
 use crate::rules::Invalidation;
 use crate::sfid::SfId;
+use crate::telemetry::events::{CacheInvalidations, CacheKind};
 use crate::telemetry::metrics::Metrics;
 
 /// Keys pending at once before a flush drops everything instead.
@@ -128,15 +129,8 @@ impl Invalidator {
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
     ) {
-        let applied = |kind: &str| {
-            metrics
-                .cache_invalidations
-                .get_or_create(&crate::telemetry::metrics::CacheLabel {
-                    cache: kind.to_owned(),
-                })
-                .clone()
-        };
-        let (orders, accounts) = (applied("order"), applied("account_orders"));
+        let orders = CacheInvalidations::new(&metrics, CacheKind::Order);
+        let accounts = CacheInvalidations::new(&metrics, CacheKind::AccountOrders);
         loop {
             let next = {
                 let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,7 +164,7 @@ impl Invalidator {
             for key in due {
                 match key {
                     Pending::Order(id) => {
-                        orders.inc();
+                        orders.applied();
                         // The event did not name the account: the cache knows it if it holds
                         // a list with this order in it.
                         if let Some(account) = cache.invalidate(&CacheKey::Order(id)).await
@@ -179,13 +173,13 @@ impl Invalidator {
                             cache
                                 .invalidate(&CacheKey::AccountOrders(account.clone()))
                                 .await;
-                            accounts.inc();
+                            accounts.applied();
                             accounts_done.insert(account);
                         }
                     }
                     Pending::Account(id) => {
                         cache.invalidate(&CacheKey::AccountOrders(id)).await;
-                        accounts.inc();
+                        accounts.applied();
                     }
                 }
             }

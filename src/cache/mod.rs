@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
-use prometheus_client::metrics::counter::Counter;
 use secrecy::SecretString;
 use serde_json::{Map, Value as Json};
 
@@ -40,6 +39,7 @@ use crate::rules::{Facts, OrderFacts, RulesConfig};
 use crate::salesforce::rest::{order_facts, record_id};
 use crate::salesforce::{OrderLookup, RestError, RestLookup, SalesforceRest};
 use crate::sfid::SfId;
+use crate::telemetry::events::{CacheKind, CacheReads};
 use crate::telemetry::metrics::Metrics;
 
 /// The default order fields of the read API.
@@ -265,38 +265,13 @@ impl Loaded for GuardEntry {
     }
 }
 
-/// Pre-resolved counters of one cache (no label lookup on the read path).
-#[derive(Debug, Clone)]
-struct Counters {
-    hits: Counter,
-    misses: Counter,
-    coalesced: Counter,
-    loads: Counter,
-    load_errors: Counter,
-}
-
-impl Counters {
-    fn new(metrics: &Metrics, cache: &str) -> Counters {
-        let label = crate::telemetry::metrics::CacheLabel {
-            cache: cache.to_owned(),
-        };
-        Counters {
-            hits: metrics.cache_hits.get_or_create(&label).clone(),
-            misses: metrics.cache_misses.get_or_create(&label).clone(),
-            coalesced: metrics.cache_coalesced_waits.get_or_create(&label).clone(),
-            loads: metrics.cache_loads.get_or_create(&label).clone(),
-            load_errors: metrics.cache_load_errors.get_or_create(&label).clone(),
-        }
-    }
-}
-
 /// One kind of entry: the entries, when each key was last invalidated, and the counters.
 struct Entries<V> {
     entries: Cache<SfId, Arc<V>>,
     /// A stamp only matters while a load that began before it may still finish, and no entry
     /// outlives the TTL.
     stamps: Cache<SfId, Instant>,
-    counters: Counters,
+    counters: CacheReads,
 }
 
 impl<V: Loaded> Entries<V> {
@@ -305,7 +280,7 @@ impl<V: Loaded> Entries<V> {
         ttl: Duration,
         idle: Option<Duration>,
         metrics: &Metrics,
-        label: &str,
+        kind: CacheKind,
     ) -> Self {
         let mut entries = Cache::builder().max_capacity(capacity).time_to_live(ttl);
         if let Some(idle) = idle {
@@ -317,7 +292,7 @@ impl<V: Loaded> Entries<V> {
                 .max_capacity(capacity.saturating_mul(4))
                 .time_to_live(ttl)
                 .build(),
-            counters: Counters::new(metrics, label),
+            counters: CacheReads::new(metrics, kind),
         }
     }
 
@@ -345,23 +320,23 @@ impl<V: Loaded> Entries<V> {
     ) -> Result<Arc<V>, Arc<LoadError>> {
         let c = &self.counters;
         if let Some(e) = self.fresh(id).await {
-            c.hits.inc();
+            c.hit();
             return Ok(e);
         }
-        c.misses.inc();
+        c.misses(1);
         let ran = AtomicBool::new(false);
         let result = self
             .entries
             .try_get_with_by_ref(id, async {
                 ran.store(true, Ordering::Relaxed);
-                c.loads.inc();
+                c.load();
                 load.await.map(Arc::new)
             })
             .await;
         if !ran.load(Ordering::Relaxed) {
-            c.coalesced.inc();
+            c.coalesced();
         } else if result.is_err() {
-            c.load_errors.inc();
+            c.load_failed();
         }
         result
     }
@@ -407,10 +382,17 @@ impl<S: OrderSource> OrderCache<S> {
         let (capacity, ttl, idle) = (config.max_entries, config.ttl, Some(config.idle));
         OrderCache {
             source,
-            orders: Entries::new(capacity, ttl, idle, metrics, "order"),
-            accounts: Entries::new(capacity, ttl, idle, metrics, "account_orders"),
-            guards: (!config.guard_max_age.is_zero())
-                .then(|| Entries::new(capacity, config.guard_max_age, None, metrics, "guard")),
+            orders: Entries::new(capacity, ttl, idle, metrics, CacheKind::Order),
+            accounts: Entries::new(capacity, ttl, idle, metrics, CacheKind::AccountOrders),
+            guards: (!config.guard_max_age.is_zero()).then(|| {
+                Entries::new(
+                    capacity,
+                    config.guard_max_age,
+                    None,
+                    metrics,
+                    CacheKind::Guard,
+                )
+            }),
             account_of: Cache::builder()
                 .max_capacity(capacity.saturating_mul(4))
                 .time_to_live(ttl)
@@ -552,7 +534,7 @@ impl<S: OrderSource> OrderCache<S> {
             match &self.guards {
                 Some(guards) => match guards.fresh(id).await {
                     Some(e) => {
-                        guards.counters.hits.inc();
+                        guards.counters.hit();
                         facts.insert(id.clone(), e.facts.clone());
                     }
                     None => missing.push(id.clone()),
@@ -565,8 +547,8 @@ impl<S: OrderSource> OrderCache<S> {
         }
         let counters = self.guards.as_ref().map(|g| &g.counters);
         if let Some(c) = counters {
-            c.misses.inc_by(missing.len() as u64);
-            c.loads.inc();
+            c.misses(missing.len() as u64);
+            c.load();
         }
         let loaded_at = Instant::now();
         let loaded_at_ms = crate::clock::now_ms();
@@ -574,7 +556,7 @@ impl<S: OrderSource> OrderCache<S> {
             Ok(r) => r,
             Err(e) => {
                 if let Some(c) = counters {
-                    c.load_errors.inc();
+                    c.load_failed();
                 }
                 return Err(e);
             }

@@ -110,19 +110,16 @@ fn cache(fake: &Arc<Fake>, config: CacheConfig) -> (Arc<OrderCache<Arc<Fake>>>, 
 }
 
 fn count(metrics: &Metrics, name: &str, cache: &str) -> u64 {
-    let label = crate::telemetry::metrics::CacheLabel {
-        cache: cache.to_owned(),
-    };
     let family = match name {
-        "hits" => &metrics.cache_hits,
-        "misses" => &metrics.cache_misses,
-        "coalesced" => &metrics.cache_coalesced_waits,
-        "loads" => &metrics.cache_loads,
-        "load_errors" => &metrics.cache_load_errors,
-        "invalidations" => &metrics.cache_invalidations,
+        "hits" => "sfcdc_cache_hits_total",
+        "misses" => "sfcdc_cache_misses_total",
+        "coalesced" => "sfcdc_cache_coalesced_waits_total",
+        "loads" => "sfcdc_cache_loads_total",
+        "load_errors" => "sfcdc_cache_load_errors_total",
+        "invalidations" => "sfcdc_cache_invalidations_total",
         other => panic!("no counter {other}"),
     };
-    family.get_or_create(&label).get()
+    metrics.value(family, &[("cache", cache)]) as u64
 }
 
 /// Lets every task spawned so far run until it blocks.

@@ -93,15 +93,9 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short, fixed label for metrics.
+    /// A short, fixed label for metrics and the quarantine's `kind`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            DecodeError::Schema(_) => "schema",
-            DecodeError::Payload(_) => "payload",
-            DecodeError::Header(_) => "header",
-            DecodeError::Bitmap(_) => "bitmap",
-            DecodeError::UnknownSchema(_) => "unknown_schema",
-        }
+        crate::telemetry::events::QuarantineKind::from(self).as_str()
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::cache::invalidate::Invalidator;
-use crate::decode::{DecodedEvent, EventBody, FailedEvent};
+use crate::decode::{DecodedEvent, EventBody, FailedEvent, ReplayId};
 use crate::rules::{
     self, Decision, Evaluation, Facts, Invalidation, JobRequest, RulesConfig, SkipReason,
 };
@@ -25,6 +25,10 @@ use crate::source::Start;
 use crate::source::sink::{Batch, Sink, SinkError};
 use crate::store::{
     BatchOutcome, NewJob, NewQuarantine, NewTrigger, Position, Store, StoreBatch, StoreError,
+};
+use crate::telemetry::events::{
+    DuplicateSuppressed, EventQuarantined, GapOverflow, InternalEvent, InvalidationsRequested,
+    JobCreated, QuarantineKind, TriggerSkipped,
 };
 use crate::telemetry::metrics::Metrics;
 use serde_json::json;
@@ -189,28 +193,25 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         }
     }
 
-    fn quarantine(out: &mut Prepared, channel: &str, f: &FailedEvent) {
-        out.batch.quarantine.push(NewQuarantine {
-            channel: channel.to_owned(),
-            replay_id: f.replay_id.as_bytes().to_vec(),
-            schema_id: f.schema_id.clone(),
-            event_id: f.event_id.clone(),
-            payload: f.payload.to_vec(),
-            reason: f.error.to_string(),
-            kind: f.error.kind().to_owned(),
-        });
-    }
-
     /// Evaluates the rules for a batch's events, looking up what they need.
     pub async fn prepare(
         &self,
-        channel: &str,
+        channel: &Arc<str>,
         events: &[DecodedEvent],
         failed: &[FailedEvent],
     ) -> Result<Prepared, SinkError> {
         let mut out = Prepared::default();
+        // Undecodable events were counted and logged as they arrived.
         for f in failed {
-            Self::quarantine(&mut out, channel, f);
+            out.batch.quarantine.push(quarantine_row(
+                channel,
+                &f.replay_id,
+                &f.schema_id,
+                &f.event_id,
+                &f.payload,
+                f.error.to_string(),
+                QuarantineKind::from(&f.error),
+            ));
         }
         let mut pending = Vec::new();
         let mut needed = BTreeSet::new();
@@ -225,20 +226,23 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                 }
                 Ok(Evaluation::NeedReconciliation { since_ms }) => overflows.push((i, since_ms)),
                 Err(error) => {
-                    tracing::warn!(channel, replay_id = %e.replay_id, error = %error, "Event quarantined: the rules cannot handle it");
-                    self.metrics
-                        .events_quarantined
-                        .get_or_create(&Metrics::reason(channel, "rule"))
-                        .inc();
-                    out.batch.quarantine.push(NewQuarantine {
-                        channel: channel.to_owned(),
-                        replay_id: e.replay_id.as_bytes().to_vec(),
-                        schema_id: e.schema_id.to_string(),
-                        event_id: e.event_id.clone(),
-                        payload: e.payload.to_vec(),
-                        reason: format!("rule: {error}"),
-                        kind: "rule".into(),
-                    });
+                    EventQuarantined {
+                        channel,
+                        replay_id: &e.replay_id,
+                        schema_id: &e.schema_id,
+                        kind: QuarantineKind::Rule,
+                        error: &error,
+                    }
+                    .emit(&self.metrics);
+                    out.batch.quarantine.push(quarantine_row(
+                        channel,
+                        &e.replay_id,
+                        &e.schema_id,
+                        &e.event_id,
+                        &e.payload,
+                        format!("rule: {error}"),
+                        QuarantineKind::Rule,
+                    ));
                 }
             }
         }
@@ -277,11 +281,12 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             let EventBody::Change(c) = &e.body else {
                 continue;
             };
-            self.metrics
-                .gap_overflows
-                .get_or_create(&Metrics::channel(channel))
-                .inc();
-            tracing::warn!(channel, replay_id = %e.replay_id, entity = %c.entity, "GAP_OVERFLOW: changes were lost; reconciling recently modified orders");
+            GapOverflow {
+                channel,
+                replay_id: &e.replay_id,
+                entity: &c.entity,
+            }
+            .emit(&self.metrics);
             let orders = self
                 .lookup
                 .modified_since(since_ms)
@@ -293,12 +298,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         Ok(out)
     }
 
-    fn record(&self, channel: &str, prepared: &Prepared, outcome: &BatchOutcome) {
-        let label = Metrics::channel(channel);
-        self.metrics
-            .jobs_created
-            .get_or_create(&label)
-            .inc_by(outcome.created.len() as u64);
+    fn record(&self, channel: &Arc<str>, prepared: &Prepared, outcome: &BatchOutcome) {
         let replayed: std::collections::HashSet<&str> = outcome
             .duplicate_events
             .iter()
@@ -311,11 +311,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             .filter(|t| !replayed.contains(t.key.as_str()))
             .filter_map(|t| t.reason.and_then(SkipReason::from_label));
         for reason in prepared.skips.iter().copied().chain(trigger_skips) {
-            tracing::debug!(channel, reason = reason.label(), "No job");
-            self.metrics
-                .rule_skips
-                .get_or_create(&Metrics::reason(channel, reason.label()))
-                .inc();
+            TriggerSkipped { channel, reason }.emit(&self.metrics);
         }
         for (reason, n) in [
             (SkipReason::DuplicateEvent, outcome.duplicate_events.len()),
@@ -325,16 +321,12 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             ),
         ] {
             if n > 0 {
-                tracing::debug!(
+                DuplicateSuppressed {
                     channel,
-                    reason = reason.label(),
-                    n,
-                    "Duplicate trigger suppressed"
-                );
-                self.metrics
-                    .rule_skips
-                    .get_or_create(&Metrics::reason(channel, reason.label()))
-                    .inc_by(n as u64);
+                    reason,
+                    count: n,
+                }
+                .emit(&self.metrics);
             }
         }
         let jobs: std::collections::HashMap<&str, &NewJob> = prepared
@@ -345,14 +337,14 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             .collect();
         for (id, key) in &outcome.created {
             let job = jobs.get(key.as_str());
-            tracing::info!(
+            JobCreated {
                 channel,
-                replay_id = job.map(|j| hex::encode(&j.replay_id)).unwrap_or_default(),
-                order_id = job.map_or("", |j| j.order_id.as_str()),
-                job_id = id,
-                job_key = %key,
-                "Provisioning job created"
-            );
+                replay_id: job.map_or(&[][..], |j| &j.replay_id),
+                order_id: job.map_or("", |j| j.order_id.as_str()),
+                job_id: *id,
+                job_key: key,
+            }
+            .emit(&self.metrics);
         }
         if !outcome.created.is_empty() {
             self.jobs_created.notify_one();
@@ -360,9 +352,10 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
     }
 
     fn send_invalidations(&self, invalidations: Vec<Invalidation>) {
-        self.metrics
-            .invalidations_requested
-            .inc_by(invalidations.len() as u64);
+        InvalidationsRequested {
+            count: invalidations.len(),
+        }
+        .emit(&self.metrics);
         if let Some(invalidator) = &self.invalidations {
             invalidator.request(&invalidations);
         }
@@ -371,7 +364,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
     /// Commits a prepared batch and reports it.
     pub async fn commit_prepared(
         &self,
-        channel: &str,
+        channel: &Arc<str>,
         prepared: Prepared,
     ) -> Result<BatchOutcome, SinkError> {
         let outcome = self
@@ -420,5 +413,26 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
         }
         merged.batch.now_ms = crate::clock::now_ms();
         self.commit_prepared(&channel, merged).await.map(|_| ())
+    }
+}
+
+/// A quarantine row: the event as received, and why it cannot be processed.
+fn quarantine_row(
+    channel: &str,
+    replay_id: &ReplayId,
+    schema_id: &str,
+    event_id: &str,
+    payload: &[u8],
+    reason: String,
+    kind: QuarantineKind,
+) -> NewQuarantine {
+    NewQuarantine {
+        channel: channel.to_owned(),
+        replay_id: replay_id.as_bytes().to_vec(),
+        schema_id: schema_id.to_owned(),
+        event_id: event_id.to_owned(),
+        payload: payload.to_vec(),
+        reason,
+        kind: kind.as_str().to_owned(),
     }
 }

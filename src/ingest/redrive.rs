@@ -112,7 +112,7 @@ impl<S: Store, L: OrderLookup> Redriver<S, L> {
         };
         let mut prepared = self
             .sink
-            .prepare(&entry.channel, std::slice::from_ref(&event), &[])
+            .prepare(&channel, std::slice::from_ref(&event), &[])
             .await
             .map_err(|e| RedriveError::Transient {
                 id,
@@ -126,7 +126,7 @@ impl<S: Store, L: OrderLookup> Redriver<S, L> {
         prepared.batch.now_ms = now;
         let outcome = self
             .sink
-            .commit_prepared(&entry.channel, prepared)
+            .commit_prepared(&channel, prepared)
             .await
             .map_err(|e| RedriveError::Transient {
                 id,

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
+use crate::telemetry::events::{InternalEvent, LoggedIn};
 use crate::telemetry::metrics::Metrics;
 
 /// How sfcdc logs in (`SF_AUTH`).
@@ -407,10 +408,13 @@ impl Authenticator {
             return Err(AuthError::CannotRefresh);
         }
         let session = Arc::new(self.login().await?);
-        if seen_generation > 0 {
-            self.metrics.auth_refreshes.inc();
+        LoggedIn {
+            method: self.config.method.name(),
+            org_id: &session.org_id,
+            generation: session.generation,
+            refresh: seen_generation > 0,
         }
-        tracing::info!(method = self.config.method.name(), org_id = %session.org_id, generation = session.generation, "Logged in to Salesforce");
+        .emit(&self.metrics);
         *self.current.write().expect("session lock") = Some(session.clone());
         Ok(session)
     }

@@ -43,7 +43,7 @@ pub enum ReplayPreset {
 }
 
 /// What to do when the server rejects the stored replay id (`SFCDC_REPLAY_RECOVERY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReplayRecovery {
     /// Resubscribe from the earliest retained event (replays; downstream keys deduplicate).
     Earliest,

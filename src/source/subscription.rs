@@ -34,6 +34,10 @@ use super::{ReplayPreset, ReplayRecovery, SourceConfig};
 use crate::decode::{DecodeError, DecodedEvent, FailedEvent, ReplayId};
 use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
 use crate::salesforce::auth::{AuthError, Authenticator};
+use crate::telemetry::events::{
+    BatchCommitted, CommitFailed, EventQuarantined, EventsDecoded, EventsReceived, InternalEvent,
+    QuarantineKind, ReconnectReason, Reconnecting, ReplayRecovered, SessionRejected, StreamGauges,
+};
 use crate::telemetry::health::ChannelHealth;
 use crate::telemetry::metrics::Metrics;
 
@@ -133,7 +137,7 @@ enum Action {
     RecoverReplay,
     NotFound,
     Permission,
-    Backoff(&'static str),
+    Backoff(ReconnectReason),
 }
 
 /// The `error-code` trailer without its common prefix.
@@ -157,17 +161,17 @@ fn classify(status: &Status) -> Action {
         "topic.meta.permission"
         | "subscription.topic.cannot.subscribe"
         | "schema.meta.permission" => return Action::Permission,
-        "service.unavailable" => return Action::Backoff("service_unavailable"),
+        "service.unavailable" => return Action::Backoff(ReconnectReason::ServiceUnavailable),
         _ => {}
     }
     match status.code() {
         Code::Unauthenticated => Action::RefreshAuth,
         Code::NotFound => Action::NotFound,
         Code::PermissionDenied => Action::Permission,
-        Code::Unavailable => Action::Backoff("unavailable"),
-        Code::Internal => Action::Backoff("internal"),
-        Code::ResourceExhausted => Action::Backoff("resource_exhausted"),
-        _ => Action::Backoff("other"),
+        Code::Unavailable => Action::Backoff(ReconnectReason::Unavailable),
+        Code::Internal => Action::Backoff(ReconnectReason::Internal),
+        Code::ResourceExhausted => Action::Backoff(ReconnectReason::ResourceExhausted),
+        _ => Action::Backoff(ReconnectReason::Other),
     }
 }
 
@@ -286,20 +290,20 @@ impl<S: Sink> Subscription<S> {
             }
             let reason = match outcome.end {
                 End::Cancelled => return Ok(()),
-                End::Ended => "stream_ended",
-                End::Watchdog => "watchdog",
+                End::Ended => ReconnectReason::StreamEnded,
+                End::Watchdog => ReconnectReason::Watchdog,
                 End::Commit(e) => {
                     let e = ChannelError::from_sink(e)?;
                     tracing::error!(channel = %channel, error = %e, "Commit failed; resuming from the last committed position");
-                    "commit_failed"
+                    ReconnectReason::CommitFailed
                 }
                 End::Status(status) => match classify(&status) {
                     Action::RefreshAuth => {
-                        self.metrics
-                            .reconnects
-                            .get_or_create(&Metrics::reason(&channel, "auth"))
-                            .inc();
-                        tracing::info!(channel = %channel, error = %describe(&status), "Session rejected; logging in again");
+                        SessionRejected {
+                            channel: &channel,
+                            error: &describe(&status),
+                        }
+                        .emit(&self.metrics);
                         match self.auth.refresh(session.generation).await {
                             Ok(_) => continue,
                             Err(e) => {
@@ -312,21 +316,13 @@ impl<S: Sink> Subscription<S> {
                     }
                     Action::RecoverReplay => {
                         let policy = self.config.replay_recovery;
-                        self.metrics
-                            .replay_recoveries
-                            .get_or_create(&Metrics::reason(&channel, policy.name()))
-                            .inc();
-                        self.metrics
-                            .reconnects
-                            .get_or_create(&Metrics::reason(&channel, "replay_rejected"))
-                            .inc();
-                        tracing::warn!(
-                            channel = %channel,
-                            rejected = ?start,
-                            policy = policy.name(),
-                            error = %describe(&status),
-                            "REPLAY ID REJECTED: the stored position is invalid or older than the retention window; applying SFCDC_REPLAY_RECOVERY"
-                        );
+                        ReplayRecovered {
+                            channel: &channel,
+                            rejected: &start,
+                            policy,
+                            error: &describe(&status),
+                        }
+                        .emit(&self.metrics);
                         start = match policy {
                             ReplayRecovery::Earliest => Start::Earliest,
                             ReplayRecovery::Latest => Start::Latest,
@@ -344,12 +340,14 @@ impl<S: Sink> Subscription<S> {
                     }
                 },
             };
-            self.metrics
-                .reconnects
-                .get_or_create(&Metrics::reason(&channel, reason))
-                .inc();
             let d = backoff.next().unwrap_or(self.config.reconnect_max);
-            tracing::info!(channel = %channel, reason, retry_in = ?d, resume = ?start, "Reconnecting to the Pub/Sub API");
+            Reconnecting {
+                channel: &channel,
+                reason,
+                retry_in: d,
+                resume: &start,
+            }
+            .emit(&self.metrics);
             if !Self::pause(&cancel, d).await {
                 return Ok(());
             }
@@ -388,11 +386,7 @@ impl<S: Sink> Subscription<S> {
             .in_current_span(),
         ));
 
-        let inflight = self
-            .metrics
-            .inflight_events
-            .get_or_create(&Metrics::channel(&self.channel))
-            .clone();
+        let gauges = StreamGauges::new(&self.metrics, &self.channel);
         let mut demand = b;
         let mut buffered: i64 = 0;
         let mut committed = 0usize;
@@ -408,7 +402,7 @@ impl<S: Sink> Subscription<S> {
                         buffered -= n as i64;
                         committed += n;
                         *start = Start::After(replay);
-                        inflight.set(buffered);
+                        gauges.inflight(buffered);
                         top_up(&requests, b, &mut demand, buffered);
                     }
                     Err(e) => break End::Commit(e),
@@ -418,7 +412,7 @@ impl<S: Sink> Subscription<S> {
                         last_message = Instant::now();
                         let now_ms = crate::clock::now_ms();
                         self.health.live(now_ms);
-                        self.metrics.last_message_timestamp.get_or_create(&Metrics::channel(&self.channel)).set(now_ms / 1000);
+                        gauges.message_at(now_ms);
                         if response.events.is_empty() {
                             // A keepalive: its latest_replay_id is a position, committed in order
                             // after every batch before it.
@@ -436,7 +430,7 @@ impl<S: Sink> Subscription<S> {
                         let n = response.events.len() as i64;
                         demand = (demand - n).max(0);
                         buffered += n;
-                        inflight.set(buffered);
+                        gauges.inflight(buffered);
                         match self.decode(response).await {
                             Ok(batch) => {
                                 let _ = queue.send(batch);
@@ -471,7 +465,7 @@ impl<S: Sink> Subscription<S> {
             }
         }
         let _ = (&mut committer.0).await;
-        inflight.set(0);
+        gauges.inflight(0);
         Outcome { end, committed }
     }
 
@@ -479,11 +473,11 @@ impl<S: Sink> Subscription<S> {
     /// stream ends and the response is fetched again.
     async fn decode(&self, response: FetchResponse) -> Result<Batch, Status> {
         let channel = &self.channel;
-        let label = Metrics::channel(channel);
-        self.metrics
-            .events_received
-            .get_or_create(&label)
-            .inc_by(response.events.len() as u64);
+        EventsReceived {
+            channel,
+            count: response.events.len(),
+        }
+        .emit(&self.metrics);
         let mut events = Vec::with_capacity(response.events.len());
         let mut failed = Vec::new();
         let mut last = ReplayId(response.latest_replay_id);
@@ -516,11 +510,14 @@ impl<S: Sink> Subscription<S> {
                     body,
                 }),
                 Err(error) => {
-                    tracing::warn!(channel = %channel, replay_id = %replay_id, schema_id = %ev.schema_id, error = %error, "Event quarantined: it cannot be decoded");
-                    self.metrics
-                        .events_quarantined
-                        .get_or_create(&Metrics::reason(channel, error.kind()))
-                        .inc();
+                    EventQuarantined {
+                        channel,
+                        replay_id: &replay_id,
+                        schema_id: &ev.schema_id,
+                        kind: QuarantineKind::from(&error),
+                        error: &error,
+                    }
+                    .emit(&self.metrics);
                     failed.push(FailedEvent {
                         replay_id,
                         schema_id: ev.schema_id,
@@ -531,10 +528,11 @@ impl<S: Sink> Subscription<S> {
                 }
             }
         }
-        self.metrics
-            .events_decoded
-            .get_or_create(&label)
-            .inc_by(events.len() as u64);
+        EventsDecoded {
+            channel,
+            count: events.len(),
+        }
+        .emit(&self.metrics);
         Ok(Batch {
             channel: channel.clone(),
             events,
@@ -582,10 +580,6 @@ async fn commit_loop<S: Sink>(
     mut batches: mpsc::UnboundedReceiver<Batch>,
     done: mpsc::UnboundedSender<Result<(usize, ReplayId), SinkError>>,
 ) {
-    let histogram = metrics
-        .batch_commit_seconds
-        .get_or_create(&Metrics::channel(&channel))
-        .clone();
     let (staged_tx, mut staged_rx) =
         mpsc::channel::<(usize, ReplayId, S::Staged)>(WINDOW_BATCHES as usize);
     let stager = {
@@ -629,7 +623,22 @@ async fn commit_loop<S: Sink>(
         let result = sink
             .commit(group.into_iter().map(|(_, _, s)| s).collect())
             .await;
-        histogram.observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(()) => BatchCommitted {
+                channel: &channel,
+                events: n,
+                elapsed,
+            }
+            .emit(&metrics),
+            Err(error) => CommitFailed {
+                channel: &channel,
+                events: n,
+                elapsed,
+                error,
+            }
+            .emit(&metrics),
+        }
         let failed = result.is_err();
         if done.send(result.map(|()| (n, replay))).is_err() || failed {
             return;
@@ -693,18 +702,18 @@ mod tests {
         );
         assert_eq!(
             classify(&status(Code::Internal, Some("service.unavailable"))),
-            Action::Backoff("service_unavailable")
+            Action::Backoff(ReconnectReason::ServiceUnavailable)
         );
         assert_eq!(
             classify(&status(Code::Unavailable, None)),
-            Action::Backoff("unavailable")
+            Action::Backoff(ReconnectReason::Unavailable)
         );
         assert_eq!(
             classify(&status(
                 Code::InvalidArgument,
                 Some("subscription.fetch.topic.mismatch")
             )),
-            Action::Backoff("other")
+            Action::Backoff(ReconnectReason::Other)
         );
     }
 

@@ -1,131 +1,159 @@
 //! Prometheus metrics, owned by each running service instance (not process-global), so tests
 //! that run several instances in one process see only their own counts.
 //!
-//! Labels are fixed and low-cardinality: a channel name, or a reason from a closed set. Nothing
-//! user-supplied or secret ever becomes a label.
+//! Labels are fixed and low-cardinality: a channel name, or a value of a closed enum. Nothing
+//! user-supplied or secret ever becomes a label. The fields are private to `telemetry`: the
+//! events of [`super::events`] write them, and the admin API's scrape sets its gauges through
+//! the `observe_*` functions.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::AtomicU64;
 
-/// Labels for per-channel metrics.
+use super::events::{
+    CacheKind, DeliveryOutcome, NotifierKind, QuarantineKind, ReconnectReason, StepOutcome,
+};
+use crate::rules::SkipReason;
+use crate::source::ReplayRecovery;
+use crate::store::queue::DeliveryState;
+use crate::store::{JobState, StateCounts};
+
+/// Labels for per-channel metrics. The name is shared, so a lookup allocates nothing.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ChannelLabel {
-    /// The topic name.
-    pub channel: String,
+pub(super) struct ChannelLabel {
+    channel: Arc<str>,
 }
 
-/// Labels for per-channel metrics with a reason.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ChannelReason {
-    /// The topic name.
-    pub channel: String,
-    /// A reason from a closed set.
-    pub reason: String,
+impl ChannelLabel {
+    pub(super) fn new(channel: &Arc<str>) -> ChannelLabel {
+        ChannelLabel {
+            channel: channel.clone(),
+        }
+    }
+}
+
+/// Labels for per-channel metrics with a reason from the closed set `R`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub(super) struct ChannelReason<R> {
+    channel: Arc<str>,
+    reason: R,
+}
+
+impl<R> ChannelReason<R> {
+    pub(super) fn new(channel: &Arc<str>, reason: R) -> ChannelReason<R> {
+        ChannelReason {
+            channel: channel.clone(),
+            reason,
+        }
+    }
+}
+
+impl<R: EncodeLabelValue + Copy> EncodeLabelSet for ChannelReason<R> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("channel", &*self.channel).encode(encoder.encode_label())?;
+        ("reason", self.reason).encode(encoder.encode_label())
+    }
 }
 
 /// Labels for job outcomes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    /// An outcome from a closed set.
-    pub outcome: String,
+pub(super) struct OutcomeLabel {
+    pub(super) outcome: StepOutcome,
 }
 
 /// Labels for delivery outcomes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct NotifierOutcome {
-    /// `webhook` or `github`.
-    pub notifier: String,
-    /// `delivered`, `retry` or `dead`.
-    pub outcome: String,
+pub(super) struct NotifierOutcome {
+    pub(super) notifier: NotifierKind,
+    pub(super) outcome: DeliveryOutcome,
 }
 
 /// Labels for a count of rows in one state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabel {
-    /// A job or delivery state.
-    pub state: String,
+struct StateLabel {
+    state: &'static str,
 }
 
 /// Labels for cache metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CacheLabel {
-    /// `order` or `account_orders`.
-    pub cache: String,
+pub(super) struct CacheLabel {
+    pub(super) cache: CacheKind,
 }
 
 /// Every metric sfcdc exports.
 pub struct Metrics {
     registry: std::sync::Mutex<Registry>,
     /// Events received, per channel.
-    pub events_received: Family<ChannelLabel, Counter>,
+    pub(super) events_received: Family<ChannelLabel, Counter>,
     /// Events decoded, per channel.
-    pub events_decoded: Family<ChannelLabel, Counter>,
+    pub(super) events_decoded: Family<ChannelLabel, Counter>,
     /// Events quarantined, per channel and reason.
-    pub events_quarantined: Family<ChannelReason, Counter>,
+    pub(super) events_quarantined: Family<ChannelReason<QuarantineKind>, Counter>,
     /// Stream reconnects, per channel and reason.
-    pub reconnects: Family<ChannelReason, Counter>,
+    pub(super) reconnects: Family<ChannelReason<ReconnectReason>, Counter>,
     /// Replay-id recoveries applied, per channel and policy.
-    pub replay_recoveries: Family<ChannelReason, Counter>,
+    pub(super) replay_recoveries: Family<ChannelReason<ReplayRecovery>, Counter>,
     /// Logins after the first one.
-    pub auth_refreshes: Counter,
+    pub(super) auth_refreshes: Counter,
     /// Events received but not yet committed, per channel.
-    pub inflight_events: Family<ChannelLabel, Gauge>,
+    pub(super) inflight_events: Family<ChannelLabel, Gauge>,
     /// Seconds a batch commit took, per channel.
-    pub batch_commit_seconds: Family<ChannelLabel, Histogram>,
+    pub(super) batch_commit_seconds: Family<ChannelLabel, Histogram>,
     /// Unix time of the last live message (event or keepalive), per channel.
-    pub last_message_timestamp: Family<ChannelLabel, Gauge>,
+    pub(super) last_message_timestamp: Family<ChannelLabel, Gauge>,
     /// Provisioning jobs created, per channel.
-    pub jobs_created: Family<ChannelLabel, Counter>,
+    pub(super) jobs_created: Family<ChannelLabel, Counter>,
     /// Events (or records of them) that created no job, per channel and reason.
-    pub rule_skips: Family<ChannelReason, Counter>,
+    pub(super) rule_skips: Family<ChannelReason<SkipReason>, Counter>,
     /// `GAP_OVERFLOW` events received, per channel.
-    pub gap_overflows: Family<ChannelLabel, Counter>,
+    pub(super) gap_overflows: Family<ChannelLabel, Counter>,
     /// Cache invalidations the rules asked for (before coalescing).
-    pub invalidations_requested: Counter,
+    pub(super) invalidations_requested: Counter,
     /// Job steps ended, by outcome (`completed`, `cancelled`, `dead`, `retry`, `poll`).
-    pub job_steps: Family<OutcomeLabel, Counter>,
+    pub(super) job_steps: Family<OutcomeLabel, Counter>,
     /// Seconds from a job's creation to its completion.
-    pub job_latency_seconds: Histogram,
+    pub(super) job_latency_seconds: Histogram,
     /// Job steps whose lease was lost to another worker (or an operator's cancel).
-    pub job_leases_lost: Counter,
+    pub(super) job_leases_lost: Counter,
     /// Delivery attempts, by notifier and outcome.
-    pub deliveries: Family<NotifierOutcome, Counter>,
+    pub(super) deliveries: Family<NotifierOutcome, Counter>,
     /// Reads answered from the cache.
-    pub cache_hits: Family<CacheLabel, Counter>,
+    pub(super) cache_hits: Family<CacheLabel, Counter>,
     /// Reads that found no usable entry.
-    pub cache_misses: Family<CacheLabel, Counter>,
+    pub(super) cache_misses: Family<CacheLabel, Counter>,
     /// Misses that waited for another caller's load instead of loading.
-    pub cache_coalesced_waits: Family<CacheLabel, Counter>,
+    pub(super) cache_coalesced_waits: Family<CacheLabel, Counter>,
     /// Loads from Salesforce.
-    pub cache_loads: Family<CacheLabel, Counter>,
+    pub(super) cache_loads: Family<CacheLabel, Counter>,
     /// Loads that failed.
-    pub cache_load_errors: Family<CacheLabel, Counter>,
+    pub(super) cache_load_errors: Family<CacheLabel, Counter>,
     /// Invalidations applied (after coalescing).
-    pub cache_invalidations: Family<CacheLabel, Counter>,
+    pub(super) cache_invalidations: Family<CacheLabel, Counter>,
     /// Job steps that scheduled a retry.
-    pub job_retries: Counter,
+    pub(super) job_retries: Counter,
     /// Jobs dead-lettered.
-    pub job_dead_letters: Counter,
+    pub(super) job_dead_letters: Counter,
     /// Jobs by state, read from the store at scrape time.
-    pub jobs_in_state: Family<StateLabel, Gauge>,
+    jobs_in_state: Family<StateLabel, Gauge>,
     /// Deliveries by state, read from the store at scrape time.
-    pub deliveries_in_state: Family<StateLabel, Gauge>,
+    deliveries_in_state: Family<StateLabel, Gauge>,
     /// Seconds since a channel's position last moved (an event batch or a keepalive's position
     /// committed), at scrape time.
-    pub replay_id_age_seconds: Family<ChannelLabel, Gauge<f64, AtomicU64>>,
+    replay_id_age_seconds: Family<ChannelLabel, Gauge<f64, AtomicU64>>,
     /// 1 when a channel had a live stream within `SFCDC_STREAM_TIMEOUT`, at scrape time.
-    pub channel_ready: Family<ChannelLabel, Gauge>,
+    channel_ready: Family<ChannelLabel, Gauge>,
     /// 1 when the store answered the scrape's queries.
-    pub store_up: Gauge,
+    store_up: Gauge,
     /// Resident memory of the process, in bytes.
-    pub resident_memory_bytes: Gauge,
+    resident_memory_bytes: Gauge,
     /// Peak resident memory of the process, in bytes.
-    pub peak_resident_memory_bytes: Gauge,
+    peak_resident_memory_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -356,34 +384,10 @@ impl Metrics {
         out
     }
 
-    /// Counts a job step's outcome.
-    pub fn job_step(&self, outcome: &str) {
-        if outcome == "retry" {
-            self.job_retries.inc();
-        } else if outcome == "dead" {
-            self.job_dead_letters.inc();
-        }
-        self.job_steps
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.to_owned(),
-            })
-            .inc();
-    }
-
-    /// Counts a delivery attempt.
-    pub fn delivery(&self, notifier: &str, outcome: &str) {
-        self.deliveries
-            .get_or_create(&NotifierOutcome {
-                notifier: notifier.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
-    }
-
     /// Creates a channel's series at zero, so that they are exported (and rates can be taken)
     /// before its first event.
     pub fn declare_channel(&self, channel: &str) {
-        let label = Metrics::channel(channel);
+        let label = ChannelLabel::new(&Arc::from(channel));
         let _ = self.events_received.get_or_create(&label);
         let _ = self.events_decoded.get_or_create(&label);
         let _ = self.inflight_events.get_or_create(&label);
@@ -392,22 +396,32 @@ impl Metrics {
         let _ = self.channel_ready.get_or_create(&label);
     }
 
-    /// Sets each state's gauge in `family` from `counts`; states absent from `counts` read 0.
-    pub fn set_states(family: &Family<StateLabel, Gauge>, all: &[&str], counts: &[(String, i64)]) {
-        for state in all {
-            let n = counts
-                .iter()
-                .find(|(s, _)| s == state)
-                .map_or(0, |(_, n)| *n);
-            family
-                .get_or_create(&StateLabel {
-                    state: (*state).to_owned(),
-                })
-                .set(n);
+    /// At scrape time: whether the store answered, and its rows by state (every state is set;
+    /// one absent from the counts reads 0).
+    pub fn observe_store(&self, up: bool, counts: Option<&StateCounts>) {
+        self.store_up.set(i64::from(up));
+        if let Some(counts) = counts {
+            let jobs = JobState::ALL.map(JobState::as_str);
+            set_states(&self.jobs_in_state, &jobs, &counts.jobs);
+            let deliveries = DeliveryState::ALL.map(DeliveryState::as_str);
+            set_states(&self.deliveries_in_state, &deliveries, &counts.deliveries);
         }
     }
 
-    /// Reads the process's resident and peak memory (Linux; elsewhere the gauges stay 0).
+    /// At scrape time: whether a channel is ready, and the age of its position in seconds when
+    /// known.
+    pub fn observe_channel(&self, channel: &str, ready: bool, position_age: Option<f64>) {
+        let label = ChannelLabel::new(&Arc::from(channel));
+        self.channel_ready
+            .get_or_create(&label)
+            .set(i64::from(ready));
+        if let Some(age) = position_age {
+            self.replay_id_age_seconds.get_or_create(&label).set(age);
+        }
+    }
+
+    /// At scrape time: the process's resident and peak memory (Linux; elsewhere the gauges
+    /// stay 0).
     pub fn observe_memory(&self) {
         if let Some((rss, peak)) = process_memory() {
             self.resident_memory_bytes.set(rss as i64);
@@ -415,19 +429,35 @@ impl Metrics {
         }
     }
 
-    /// Label helper.
-    pub fn channel(channel: &str) -> ChannelLabel {
-        ChannelLabel {
-            channel: channel.to_owned(),
-        }
+    /// The sum of the series of `name` that carry every label of `labels` (see
+    /// [`sample_sum`]). For tests and benchmarks.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        sample_sum(&self.render(), name, labels)
     }
+}
 
-    /// Label helper.
-    pub fn reason(channel: &str, reason: &str) -> ChannelReason {
-        ChannelReason {
-            channel: channel.to_owned(),
-            reason: reason.to_owned(),
-        }
+/// In a Prometheus text rendering, the sum of the samples named `name` (as rendered, e.g.
+/// `sfcdc_jobs_created_total`) that carry every label of `labels`; 0 when there are none.
+pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sets each state's gauge in `family` from `counts`; states absent from `counts` read 0.
+fn set_states(family: &Family<StateLabel, Gauge>, all: &[&'static str], counts: &[(String, i64)]) {
+    for &state in all {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n);
+        family.get_or_create(&StateLabel { state }).set(n);
     }
 }
 

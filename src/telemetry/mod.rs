@@ -9,6 +9,10 @@
 //! subscription), replay id and order id; a job step's lines carry the `job` span (job id, order
 //! id, and the channel and replay id of the event that created the job). In JSON the span fields
 //! appear under `span` and `spans`.
+//!
+//! **Events.** An operational event that is both logged and counted is one struct of [`events`],
+//! whose `emit` writes its line and its metric together; [`metrics`] holds the registry, whose
+//! fields nothing outside this module touches.
 
 use std::io::IsTerminal;
 
@@ -83,5 +87,6 @@ pub fn init(settings: &LogSettings, default_filter: &str) {
     };
 }
 
+pub mod events;
 pub mod health;
 pub mod metrics;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::notify::Notifier;
 use super::transition::{self, ErrorKind, RetryPolicy, Transition};
 use crate::store::queue::{DeliveryEnd, DeliveryRow, DeliveryUpdate, Queue, append_error};
+use crate::telemetry::events::{DeliveryAttempted, DeliveryResult, InternalEvent};
 use crate::telemetry::metrics::Metrics;
 
 /// Deliveries claimed at once.
@@ -95,32 +96,41 @@ impl<Q: Queue> Deliverer<Q> {
                 message: format!("notifier '{}' is not configured", row.notifier),
             }),
         };
-        let (end, errors, outcome) = match sent {
+        let attempted = |result| DeliveryAttempted {
+            delivery_id: row.id,
+            job_id: row.job_id,
+            notifier: &row.notifier,
+            result,
+        };
+        let (end, errors) = match sent {
             Ok(()) => {
-                tracing::info!(delivery_id = row.id, job_id = row.job_id, notifier = %row.notifier, "Notification delivered");
-                (DeliveryEnd::Delivered, row.errors.clone(), "delivered")
+                attempted(DeliveryResult::Delivered).emit(&self.metrics);
+                (DeliveryEnd::Delivered, row.errors.clone())
             }
             Err(e) => {
                 let errors = append_error(&row.errors, row.attempt, now, &e.message);
                 let kind = ErrorKind::of(e.transient);
                 match transition::next(&self.retry, row.attempt, kind, rand::random()) {
                     Transition::Retry { delay } => {
-                        tracing::warn!(delivery_id = row.id, notifier = %row.notifier, error = %e, retry_in = ?delay, "Notification failed; retrying");
+                        attempted(DeliveryResult::Retry {
+                            error: &e,
+                            retry_in: delay,
+                        })
+                        .emit(&self.metrics);
                         let run_at = now + delay.as_millis() as i64;
                         let end = DeliveryEnd::Retry {
                             run_at,
                             error: e.message,
                         };
-                        (end, errors, "retry")
+                        (end, errors)
                     }
                     Transition::Dead => {
-                        tracing::error!(delivery_id = row.id, notifier = %row.notifier, error = %e, "Notification dead-lettered");
-                        (DeliveryEnd::Dead { error: e.message }, errors, "dead")
+                        attempted(DeliveryResult::Dead { error: &e }).emit(&self.metrics);
+                        (DeliveryEnd::Dead { error: e.message }, errors)
                     }
                 }
             }
         };
-        self.metrics.delivery(&row.notifier, outcome);
         DeliveryUpdate {
             id: row.id,
             owner: owner.to_owned(),

@@ -16,6 +16,7 @@ use crate::rules::{OrderFacts, TriggerKind, recheck};
 use crate::sfid::SfId;
 use crate::store::JobRow;
 use crate::store::queue::{JobChange, JobEnd, JobUpdate, NewDelivery, PollUpdate, Queue};
+use crate::telemetry::events::{InternalEvent, JobLeaseLost, JobStepEnded, StepEnd};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -296,7 +297,7 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
     async fn conclude(&self, job: &JobRow, owner: &str, flow: Flow) {
         let now = crate::clock::now_ms();
         let mut flow = flow;
-        let (change, label) = loop {
+        let (change, end) = loop {
             break match flow {
                 Flow::Completed(op) => {
                     flow = self.write_back_completion(job, op).await;
@@ -318,25 +319,27 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
                         run_at: now + delay.as_millis() as i64,
                         error,
                     };
-                    (JobChange::Poll(update), "poll")
+                    (JobChange::Poll(update), StepEnd::Poll { poll_in: delay })
                 }
                 Flow::Cancel(reason) => {
-                    tracing::info!(job_id = job.id, order_id = %job.order_id, %reason, "Job cancelled: the order no longer qualifies");
                     let change = JobChange::End {
                         errors: job.errors_with(&reason, now),
-                        end: JobEnd::Cancelled { reason },
+                        end: JobEnd::Cancelled {
+                            reason: reason.clone(),
+                        },
                         deliveries: vec![],
                     };
-                    (change, "cancelled")
+                    (change, StepEnd::Cancelled { reason })
                 }
                 Flow::WrittenBack {
                     result,
                     external_id,
                 } => {
-                    tracing::info!(job_id = job.id, order_id = %job.order_id, external_id = ?external_id, "Job completed");
                     let s = summary(job, JobEvent::Completed, external_id.as_deref(), None, now);
-                    let latency = (now - job.created_at).max(0) as f64 / 1000.0;
-                    self.metrics.job_latency_seconds.observe(latency);
+                    let ended = StepEnd::Completed {
+                        external_id: external_id.clone(),
+                        latency_seconds: (now - job.created_at).max(0) as f64 / 1000.0,
+                    };
                     let change = JobChange::End {
                         end: JobEnd::Completed {
                             result: result.to_string(),
@@ -345,7 +348,7 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
                         errors: job.errors.clone(),
                         deliveries: self.deliveries_for(&s, JobEvent::Completed),
                     };
-                    (change, "completed")
+                    (change, ended)
                 }
                 Flow::Fail {
                     error,
@@ -355,29 +358,38 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
                     let kind = ErrorKind::of(transient);
                     match transition::next(&self.config.retry, job.attempt, kind, rand::random()) {
                         Transition::Retry { delay } => {
-                            tracing::warn!(job_id = job.id, attempt = job.attempt, %error, retry_in = ?delay, "Job step failed; retrying");
                             let change = JobChange::End {
                                 errors: job.errors_with(&error, now),
                                 end: JobEnd::Retry {
                                     run_at: now + delay.as_millis() as i64,
-                                    error,
+                                    error: error.clone(),
                                     new_operation,
                                 },
                                 deliveries: vec![],
                             };
-                            (change, "retry")
+                            let ended = StepEnd::Retry {
+                                attempt: job.attempt,
+                                error,
+                                retry_in: delay,
+                            };
+                            (change, ended)
                         }
                         Transition::Dead => {
                             // The recorded error notes a failed write-back.
                             let error = self.write_back_failure(job, error).await;
-                            tracing::error!(job_id = job.id, order_id = %job.order_id, attempt = job.attempt, %error, "Job dead-lettered");
                             let s = summary(job, JobEvent::Dead, None, Some(&error), now);
                             let change = JobChange::End {
                                 errors: job.errors_with(&error, now),
                                 deliveries: self.deliveries_for(&s, JobEvent::Dead),
-                                end: JobEnd::Dead { error },
+                                end: JobEnd::Dead {
+                                    error: error.clone(),
+                                },
                             };
-                            (change, "dead")
+                            let ended = StepEnd::Dead {
+                                attempt: job.attempt,
+                                error,
+                            };
+                            (change, ended)
                         }
                     }
                 }
@@ -395,7 +407,13 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
             .await
         {
             Ok(true) => {
-                self.metrics.job_step(label);
+                // Logged once recorded: a step whose write failed or lost its lease runs again.
+                JobStepEnded {
+                    job_id: job.id,
+                    order_id: &job.order_id,
+                    end,
+                }
+                .emit(&self.metrics);
                 if notifies {
                     self.deliveries.notify_one();
                 }
@@ -495,11 +513,7 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
     }
 
     fn lease_lost(&self, job: &JobRow) {
-        self.metrics.job_leases_lost.inc();
-        tracing::warn!(
-            job_id = job.id,
-            "Lost the job's lease (another worker or an operator has it); dropping this step"
-        );
+        JobLeaseLost { job_id: job.id }.emit(&self.metrics);
     }
 }
 

@@ -443,19 +443,8 @@ impl Subscriber {
     }
 }
 
-/// Finds `name{labels…} value` in a Prometheus text rendering.
-pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+/// Finds `name{labels…} value` in a Prometheus text rendering (the sum over matching series).
+pub use sfcdc::telemetry::metrics::sample_sum as metric_value;
 
 impl Org {
     /// The configuration a subscriber needs to reach this emulator, plus `extra`.
