@@ -199,15 +199,15 @@ pub struct TailArgs {
 
 impl TailArgs {
     /// The start position `--from` names.
-    pub fn start(&self) -> Result<crate::source::Start, String> {
-        use crate::source::Start;
+    pub fn start(&self) -> Result<crate::decode::Position, String> {
+        use crate::decode::Position;
         match self.from.as_str() {
-            "earliest" => Ok(Start::Earliest),
-            "latest" => Ok(Start::Latest),
+            "earliest" => Ok(Position::Earliest),
+            "latest" => Ok(Position::Latest),
             hex => crate::decode::ReplayId::from_hex(hex)
                 .ok()
                 .filter(|r| !r.is_empty())
-                .map(Start::After)
+                .map(Position::After)
                 .ok_or_else(|| {
                     format!("--from: '{hex}' is not earliest, latest or a replay id in hex")
                 }),
@@ -501,7 +501,8 @@ pub async fn run_service(shutdown: impl std::future::Future<Output = ()>) -> any
 
 /// Runs an admin command.
 pub async fn run_checkpoints(cmd: CheckpointsCommand) -> anyhow::Result<()> {
-    use crate::store::{Position, Store};
+    use crate::decode::Position;
+    use crate::store::Store;
     let store = open_store().await?;
     match cmd {
         CheckpointsCommand::List { format } => {

@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppHandle, Settings};
 use crate::config::Env;
-use crate::store::{Position, Store};
+use crate::decode::Position;
+use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
 

@@ -12,18 +12,19 @@ use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Env;
+use crate::decode::Position;
 use crate::decode::avro::{Record, Value};
 use crate::decode::{DecodedEvent, EventBody};
 use crate::salesforce::auth::{AuthConfig, Authenticator};
 use crate::source::sink::{Batch, Sink, SinkError};
-use crate::source::{Source, SourceConfig, Start};
+use crate::source::{Source, SourceConfig};
 use crate::telemetry::metrics::Metrics;
 
 /// Subscribes to `channel` from `start` and prints events until `count` of them, `shutdown`, or a
 /// permanent failure.
 pub async fn run(
     channel: &str,
-    start: Start,
+    start: Position,
     count: Option<usize>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -149,7 +150,7 @@ impl<W: Write + Send + 'static> Sink for JsonLinesSink<W> {
         Ok(batch)
     }
 
-    async fn checkpoint(&self, _channel: &str) -> Result<Option<Start>, SinkError> {
+    async fn checkpoint(&self, _channel: &str) -> Result<Option<Position>, SinkError> {
         // tail starts where --from says, never from a stored position.
         Ok(None)
     }

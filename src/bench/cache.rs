@@ -33,8 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError, AppHandle, Settings};
 use crate::cache::{OrderSource, RestOrderSource};
+use crate::decode::Position;
 use crate::sfid::SfId;
-use crate::store::{Position, Store};
+use crate::store::Store;
 use crate::telemetry::metrics::Metrics;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
 

@@ -28,13 +28,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Env;
+use crate::decode::Position;
 use crate::ingest::IngestSink;
 use crate::rules::RulesConfig;
 use crate::salesforce::auth::{AuthConfig, Authenticator};
 use crate::salesforce::{RestLookup, SalesforceRest};
 use crate::source::sink::{Batch, Sink, SinkError};
-use crate::source::{Source, SourceConfig, Start};
-use crate::store::{AnyStore, Position, Store};
+use crate::source::{Source, SourceConfig};
+use crate::store::{AnyStore, Store};
 use crate::telemetry::metrics::Metrics;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
 
@@ -132,7 +133,7 @@ struct Timed<S> {
 impl<S: Sink> Sink for Timed<S> {
     type Staged = S::Staged;
 
-    async fn checkpoint(&self, channel: &str) -> Result<Option<Start>, SinkError> {
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, SinkError> {
         self.inner.checkpoint(channel).await
     }
 

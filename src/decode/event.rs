@@ -60,6 +60,19 @@ impl fmt::Debug for ReplayId {
     }
 }
 
+/// Where a channel's stream starts: strictly after a replay id, or at one of the two presets.
+/// The one position type of the subscriber, its sink and the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "replay_id", rename_all = "snake_case")]
+pub enum Position {
+    /// Strictly after this replay id.
+    After(ReplayId),
+    /// From the earliest retained event (the preset, or `checkpoints reset --to earliest`).
+    Earliest,
+    /// From new events only (the preset, or `checkpoints reset --to latest`).
+    Latest,
+}
+
 impl fmt::Display for ReplayId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

@@ -14,7 +14,7 @@ pub mod schema;
 
 pub use event::{
     ChangeEvent, CompiledSchema, DecodeError, DecodedEvent, EventBody, FailedEvent, PlatformEvent,
-    ReplayId,
+    Position, ReplayId,
 };
 
 use serde::{Deserialize, Serialize};

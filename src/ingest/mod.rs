@@ -16,15 +16,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::cache::invalidate::Invalidator;
+use crate::decode::Position;
 use crate::decode::{DecodedEvent, EventBody, FailedEvent, ReplayId};
 use crate::rules::{
     self, Decision, Evaluation, Facts, Invalidation, JobRequest, RulesConfig, SkipReason,
 };
 use crate::salesforce::OrderLookup;
-use crate::source::Start;
 use crate::source::sink::{Batch, Sink, SinkError};
 use crate::store::{
-    BatchOutcome, NewJob, NewQuarantine, NewTrigger, Position, Store, StoreBatch, StoreError,
+    BatchOutcome, NewJob, NewQuarantine, NewTrigger, Store, StoreBatch, StoreError,
 };
 use crate::telemetry::events::{
     DuplicateSuppressed, EventQuarantined, GapOverflow, InternalEvent, InvalidationsRequested,
@@ -381,17 +381,11 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
 impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
     type Staged = (Arc<str>, Prepared);
 
-    async fn checkpoint(&self, channel: &str) -> Result<Option<Start>, SinkError> {
-        let p = self
-            .store
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, SinkError> {
+        self.store
             .checkpoint(channel)
             .await
-            .map_err(|e| store_failure("reading the stored position", e))?;
-        Ok(p.map(|p| match p {
-            Position::After(r) => Start::After(r),
-            Position::Earliest => Start::Earliest,
-            Position::Latest => Start::Latest,
-        }))
+            .map_err(|e| store_failure("reading the stored position", e))
     }
 
     async fn stage(&self, batch: Batch) -> Result<(Arc<str>, Prepared), SinkError> {

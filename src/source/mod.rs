@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use self::connect::Client;
 use self::schemas::SchemaRegistry;
 use self::sink::Sink;
-pub use self::subscription::Start;
 use crate::config::{ConfigError, Env};
+use crate::decode::Position;
 use crate::salesforce::auth::Authenticator;
 use crate::telemetry::health::Liveness;
 use crate::telemetry::metrics::Metrics;
@@ -238,7 +238,11 @@ impl<S: Sink> Source<S> {
         &self.liveness
     }
 
-    fn channel_task(&self, channel: &str, start: Option<Start>) -> subscription::Subscription<S> {
+    fn channel_task(
+        &self,
+        channel: &str,
+        start: Option<Position>,
+    ) -> subscription::Subscription<S> {
         subscription::Subscription {
             health: self.liveness.channel(channel),
             channel: Arc::from(channel),
@@ -257,7 +261,7 @@ impl<S: Sink> Source<S> {
     pub async fn run_channel(
         &self,
         channel: &str,
-        start: Option<Start>,
+        start: Option<Position>,
         cancel: CancellationToken,
     ) -> Result<(), SourceError> {
         self.channel_task(channel, start)

@@ -13,8 +13,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::decode::Position;
 use crate::decode::{DecodedEvent, FailedEvent, ReplayId};
-use crate::source::Start;
 
 /// What one FetchResponse delivered.
 #[derive(Debug, Clone)]
@@ -119,7 +119,7 @@ pub trait Sink: Send + Sync + 'static {
     fn checkpoint(
         &self,
         channel: &str,
-    ) -> impl Future<Output = Result<Option<Start>, SinkError>> + Send;
+    ) -> impl Future<Output = Result<Option<Position>, SinkError>> + Send;
 
     /// Prepares a batch for its commit.
     fn stage(&self, batch: Batch) -> impl Future<Output = Result<Self::Staged, SinkError>> + Send;
@@ -139,7 +139,7 @@ impl<S: Sink> Sink for Arc<S> {
     fn checkpoint(
         &self,
         channel: &str,
-    ) -> impl Future<Output = Result<Option<Start>, SinkError>> + Send {
+    ) -> impl Future<Output = Result<Option<Position>, SinkError>> + Send {
         (**self).checkpoint(channel)
     }
 

@@ -31,7 +31,7 @@ use super::connect::Client;
 use super::schemas::SchemaRegistry;
 use super::sink::{Batch, Sink, SinkError, SinkErrorKind};
 use super::{ReplayPreset, ReplayRecovery, SourceConfig};
-use crate::decode::{DecodeError, DecodedEvent, FailedEvent, ReplayId};
+use crate::decode::{DecodeError, DecodedEvent, FailedEvent, Position, ReplayId};
 use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
 use crate::salesforce::auth::{AuthError, Authenticator};
 use crate::telemetry::events::{
@@ -53,31 +53,19 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// The `error-code` prefix of every Pub/Sub API error.
 const ERROR_PREFIX: &str = "sfdc.platform.eventbus.grpc.";
 
-/// Where the next stream starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Start {
-    /// Strictly after this replay id (CUSTOM).
-    After(ReplayId),
-    /// The earliest retained event.
-    Earliest,
-    /// New events only.
-    Latest,
-}
-
-impl Start {
-    fn request(&self, topic: &str, n: i32) -> FetchRequest {
-        let (preset, replay_id) = match self {
-            Start::After(id) => (WirePreset::Custom, id.0.clone()),
-            Start::Earliest => (WirePreset::Earliest, bytes::Bytes::new()),
-            Start::Latest => (WirePreset::Latest, bytes::Bytes::new()),
-        };
-        FetchRequest {
-            topic_name: topic.to_owned(),
-            replay_preset: preset as i32,
-            replay_id,
-            num_requested: n,
-            auth_refresh: String::new(),
-        }
+/// The first request of a stream that starts at `position`.
+fn first_request(position: &Position, topic: &str, n: i32) -> FetchRequest {
+    let (preset, replay_id) = match position {
+        Position::After(id) => (WirePreset::Custom, id.0.clone()),
+        Position::Earliest => (WirePreset::Earliest, bytes::Bytes::new()),
+        Position::Latest => (WirePreset::Latest, bytes::Bytes::new()),
+    };
+    FetchRequest {
+        topic_name: topic.to_owned(),
+        replay_preset: preset as i32,
+        replay_id,
+        num_requested: n,
+        auth_refresh: String::new(),
     }
 }
 
@@ -192,7 +180,7 @@ pub struct Subscription<S: Sink> {
     pub(super) sink: Arc<S>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) health: Arc<ChannelHealth>,
-    pub(super) start_override: Option<Start>,
+    pub(super) start_override: Option<Position>,
 }
 
 struct Outcome {
@@ -211,10 +199,10 @@ impl<S: Sink> Subscription<S> {
             .build()
     }
 
-    fn preset(&self) -> Start {
+    fn preset(&self) -> Position {
         match self.config.replay_preset {
-            ReplayPreset::Latest => Start::Latest,
-            ReplayPreset::Earliest => Start::Earliest,
+            ReplayPreset::Latest => Position::Latest,
+            ReplayPreset::Earliest => Position::Earliest,
         }
     }
 
@@ -324,8 +312,8 @@ impl<S: Sink> Subscription<S> {
                         }
                         .emit(&self.metrics);
                         start = match policy {
-                            ReplayRecovery::Earliest => Start::Earliest,
-                            ReplayRecovery::Latest => Start::Latest,
+                            ReplayRecovery::Earliest => Position::Earliest,
+                            ReplayRecovery::Latest => Position::Latest,
                             ReplayRecovery::Fail => {
                                 return Err(ChannelError::ReplayRejected(describe(&status)));
                             }
@@ -355,10 +343,10 @@ impl<S: Sink> Subscription<S> {
     }
 
     /// Runs one Subscribe stream; `start` is advanced as batches commit.
-    async fn stream(&self, start: &mut Start, cancel: &CancellationToken) -> Outcome {
+    async fn stream(&self, start: &mut Position, cancel: &CancellationToken) -> Outcome {
         let b = self.config.batch_size as i64;
         let (requests, outbound) = mpsc::channel::<FetchRequest>(8);
-        let _ = requests.try_send(start.request(&self.channel, b as i32));
+        let _ = requests.try_send(first_request(start, &self.channel, b as i32));
         let mut client = self.client.clone();
         let mut inbound = match client.subscribe(ReceiverStream::new(outbound)).await {
             Ok(r) => {
@@ -401,7 +389,7 @@ impl<S: Sink> Subscription<S> {
                         self.health.committed(crate::clock::now_ms());
                         buffered -= n as i64;
                         committed += n;
-                        *start = Start::After(replay);
+                        *start = Position::After(replay);
                         gauges.inflight(buffered);
                         top_up(&requests, b, &mut demand, buffered);
                     }
@@ -457,7 +445,7 @@ impl<S: Sink> Subscription<S> {
                 Ok((n, replay)) => {
                     self.health.committed(crate::clock::now_ms());
                     committed += n;
-                    *start = Start::After(replay);
+                    *start = Position::After(replay);
                 }
                 Err(e) => {
                     tracing::warn!(channel = %self.channel, error = %e, "A queued batch did not commit; it will be delivered again")

@@ -37,10 +37,12 @@ pub mod sqlite;
 
 use std::future::Future;
 
+use crate::decode::Position;
+
 pub use any::AnyStore;
 pub use model::{
     BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, JobState, NewJob, NewQuarantine,
-    NewTrigger, Position, QuarantineRow, StateCounts, StoreBatch,
+    NewTrigger, QuarantineRow, StateCounts, StoreBatch,
 };
 
 /// Why the store failed.

@@ -9,19 +9,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use super::{StoreError, queue};
-use crate::decode::ReplayId;
-
-/// Where a channel resumes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", content = "replay_id", rename_all = "snake_case")]
-pub enum Position {
-    /// Strictly after this replay id.
-    After(ReplayId),
-    /// From the earliest retained event (set by `checkpoints reset --to earliest`).
-    Earliest,
-    /// From new events only (set by `checkpoints reset --to latest`).
-    Latest,
-}
+use crate::decode::{Position, ReplayId};
 
 /// A channel's stored position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -18,10 +18,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::metrics::{ChannelLabel, ChannelReason, Metrics};
+use crate::decode::Position;
 use crate::decode::{DecodeError, ReplayId};
 use crate::rules::SkipReason;
+use crate::source::ReplayRecovery;
 use crate::source::sink::SinkError;
-use crate::source::{ReplayRecovery, Start};
 
 // Targets of the lines, as they were when each module logged its own.
 const SOURCE: &str = "sfcdc::source::subscription";
@@ -294,7 +295,7 @@ pub struct ReplayRecovered<'a> {
     /// The topic.
     pub channel: &'a Arc<str>,
     /// The position that was rejected.
-    pub rejected: &'a Start,
+    pub rejected: &'a Position,
     /// What applies.
     pub policy: ReplayRecovery,
     /// The server's error.
@@ -336,7 +337,7 @@ pub struct Reconnecting<'a> {
     /// The backoff.
     pub retry_in: Duration,
     /// Where the next stream starts.
-    pub resume: &'a Start,
+    pub resume: &'a Position,
 }
 
 impl InternalEvent for Reconnecting<'_> {
@@ -869,12 +870,12 @@ mod tests {
             channel: &channel,
             reason: ReconnectReason::Watchdog,
             retry_in: Duration::from_secs(1),
-            resume: &Start::Latest,
+            resume: &Position::Latest,
         }
         .emit(&m);
         ReplayRecovered {
             channel: &channel,
-            rejected: &Start::Earliest,
+            rejected: &Position::Earliest,
             policy: ReplayRecovery::Latest,
             error: "x",
         }

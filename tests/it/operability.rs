@@ -3,7 +3,8 @@
 //! batch being staged nor an operation being polled, bounded by `SFCDC_SHUTDOWN_TIMEOUT`.
 
 use serde_json::{Value, json};
-use sfcdc::store::{AnyStore, JobState, Position, Store};
+use sfcdc::decode::Position;
+use sfcdc::store::{AnyStore, JobState, Store};
 
 use super::pipeline::{ORDERS, binary_env, caught_up, drafts, run_app, signal, spawn_run};
 use super::worker::{binary_worker_env, job_in, jobs_of};

@@ -9,8 +9,9 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use sfcdc::app::{App, AppHandle, Settings};
+use sfcdc::decode::Position;
 use sfcdc::store::sqlite::SqliteStore;
-use sfcdc::store::{JobFilter, Position, Store};
+use sfcdc::store::{JobFilter, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;

@@ -4,12 +4,10 @@
 
 use std::future::Future;
 
-use sfcdc::decode::ReplayId;
+use sfcdc::decode::{Position, ReplayId};
 use sfcdc::store::postgres::PgStore;
 use sfcdc::store::sqlite::SqliteStore;
-use sfcdc::store::{
-    JobFilter, JobState, NewJob, NewQuarantine, NewTrigger, Position, Store, StoreBatch,
-};
+use sfcdc::store::{JobFilter, JobState, NewJob, NewQuarantine, NewTrigger, Store, StoreBatch};
 
 /// A fresh SQLite store in a temporary directory (kept alive by the returned guard).
 pub async fn sqlite() -> (SqliteStore, tempfile::TempDir) {

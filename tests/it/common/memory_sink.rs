@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use sfcdc::decode::Position;
 use sfcdc::decode::{DecodedEvent, FailedEvent, ReplayId};
-use sfcdc::source::Start;
 use sfcdc::source::sink::{Batch, Sink, SinkError, SinkErrorKind};
 
 /// Records every batch in memory, with optional slowness and failure injection: for tests.
@@ -135,8 +135,8 @@ impl Sink for MemorySink {
         Ok(batch)
     }
 
-    async fn checkpoint(&self, channel: &str) -> Result<Option<Start>, SinkError> {
-        Ok(self.stored(channel).map(Start::After))
+    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, SinkError> {
+        Ok(self.stored(channel).map(Position::After))
     }
 
     async fn commit(&self, staged: Vec<Batch>) -> Result<(), SinkError> {
