@@ -117,8 +117,7 @@ async fn preload(store: &AnyStore, jobs: usize, per_order: usize) -> anyhow::Res
                 .map(|(key, order)| NewTrigger {
                     key: key.clone(),
                     order_id: order.clone(),
-                    outcome: "job",
-                    reason: None,
+                    skipped: None,
                 })
                 .collect(),
             jobs: chunk

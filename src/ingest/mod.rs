@@ -165,12 +165,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             out.batch.triggers.push(NewTrigger {
                 key: t.key,
                 order_id: t.order_id.to_string(),
-                outcome: if t.skipped.is_some() {
-                    "skipped"
-                } else {
-                    "job"
-                },
-                reason: t.skipped.map(SkipReason::label),
+                skipped: t.skipped,
             });
         }
         for j in &d.jobs {
@@ -182,7 +177,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         let mut trigger_skips: Vec<SkipReason> = out.batch.triggers
             [out.batch.triggers.len() - d.triggers_len..]
             .iter()
-            .filter_map(|t| t.reason.and_then(SkipReason::from_label))
+            .filter_map(|t| t.skipped)
             .collect();
         for s in d.skips {
             if let Some(i) = trigger_skips.iter().position(|t| *t == s) {
@@ -309,7 +304,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             .triggers
             .iter()
             .filter(|t| !replayed.contains(t.key.as_str()))
-            .filter_map(|t| t.reason.and_then(SkipReason::from_label));
+            .filter_map(|t| t.skipped);
         for reason in prepared.skips.iter().copied().chain(trigger_skips) {
             TriggerSkipped { channel, reason }.emit(&self.metrics);
         }

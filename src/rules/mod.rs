@@ -284,11 +284,6 @@ impl SkipReason {
         SkipReason::DuplicateApproval,
     ];
 
-    /// Parses a metric label.
-    pub fn from_label(s: &str) -> Option<SkipReason> {
-        Self::ALL.into_iter().find(|r| r.label() == s)
-    }
-
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

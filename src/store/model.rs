@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{StoreError, queue};
 use crate::decode::{Position, ReplayId};
+use crate::rules::SkipReason;
 
 /// A channel's stored position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,10 +116,24 @@ pub struct NewTrigger {
     pub key: String,
     /// The order.
     pub order_id: String,
-    /// `job` or `skipped`.
-    pub outcome: &'static str,
-    /// The skip reason.
-    pub reason: Option<&'static str>,
+    /// Why it created no job; `None` when it created one.
+    pub skipped: Option<SkipReason>,
+}
+
+impl NewTrigger {
+    /// The stored outcome: `job` or `skipped`.
+    pub(crate) fn outcome(&self) -> &'static str {
+        if self.skipped.is_some() {
+            "skipped"
+        } else {
+            "job"
+        }
+    }
+
+    /// The stored reason: the skip reason's label.
+    pub(crate) fn reason(&self) -> Option<&'static str> {
+        self.skipped.map(SkipReason::label)
+    }
 }
 
 /// An event to quarantine.

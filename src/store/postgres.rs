@@ -17,8 +17,8 @@ use super::model::{
     position_from_row, quarantine_from_row,
 };
 use super::{
-    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, NewJob, NewQuarantine, Position,
-    QuarantineRow, StateCounts, Store, StoreBatch, StoreError, migrations, sql,
+    BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, NewJob, NewQuarantine, NewTrigger,
+    Position, QuarantineRow, StateCounts, Store, StoreBatch, StoreError, migrations, sql,
 };
 
 /// A PostgreSQL store.
@@ -124,8 +124,8 @@ impl Store for PgStore {
             let t = &batch.triggers;
             let keys: Vec<&str> = t.iter().map(|t| t.key.as_str()).collect();
             let orders: Vec<&str> = t.iter().map(|t| t.order_id.as_str()).collect();
-            let outcomes: Vec<&str> = t.iter().map(|t| t.outcome).collect();
-            let reasons: Vec<Option<&str>> = t.iter().map(|t| t.reason).collect();
+            let outcomes: Vec<&str> = t.iter().map(NewTrigger::outcome).collect();
+            let reasons: Vec<Option<&str>> = t.iter().map(NewTrigger::reason).collect();
             inserted.extend(
                 sqlx::query_scalar::<_, String>(
                     "INSERT INTO sfcdc_triggers (trigger_key, order_id, channel, outcome, reason, created_at)

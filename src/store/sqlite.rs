@@ -176,8 +176,8 @@ impl Store for SqliteStore {
                 b.push_bind(&t.key)
                     .push_bind(&t.order_id)
                     .push_bind(&batch.channel)
-                    .push_bind(t.outcome)
-                    .push_bind(t.reason)
+                    .push_bind(t.outcome())
+                    .push_bind(t.reason())
                     .push_bind(batch.now_ms);
             });
             q.push(" ON CONFLICT DO NOTHING RETURNING trigger_key");

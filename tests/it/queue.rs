@@ -27,8 +27,7 @@ async fn create<S: Store>(store: &S, jobs: &[(&str, &str, &str)]) -> Vec<i64> {
             .map(|(k, o, _)| NewTrigger {
                 key: (*k).into(),
                 order_id: (*o).into(),
-                outcome: "job",
-                reason: None,
+                skipped: None,
             })
             .collect(),
         jobs: jobs

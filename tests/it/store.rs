@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use sfcdc::decode::{Position, ReplayId};
+use sfcdc::rules::SkipReason;
 use sfcdc::store::postgres::PgStore;
 use sfcdc::store::sqlite::SqliteStore;
 use sfcdc::store::{JobFilter, JobState, NewJob, NewQuarantine, NewTrigger, Store, StoreBatch};
@@ -98,12 +99,11 @@ macro_rules! conformance {
     };
 }
 
-fn trigger(key: &str, order: &str, skipped: Option<&'static str>) -> NewTrigger {
+fn trigger(key: &str, order: &str, skipped: Option<SkipReason>) -> NewTrigger {
     NewTrigger {
         key: key.into(),
         order_id: order.into(),
-        outcome: if skipped.is_some() { "skipped" } else { "job" },
-        reason: skipped,
+        skipped,
     }
 }
 
@@ -187,7 +187,7 @@ async fn replayed_triggers_never_create_a_second_job<S: Store>(store: S) {
     let mut b = batch(1);
     b.triggers = vec![
         trigger("cdc:t1:1:A", "A", None),
-        trigger("cdc:t2:1:B", "B", Some("activation_blocking")),
+        trigger("cdc:t2:1:B", "B", Some(SkipReason::ActivationBlocking)),
     ];
     b.jobs = vec![job("cdc:t1:1:A", "A", "Approved")];
     let first = store.commit_batch(&b).await.unwrap();
