@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::AdminConfig;
 use crate::cache::invalidate::Invalidator;
 use crate::cache::{CacheConfig, CachedLookup, OrderCache, RestOrderSource};
+use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
 pub use crate::deps::Deps;
 use crate::ingest::IngestSink;
@@ -58,6 +59,8 @@ pub struct Settings {
     /// `SFCDC_SHUTDOWN_TIMEOUT`: how long a shutdown may take to commit the batches in hand and
     /// record the job steps in flight before the process exits anyway.
     pub shutdown_timeout: std::time::Duration,
+    /// The time every component judges by: the system clock, unless a test sets a manual one.
+    pub clock: Clock,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Settings {
                 "SFCDC_SHUTDOWN_TIMEOUT",
                 std::time::Duration::from_secs(30),
             )?,
+            clock: Clock::system(),
         })
     }
 }
@@ -129,6 +133,7 @@ pub async fn deps(settings: &Settings) -> Result<Deps, AppError> {
         settings.auth.clone(),
         &settings.api_version,
         settings.rules.clone(),
+        settings.clock.clone(),
     )?)
 }
 
@@ -149,31 +154,38 @@ pub struct Ingest {
 impl Ingest {
     /// Composes the ingest side from `settings` and `deps`.
     pub fn build(settings: &Settings, deps: &Deps) -> Result<Ingest, AppError> {
-        let cache = Arc::new(OrderCache::new(
-            RestOrderSource::new(deps.rest.clone(), &settings.cache, &deps.rules),
-            settings.cache.clone(),
-            deps.rules.clone(),
-            &deps.metrics,
-        ));
+        let cache = Arc::new(
+            OrderCache::new(
+                RestOrderSource::new(deps.rest.clone(), &settings.cache, &deps.rules),
+                settings.cache.clone(),
+                deps.rules.clone(),
+                &deps.metrics,
+            )
+            .with_clock(deps.clock.clone()),
+        );
         let invalidator = Invalidator::new(settings.cache.invalidation_window);
         let lookup = Arc::new(CachedLookup::new(
             cache.clone(),
             RestLookup::new(deps.rest.clone(), deps.rules.clone()),
         ));
-        let sink = Arc::new(IngestSink::new(
-            deps.store.clone(),
-            lookup,
-            deps.rules.clone(),
-            deps.metrics.clone(),
-            Some(invalidator.clone()),
-            settings.max_attempts,
-        ));
+        let sink = Arc::new(
+            IngestSink::new(
+                deps.store.clone(),
+                lookup,
+                deps.rules.clone(),
+                deps.metrics.clone(),
+                Some(invalidator.clone()),
+                settings.max_attempts,
+            )
+            .with_clock(deps.clock.clone()),
+        );
         let source = Source::new(
             settings.source.clone(),
             deps.auth.clone(),
             sink.clone(),
             deps.metrics.clone(),
-        )?;
+        )?
+        .with_clock(deps.clock.clone());
         Ok(Ingest {
             source,
             sink,
@@ -217,7 +229,8 @@ impl AdminServer {
             deps.metrics.clone(),
             settings.admin.token.as_ref(),
         )
-        .with_liveness(ingest.source.liveness().clone());
+        .with_liveness(ingest.source.liveness().clone())
+        .with_clock(deps.clock.clone());
         let routes =
             crate::admin::router(state).merge(crate::cache::http::router(ingest.cache.clone()));
         Ok(Some(AdminServer { listener, routes }))

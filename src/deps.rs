@@ -1,11 +1,13 @@
 //! What every component of the service is built from: one [`Deps`] per process, holding the
-//! metrics, the store, the HTTPS client, the Salesforce login and REST client, and the rules.
+//! metrics, the store, the HTTPS client, the Salesforce login and REST client, the rules and the
+//! clock.
 //! Each component's settings build it from these (`WorkerConfig::build(&deps)`, …), so `sfcdc
 //! run`, the demo and the benchmarks wire a component one way only.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::config::ConfigError;
 use crate::rules::RulesConfig;
 use crate::salesforce::SalesforceRest;
@@ -28,6 +30,8 @@ pub struct Deps {
     pub rest: Arc<SalesforceRest>,
     /// The provisioning rules.
     pub rules: Arc<RulesConfig>,
+    /// The time every component judges by.
+    pub clock: Clock,
 }
 
 impl Deps {
@@ -39,6 +43,7 @@ impl Deps {
         auth: AuthConfig,
         api_version: &str,
         rules: RulesConfig,
+        clock: Clock,
     ) -> Result<Deps, ConfigError> {
         let metrics = Arc::new(Metrics::new());
         let http = crate::salesforce::http::http_client(ca_cert)
@@ -52,6 +57,7 @@ impl Deps {
             auth,
             rest,
             rules: Arc::new(rules),
+            clock,
         })
     }
 }

@@ -26,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
 use crate::store::queue::{ActionError, DeliveryFilter, DeliveryState, Queue};
 use crate::store::{AnyStore, JobFilter, JobState, Store};
@@ -79,6 +80,8 @@ pub struct AdminState {
     token: Bearer,
     /// The channels' liveness; `None` when no subscriber runs in this process.
     liveness: Option<Arc<Liveness>>,
+    /// Ages and operator actions are judged by it.
+    clock: Clock,
 }
 
 impl AdminState {
@@ -89,12 +92,19 @@ impl AdminState {
             metrics,
             token: Bearer::new(token, "SFCDC_ADMIN_TOKEN", "changes"),
             liveness: None,
+            clock: Clock::system(),
         }
     }
 
     /// Makes `/readyz` and `/metrics` report these channels.
     pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
         self.liveness = Some(liveness);
+        self
+    }
+
+    /// Judges ages and stamps operator actions with `clock`'s time.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -269,7 +279,7 @@ async fn probe<T>(
 /// Ready when the store answers and every channel had a live stream within the keepalive
 /// bound; otherwise 503 naming what fails.
 async fn readyz(State(s): State<AdminState>) -> Response {
-    let now = crate::clock::now_ms();
+    let now = s.clock.now_ms();
     let channels = s
         .liveness
         .as_ref()
@@ -313,7 +323,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 async fn metrics(State(s): State<AdminState>) -> Response {
     let m = &s.metrics;
     m.observe_memory();
-    let now = crate::clock::now_ms();
+    let now = s.clock.now_ms();
     let counts = probe(s.store.state_counts()).await;
     let checkpoints = probe(s.store.checkpoints()).await;
     m.observe_store(counts.is_ok() && checkpoints.is_ok(), counts.as_ref().ok());
@@ -447,7 +457,7 @@ async fn retry_job(
 ) -> ApiResult<crate::store::JobRow> {
     s.authorize(&headers)?;
     let id = id("job", &raw)?;
-    let job = s.store.retry_job(id, crate::clock::now_ms()).await?;
+    let job = s.store.retry_job(id, s.clock.now_ms()).await?;
     tracing::info!(job_id = id, "Job re-driven by an operator (admin API)");
     Ok(axum::Json(job))
 }
@@ -495,10 +505,7 @@ async fn cancel_job(
     s.authorize(&headers)?;
     let id = id("job", &raw)?;
     let reason = cancel_reason(&body)?;
-    let job = s
-        .store
-        .cancel_job(id, &reason, crate::clock::now_ms())
-        .await?;
+    let job = s.store.cancel_job(id, &reason, s.clock.now_ms()).await?;
     tracing::info!(job_id = id, "Job cancelled by an operator (admin API)");
     Ok(axum::Json(job))
 }
@@ -534,7 +541,7 @@ async fn retry_delivery(
     s.authorize(&headers)?;
     let id = id("delivery", &raw)?;
     Ok(axum::Json(
-        s.store.retry_delivery(id, crate::clock::now_ms()).await?,
+        s.store.retry_delivery(id, s.clock.now_ms()).await?,
     ))
 }
 
@@ -546,7 +553,7 @@ async fn cancel_delivery(
     s.authorize(&headers)?;
     let id = id("delivery", &raw)?;
     Ok(axum::Json(
-        s.store.cancel_delivery(id, crate::clock::now_ms()).await?,
+        s.store.cancel_delivery(id, s.clock.now_ms()).await?,
     ))
 }
 

@@ -34,6 +34,7 @@ use moka::future::Cache;
 use secrecy::SecretString;
 use serde_json::{Map, Value as Json};
 
+use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
 use crate::rules::{Facts, OrderFacts, RulesConfig};
 use crate::salesforce::rest::{order_facts, record_id};
@@ -360,6 +361,8 @@ pub struct OrderCache<S> {
     /// event does not name its account.
     account_of: Cache<SfId, SfId>,
     rules: Arc<RulesConfig>,
+    /// Stamps the time each entry was loaded, as readers see it.
+    clock: Clock,
 }
 
 impl<S> std::fmt::Debug for OrderCache<S> {
@@ -398,8 +401,15 @@ impl<S: OrderSource> OrderCache<S> {
                 .time_to_live(ttl)
                 .build(),
             rules,
+            clock: Clock::system(),
             config,
         }
+    }
+
+    /// Stamps entries with `clock`'s time instead of the system clock's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The settings.
@@ -412,7 +422,7 @@ impl<S: OrderSource> OrderCache<S> {
         self.orders
             .get_or_load(id, async {
                 let loaded_at = Instant::now();
-                let loaded_at_ms = crate::clock::now_ms();
+                let loaded_at_ms = self.clock.now_ms();
                 let records = self
                     .source
                     .orders(std::slice::from_ref(id))
@@ -477,7 +487,7 @@ impl<S: OrderSource> OrderCache<S> {
         self.accounts
             .get_or_load(account, async {
                 let loaded_at = Instant::now();
-                let loaded_at_ms = crate::clock::now_ms();
+                let loaded_at_ms = self.clock.now_ms();
                 let records = self
                     .source
                     .account_orders(account, limit)
@@ -551,7 +561,7 @@ impl<S: OrderSource> OrderCache<S> {
             c.load();
         }
         let loaded_at = Instant::now();
-        let loaded_at_ms = crate::clock::now_ms();
+        let loaded_at_ms = self.clock.now_ms();
         let records = match self.source.orders(&missing).await {
             Ok(r) => r,
             Err(e) => {

@@ -295,7 +295,8 @@ async fn stop(cancel: CancellationToken, task: tokio::task::JoinHandle<()>) {
     task.await.unwrap();
 }
 
-/// Waits until the invalidator has applied everything pending (its window, then the flush).
+/// Waits until the invalidator has applied everything pending (its window, then the flush). The
+/// invalidator tests run on a paused clock, so a window passes as soon as every task is idle.
 async fn flushed(invalidator: &Invalidator) {
     while invalidator.pending() > 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -309,7 +310,7 @@ fn order_event(account: Option<&str>) -> Invalidation {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_burst_within_the_window_is_one_invalidation() {
     let fake = Arc::new(Fake::default());
     let (cache, metrics) = cache(&fake, CacheConfig::defaults());
@@ -332,7 +333,7 @@ async fn a_burst_within_the_window_is_one_invalidation() {
     stop(cancel, task).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_order_event_without_its_account_still_invalidates_the_list() {
     let fake = Arc::new(Fake::default());
     let (cache, metrics) = cache(&fake, CacheConfig::defaults());
@@ -348,7 +349,7 @@ async fn an_order_event_without_its_account_still_invalidates_the_list() {
     stop(cancel, task).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stopping_applies_what_is_pending() {
     let fake = Arc::new(Fake::default());
     let (cache, metrics) = cache(&fake, CacheConfig::defaults());

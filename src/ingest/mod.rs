@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::cache::invalidate::Invalidator;
+use crate::clock::Clock;
 use crate::decode::Position;
 use crate::decode::{DecodedEvent, EventBody, FailedEvent, ReplayId};
 use crate::rules::{
@@ -52,6 +53,7 @@ pub struct IngestSink<S: Store, L: OrderLookup> {
     invalidations: Option<Invalidator>,
     max_attempts: i32,
     jobs_created: Arc<tokio::sync::Notify>,
+    clock: Clock,
 }
 
 /// A decision taken apart for absorption into a batch.
@@ -110,7 +112,19 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             invalidations,
             max_attempts,
             jobs_created: Arc::new(tokio::sync::Notify::new()),
+            clock: Clock::system(),
         }
+    }
+
+    /// Stamps batches with `clock`'s time instead of the system clock's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock batches are stamped with.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Notified after a commit that created jobs, so an idle worker starts at once.
@@ -400,7 +414,7 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
         for (_, p) in staged {
             merged.absorb_later(p);
         }
-        merged.batch.now_ms = crate::clock::now_ms();
+        merged.batch.now_ms = self.clock.now_ms();
         self.commit_prepared(&channel, merged).await.map(|_| ())
     }
 }

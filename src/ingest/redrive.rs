@@ -74,7 +74,7 @@ impl<S: Store, L: OrderLookup> Redriver<S, L> {
         if entry.state == "resolved" {
             return Err(RedriveError::AlreadyResolved(id));
         }
-        let now = crate::clock::now_ms();
+        let now = self.sink.clock().now_ms();
         let still_fails = |reason: String| async move {
             store.quarantine_retry_failed(id, &reason, now).await?;
             Err::<String, _>(RedriveError::StillFails { id, reason })

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use self::connect::Client;
 use self::schemas::SchemaRegistry;
 use self::sink::Sink;
+use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
 use crate::decode::Position;
 use crate::salesforce::auth::Authenticator;
@@ -199,6 +200,7 @@ pub struct Source<S: Sink> {
     sink: Arc<S>,
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
+    clock: Clock,
 }
 
 impl<S: Sink> Source<S> {
@@ -225,7 +227,14 @@ impl<S: Sink> Source<S> {
             schemas,
             sink,
             metrics,
+            clock: Clock::system(),
         })
+    }
+
+    /// Stamps each channel's liveness with `clock`'s time instead of the system clock's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The schema registry (shared by every channel).
@@ -252,6 +261,7 @@ impl<S: Sink> Source<S> {
             schemas: self.schemas.clone(),
             sink: self.sink.clone(),
             metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
             start_override: start,
         }
     }

@@ -31,6 +31,7 @@ use super::connect::Client;
 use super::schemas::SchemaRegistry;
 use super::sink::{Batch, Sink, SinkError, SinkErrorKind};
 use super::{ReplayPreset, ReplayRecovery, SourceConfig};
+use crate::clock::Clock;
 use crate::decode::{DecodeError, DecodedEvent, FailedEvent, Position, ReplayId};
 use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
 use crate::salesforce::auth::{AuthError, Authenticator};
@@ -180,6 +181,7 @@ pub struct Subscription<S: Sink> {
     pub(super) sink: Arc<S>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) health: Arc<ChannelHealth>,
+    pub(super) clock: Clock,
     pub(super) start_override: Option<Position>,
 }
 
@@ -350,7 +352,7 @@ impl<S: Sink> Subscription<S> {
         let mut client = self.client.clone();
         let mut inbound = match client.subscribe(ReceiverStream::new(outbound)).await {
             Ok(r) => {
-                self.health.live(crate::clock::now_ms());
+                self.health.live(self.clock.now_ms());
                 r.into_inner()
             }
             Err(status) => {
@@ -386,7 +388,7 @@ impl<S: Sink> Subscription<S> {
                 () = cancel.cancelled() => break End::Cancelled,
                 Some(result) = done.recv() => match result {
                     Ok((n, replay)) => {
-                        self.health.committed(crate::clock::now_ms());
+                        self.health.committed(self.clock.now_ms());
                         buffered -= n as i64;
                         committed += n;
                         *start = Position::After(replay);
@@ -398,7 +400,7 @@ impl<S: Sink> Subscription<S> {
                 message = inbound.message() => match message {
                     Ok(Some(response)) => {
                         last_message = Instant::now();
-                        let now_ms = crate::clock::now_ms();
+                        let now_ms = self.clock.now_ms();
                         self.health.live(now_ms);
                         gauges.message_at(now_ms);
                         if response.events.is_empty() {
@@ -443,7 +445,7 @@ impl<S: Sink> Subscription<S> {
         while let Some(result) = done.recv().await {
             match result {
                 Ok((n, replay)) => {
-                    self.health.committed(crate::clock::now_ms());
+                    self.health.committed(self.clock.now_ms());
                     committed += n;
                     *start = Position::After(replay);
                 }

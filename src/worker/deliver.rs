@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::notify::Notifier;
 use super::transition::{self, ErrorKind, RetryPolicy, Transition};
+use crate::clock::Clock;
 use crate::store::queue::{DeliveryEnd, DeliveryRow, DeliveryUpdate, Queue, append_error};
 use crate::telemetry::events::{DeliveryAttempted, DeliveryResult, InternalEvent};
 use crate::telemetry::metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct Deliverer<Q> {
     pub name: String,
     /// Notified when deliveries are written.
     pub wake: Arc<Notify>,
+    /// Claims and retries are judged by it.
+    pub clock: Clock,
 }
 
 /// Runs until `cancel`; a claim in flight is finished first.
@@ -50,7 +53,7 @@ pub async fn run<Q: Queue>(d: Deliverer<Q>, cancel: CancellationToken) {
     loop {
         claims += 1;
         let owner = format!("{}/{claims}", d.name);
-        let now = crate::clock::now_ms();
+        let now = d.clock.now_ms();
         let due = d
             .queue
             .claim_deliveries(&owner, CLAIM, now, d.lease.as_millis() as i64)
@@ -71,11 +74,7 @@ pub async fn run<Q: Queue>(d: Deliverer<Q>, cancel: CancellationToken) {
         }
         let sends = due.iter().map(|row| d.attempt(row, &owner));
         let updates = futures_util::future::join_all(sends).await;
-        if let Err(e) = d
-            .queue
-            .end_deliveries(&updates, crate::clock::now_ms())
-            .await
-        {
+        if let Err(e) = d.queue.end_deliveries(&updates, d.clock.now_ms()).await {
             // The leases expire and the deliveries are sent again: at least once.
             tracing::error!(error = %e, "Could not record delivery outcomes");
         }
@@ -88,7 +87,7 @@ pub async fn run<Q: Queue>(d: Deliverer<Q>, cancel: CancellationToken) {
 impl<Q: Queue> Deliverer<Q> {
     /// Sends one delivery and decides its fate.
     async fn attempt(&self, row: &DeliveryRow, owner: &str) -> DeliveryUpdate {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         let sent = match self.notifiers.iter().find(|n| n.name() == row.notifier) {
             Some(n) => n.send(&self.http, &row.payload, self.timeout).await,
             None => Err(super::notify::SendError {

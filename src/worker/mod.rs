@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 use self::fulfilment::{BATCH_MAX, Fulfilment};
 use self::notify::Notifier;
 use self::transition::RetryPolicy;
+use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
 use crate::deps::Deps;
 use crate::rules::RulesConfig;
@@ -107,6 +108,7 @@ impl WorkerConfig {
             deps.rules.clone(),
             deps.metrics.clone(),
         )
+        .with_clock(deps.clock.clone())
     }
 
     /// Reads the worker variables; `None` when `SFCDC_FULFILMENT_URL` is unset (no worker).
@@ -234,6 +236,8 @@ struct Inner<Q, F, O> {
     wake: Arc<Notify>,
     /// Deliveries were written: send now.
     deliveries: Arc<Notify>,
+    /// Claims, polls, timeouts and retries are judged by it.
+    clock: Clock,
 }
 
 impl<Q: Queue, F: Fulfilment, O: Orders> Worker<Q, F, O> {
@@ -265,9 +269,16 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Worker<Q, F, O> {
                 claims: AtomicU64::new(0),
                 wake: Arc::new(Notify::new()),
                 deliveries: Arc::new(Notify::new()),
+                clock: Clock::system(),
             },
             writes,
         }
+    }
+
+    /// Judges time by `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.inner.clock = clock;
+        self
     }
 
     /// Wakes the worker when notified (pass the ingest sink's job signal).
@@ -286,7 +297,7 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Worker<Q, F, O> {
             notifiers = inner.config.notifiers.len(),
             "Worker started"
         );
-        let writer = tokio::spawn(write_loop(inner.queue.clone(), writes));
+        let writer = tokio::spawn(write_loop(inner.queue.clone(), inner.clock.clone(), writes));
         let background = TaskTracker::new();
         if !inner.config.notifiers.is_empty() {
             background.spawn(deliver::run(
@@ -301,12 +312,14 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Worker<Q, F, O> {
                     metrics: inner.metrics.clone(),
                     name: format!("{}-d", inner.name),
                     wake: inner.deliveries.clone(),
+                    clock: inner.clock.clone(),
                 },
                 cancel.clone(),
             ));
         }
         background.spawn(retention_loop(
             inner.queue.clone(),
+            inner.clock.clone(),
             inner.config.retention,
             cancel.clone(),
         ));
@@ -343,7 +356,7 @@ async fn dispatch<Q: Queue, F: Fulfilment, O: Orders>(
         }
         let claim = inner.claims.fetch_add(1, Ordering::Relaxed);
         let owner = format!("{}/{claim}", inner.name);
-        let now = crate::clock::now_ms();
+        let now = inner.clock.now_ms();
         let lease_ms = inner.config.lease.as_millis() as i64;
         let jobs = match inner
             .queue
@@ -409,11 +422,15 @@ fn chunks(mut jobs: Vec<JobRow>, size: usize) -> Vec<Vec<JobRow>> {
 }
 
 /// Applies step updates in batches, answering each step with whether its lease held.
-async fn write_loop<Q: Queue>(queue: Arc<Q>, mut writes: mpsc::Receiver<WriteRequest>) {
+async fn write_loop<Q: Queue>(
+    queue: Arc<Q>,
+    clock: Clock,
+    mut writes: mpsc::Receiver<WriteRequest>,
+) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while writes.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let (updates, replies): (Vec<JobUpdate>, Vec<_>) = batch.drain(..).unzip();
-        match queue.update_jobs(&updates, crate::clock::now_ms()).await {
+        match queue.update_jobs(&updates, clock.now_ms()).await {
             Ok(held) => {
                 for (reply, held) in replies.into_iter().zip(held) {
                     let _ = reply.send(Ok(held));
@@ -447,10 +464,15 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
 }
 
 /// Purges finished work older than `retention`, hourly.
-async fn retention_loop<Q: Queue>(queue: Arc<Q>, retention: Duration, cancel: CancellationToken) {
+async fn retention_loop<Q: Queue>(
+    queue: Arc<Q>,
+    clock: Clock,
+    retention: Duration,
+    cancel: CancellationToken,
+) {
     let every = (retention / 10).clamp(Duration::from_secs(60), Duration::from_secs(3600));
     loop {
-        let now = crate::clock::now_ms();
+        let now = clock.now_ms();
         let cutoff = now - retention.as_millis() as i64;
         let trigger_cutoff = now - retention.max(MIN_TRIGGER_RETENTION).as_millis() as i64;
         match queue.purge(cutoff, trigger_cutoff).await {

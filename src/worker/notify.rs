@@ -181,6 +181,7 @@ impl Notifier {
     ) -> Result<(), SendError> {
         let request = match self {
             Notifier::Webhook { url, secret } => {
+                // The receiver checks this against its own clock: always the real time.
                 let ts = crate::clock::now_ms() / 1000;
                 let (ts_header, signature) = sign(secret.expose_secret().as_bytes(), ts, body);
                 http.post(url)

@@ -276,7 +276,7 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
             Flow::Pending { .. }
                 if job
                     .submitted_at
-                    .is_some_and(|at| crate::clock::now_ms() - at > timeout_ms) =>
+                    .is_some_and(|at| self.clock.now_ms() - at > timeout_ms) =>
             {
                 Flow::Fail {
                     error: format!(
@@ -295,7 +295,7 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
     /// Records a step's flow: writes the outcome to Salesforce where there is one, then updates
     /// the job (with its notifications) in one transaction.
     async fn conclude(&self, job: &JobRow, owner: &str, flow: Flow) {
-        let now = crate::clock::now_ms();
+        let now = self.clock.now_ms();
         let mut flow = flow;
         let (change, end) = loop {
             break match flow {

@@ -2,11 +2,16 @@
 //! `/metrics` covering every family it documents, and shutdowns on SIGTERM that lose neither a
 //! batch being staged nor an operation being polled, bounded by `SFCDC_SHUTDOWN_TIMEOUT`.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
+use sfcdc::clock::Clock;
 use sfcdc::decode::Position;
 use sfcdc::store::{AnyStore, JobState, Store};
 
-use super::pipeline::{ORDERS, binary_env, caught_up, drafts, run_app, signal, spawn_run};
+use super::pipeline::{
+    ORDERS, binary_env, caught_up, drafts, run_app, run_app_at, signal, spawn_run,
+};
 use super::worker::{binary_worker_env, job_in, jobs_of};
 use crate::common::*;
 
@@ -88,6 +93,35 @@ async fn readyz_names_the_channel_without_a_live_stream_and_recovers_with_it() {
         (get(readyz.clone()).await.0 == 200).then_some(())
     })
     .await;
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn the_replay_id_age_is_measured_by_the_services_clock() {
+    let org = Org::start().await;
+    let clock = Clock::manual(sfcdc::clock::now_ms());
+    let r = run_app_at(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_CHANNELS", ORDERS)],
+        clock.clone(),
+    )
+    .await;
+    let d = drafts(&org).await;
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    caught_up(&org, r.app.store().as_ref(), &[ORDERS]).await;
+    let url = format!("http://{}/metrics", r.app.admin_addr().unwrap());
+    let age = async || {
+        let (status, text) = get(url.clone()).await;
+        assert_eq!(status, 200);
+        metric_value(&text, "sfcdc_replay_id_age_seconds", &[("channel", ORDERS)])
+    };
+    // Nothing moves the clock but the test: the age is exact.
+    assert_eq!(age().await, 0.0);
+    clock.advance(Duration::from_secs(90));
+    assert_eq!(age().await, 90.0);
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(age().await, 90.5);
     r.stop().await;
 }
 

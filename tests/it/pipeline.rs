@@ -9,6 +9,7 @@ use std::time::Duration;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 use sfcdc::app::{App, AppHandle, Settings};
+use sfcdc::clock::Clock;
 use sfcdc::decode::Position;
 use sfcdc::store::sqlite::SqliteStore;
 use sfcdc::store::{JobFilter, Store};
@@ -44,6 +45,16 @@ impl Running {
 }
 
 pub(crate) async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Running {
+    run_app_at(org, dir, extra, Clock::system()).await
+}
+
+/// [`run_app`], with the service judging time by `clock`.
+pub(crate) async fn run_app_at(
+    org: &Org,
+    dir: tempfile::TempDir,
+    extra: &[(&str, &str)],
+    clock: Clock,
+) -> Running {
     let mut env = org.subscriber_env(dir.path(), extra);
     env.set(
         "SFCDC_DATABASE_URL",
@@ -55,7 +66,8 @@ pub(crate) async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &
     if env.get("SFCDC_CHANNELS").is_none() || extra.iter().all(|(k, _)| *k != "SFCDC_CHANNELS") {
         env.set("SFCDC_CHANNELS", format!("{ORDERS},{PE}"));
     }
-    let settings = Settings::from_env(&env).expect("settings");
+    let mut settings = Settings::from_env(&env).expect("settings");
+    settings.clock = clock;
     let built = App::build(settings).await.expect("app builds");
     let app = built.handle();
     let cancel = CancellationToken::new();

@@ -12,8 +12,8 @@ use sfcdc::store::queue::{DeliveryFilter, DeliveryState, Queue};
 use sfcdc::store::{AnyStore, JobFilter, JobRow, JobState, Store};
 
 use super::pipeline::{
-    ORDERS, PE, Proc, Running, binary_env, caught_up, drafts, publish_fulfilment, run_app, signal,
-    spawn_run,
+    ORDERS, PE, Proc, Running, binary_env, caught_up, drafts, publish_fulfilment, run_app,
+    run_app_at, signal, spawn_run,
 };
 use crate::common::*;
 
@@ -433,6 +433,38 @@ async fn operations_that_time_out_are_abandoned_and_resubmitted_under_a_new_key(
     let done = job_in(&store, &d[0], JobState::Completed).await;
     assert_eq!(done.operation_key(), format!("{}/2", dead.key));
     assert_eq!(org.emu.fulfilment().operations().len(), 3);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn polls_wait_for_the_services_clock_and_the_timeout_is_judged_by_it() {
+    let org = Org::start().await;
+    org.emu.fulfilment().update(|c| c.latency_ms = 3_600_000);
+    let d = drafts(&org).await;
+    let clock = sfcdc::clock::Clock::manual(sfcdc::clock::now_ms());
+    let env = worker_env(&org, &[("SFCDC_POLL_TIMEOUT", "1h")]);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = run_app_at(&org, tempfile::tempdir().unwrap(), &pairs, clock.clone()).await;
+    let store = store(&r);
+    org.patch_order(&d[0], json!({"Status": "Approved"})).await;
+    // Submitted; its first poll is due 20 ms later by the service's clock, which stands still.
+    let polling = job_in(&store, &d[0], JobState::Polling).await;
+    assert_eq!(org.emu.fulfilment().stats().polls, 0);
+    // Two hours later by that clock: one poll finds the operation still pending and past the
+    // hour it was allowed, so it is abandoned and the job retried.
+    clock.advance(Duration::from_secs(2 * 3600));
+    let retrying = job_in(&store, &d[0], JobState::Retryable).await;
+    assert_eq!(retrying.id, polling.id);
+    assert_eq!(
+        org.emu.fulfilment().stats().polls,
+        1,
+        "exactly the one poll the clock allowed"
+    );
+    // The retry is scheduled by the same clock, a little after the failure: not due yet.
+    assert!(retrying.run_at > clock.now_ms(), "{retrying:?}");
+    let error = retrying.last_error.unwrap();
+    assert!(error.contains("did not finish within 1h"), "{error}");
+    assert_eq!(org.emu.fulfilment().operations().len(), 1);
     r.stop().await;
 }
 
