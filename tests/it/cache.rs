@@ -9,7 +9,6 @@ use sfcdc::cache::CacheKey;
 use sfcdc::sfid::SfId;
 use sfcdc::store::Store;
 
-use super::pipeline::{ORDERS, PE, Running, caught_up, run_app};
 use crate::common::*;
 
 const READ_TOKEN: &str = "read-token-for-tests-0123456789";

@@ -9,9 +9,6 @@ use sfcdc::clock::Clock;
 use sfcdc::decode::Position;
 use sfcdc::store::{AnyStore, JobState, Store};
 
-use super::pipeline::{
-    ORDERS, binary_env, caught_up, drafts, run_app, run_app_at, signal, spawn_run,
-};
 use super::worker::{binary_worker_env, job_in, jobs_of};
 use crate::common::*;
 

@@ -3,136 +3,16 @@
 //! SIGKILL crash loop.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
-use sfcdc::app::{App, AppHandle, Settings};
-use sfcdc::clock::Clock;
+use sfcdc::app::Settings;
 use sfcdc::decode::Position;
 use sfcdc::store::sqlite::SqliteStore;
 use sfcdc::store::{JobFilter, Store};
-use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
-
-pub(crate) const ORDERS: &str = "/data/OrderChangeEvent";
-pub(crate) const PE: &str = "/event/Order_Fulfilment_Requested__e";
-
-/// A running `App` against an emulator, on a SQLite file.
-pub(crate) struct Running {
-    pub app: AppHandle,
-    pub cancel: CancellationToken,
-    pub handle: tokio::task::JoinHandle<Result<(), sfcdc::app::AppError>>,
-    pub dir: tempfile::TempDir,
-}
-
-impl Running {
-    pub(crate) async fn stop(self) -> (AppHandle, tempfile::TempDir) {
-        self.cancel.cancel();
-        tokio::time::timeout(PATIENCE, self.handle)
-            .await
-            .expect("stops")
-            .expect("task")
-            .expect("clean stop");
-        (self.app, self.dir)
-    }
-
-    pub(crate) fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        metric_value(&self.app.metrics().render(), name, labels)
-    }
-}
-
-pub(crate) async fn run_app(org: &Org, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Running {
-    run_app_at(org, dir, extra, Clock::system()).await
-}
-
-/// [`run_app`], with the service judging time by `clock`.
-pub(crate) async fn run_app_at(
-    org: &Org,
-    dir: tempfile::TempDir,
-    extra: &[(&str, &str)],
-    clock: Clock,
-) -> Running {
-    let mut env = org.subscriber_env(dir.path(), extra);
-    env.set(
-        "SFCDC_DATABASE_URL",
-        format!("sqlite://{}", dir.path().join("sfcdc.db").display()),
-    );
-    if env.get("SFCDC_REPLAY_PRESET").is_none() {
-        env.set("SFCDC_REPLAY_PRESET", "earliest");
-    }
-    if env.get("SFCDC_CHANNELS").is_none() || extra.iter().all(|(k, _)| *k != "SFCDC_CHANNELS") {
-        env.set("SFCDC_CHANNELS", format!("{ORDERS},{PE}"));
-    }
-    let mut settings = Settings::from_env(&env).expect("settings");
-    settings.clock = clock;
-    let built = App::build(settings).await.expect("app builds");
-    let app = built.handle();
-    let cancel = CancellationToken::new();
-    let handle = tokio::spawn(built.run_until_stopped(cancel.clone()));
-    Running {
-        app,
-        cancel,
-        handle,
-        dir,
-    }
-}
-
-/// Waits until every listed channel's checkpoint reaches the emulator's last event on it.
-pub(crate) async fn caught_up<S: Store>(org: &Org, store: &S, channels: &[&str]) {
-    eventually("the service to catch up", async || {
-        let stored: BTreeMap<String, Position> = store
-            .checkpoints()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| (c.channel, c.position))
-            .collect();
-        let done = channels.iter().all(|ch| {
-            let last = org.emu.with_world(|w| w.bus.last(ch).map(|e| e.replay));
-            match (last, stored.get(*ch)) {
-                (None, _) => true,
-                (Some(last), Some(Position::After(r))) => r.position().is_some_and(|p| p >= last),
-                _ => false,
-            }
-        });
-        done.then_some(())
-    })
-    .await;
-}
-
-pub(crate) async fn jobs_by_order<S: Store>(store: &S) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for j in store.jobs(&JobFilter::default()).await.unwrap() {
-        *out.entry(j.order_id).or_insert(0) += 1;
-    }
-    out
-}
-
-pub(crate) async fn drafts(org: &Org) -> Vec<String> {
-    let r = org
-        .query("SELECT Id FROM Order WHERE Status = 'Draft' ORDER BY CreatedDate")
-        .await;
-    r["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["Id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-pub(crate) async fn publish_fulfilment(org: &Org, order: &str) {
-    let (status, body) = org
-        .rest(
-            reqwest::Method::POST,
-            "/services/data/v60.0/sobjects/Order_Fulfilment_Requested__e",
-            Some(json!({"OrderId__c": order})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-}
 
 #[tokio::test]
 async fn every_signal_for_an_approval_makes_exactly_one_job() {
@@ -429,66 +309,6 @@ async fn bad_events_are_quarantined_and_can_be_re_driven() {
 
 // ----- the binary -----
 
-pub(crate) struct Proc(pub tokio::process::Child);
-
-impl Proc {
-    pub(crate) fn pid(&self) -> i32 {
-        self.0.id().expect("running") as i32
-    }
-}
-
-pub(crate) fn signal(pid: i32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-pub(crate) fn binary_env(org: &Org, dir: &std::path::Path, db_url: &str) -> Vec<(String, String)> {
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, org.emu.ca_pem().unwrap()).unwrap();
-    vec![
-        ("SFCDC_PUBSUB_ENDPOINT".into(), org.emu.grpc_url()),
-        ("SFCDC_CA_CERT".into(), ca.display().to_string()),
-        ("SF_AUTH".into(), "client-credentials".into()),
-        ("SF_LOGIN_URL".into(), org.emu.instance_url().into()),
-        ("SF_CLIENT_ID".into(), "sfcdc-demo".into()),
-        ("SF_CLIENT_SECRET".into(), "sfcdc-demo-secret".into()),
-        ("SFCDC_CHANNELS".into(), ORDERS.into()),
-        ("SFCDC_REPLAY_PRESET".into(), "earliest".into()),
-        ("SFCDC_RECONNECT_MIN".into(), "50ms".into()),
-        ("SFCDC_RECONNECT_MAX".into(), "500ms".into()),
-        ("SFCDC_DATABASE_URL".into(), db_url.into()),
-        // Debug lines too: the secret scan reads them (tests/secrets_in_logs.rs).
-        ("SFCDC_LOG".into(), "info,sfcdc=debug".into()),
-        ("SFCDC_LOG_FORMAT".into(), "json".into()),
-        ("SFCDC_ADMIN_ADDR".into(), "127.0.0.1:0".into()),
-    ]
-}
-
-/// Starts `sfcdc run`, its stderr appended to `log`, which lives among the suite's kept logs
-/// (for the secret scan) and is linked at `log`.
-pub(crate) fn spawn_run(env: &[(String, String)], log: &std::path::Path) -> Proc {
-    if !log.exists() {
-        let kept = crate::common::logs::child_log("run");
-        std::fs::File::create(&kept).unwrap();
-        std::os::unix::fs::symlink(&kept, log).unwrap();
-    }
-    let log = std::fs::OpenOptions::new().append(true).open(log).unwrap();
-    Proc(
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
-            .arg("run")
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sfcdc run starts"),
-    )
-}
-
 #[tokio::test]
 async fn sigterm_finishes_the_batch_in_hand_and_exits_zero() {
     let org = Org::start().await;
@@ -571,51 +391,9 @@ async fn bad_configuration_fails_at_start_and_names_the_variable() {
     }
 }
 
-/// A fresh PostgreSQL database for processes that take only a URL.
-async fn fresh_database(url: &str) -> String {
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let old: Vec<String> =
-        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'sfcdc_t_%'")
-            .fetch_all(&admin)
-            .await
-            .unwrap();
-    for name in old {
-        let stamp: u64 = name
-            .split('_')
-            .nth(2)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if stamp + 3600 < now {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&admin)
-            .await;
-        }
-    }
-    let name = format!(
-        "sfcdc_t_{now}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(url);
-    format!("{base}/{name}")
-}
-
 #[tokio::test]
 async fn two_processes_on_one_postgres_make_one_job_per_approval() {
-    let Some(pg) = crate::store::postgres_url() else {
+    let Some(pg) = postgres_url() else {
         return;
     };
     let db = fresh_database(&pg).await;

@@ -12,7 +12,7 @@ use sfcdc::store::queue::{
 };
 use sfcdc::store::{JobRow, JobState, NewJob, NewTrigger, Store, StoreBatch};
 
-use super::store::{postgres, postgres_url, sqlite};
+use super::store::{postgres, sqlite};
 
 /// The time jobs are created at.
 const T0: i64 = 1_700_000_000_000;

@@ -10,6 +10,8 @@ use sfcdc::store::postgres::PgStore;
 use sfcdc::store::sqlite::SqliteStore;
 use sfcdc::store::{JobFilter, JobState, NewJob, NewQuarantine, NewTrigger, Store, StoreBatch};
 
+use crate::common::{fresh_schema, postgres_url};
+
 /// A fresh SQLite store in a temporary directory (kept alive by the returned guard).
 pub async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,56 +22,6 @@ pub async fn sqlite() -> (SqliteStore, tempfile::TempDir) {
     let store = SqliteStore::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     (store, dir)
-}
-
-/// The PostgreSQL test URL, or a loud skip message.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("SFCDC_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!(
-                "\n*** SKIPPED: SFCDC_TEST_POSTGRES_URL is not set, so the PostgreSQL half of this test did not run. ***\n"
-            );
-            None
-        }
-    }
-}
-
-/// A fresh schema name; schemas left by runs more than an hour old are dropped on the way.
-pub async fn fresh_schema(url: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
-    let old: Vec<String> =
-        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'sfcdc_t_%'")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    for name in old {
-        let stamp: u64 = name
-            .split('_')
-            .nth(2)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        if stamp + 3600 < now {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA IF EXISTS {name} CASCADE"
-            )))
-            .execute(&pool)
-            .await;
-        }
-    }
-    pool.close().await;
-    format!(
-        "sfcdc_t_{now}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
 }
 
 /// A fresh PostgreSQL store in its own schema.
@@ -91,7 +43,7 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn postgres() {
-                if let Some(url) = super::postgres_url() {
+                if let Some(url) = crate::common::postgres_url() {
                     super::$name(super::postgres(&url).await).await;
                 }
             }

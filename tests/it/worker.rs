@@ -11,10 +11,6 @@ use serde_json::{Value, json};
 use sfcdc::store::queue::{DeliveryFilter, DeliveryState, Queue};
 use sfcdc::store::{AnyStore, JobFilter, JobRow, JobState, Store};
 
-use super::pipeline::{
-    ORDERS, PE, Proc, Running, binary_env, caught_up, drafts, publish_fulfilment, run_app,
-    run_app_at, signal, spawn_run,
-};
 use crate::common::*;
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";

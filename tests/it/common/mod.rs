@@ -4,10 +4,14 @@
 
 #![allow(dead_code)]
 
+pub mod app;
 pub mod logs;
 pub mod memory_sink;
+pub mod pg;
 
+pub use app::*;
 pub use memory_sink::MemorySink;
+pub use pg::{fresh_database, fresh_schema, postgres_url};
 
 use std::time::Duration;
 
