@@ -11,5 +11,6 @@ mod pipeline;
 #[macro_use]
 pub mod store;
 mod queue;
+mod rules_props;
 mod subscriber;
 mod worker;
