@@ -73,6 +73,37 @@ pub enum Position {
     Latest,
 }
 
+/// Where a channel with no stored position starts (`SFCDC_REPLAY_PRESET`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayPreset {
+    /// Only events published from now on.
+    Latest,
+    /// Every retained event.
+    Earliest,
+}
+
+/// What to do when the server rejects the stored replay id (`SFCDC_REPLAY_RECOVERY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplayRecovery {
+    /// Resubscribe from the earliest retained event (replays; downstream keys deduplicate).
+    Earliest,
+    /// Resubscribe from now (skips whatever was missed).
+    Latest,
+    /// Stop the channel.
+    Fail,
+}
+
+impl ReplayRecovery {
+    /// The setting's name, for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplayRecovery::Earliest => "earliest",
+            ReplayRecovery::Latest => "latest",
+            ReplayRecovery::Fail => "fail",
+        }
+    }
+}
+
 impl fmt::Display for ReplayId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())

@@ -14,7 +14,7 @@ pub mod schema;
 
 pub use event::{
     ChangeEvent, CompiledSchema, DecodeError, DecodedEvent, EventBody, FailedEvent, PlatformEvent,
-    Position, ReplayId,
+    Position, ReplayId, ReplayPreset, ReplayRecovery,
 };
 
 use serde::{Deserialize, Serialize};

@@ -25,7 +25,7 @@ use self::schemas::SchemaRegistry;
 use self::sink::Sink;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
-use crate::decode::Position;
+use crate::decode::{Position, ReplayPreset, ReplayRecovery};
 use crate::salesforce::auth::Authenticator;
 use crate::telemetry::health::Liveness;
 use crate::telemetry::metrics::Metrics;
@@ -33,37 +33,6 @@ use crate::telemetry::metrics::Metrics;
 /// The default channels: both order CDC channels and the fulfilment platform event.
 pub const DEFAULT_CHANNELS: &str =
     "/data/OrderChangeEvent,/data/OrderItemChangeEvent,/event/Order_Fulfilment_Requested__e";
-
-/// Where a channel with no stored position starts (`SFCDC_REPLAY_PRESET`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayPreset {
-    /// Only events published from now on.
-    Latest,
-    /// Every retained event.
-    Earliest,
-}
-
-/// What to do when the server rejects the stored replay id (`SFCDC_REPLAY_RECOVERY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReplayRecovery {
-    /// Resubscribe from the earliest retained event (replays; downstream keys deduplicate).
-    Earliest,
-    /// Resubscribe from now (skips whatever was missed).
-    Latest,
-    /// Stop the channel.
-    Fail,
-}
-
-impl ReplayRecovery {
-    /// The setting's name, for logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            ReplayRecovery::Earliest => "earliest",
-            ReplayRecovery::Latest => "latest",
-            ReplayRecovery::Fail => "fail",
-        }
-    }
-}
 
 /// Subscriber settings.
 #[derive(Debug, Clone)]

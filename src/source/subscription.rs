@@ -27,12 +27,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 use tracing::Instrument;
 
+use super::SourceConfig;
 use super::connect::Client;
 use super::schemas::SchemaRegistry;
 use super::sink::{Batch, Sink, SinkError, SinkErrorKind};
-use super::{ReplayPreset, ReplayRecovery, SourceConfig};
 use crate::clock::Clock;
-use crate::decode::{DecodeError, DecodedEvent, FailedEvent, Position, ReplayId};
+use crate::decode::{
+    DecodeError, DecodedEvent, FailedEvent, Position, ReplayId, ReplayPreset, ReplayRecovery,
+};
 use crate::proto::{FetchRequest, FetchResponse, ReplayPreset as WirePreset};
 use crate::salesforce::auth::{AuthError, Authenticator};
 use crate::telemetry::events::{

@@ -16,11 +16,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::events::{
+use super::labels::{
     CacheKind, DeliveryOutcome, NotifierKind, QuarantineKind, ReconnectReason, StepOutcome,
 };
+use crate::decode::ReplayRecovery;
 use crate::rules::SkipReason;
-use crate::source::ReplayRecovery;
 use crate::store::queue::DeliveryState;
 use crate::store::{JobState, StateCounts};
 

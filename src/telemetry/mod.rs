@@ -89,4 +89,5 @@ pub fn init(settings: &LogSettings, default_filter: &str) {
 
 pub mod events;
 pub mod health;
+pub mod labels;
 pub mod metrics;
