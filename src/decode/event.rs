@@ -137,9 +137,16 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short, fixed label for metrics and the quarantine's `kind`.
+    /// A short, fixed label for metrics and the quarantine's `kind` (the same names as
+    /// telemetry's `QuarantineKind`, which a test keeps in step).
     pub fn kind(&self) -> &'static str {
-        crate::telemetry::events::QuarantineKind::from(self).as_str()
+        match self {
+            DecodeError::Schema(_) => "schema",
+            DecodeError::Payload(_) => "payload",
+            DecodeError::Header(_) => "header",
+            DecodeError::Bitmap(_) => "bitmap",
+            DecodeError::UnknownSchema(_) => "unknown_schema",
+        }
     }
 }
 

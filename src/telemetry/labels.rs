@@ -168,3 +168,28 @@ labels! {
         Guard => "guard",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::bitmap::BitmapError;
+
+    #[test]
+    fn a_decode_error_is_quarantined_under_its_own_kind() {
+        let errors = [
+            DecodeError::Schema("x".into()),
+            DecodeError::Header("x"),
+            DecodeError::Payload(crate::decode::avro::AvroError::Eof {
+                offset: 1,
+                needed: 2,
+            }),
+            DecodeError::UnknownSchema("x".into()),
+            DecodeError::Bitmap(BitmapError::NotHex {
+                element: "x".into(),
+            }),
+        ];
+        for e in &errors {
+            assert_eq!(QuarantineKind::from(e).as_str(), e.kind(), "{e}");
+        }
+    }
+}
