@@ -1,4 +1,5 @@
-//! The command line: one subcommand per job, each a thin layer over the library.
+//! The command line: the top-level parser and the tools' commands (emulator, demo, bench); the
+//! product's operator commands live in `admin::cli`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ pub enum Command {
     Emulator(Box<EmulatorArgs>),
     /// Print one channel's events as JSON lines (a debugging tool; reads the same configuration
     /// as `run`, and stores no position).
-    Tail(TailArgs),
+    Tail(crate::admin::cli::TailArgs),
     /// Run the service: subscribe, apply the rules, store jobs and checkpoints.
     Run,
     /// Run the emulator and the service together through a scripted story, then summarise.
@@ -37,7 +38,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Inspect or reset the stored channel positions.
     #[command(subcommand)]
-    Checkpoints(CheckpointsCommand),
+    Checkpoints(crate::admin::cli::CheckpointsCommand),
     /// Inspect, re-drive and cancel provisioning jobs.
     #[command(subcommand)]
     Jobs(crate::admin::cli::JobsCommand),
@@ -46,7 +47,7 @@ pub enum Command {
     Deliveries(crate::admin::cli::DeliveriesCommand),
     /// Inspect and re-drive quarantined events.
     #[command(subcommand)]
-    Quarantine(QuarantineCommand),
+    Quarantine(crate::admin::cli::QuarantineCommand),
 }
 
 /// Flags of `sfcdc demo`.
@@ -135,93 +136,6 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
     Ok(())
-}
-
-/// `sfcdc checkpoints …`
-#[derive(Debug, Subcommand)]
-pub enum CheckpointsCommand {
-    /// List every channel's stored position.
-    List {
-        /// `table` or `json`.
-        #[arg(long, default_value = "table")]
-        format: OutputFormat,
-    },
-    /// Set where a channel resumes (stop the service first: a running one overwrites it).
-    Reset {
-        /// The channel.
-        channel: String,
-        /// earliest, latest, or a replay id in hex.
-        #[arg(long, default_value = "latest")]
-        to: String,
-    },
-}
-
-/// `sfcdc quarantine …`
-#[derive(Debug, Subcommand)]
-pub enum QuarantineCommand {
-    /// List quarantined events.
-    List {
-        /// Include resolved ones.
-        #[arg(long)]
-        all: bool,
-        /// `table` or `json`.
-        #[arg(long, default_value = "table")]
-        format: OutputFormat,
-    },
-    /// Decode and evaluate a quarantined event again (after a fix or an upgrade).
-    Retry {
-        /// The quarantine entry id.
-        id: i64,
-    },
-}
-
-/// How admin commands print.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// Aligned columns.
-    Table,
-    /// One JSON array.
-    Json,
-}
-
-/// Flags of `sfcdc tail`.
-#[derive(Debug, Args)]
-pub struct TailArgs {
-    /// The topic, e.g. /data/OrderChangeEvent.
-    pub channel: String,
-    /// Where to start: earliest, latest, or a replay id in hex.
-    #[arg(long, default_value = "latest")]
-    pub from: String,
-    /// Stop after this many events.
-    #[arg(long)]
-    pub count: Option<usize>,
-}
-
-impl TailArgs {
-    /// The start position `--from` names.
-    pub fn start(&self) -> Result<crate::decode::Position, String> {
-        use crate::decode::Position;
-        match self.from.as_str() {
-            "earliest" => Ok(Position::Earliest),
-            "latest" => Ok(Position::Latest),
-            hex => crate::decode::ReplayId::from_hex(hex)
-                .ok()
-                .filter(|r| !r.is_empty())
-                .map(Position::After)
-                .ok_or_else(|| {
-                    format!("--from: '{hex}' is not earliest, latest or a replay id in hex")
-                }),
-        }
-    }
-}
-
-/// Runs `sfcdc tail` until `--count` events, `shutdown`, or a permanent failure.
-pub async fn run_tail(
-    args: TailArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let start = args.start().map_err(|e| anyhow::anyhow!(e))?;
-    crate::admin::tail::run(&args.channel, start, args.count, shutdown).await
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -433,170 +347,5 @@ pub async fn run_emulator(
     let _ = std::io::stdout().flush();
     shutdown.await;
     emulator.shutdown().await;
-    Ok(())
-}
-
-pub(crate) async fn open_store() -> anyhow::Result<crate::store::AnyStore> {
-    let env = crate::config::Env::load()?;
-    let url = crate::app::database_url(&env)?;
-    Ok(crate::store::AnyStore::open(&url).await?)
-}
-
-pub(crate) fn iso(ms: i64) -> String {
-    crate::clock::rfc3339(ms)
-}
-
-pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(headers.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r);
-    }
-}
-
-/// Runs `sfcdc run` until `shutdown`.
-pub async fn run_service(shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
-    let env = crate::config::Env::load()?;
-    let settings = crate::app::Settings::from_env(&env)?;
-    let bound = settings.shutdown_timeout;
-    let app = crate::app::App::build(settings).await?;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let run = app.run_until_stopped(cancel.clone());
-    tokio::pin!(run);
-    tokio::select! {
-        result = &mut run => result?,
-        () = shutdown => {
-            tracing::info!(timeout = ?bound, "Shutdown requested: committing the batches in hand and recording the job steps in flight");
-            cancel.cancel();
-            match tokio::time::timeout(bound, run).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    // Nothing is lost: an uncommitted batch is delivered again after the last
-                    // committed replay id, and an unrecorded job step resumes when its lease
-                    // expires, resubmitting under the same idempotency key.
-                    tracing::error!(timeout = ?bound, "Shutdown did not finish within SFCDC_SHUTDOWN_TIMEOUT; exiting with work in flight, which resumes from the store on the next start");
-                    anyhow::bail!(
-                        "shutdown did not finish within SFCDC_SHUTDOWN_TIMEOUT ({}); work in flight resumes on the next start",
-                        humantime::format_duration(bound)
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs an admin command.
-pub async fn run_checkpoints(cmd: CheckpointsCommand) -> anyhow::Result<()> {
-    use crate::decode::Position;
-    use crate::store::Store;
-    let store = open_store().await?;
-    match cmd {
-        CheckpointsCommand::List { format } => {
-            let cps = store.checkpoints().await?;
-            match format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&cps)?),
-                OutputFormat::Table => print_table(
-                    &["CHANNEL", "POSITION", "REPLAY ID", "UPDATED"],
-                    cps.iter()
-                        .map(|c| {
-                            let (kind, replay) = match &c.position {
-                                Position::After(r) => ("after".to_owned(), r.to_hex()),
-                                Position::Earliest => ("earliest".to_owned(), String::new()),
-                                Position::Latest => ("latest".to_owned(), String::new()),
-                            };
-                            vec![c.channel.clone(), kind, replay, iso(c.updated_at)]
-                        })
-                        .collect(),
-                ),
-            }
-        }
-        CheckpointsCommand::Reset { channel, to } => {
-            let position = match to.as_str() {
-                "earliest" => Position::Earliest,
-                "latest" => Position::Latest,
-                hex => Position::After(
-                    crate::decode::ReplayId::from_hex(hex)
-                        .ok()
-                        .filter(|r| !r.is_empty())
-                        .ok_or_else(|| {
-                            anyhow::anyhow!(
-                                "--to: '{hex}' is not earliest, latest or a replay id in hex"
-                            )
-                        })?,
-                ),
-            };
-            if !(channel.starts_with("/data/") || channel.starts_with("/event/")) {
-                anyhow::bail!("'{channel}' is not a topic name such as /data/OrderChangeEvent");
-            }
-            store
-                .set_checkpoint(&channel, &position, crate::clock::now_ms())
-                .await?;
-            println!("{channel}: the next run resumes at {to}");
-        }
-    }
-    Ok(())
-}
-
-/// Runs `sfcdc quarantine …`.
-pub async fn run_quarantine(cmd: QuarantineCommand) -> anyhow::Result<()> {
-    use crate::store::Store;
-    match cmd {
-        QuarantineCommand::List { all, format } => {
-            let store = open_store().await?;
-            let rows = store.quarantined(!all).await?;
-            match format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-                OutputFormat::Table => print_table(
-                    &[
-                        "ID",
-                        "STATE",
-                        "CHANNEL",
-                        "REPLAY ID",
-                        "KIND",
-                        "ATTEMPTS",
-                        "QUARANTINED",
-                        "REASON",
-                    ],
-                    rows.iter()
-                        .map(|q| {
-                            vec![
-                                q.id.to_string(),
-                                q.state.clone(),
-                                q.channel.clone(),
-                                q.replay_id.clone(),
-                                q.kind.clone(),
-                                q.attempts.to_string(),
-                                iso(q.created_at),
-                                q.reason.clone(),
-                            ]
-                        })
-                        .collect(),
-                ),
-            }
-        }
-        QuarantineCommand::Retry { id } => {
-            let env = crate::config::Env::load()?;
-            let settings = crate::app::Settings::from_env(&env)?;
-            // Only the ingest side: no admin server, worker or subscription.
-            let deps = crate::app::deps(&settings).await?;
-            let ingest = crate::app::Ingest::build(&settings, &deps)?;
-            let outcome = ingest.redriver(&deps).redrive(id).await?;
-            println!("{outcome}");
-        }
-    }
     Ok(())
 }

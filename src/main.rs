@@ -64,8 +64,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Emulator(args) => sfcdc::cli::run_emulator(*args, shutdown_signal()).await,
-            Command::Tail(args) => sfcdc::cli::run_tail(args, shutdown_signal()).await,
-            Command::Run => sfcdc::cli::run_service(shutdown_signal()).await,
+            Command::Tail(args) => sfcdc::admin::cli::run_tail(args, shutdown_signal()).await,
+            Command::Run => sfcdc::admin::cli::run_service(shutdown_signal()).await,
             Command::Bench(args) => sfcdc::cli::run_bench(args).await,
             Command::Demo(args) => sfcdc::demo::run(sfcdc::demo::DemoOptions {
                 keep: args.keep,
@@ -73,10 +73,10 @@ fn main() -> std::process::ExitCode {
             })
             .await
             .map(|_| ()),
-            Command::Checkpoints(cmd) => sfcdc::cli::run_checkpoints(cmd).await,
+            Command::Checkpoints(cmd) => sfcdc::admin::cli::run_checkpoints(cmd).await,
             Command::Jobs(cmd) => sfcdc::admin::cli::run_jobs(cmd).await,
             Command::Deliveries(cmd) => sfcdc::admin::cli::run_deliveries(cmd).await,
-            Command::Quarantine(cmd) => sfcdc::cli::run_quarantine(cmd).await,
+            Command::Quarantine(cmd) => sfcdc::admin::cli::run_quarantine(cmd).await,
         }
     });
     match result {
