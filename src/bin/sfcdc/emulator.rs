@@ -1,142 +1,18 @@
-//! The command line: the top-level parser and the tools' commands (emulator, demo, bench); the
-//! product's operator commands live in `admin::cli`.
+//! `sfcdc emulator`: a stand-in Salesforce org on loopback (Pub/Sub API over gRPC, REST, OAuth,
+//! the fulfilment system and the notification sinks), from the `sfcdc-emulator` crate, configured
+//! by flags and run until a signal. It prints where everything listens and the credentials it
+//! accepts, then serves until `shutdown` resolves.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 
 use sfcdc_emulator::auth::Credentials;
 use sfcdc_emulator::faults::ScheduledFault;
 use sfcdc_emulator::fulfilment::FulfilmentConfig;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
-
-/// sfcdc: Salesforce change data capture to provisioning jobs.
-#[derive(Debug, Parser)]
-#[command(name = "sfcdc", version, about)]
-pub struct Cli {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run a stand-in Salesforce org on loopback: Pub/Sub API (gRPC), REST and OAuth.
-    Emulator(Box<EmulatorArgs>),
-    /// Print one channel's events as JSON lines (a debugging tool; reads the same configuration
-    /// as `run`, and stores no position).
-    Tail(crate::admin::cli::TailArgs),
-    /// Run the service: subscribe, apply the rules, store jobs and checkpoints.
-    Run,
-    /// Run the emulator and the service together through a scripted story, then summarise.
-    Demo(DemoArgs),
-    /// Measure the ingest pipeline end to end against a preloaded emulator, the worker, and the
-    /// order cache.
-    Bench(BenchArgs),
-    /// Inspect or reset the stored channel positions.
-    #[command(subcommand)]
-    Checkpoints(crate::admin::cli::CheckpointsCommand),
-    /// Inspect, re-drive and cancel provisioning jobs.
-    #[command(subcommand)]
-    Jobs(crate::admin::cli::JobsCommand),
-    /// Inspect, re-drive and cancel notification deliveries.
-    #[command(subcommand)]
-    Deliveries(crate::admin::cli::DeliveriesCommand),
-    /// Inspect and re-drive quarantined events.
-    #[command(subcommand)]
-    Quarantine(crate::admin::cli::QuarantineCommand),
-}
-
-/// Flags of `sfcdc demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Keep the SQLite file and print where it is.
-    #[arg(long)]
-    pub keep: bool,
-    /// Put the database under this directory instead of the system temporary directory.
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-}
-
-/// Flags of `sfcdc bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Order change events to preload (about 10% approvals).
-    #[arg(long, default_value_t = 100_000)]
-    pub events: usize,
-    /// Also run on this PostgreSQL database (default: SFCDC_BENCH_POSTGRES_URL or
-    /// SFCDC_TEST_POSTGRES_URL when set).
-    #[arg(long, value_name = "URL")]
-    pub postgres: Option<String>,
-    /// Events per FetchRequest (1 to 100).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub batch_size: u32,
-    /// Jobs for the worker benchmark (0 skips it).
-    #[arg(long, default_value_t = 20_000)]
-    pub jobs: usize,
-    /// Worker concurrency in the worker benchmark.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub concurrency: u64,
-    /// Only the worker benchmark.
-    #[arg(long, conflicts_with = "cache_only")]
-    pub worker_only: bool,
-    /// In-process reads in the cache benchmark; its HTTP runs and its mixed workload each make
-    /// a tenth as many (0 skips it).
-    #[arg(long, default_value_t = 200_000)]
-    pub reads: usize,
-    /// Only the cache benchmark.
-    #[arg(long)]
-    pub cache_only: bool,
-    /// Run every benchmark (decode next to apache-avro, ingest, backlog catch-up, worker, cache,
-    /// memory) and end with one table of the results.
-    #[arg(long, conflicts_with_all = ["worker_only", "cache_only"])]
-    pub report: bool,
-    /// Events of the backlog catch-up in `--report` (0 skips it).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub backlog: usize,
-    /// Print the results as JSON as well.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Runs `sfcdc bench`.
-pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
-    let postgres = args
-        .postgres
-        .or_else(|| std::env::var("SFCDC_BENCH_POSTGRES_URL").ok())
-        .or_else(|| std::env::var("SFCDC_TEST_POSTGRES_URL").ok())
-        .filter(|u| !u.is_empty());
-    let options = crate::bench::BenchOptions {
-        events: args.events,
-        postgres,
-        batch_size: args.batch_size,
-        jobs: if args.cache_only { 0 } else { args.jobs },
-        concurrency: args.concurrency as usize,
-        skip_ingest: args.worker_only || args.cache_only,
-        reads: if args.worker_only { 0 } else { args.reads },
-        decode: args.report,
-        backlog: if args.report { args.backlog } else { 0 },
-    };
-    let started = std::time::Instant::now();
-    let load_at_start = crate::bench::report::load_average();
-    let results = crate::bench::run(options.clone()).await?;
-    if args.report {
-        let machine = crate::bench::report::Machine::detect(load_at_start);
-        let seconds = started.elapsed().as_secs_f64();
-        let report = crate::bench::report::Report::new(results, &options, machine, seconds);
-        println!();
-        print!("{}", report.table());
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        }
-    } else if args.json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
-    }
-    Ok(())
-}
 
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())

@@ -1,9 +1,54 @@
 //! The `sfcdc` binary: parses the command line, starts logging, runs the chosen job, and maps
-//! the outcome to an exit code. Everything else lives in the library.
+//! the outcome to an exit code. The product (the service and the operator commands, whose
+//! arguments and run functions are in `sfcdc::admin::cli`) lives in the library; the binary owns
+//! only the top-level parser and the developer tools, as modules of its own: `emulator` (a
+//! stand-in Salesforce org), `demo` (a scripted story) and `bench` (the measurements).
 
-use clap::Parser;
-use sfcdc::cli::{Cli, Command};
+mod bench;
+mod demo;
+mod emulator;
+
+use clap::{Parser, Subcommand};
+use sfcdc::admin::cli as admin;
 use sfcdc::telemetry;
+
+/// sfcdc: Salesforce change data capture to provisioning jobs.
+#[derive(Debug, Parser)]
+#[command(name = "sfcdc", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a stand-in Salesforce org on loopback: Pub/Sub API (gRPC), REST and OAuth.
+    Emulator(Box<emulator::EmulatorArgs>),
+    /// Print one channel's events as JSON lines (a debugging tool; reads the same configuration
+    /// as `run`, and stores no position).
+    Tail(admin::TailArgs),
+    /// Run the service: subscribe, apply the rules, store jobs and checkpoints.
+    Run,
+    /// Run the emulator and the service together through a scripted story, then summarise.
+    Demo(demo::DemoArgs),
+    /// Measure the ingest pipeline end to end against a preloaded emulator, the worker, and the
+    /// order cache.
+    Bench(bench::BenchArgs),
+    /// Inspect or reset the stored channel positions.
+    #[command(subcommand)]
+    Checkpoints(admin::CheckpointsCommand),
+    /// Inspect, re-drive and cancel provisioning jobs.
+    #[command(subcommand)]
+    Jobs(admin::JobsCommand),
+    /// Inspect, re-drive and cancel notification deliveries.
+    #[command(subcommand)]
+    Deliveries(admin::DeliveriesCommand),
+    /// Inspect and re-drive quarantined events.
+    #[command(subcommand)]
+    Quarantine(admin::QuarantineCommand),
+}
 
 /// Resolves on SIGINT or SIGTERM: the only place sfcdc listens to OS signals.
 async fn shutdown_signal() {
@@ -63,20 +108,15 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Emulator(args) => sfcdc::cli::run_emulator(*args, shutdown_signal()).await,
-            Command::Tail(args) => sfcdc::admin::cli::run_tail(args, shutdown_signal()).await,
-            Command::Run => sfcdc::admin::cli::run_service(shutdown_signal()).await,
-            Command::Bench(args) => sfcdc::cli::run_bench(args).await,
-            Command::Demo(args) => sfcdc::demo::run(sfcdc::demo::DemoOptions {
-                keep: args.keep,
-                dir: args.dir,
-            })
-            .await
-            .map(|_| ()),
-            Command::Checkpoints(cmd) => sfcdc::admin::cli::run_checkpoints(cmd).await,
-            Command::Jobs(cmd) => sfcdc::admin::cli::run_jobs(cmd).await,
-            Command::Deliveries(cmd) => sfcdc::admin::cli::run_deliveries(cmd).await,
-            Command::Quarantine(cmd) => sfcdc::admin::cli::run_quarantine(cmd).await,
+            Command::Emulator(args) => emulator::run_emulator(*args, shutdown_signal()).await,
+            Command::Tail(args) => admin::run_tail(args, shutdown_signal()).await,
+            Command::Run => admin::run_service(shutdown_signal()).await,
+            Command::Bench(args) => bench::run_bench(args).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Checkpoints(cmd) => admin::run_checkpoints(cmd).await,
+            Command::Jobs(cmd) => admin::run_jobs(cmd).await,
+            Command::Deliveries(cmd) => admin::run_deliveries(cmd).await,
+            Command::Quarantine(cmd) => admin::run_quarantine(cmd).await,
         }
     });
     match result {

@@ -19,15 +19,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Env;
-use crate::rules::RulesConfig;
-use crate::salesforce::RestError;
-use crate::sfid::SfId;
-use crate::store::queue::{JobChange, JobEnd, JobUpdate, Queue};
-use crate::store::{AnyStore, NewJob, NewTrigger, Store, StoreBatch};
-use crate::telemetry::metrics::Metrics;
-use crate::worker::fulfilment::{CallError, Fulfilment, OpStatus, Operation, Submitted};
-use crate::worker::{Orders, Worker, WorkerConfig};
+use sfcdc::config::Env;
+use sfcdc::rules::RulesConfig;
+use sfcdc::salesforce::RestError;
+use sfcdc::sfid::SfId;
+use sfcdc::store::queue::{JobChange, JobEnd, JobUpdate, Queue};
+use sfcdc::store::{AnyStore, NewJob, NewTrigger, Store, StoreBatch};
+use sfcdc::telemetry::metrics::Metrics;
+use sfcdc::worker::fulfilment::{CallError, Fulfilment, OpStatus, Operation, Submitted};
+use sfcdc::worker::{Orders, Worker, WorkerConfig};
 
 /// One run's figures.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -102,10 +102,10 @@ impl Fulfilment for InstantFulfilment {
 
 /// Inserts `jobs` jobs over `jobs / per_order` orders, as ingest would.
 async fn preload(store: &AnyStore, jobs: usize, per_order: usize) -> anyhow::Result<()> {
-    let now = crate::clock::now_ms();
+    let now = sfcdc::clock::now_ms();
     let all: Vec<(String, String)> = (0..jobs)
         .map(|n| {
-            let order = crate::sfid::generate("801", "Hs", (n / per_order) as u64);
+            let order = sfcdc::sfid::generate("801", "Hs", (n / per_order) as u64);
             (format!("bench:{n}"), order.as_str().to_owned())
         })
         .collect();
@@ -179,7 +179,7 @@ async fn run_worker(
     );
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let http = crate::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
+    let http = sfcdc::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
     let task = tokio::spawn(worker.run(http, cancel.clone()));
     let completed = || metrics.value("sfcdc_job_steps_total", &[("outcome", "completed")]);
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -198,7 +198,7 @@ async fn drain_queue(store: &AnyStore, gated: bool) -> anyhow::Result<(usize, f6
     let started = Instant::now();
     let mut done = 0;
     loop {
-        let now = crate::clock::now_ms();
+        let now = sfcdc::clock::now_ms();
         let jobs = if gated {
             store.claim_jobs("bench", 64, now, 60_000).await?
         } else {
