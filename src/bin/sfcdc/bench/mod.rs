@@ -422,7 +422,7 @@ async fn run_worker(options: &BenchOptions) -> anyhow::Result<Vec<worker::Worker
     let sqlite = || {
         let n = runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let url = format!("sqlite://{}", dir.path().join(format!("w{n}.db")).display());
-        async move { Ok(AnyStore::open(&url).await?) }
+        async move { Ok((AnyStore::open(&url).await?, url)) }
     };
     let mut results =
         worker::run_backend("sqlite", options.jobs, options.concurrency, sqlite).await?;
@@ -439,7 +439,7 @@ async fn run_worker(options: &BenchOptions) -> anyhow::Result<Vec<worker::Worker
                             .execute(pg.pool())
                             .await?;
                     }
-                    Ok(store)
+                    Ok((store, url))
                 }
             };
             worker::run_backend("postgres", options.jobs, options.concurrency, open).await
