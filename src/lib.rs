@@ -15,7 +15,6 @@ pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod deps;
-pub mod fuzzing;
 pub mod ingest;
 pub mod proto;
 pub mod rules;

@@ -4,7 +4,6 @@ mod auth;
 mod cache;
 mod common;
 mod emulator_cli;
-mod fuzz_regressions;
 mod interop;
 mod operability;
 mod pipeline;
