@@ -3,6 +3,8 @@
 mod auth;
 mod cache;
 mod common;
+// `sfcdc emulator` is one of the binary's tools.
+#[cfg(feature = "tools")]
 mod emulator_cli;
 mod interop;
 mod operability;

@@ -695,9 +695,11 @@ async fn sigkill_at_random_points_never_loses_or_duplicates_a_job() {
     assert!(approved.len() > 300);
 }
 
-/// What `sfcdc demo` printed: its numbered story, then its summary.
+/// What `sfcdc demo` (one of the binary's tools) printed: its numbered story, then its summary.
+#[cfg(feature = "tools")]
 struct DemoOutput(String);
 
+#[cfg(feature = "tools")]
 impl DemoOutput {
     /// The rest of the summary line that starts with `label`, trimmed.
     fn line(&self, label: &str) -> &str {
@@ -729,6 +731,7 @@ impl DemoOutput {
     }
 }
 
+#[cfg(feature = "tools")]
 #[tokio::test]
 async fn the_demo_tells_its_story_and_every_approval_has_one_job() {
     let dir = tempfile::tempdir().unwrap();

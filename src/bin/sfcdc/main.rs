@@ -2,10 +2,16 @@
 //! the outcome to an exit code. The product (the service and the operator commands, whose
 //! arguments and run functions are in `sfcdc::admin::cli`) lives in the library; the binary owns
 //! only the top-level parser and the developer tools, as modules of its own: `emulator` (a
-//! stand-in Salesforce org), `demo` (a scripted story) and `bench` (the measurements).
+//! stand-in Salesforce org), `demo` (a scripted story) and `bench` (the measurements). They and
+//! the crates only they use come with the default `tools` feature; without it
+//! (`--no-default-features`) the binary is the lean one operators deploy, with every product
+//! command and none of the tools.
 
+#[cfg(feature = "tools")]
 mod bench;
+#[cfg(feature = "tools")]
 mod demo;
+#[cfg(feature = "tools")]
 mod emulator;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a stand-in Salesforce org on loopback: Pub/Sub API (gRPC), REST and OAuth.
+    #[cfg(feature = "tools")]
     Emulator(Box<emulator::EmulatorArgs>),
     /// Print one channel's events as JSON lines (a debugging tool; reads the same configuration
     /// as `run`, and stores no position).
@@ -32,9 +39,11 @@ pub enum Command {
     /// Run the service: subscribe, apply the rules, store jobs and checkpoints.
     Run,
     /// Run the emulator and the service together through a scripted story, then summarise.
+    #[cfg(feature = "tools")]
     Demo(demo::DemoArgs),
     /// Measure the ingest pipeline end to end against a preloaded emulator, the worker, and the
     /// order cache.
+    #[cfg(feature = "tools")]
     Bench(bench::BenchArgs),
     /// Inspect or reset the stored channel positions.
     #[command(subcommand)]
@@ -48,6 +57,19 @@ pub enum Command {
     /// Inspect and re-drive quarantined events.
     #[command(subcommand)]
     Quarantine(admin::QuarantineCommand),
+}
+
+impl Command {
+    /// The log filter when none is configured.
+    fn default_log_filter(&self) -> &'static str {
+        match self {
+            // The demo prints a story and the bench its tables; their logs stay quiet unless
+            // asked for.
+            #[cfg(feature = "tools")]
+            Command::Demo(_) | Command::Bench(_) => "warn",
+            _ => "info",
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM: the only place sfcdc listens to OS signals.
@@ -92,13 +114,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    // The demo prints a story; its logs stay quiet unless asked for.
-    let default_filter = if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
-        "warn"
-    } else {
-        "info"
-    };
-    telemetry::init(&logs, default_filter);
+    telemetry::init(&logs, cli.command.default_log_filter());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -108,10 +124,13 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            #[cfg(feature = "tools")]
             Command::Emulator(args) => emulator::run_emulator(*args, shutdown_signal()).await,
             Command::Tail(args) => admin::run_tail(args, shutdown_signal()).await,
             Command::Run => admin::run_service(shutdown_signal()).await,
+            #[cfg(feature = "tools")]
             Command::Bench(args) => bench::run_bench(args).await,
+            #[cfg(feature = "tools")]
             Command::Demo(args) => demo::run(args).await,
             Command::Checkpoints(cmd) => admin::run_checkpoints(cmd).await,
             Command::Jobs(cmd) => admin::run_jobs(cmd).await,
