@@ -118,32 +118,51 @@ impl UngatedClaim {
         now_ms: i64,
         lease_ms: i64,
     ) -> anyhow::Result<Vec<i64>> {
-        use sqlx::Row;
-        let mut ids = match self {
-            UngatedClaim::Sqlite(pool) => sqlx::query(claim_ungated!(""))
-                .bind(owner)
-                .bind(now_ms + lease_ms)
-                .bind(now_ms)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<Result<Vec<i64>, _>>()?,
-            UngatedClaim::Postgres(pool) => sqlx::query(claim_ungated!(" FOR UPDATE SKIP LOCKED"))
-                .bind(owner)
-                .bind(now_ms + lease_ms)
-                .bind(now_ms)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<Result<Vec<i64>, _>>()?,
-        };
-        ids.sort_unstable();
-        Ok(ids)
+        match self {
+            UngatedClaim::Sqlite(pool) => {
+                claim_on(pool, claim_ungated!(""), owner, limit, now_ms, lease_ms).await
+            }
+            UngatedClaim::Postgres(pool) => {
+                let statement = claim_ungated!(" FOR UPDATE SKIP LOCKED");
+                claim_on(pool, statement, owner, limit, now_ms, lease_ms).await
+            }
+        }
     }
+}
+
+/// Runs a claim `statement` on `pool`; the ids it leased, in id order.
+async fn claim_on<DB>(
+    pool: &sqlx::Pool<DB>,
+    statement: &'static str,
+    owner: &str,
+    limit: i64,
+    now_ms: i64,
+    lease_ms: i64,
+) -> anyhow::Result<Vec<i64>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use sqlx::Row;
+    let mut conn = pool.acquire().await?;
+    let rows = sqlx::query(statement)
+        .bind(owner)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    // `id` is the first column returned.
+    let mut ids = rows
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Salesforce, answering at once: every order is approved and not yet activated.
