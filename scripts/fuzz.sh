@@ -11,6 +11,8 @@
 # Works on a stable toolchain: cargo-fuzz needs nightly-only rustc flags (-Zsanitizer,
 # sanitizer coverage options), which RUSTC_BOOTSTRAP=1 unlocks on stable; the sanitizer runtimes
 # ship with the standard library. Builds go to fuzz/target, apart from the project's target/.
+# fuzz/ is a member of the workspace: its library holds the target bodies, and the libFuzzer
+# binaries need its `libfuzzer` feature, which every cargo fuzz call here passes.
 # The committed seeds in fuzz/corpus/<target>/ are read, never written: what the fuzzer learns
 # goes to fuzz/target/corpus/<target>/ and is kept for the next run. A crash is written to
 # fuzz/artifacts/<target>/ and stops this script with the command that replays it.
@@ -27,7 +29,9 @@ fi
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
-    mapfile -t targets < <(sed -n 's/^name = "\([a-z_]*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^sfcdc-fuzz$')
+    # The names of the [[bin]] sections of fuzz/Cargo.toml.
+    mapfile -t targets < <(awk '/^\[\[bin\]\]/ { bin = 1; next } /^\[/ { bin = 0 }
+        bin && /^name = / { gsub(/"/, "", $3); print $3 }' fuzz/Cargo.toml)
 fi
 sanitizer="${FUZZ_SANITIZER:-address}"
 
@@ -38,7 +42,7 @@ fi
 
 export RUSTC_BOOTSTRAP=1
 # -O: optimised, -a: with debug assertions and overflow checks (an overflow is a finding).
-build_flags=(-O -a --sanitizer "$sanitizer" --target-dir fuzz/target)
+build_flags=(-O -a --sanitizer "$sanitizer" --features libfuzzer --target-dir fuzz/target)
 
 cargo fuzz build "${build_flags[@]}"
 

@@ -46,7 +46,7 @@ pub struct Env {
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// Names of variables whose values are secret: never echoed in errors.
-pub(crate) const SECRET_VARS: [&str; 8] = [
+pub const SECRET_VARS: [&str; 8] = [
     "SF_CLIENT_SECRET",
     "SF_PASSWORD",
     "SF_ACCESS_TOKEN",
@@ -257,7 +257,7 @@ impl Env {
 }
 
 /// Parses `NAME=value` lines.
-pub(crate) fn parse_file(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
+pub fn parse_file(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
     let mut out = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

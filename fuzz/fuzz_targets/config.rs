@@ -1,5 +1,5 @@
 //! Fuzz target `config`: The SFCDC_CONFIG file format and every setting of sfcdc run.
-//! The body is [`sfcdc::fuzzing::config`]; see its docs for the input format and invariants.
+//! The body is [`sfcdc_fuzz::config`]; see its docs for the input format and invariants.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sfcdc::fuzzing::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sfcdc_fuzz::config(data));

@@ -242,7 +242,7 @@ pub fn encode<'a>(layout: &FieldLayout, paths: impl IntoIterator<Item = &'a str>
 
 /// The fields of schema A in the reference's §4.4 test vectors (Account, whose addresses are
 /// compound), for the tests and the bitmap fuzz target.
-pub(crate) const REFERENCE_ACCOUNT_FIELDS: [&str; 35] = [
+pub const REFERENCE_ACCOUNT_FIELDS: [&str; 35] = [
     "ChangeEventHeader",
     "Name",
     "Type",

@@ -283,15 +283,17 @@ struct OAuthErrorBody {
     error_description: String,
 }
 
+/// The userinfo endpoint's answer, as far as sfcdc reads it.
 #[derive(Deserialize)]
-pub(crate) struct UserInfo {
-    pub(crate) organization_id: String,
+pub struct UserInfo {
+    /// The org the session belongs to.
+    pub organization_id: String,
 }
 
 /// Reads the token endpoint's answer to a `method` login: the access token, the instance URL
 /// (without a trailing `/`) and the lifetime in seconds if given. A 4xx with an OAuth `error` is
 /// a refusal; any other failure or an unreadable body is [`AuthError::Unreachable`] (retryable).
-pub(crate) fn token_response(
+pub fn token_response(
     method: &'static str,
     status: reqwest::StatusCode,
     body: &str,
@@ -323,7 +325,7 @@ pub(crate) fn token_response(
 /// When a session that started at `started` expires: after `expires_in` seconds (the token
 /// response's), else after `timeout` (`SF_SESSION_TIMEOUT`); `None` when unknown, or too far
 /// away for an `Instant` (a server may send any number).
-pub(crate) fn session_expiry(
+pub fn session_expiry(
     started: Instant,
     expires_in: Option<u64>,
     timeout: Option<Duration>,

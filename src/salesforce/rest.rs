@@ -185,7 +185,7 @@ impl SalesforceRest {
 
 /// The [`RestError::Api`] of an error answer: Salesforce sends a list of `{errorCode, message}`
 /// (sometimes one bare object); anything else gives `UNKNOWN`.
-pub(crate) fn api_error(status: u16, body: &Json) -> RestError {
+pub fn api_error(status: u16, body: &Json) -> RestError {
     let first = body.get(0).unwrap_or(body);
     RestError::Api {
         status,
@@ -203,7 +203,7 @@ pub(crate) fn api_error(status: u16, body: &Json) -> RestError {
 }
 
 /// Takes the `records` of one query page, and the `nextRecordsUrl` of the next page if any.
-pub(crate) fn take_page(page: &mut Json) -> (Vec<Json>, Option<String>) {
+pub fn take_page(page: &mut Json) -> (Vec<Json>, Option<String>) {
     let records = match page.get_mut("records").map(Json::take) {
         Some(Json::Array(rs)) => rs,
         _ => Vec::new(),

@@ -38,22 +38,6 @@ impl AnyStore {
         store.migrate().await?;
         Ok(store)
     }
-
-    /// [`Queue::claim_jobs`] without the per-order gate: only for measuring what the gate
-    /// costs (`sfcdc bench`).
-    #[doc(hidden)]
-    pub async fn claim_jobs_ungated(
-        &self,
-        owner: &str,
-        limit: i64,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Vec<JobRow>, StoreError> {
-        match self {
-            AnyStore::Sqlite(s) => s.claim_jobs_ungated(owner, limit, now_ms, lease_ms).await,
-            AnyStore::Postgres(p) => p.claim_jobs_ungated(owner, limit, now_ms, lease_ms).await,
-        }
-    }
 }
 
 impl Store for AnyStore {

@@ -256,7 +256,7 @@ impl Fulfilment for HttpFulfilment {
 }
 
 /// A submit's answer: `200`/`201` finished, `202` accepted, anything else a [`CallError`].
-pub(crate) fn submit_answer(status: u16, body: &str) -> Result<Submitted, CallError> {
+pub fn submit_answer(status: u16, body: &str) -> Result<Submitted, CallError> {
     match status {
         200..=202 => {
             let op: Operation =
@@ -272,7 +272,7 @@ pub(crate) fn submit_answer(status: u16, body: &str) -> Result<Submitted, CallEr
 }
 
 /// A poll's answer: the operation, `None` for a 404 (unknown to the system).
-pub(crate) fn poll_answer(status: u16, body: &str) -> Result<Option<Operation>, CallError> {
+pub fn poll_answer(status: u16, body: &str) -> Result<Option<Operation>, CallError> {
     match status {
         200 => serde_json::from_str(body)
             .map(Some)
@@ -284,7 +284,7 @@ pub(crate) fn poll_answer(status: u16, body: &str) -> Result<Option<Operation>, 
 
 /// A batch poll's answer: the operations, `None` when the system has no batch status (404, 405
 /// or 501).
-pub(crate) fn batch_answer(status: u16, body: &str) -> Result<Option<Vec<Operation>>, CallError> {
+pub fn batch_answer(status: u16, body: &str) -> Result<Option<Vec<Operation>>, CallError> {
     #[derive(Deserialize)]
     struct Batch {
         operations: Vec<Operation>,

@@ -485,44 +485,156 @@ async fn sigkill_at_random_points_never_loses_or_duplicates_a_job() {
     assert!(approved.len() > 300);
 }
 
+/// What `sfcdc demo` (one of the binary's tools) printed: its numbered story, then its summary.
+#[cfg(feature = "tools")]
+struct DemoOutput(String);
+
+#[cfg(feature = "tools")]
+impl DemoOutput {
+    /// The rest of the summary line that starts with `label`, trimmed.
+    fn line(&self, label: &str) -> &str {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix("  ")?.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no '{label}' line in:\n{}", self.0))
+            .trim()
+    }
+
+    /// The number that line starts with.
+    fn number(&self, label: &str) -> usize {
+        let line = self.line(label);
+        line.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("'{label}' is followed by no number: {line}"))
+    }
+
+    /// The indented lines under the summary line that starts with `label`, trimmed.
+    fn section(&self, label: &str) -> Vec<&str> {
+        self.0
+            .lines()
+            .skip_while(|l| !l.strip_prefix("  ").is_some_and(|l| l.starts_with(label)))
+            .skip(1)
+            .take_while(|l| l.starts_with("    "))
+            .map(str::trim)
+            .collect()
+    }
+}
+
+#[cfg(feature = "tools")]
 #[tokio::test]
 async fn the_demo_tells_its_story_and_every_approval_has_one_job() {
-    let report = sfcdc::demo::run(sfcdc::demo::DemoOptions::default())
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+        .args(["demo", "--keep", "--dir"])
+        .arg(dir.path())
+        .env_clear()
+        .output()
         .await
-        .expect("the demo runs");
-    let mut approved = report.approved_orders.clone();
-    approved.sort();
-    let mut with_jobs = report.orders_with_jobs.clone();
+        .unwrap();
+    crate::common::logs::keep("demo", &out.stderr);
+    let demo = DemoOutput(String::from_utf8_lossy(&out.stdout).into_owned());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        demo.0,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "jobs created N  (one per approved order: M)"
+    let approved: usize = demo
+        .line("jobs created")
+        .rsplit(": ")
+        .next()
+        .and_then(|m| m.trim_end_matches(')').parse().ok())
+        .expect("the number of approved orders");
+    // Every approved order that reads Activated with an external id, one a line; the demo
+    // lists only approved orders, so as many as were approved means every one of them.
+    let activated: BTreeMap<String, String> = demo
+        .section("jobs completed")
+        .into_iter()
+        .map(|l| {
+            let (order, external) = l.split_once(char::is_whitespace).unwrap();
+            (order.to_owned(), external.trim().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        activated.len(),
+        approved,
+        "every approved order reads Activated with an external id: {}",
+        demo.0
+    );
+    assert!(activated.values().all(|x| !x.is_empty()));
+    // One job per approved order, no more: the kept database holds them.
+    let database = demo
+        .line("database")
+        .strip_suffix(" (kept)")
+        .expect("the database is kept");
+    let store = SqliteStore::connect(&format!("sqlite://{database}"))
+        .await
+        .unwrap();
+    let mut with_jobs: Vec<String> = store
+        .jobs(&JobFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.order_id)
+        .collect();
     with_jobs.sort();
-    assert_eq!(with_jobs, approved, "one job per approved order, no more");
-    assert_eq!(report.quarantined, 1);
+    assert_eq!(
+        with_jobs,
+        activated.keys().cloned().collect::<Vec<_>>(),
+        "one job per approved order, no more"
+    );
+    assert_eq!(demo.number("quarantined events"), 1);
     // The platform event and the gap event for approved orders, and the approval of an
     // activated order, are each suppressed: as duplicates, or (once the worker has written
     // Activating) by the guard.
-    let blocked = report
-        .skips
-        .get("activation_blocking")
-        .copied()
-        .unwrap_or(0);
-    assert!(report.duplicates + blocked >= 3, "{report:?}");
-    assert!(blocked >= 1, "{report:?}");
-    assert!(report.checkpoints.contains_key(ORDERS));
+    let blocked = demo
+        .section("skipped, by reason")
+        .into_iter()
+        .find_map(|l| l.strip_prefix("activation_blocking"))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    assert!(
+        demo.number("duplicates suppressed") + blocked >= 3,
+        "{}",
+        demo.0
+    );
+    assert!(blocked >= 1, "{}", demo.0);
+    assert!(
+        demo.section("checkpoints")
+            .iter()
+            .any(|l| l.split_whitespace().next() == Some(ORDERS)),
+        "{}",
+        demo.0
+    );
     // The whole loop: every job fulfilled, written back and announced, and the write-backs'
     // change events made no job (the job list above is still one per approval).
-    assert_eq!(report.jobs_completed, approved.len());
+    assert_eq!(demo.number("jobs completed"), approved);
+    let notified: Vec<usize> = demo
+        .line("notifications")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
     assert_eq!(
-        report.activated.keys().cloned().collect::<Vec<_>>(),
-        approved,
-        "every approved order reads Activated with an external id"
+        notified,
+        [approved, approved],
+        "webhooks and dispatches: {}",
+        demo.line("notifications")
     );
-    assert_eq!(
-        (report.webhooks, report.dispatches),
-        (approved.len(), approved.len())
-    );
+    // Step 9 shows the progress the first job went through: "polled (25% → 50% → …)".
+    let progress: Vec<i32> = demo
+        .0
+        .split_once("polled (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(seen, _)| {
+            seen.split(" → ")
+                .filter_map(|p| p.trim_end_matches('%').parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     assert!(
-        report.progress_seen.iter().any(|p| (1..100).contains(p)),
-        "progress while pending: {:?}",
-        report.progress_seen
+        progress.iter().any(|p| (1..100).contains(p)),
+        "progress while pending: {progress:?}"
     );
 }
 

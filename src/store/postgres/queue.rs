@@ -34,20 +34,6 @@ const CLAIM_JOBS: &str = "UPDATE sfcdc_jobs SET lease_owner = $1, lease_until = 
         result, external_id, last_error, errors, source_channel, source_replay_id, source_event_id, payload, created_at,
         updated_at, finished_at";
 
-/// [`CLAIM_JOBS`] without the per-order gate, only to measure what the gate costs.
-const CLAIM_JOBS_UNGATED: &str = "UPDATE sfcdc_jobs SET lease_owner = $1, lease_until = $2, updated_at = $3,
-        attempt = CASE WHEN state IN ('available', 'retryable') THEN attempt + 1 ELSE attempt END,
-        state = CASE WHEN state IN ('available', 'retryable') THEN 'running' ELSE state END
-    WHERE id IN (
-        SELECT j.id FROM sfcdc_jobs j
-        WHERE j.state IN ('available', 'running', 'polling', 'retryable') AND j.run_at <= $3
-            AND (j.lease_until IS NULL OR j.lease_until < $3)
-        ORDER BY j.run_at, j.id LIMIT $4 FOR UPDATE SKIP LOCKED)
-    RETURNING id, job_key, order_id, account_id, trigger_status, trigger_kind, state, attempt,
-        max_attempts, run_at, lease_owner, lease_until, operation_id, phase, submitted_at, polls, generation, progress,
-        result, external_id, last_error, errors, source_channel, source_replay_id, source_event_id, payload, created_at,
-        updated_at, finished_at";
-
 /// Leases due deliveries, each for one attempt: `$1` owner, `$2` lease deadline, `$3` now, `$4`
 /// at most this many.
 const CLAIM_DELIVERIES: &str = "UPDATE sfcdc_deliveries SET lease_owner = $1, lease_until = $2, attempt = attempt + 1, updated_at = $3
@@ -59,20 +45,6 @@ const CLAIM_DELIVERIES: &str = "UPDATE sfcdc_deliveries SET lease_owner = $1, le
         created_at, delivered_at";
 
 impl PgStore {
-    /// [`Queue::claim_jobs`] without the per-order gate: only for measuring what the gate costs
-    /// (`sfcdc bench`).
-    #[doc(hidden)]
-    pub async fn claim_jobs_ungated(
-        &self,
-        owner: &str,
-        limit: i64,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Vec<JobRow>, StoreError> {
-        self.claim(CLAIM_JOBS_UNGATED, owner, limit, now_ms, lease_ms)
-            .await
-    }
-
     /// Runs a job claim; the jobs come back in id order.
     async fn claim(
         &self,

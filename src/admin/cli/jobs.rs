@@ -4,7 +4,8 @@
 
 use clap::Subcommand;
 
-use crate::cli::{OutputFormat, iso, open_store, print_table};
+use super::{OutputFormat, iso, open_store, print_table};
+use crate::admin::{delivery_states, job_states, operator_reason};
 use crate::store::queue::{DeliveryFilter, DeliveryRow, DeliveryState, Queue};
 use crate::store::{JobFilter, JobRow, JobState, Store};
 
@@ -87,12 +88,12 @@ pub enum DeliveriesCommand {
 
 fn job_state(s: &str) -> anyhow::Result<JobState> {
     JobState::parse(s)
-        .ok_or_else(|| anyhow::anyhow!("--state: '{s}' is not one of {}", super::job_states()))
+        .ok_or_else(|| anyhow::anyhow!("--state: '{s}' is not one of {}", job_states()))
 }
 
 fn delivery_state(s: &str) -> anyhow::Result<DeliveryState> {
     DeliveryState::parse(s)
-        .ok_or_else(|| anyhow::anyhow!("--state: '{s}' is not one of {}", super::delivery_states()))
+        .ok_or_else(|| anyhow::anyhow!("--state: '{s}' is not one of {}", delivery_states()))
 }
 
 /// Runs `sfcdc jobs …`.
@@ -150,7 +151,7 @@ pub async fn run_jobs(cmd: JobsCommand) -> anyhow::Result<()> {
             );
         }
         JobsCommand::Cancel { id, reason } => {
-            let reason = super::operator_reason(reason.as_deref()).map_err(anyhow::Error::msg)?;
+            let reason = operator_reason(reason.as_deref()).map_err(anyhow::Error::msg)?;
             let store = open_store().await?;
             store
                 .cancel_job(id, &reason, crate::clock::now_ms())

@@ -31,12 +31,12 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, AppError, AppHandle, Settings};
-use crate::cache::{OrderSource, RestOrderSource};
-use crate::decode::Position;
-use crate::sfid::SfId;
-use crate::store::Store;
-use crate::telemetry::metrics::Metrics;
+use sfcdc::app::{App, AppError, AppHandle, Settings};
+use sfcdc::cache::{OrderSource, RestOrderSource};
+use sfcdc::decode::Position;
+use sfcdc::sfid::SfId;
+use sfcdc::store::Store;
+use sfcdc::telemetry::metrics::Metrics;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
 
 /// Orders created for the benchmark.
@@ -243,7 +243,7 @@ fn create_orders(emu: &Emulator) -> anyhow::Result<Vec<SfId>> {
         anyhow::ensure!(!accounts.is_empty(), "the emulator has no accounts");
         let mut ids = Vec::with_capacity(ORDERS);
         for n in 0..ORDERS {
-            let now = crate::clock::now_ms();
+            let now = sfcdc::clock::now_ms();
             let order = obj(json!({
                 "AccountId": accounts[n % accounts.len()].as_str(),
                 "EffectiveDate": "2026-01-15",
@@ -289,7 +289,7 @@ fn write_po_number(emu: &Emulator, id: &SfId, value: &str) -> anyhow::Result<()>
     let emulated = sfcdc_emulator::ids::SfId::parse(id.as_str())?;
     emu.with_world(|w| {
         let actor = w.internal_actor();
-        let now = crate::clock::now_ms();
+        let now = sfcdc::clock::now_ms();
         w.mutate(now, |o| {
             o.update("Order", &emulated, &set, &actor, now)
                 .map(|c| ((), c))
@@ -481,7 +481,7 @@ async fn measure(
             .map(|id| format!("http://{addr}/orders/{id}"))
             .collect(),
     );
-    let client = crate::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
+    let client = sfcdc::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
     let first = client.get(&urls[0]).bearer_auth(READ_TOKEN).send().await?;
     anyhow::ensure!(
         first.status() == 200,

@@ -15,26 +15,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Args;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, AppHandle, Settings};
-use crate::config::Env;
-use crate::decode::Position;
-use crate::store::Store;
-use crate::telemetry::metrics::Metrics;
+use sfcdc::app::{App, AppHandle, Settings};
+use sfcdc::config::Env;
+use sfcdc::decode::Position;
+use sfcdc::store::Store;
+use sfcdc::telemetry::metrics::Metrics;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
 
-/// Options of `sfcdc demo`.
-#[derive(Debug, Clone, Default)]
-pub struct DemoOptions {
-    /// Keep the SQLite file (in this directory, or a temporary one whose path is printed).
+/// Flags of `sfcdc demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the SQLite file and print where it is.
+    #[arg(long)]
     pub keep: bool,
-    /// Where the database goes (default: a temporary directory).
+    /// Put the database under this directory instead of the system temporary directory.
+    #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
 
-/// What the demo ended with, for tests and the summary.
+/// What the demo ended with: the figures of its summary.
 #[derive(Debug, Clone, Default)]
 pub struct DemoReport {
     /// Events received over both service runs.
@@ -43,24 +46,16 @@ pub struct DemoReport {
     pub jobs_created: i64,
     /// Orders the story approved (each should have exactly one job).
     pub approved_orders: Vec<String>,
-    /// Orders that have a job.
-    pub orders_with_jobs: Vec<String>,
     /// Duplicates suppressed (replayed events and second signals).
     pub duplicates: u64,
-    /// Skips by reason.
-    pub skips: BTreeMap<String, u64>,
     /// Open quarantine entries.
     pub quarantined: i64,
     /// Checkpoint per channel (hex replay id).
     pub checkpoints: BTreeMap<String, String>,
-    /// The database file.
-    pub database: PathBuf,
     /// Jobs completed by the worker.
     pub jobs_completed: usize,
     /// Orders whose write-back reads `Activated` with an external id: order → external id.
     pub activated: BTreeMap<String, String>,
-    /// Progress values the first job showed while its operation ran.
-    pub progress_seen: Vec<i32>,
     /// Webhook notifications received (with a valid signature).
     pub webhooks: usize,
     /// `repository_dispatch` notifications received.
@@ -176,9 +171,9 @@ async fn cached_reads(story: &Story, app: &AppHandle, order: &str) -> anyhow::Re
         )
     };
     // Start cold, as after a restart or an eviction.
-    let id = crate::sfid::SfId::parse(order)?;
+    let id = sfcdc::sfid::SfId::parse(order)?;
     app.cache()
-        .invalidate(&crate::cache::CacheKey::Order(id))
+        .invalidate(&sfcdc::cache::CacheKey::Order(id))
         .await;
     let before = loads();
     let answers = futures_util::future::join_all((0..READERS).map(|_| read())).await;
@@ -282,11 +277,11 @@ fn skips(metrics: &[&Metrics]) -> BTreeMap<String, u64> {
 }
 
 /// Follows the job of `order` until it finishes; returns the progress values it showed.
-async fn watch_progress(store: Arc<crate::store::AnyStore>, order: String) -> Vec<i32> {
+async fn watch_progress(store: Arc<sfcdc::store::AnyStore>, order: String) -> Vec<i32> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut seen: Vec<i32> = Vec::new();
     while tokio::time::Instant::now() < deadline {
-        let filter = crate::store::JobFilter {
+        let filter = sfcdc::store::JobFilter {
             order_id: Some(order.clone()),
             ..Default::default()
         };
@@ -311,11 +306,11 @@ async fn watch_progress(store: Arc<crate::store::AnyStore>, order: String) -> Ve
 async fn all_fulfilled<S: Store>(store: &S) -> anyhow::Result<usize> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let jobs = store.jobs(&crate::store::JobFilter::default()).await?;
+        let jobs = store.jobs(&sfcdc::store::JobFilter::default()).await?;
         if jobs.iter().all(|j| !j.state.is_open()) {
             return Ok(jobs
                 .iter()
-                .filter(|j| j.state == crate::store::JobState::Completed)
+                .filter(|j| j.state == sfcdc::store::JobState::Completed)
                 .count());
         }
         anyhow::ensure!(
@@ -367,7 +362,7 @@ async fn activated_orders(
 }
 
 /// Runs the demo and prints its summary.
-pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
+pub async fn run(options: DemoArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let dir = match &options.dir {
         Some(d) => {
@@ -425,7 +420,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         db.display()
     );
     println!("  channels: {}", channels.join(", "));
-    let http = crate::salesforce::http::http_client(Some(&ca)).map_err(|e| anyhow::anyhow!(e))?;
+    let http = sfcdc::salesforce::http::http_client(Some(&ca)).map_err(|e| anyhow::anyhow!(e))?;
     let story = Story {
         token: emu.issue_token(),
         emu,
@@ -576,8 +571,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             .store()
             .set_checkpoint(
                 &channels[0],
-                &Position::After(crate::decode::ReplayId(r)),
-                crate::clock::now_ms(),
+                &Position::After(sfcdc::decode::ReplayId(r)),
+                sfcdc::clock::now_ms(),
             )
             .await?;
     }
@@ -600,7 +595,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         ),
     );
     let store_for_wait =
-        crate::store::AnyStore::open(&format!("sqlite://{}", db.display())).await?;
+        sfcdc::store::AnyStore::open(&format!("sqlite://{}", db.display())).await?;
     caught_up(&story.emu, &store_for_wait, &channels).await?;
     let fulfilled = all_fulfilled(&store_for_wait).await?;
     let progress_seen = watcher.await.unwrap_or_default();
@@ -633,7 +628,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     // The summary.
     let store = second.sink().store();
     let counts = store.counts().await?;
-    let jobs = store.jobs(&crate::store::JobFilter::default()).await?;
+    let jobs = store.jobs(&sfcdc::store::JobFilter::default()).await?;
     let metrics = [first.metrics().as_ref(), second.metrics().as_ref()];
     let skips = skips(&metrics);
     let duplicates = skips.get("duplicate_event").copied().unwrap_or(0)
@@ -642,9 +637,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         events_seen: metric_sum(&metrics, "sfcdc_events_received_total", None),
         jobs_created: jobs.len() as i64,
         approved_orders: approved,
-        orders_with_jobs: jobs.iter().map(|j| j.order_id.clone()).collect(),
         duplicates,
-        skips: skips.clone(),
         quarantined: counts.quarantined,
         checkpoints: store
             .checkpoints()
@@ -659,10 +652,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
                 (c.channel, p)
             })
             .collect(),
-        database: db.clone(),
         jobs_completed: fulfilled,
         activated,
-        progress_seen,
         webhooks,
         dispatches,
     };
@@ -719,5 +710,5 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         );
     }
     println!("  finished in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(report)
+    Ok(())
 }

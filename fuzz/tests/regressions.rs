@@ -1,6 +1,6 @@
 //! The fuzz targets' inputs, replayed in the normal suite: every seed of `fuzz/corpus/<target>/`
 //! and every input a fuzzer once crashed on, kept in `fuzz/regressions/<target>/`, goes through
-//! the same `sfcdc::fuzzing` function libFuzzer runs, which panics on a broken invariant. Also
+//! the same `sfcdc_fuzz` function libFuzzer runs, which panics on a broken invariant. Also
 //! property tests over the decoders, and (ignored) the generator of the seed corpus.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,11 +10,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proptest::prelude::*;
 use sfcdc::decode::{ChangeType, CompiledSchema, EventBody};
-use sfcdc::fuzzing::{self, TARGETS};
 use sfcdc_emulator::schema::{ChangeHeader, EventSchema, FieldValue, SchemaKind};
+use sfcdc_fuzz::TARGETS;
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The files of one directory, sorted; none if it does not exist.
@@ -134,8 +134,8 @@ fn durations_beyond_a_century_are_refused_by_name() {
 }
 
 /// The served Order schema, as first served.
-fn order() -> &'static fuzzing::ServedSchema {
-    &fuzzing::served_schemas()[0]
+fn order() -> &'static sfcdc_fuzz::ServedSchema {
+    &sfcdc_fuzz::served_schemas()[0]
 }
 
 fn sfid(prefix: &str, n: u32) -> String {
@@ -186,7 +186,7 @@ fn text(s: &str) -> FieldValue {
 /// The seeds of `avro_decode`: valid events of every served schema, and two broken ones.
 fn avro_seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds = Vec::new();
-    for (i, served) in fuzzing::served_schemas().iter().enumerate() {
+    for (i, served) in sfcdc_fuzz::served_schemas().iter().enumerate() {
         let s = &served.schema;
         let mut push = |name: &str, payload: Vec<u8>| {
             let mut data = vec![i as u8];
@@ -231,12 +231,12 @@ fn avro_seeds() -> Vec<(String, Vec<u8>)> {
                 ] {
                     push(name, s.encode_change(&header(s, ct, &[]), &BTreeMap::new()));
                 }
-                if s.field_names().any(|f| f == fuzzing::ADDED_ORDER_FIELD) {
+                if s.field_names().any(|f| f == sfcdc_fuzz::ADDED_ORDER_FIELD) {
                     push(
                         "update-added-field",
                         s.encode_change(
-                            &header(s, ChangeType::Update, &[fuzzing::ADDED_ORDER_FIELD]),
-                            &values(&[(fuzzing::ADDED_ORDER_FIELD, text("note"))]),
+                            &header(s, ChangeType::Update, &[sfcdc_fuzz::ADDED_ORDER_FIELD]),
+                            &values(&[(sfcdc_fuzz::ADDED_ORDER_FIELD, text("note"))]),
                         ),
                     );
                 }
@@ -323,7 +323,7 @@ fn bitmap_seeds() -> Vec<(String, Vec<u8>)> {
 }
 
 /// The seeds of `rest_responses`: `[parser, status index, body…]`, the indexes as
-/// `sfcdc::fuzzing::rest_responses` reads them.
+/// `sfcdc_fuzz::rest_responses` reads them.
 fn rest_seeds() -> Vec<(String, Vec<u8>)> {
     let order = sfid("801", 7);
     let account = sfid("001", 3);
@@ -438,7 +438,7 @@ fn rest_seeds() -> Vec<(String, Vec<u8>)> {
 /// configuration.
 fn config_seeds() -> Vec<(String, Vec<u8>)> {
     let sample =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sfcdc.env"))
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/sfcdc.env"))
             .unwrap();
     let key = "tests/fixtures/jwt-test-key.pem";
     let files: Vec<(&str, u8, String)> = vec![
@@ -491,7 +491,7 @@ fn config_seeds() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Writes the seed corpus into `fuzz/corpus/`: `cargo test --test it fuzz_regressions -- --ignored`.
+/// Writes the seed corpus into `fuzz/corpus/`: `cargo test -p sfcdc-fuzz --test regressions -- --ignored`.
 #[test]
 #[ignore = "writes fuzz/corpus; run by hand when the schemas or formats change"]
 fn write_seed_corpus() {
@@ -513,10 +513,10 @@ fn write_seed_corpus() {
 fn the_generated_seeds_pass_every_check() {
     // The generated seeds, not only the committed ones: a schema change that breaks them shows.
     for (body, seeds) in [
-        (fuzzing::avro_decode as fn(&[u8]), avro_seeds()),
-        (fuzzing::bitmap, bitmap_seeds()),
-        (fuzzing::rest_responses, rest_seeds()),
-        (fuzzing::config, config_seeds()),
+        (sfcdc_fuzz::avro_decode as fn(&[u8]), avro_seeds()),
+        (sfcdc_fuzz::bitmap, bitmap_seeds()),
+        (sfcdc_fuzz::rest_responses, rest_seeds()),
+        (sfcdc_fuzz::config, config_seeds()),
     ] {
         for (_, data) in seeds {
             body(&data);
@@ -526,7 +526,7 @@ fn the_generated_seeds_pass_every_check() {
     let decoded = avro_seeds()
         .iter()
         .filter(|(name, data)| {
-            let served = &fuzzing::served_schemas()[usize::from(data[0])];
+            let served = &sfcdc_fuzz::served_schemas()[usize::from(data[0])];
             let compiled = CompiledSchema::compile(&served.schema.id, &served.schema.json).unwrap();
             let ok = compiled
                 .decode(&served.topic, &Bytes::copy_from_slice(&data[1..]))
@@ -593,13 +593,13 @@ proptest! {
         // The same payload through the fuzz body (schema 0 is this one), whole and corrupted.
         let mut data = vec![0u8];
         data.extend(&payload);
-        fuzzing::avro_decode(&data);
+        sfcdc_fuzz::avro_decode(&data);
         let (at, byte) = flip;
         let at = 1 + at % payload.len();
         data[at] ^= byte | 1;
-        fuzzing::avro_decode(&data);
+        sfcdc_fuzz::avro_decode(&data);
         data.truncate(at);
-        fuzzing::avro_decode(&data);
+        sfcdc_fuzz::avro_decode(&data);
     }
 
     /// Any set of Order fields survives an encode/decode round trip of its bitmap.

@@ -10,7 +10,9 @@
 //!
 //! The gate is measured on the queue alone: claim 64 due jobs and complete them, until none is
 //! left, with the gate, without it, and with the gate when every order has four jobs (so a claim
-//! can take only one job per order).
+//! can take only one job per order). The product has no claim without the gate: the bench runs
+//! its own copy of the claim statement, minus the gate, through a pool of its own on the same
+//! database ([`UngatedClaim`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,15 +21,15 @@ use std::time::{Duration, Instant};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Env;
-use crate::rules::RulesConfig;
-use crate::salesforce::RestError;
-use crate::sfid::SfId;
-use crate::store::queue::{JobChange, JobEnd, JobUpdate, Queue};
-use crate::store::{AnyStore, NewJob, NewTrigger, Store, StoreBatch};
-use crate::telemetry::metrics::Metrics;
-use crate::worker::fulfilment::{CallError, Fulfilment, OpStatus, Operation, Submitted};
-use crate::worker::{Orders, Worker, WorkerConfig};
+use sfcdc::config::Env;
+use sfcdc::rules::RulesConfig;
+use sfcdc::salesforce::RestError;
+use sfcdc::sfid::SfId;
+use sfcdc::store::queue::{JobChange, JobEnd, JobUpdate, Queue};
+use sfcdc::store::{AnyStore, NewJob, NewTrigger, Store, StoreBatch};
+use sfcdc::telemetry::metrics::Metrics;
+use sfcdc::worker::fulfilment::{CallError, Fulfilment, OpStatus, Operation, Submitted};
+use sfcdc::worker::{Orders, Worker, WorkerConfig};
 
 /// One run's figures.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -42,6 +44,125 @@ pub struct WorkerBenchResult {
     pub seconds: f64,
     /// Jobs per second.
     pub jobs_per_second: f64,
+}
+
+/// The product's job claim (`Queue::claim_jobs`, `CLAIM_JOBS` in src/store/sqlite/queue.rs and
+/// src/store/postgres/queue.rs) minus the per-order gate, its `NOT EXISTS` clause: the same lease,
+/// attempt and state changes, the same order and limit, the same columns returned, and on
+/// PostgreSQL the same `FOR UPDATE SKIP LOCKED`. `$1` owner, `$2` lease deadline, `$3` now, `$4`
+/// at most this many. Keep it in step with the product's statement, or the row measures
+/// something else.
+macro_rules! claim_ungated {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE sfcdc_jobs SET lease_owner = $1, lease_until = $2, updated_at = $3,
+        attempt = CASE WHEN state IN ('available', 'retryable') THEN attempt + 1 ELSE attempt END,
+        state = CASE WHEN state IN ('available', 'retryable') THEN 'running' ELSE state END
+    WHERE id IN (
+        SELECT j.id FROM sfcdc_jobs j
+        WHERE j.state IN ('available', 'running', 'polling', 'retryable') AND j.run_at <= $3
+            AND (j.lease_until IS NULL OR j.lease_until < $3)
+        ORDER BY j.run_at, j.id LIMIT $4",
+            $lock,
+            ")
+    RETURNING id, job_key, order_id, account_id, trigger_status, trigger_kind, state, attempt,
+        max_attempts, run_at, lease_owner, lease_until, operation_id, phase, submitted_at, polls, generation, progress,
+        result, external_id, last_error, errors, source_channel, source_replay_id, source_event_id, payload, created_at,
+        updated_at, finished_at"
+        )
+    };
+}
+
+/// A claim without the per-order gate, through the bench's own pool on the store's database.
+enum UngatedClaim {
+    /// A SQLite file, opened with the store's per-connection settings.
+    Sqlite(sqlx::SqlitePool),
+    /// A PostgreSQL database (the URL selects the bench's schema).
+    Postgres(sqlx::PgPool),
+}
+
+impl UngatedClaim {
+    /// Opens a pool of one connection on `url`, the database `store` was opened on.
+    async fn open(store: &AnyStore, url: &str) -> anyhow::Result<UngatedClaim> {
+        Ok(match store {
+            AnyStore::Sqlite(_) => {
+                // The settings of the store's connections that bear on a write: a claim that
+                // waited for fsync or for the lock differently would not compare.
+                let options: sqlx::sqlite::SqliteConnectOptions = url.parse()?;
+                let options = options
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+                    .pragma("wal_autocheckpoint", "16000");
+                UngatedClaim::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options)
+                        .await?,
+                )
+            }
+            AnyStore::Postgres(_) => UngatedClaim::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(url)
+                    .await?,
+            ),
+        })
+    }
+
+    /// Leases up to `limit` due jobs for `owner`; their ids, in id order.
+    async fn claim(
+        &self,
+        owner: &str,
+        limit: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> anyhow::Result<Vec<i64>> {
+        match self {
+            UngatedClaim::Sqlite(pool) => {
+                claim_on(pool, claim_ungated!(""), owner, limit, now_ms, lease_ms).await
+            }
+            UngatedClaim::Postgres(pool) => {
+                let statement = claim_ungated!(" FOR UPDATE SKIP LOCKED");
+                claim_on(pool, statement, owner, limit, now_ms, lease_ms).await
+            }
+        }
+    }
+}
+
+/// Runs a claim `statement` on `pool`; the ids it leased, in id order.
+async fn claim_on<DB>(
+    pool: &sqlx::Pool<DB>,
+    statement: &'static str,
+    owner: &str,
+    limit: i64,
+    now_ms: i64,
+    lease_ms: i64,
+) -> anyhow::Result<Vec<i64>>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use sqlx::Row;
+    let mut conn = pool.acquire().await?;
+    let rows = sqlx::query(statement)
+        .bind(owner)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    // `id` is the first column returned.
+    let mut ids = rows
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 /// Salesforce, answering at once: every order is approved and not yet activated.
@@ -102,10 +223,10 @@ impl Fulfilment for InstantFulfilment {
 
 /// Inserts `jobs` jobs over `jobs / per_order` orders, as ingest would.
 async fn preload(store: &AnyStore, jobs: usize, per_order: usize) -> anyhow::Result<()> {
-    let now = crate::clock::now_ms();
+    let now = sfcdc::clock::now_ms();
     let all: Vec<(String, String)> = (0..jobs)
         .map(|n| {
-            let order = crate::sfid::generate("801", "Hs", (n / per_order) as u64);
+            let order = sfcdc::sfid::generate("801", "Hs", (n / per_order) as u64);
             (format!("bench:{n}"), order.as_str().to_owned())
         })
         .collect();
@@ -178,7 +299,7 @@ async fn run_worker(
     );
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let http = crate::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
+    let http = sfcdc::salesforce::http::http_client(None).map_err(|e| anyhow::anyhow!(e))?;
     let task = tokio::spawn(worker.run(http, cancel.clone()));
     let completed = || metrics.value("sfcdc_job_steps_total", &[("outcome", "completed")]);
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -192,24 +313,32 @@ async fn run_worker(
     Ok(seconds)
 }
 
-/// Claims and completes every due job, 64 at a time; the time it took.
-async fn drain_queue(store: &AnyStore, gated: bool) -> anyhow::Result<(usize, f64)> {
+/// Claims and completes every due job, 64 at a time, through the product's gated claim, or
+/// through `ungated` when given; the time it took.
+async fn drain_queue(
+    store: &AnyStore,
+    ungated: Option<&UngatedClaim>,
+) -> anyhow::Result<(usize, f64)> {
     let started = Instant::now();
     let mut done = 0;
     loop {
-        let now = crate::clock::now_ms();
-        let jobs = if gated {
-            store.claim_jobs("bench", 64, now, 60_000).await?
-        } else {
-            store.claim_jobs_ungated("bench", 64, now, 60_000).await?
+        let now = sfcdc::clock::now_ms();
+        let jobs: Vec<i64> = match ungated {
+            None => store
+                .claim_jobs("bench", 64, now, 60_000)
+                .await?
+                .into_iter()
+                .map(|j| j.id)
+                .collect(),
+            Some(claim) => claim.claim("bench", 64, now, 60_000).await?,
         };
         if jobs.is_empty() {
             return Ok((done, started.elapsed().as_secs_f64()));
         }
         let updates: Vec<JobUpdate> = jobs
             .iter()
-            .map(|j| JobUpdate {
-                id: j.id,
+            .map(|&id| JobUpdate {
+                id,
                 owner: "bench".into(),
                 change: JobChange::End {
                     end: JobEnd::Completed {
@@ -226,7 +355,8 @@ async fn drain_queue(store: &AnyStore, gated: bool) -> anyhow::Result<(usize, f6
     }
 }
 
-/// Every measurement on one backend; `open` gives a fresh, empty store each time.
+/// Every measurement on one backend; `open` gives a fresh, empty store each time, with the URL it
+/// was opened on.
 pub async fn run_backend<F, Fut>(
     backend: &str,
     jobs: usize,
@@ -235,7 +365,7 @@ pub async fn run_backend<F, Fut>(
 ) -> anyhow::Result<Vec<WorkerBenchResult>>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<AnyStore>>,
+    Fut: std::future::Future<Output = anyhow::Result<(AnyStore, String)>>,
 {
     let mut out = Vec::new();
     let result = |mode: &str, jobs: usize, seconds: f64| WorkerBenchResult {
@@ -246,7 +376,7 @@ where
         jobs_per_second: jobs as f64 / seconds,
     };
     for asynchronous in [false, true] {
-        let store = Arc::new(open().await?);
+        let store = Arc::new(open().await?.0);
         preload(&store, jobs, 1).await?;
         let seconds = run_worker(store, jobs, concurrency, asynchronous).await?;
         let mode = if asynchronous {
@@ -261,9 +391,14 @@ where
         ("queue, no gate", false, 1),
         ("queue, gate, 4 jobs/order", true, 4),
     ] {
-        let store = open().await?;
+        let (store, url) = open().await?;
         preload(&store, jobs, per_order).await?;
-        let (done, seconds) = drain_queue(&store, gated).await?;
+        let ungated = if gated {
+            None
+        } else {
+            Some(UngatedClaim::open(&store, &url).await?)
+        };
+        let (done, seconds) = drain_queue(&store, ungated.as_ref()).await?;
         anyhow::ensure!(done == jobs, "{mode}: drained {done} of {jobs}");
         out.push(result(mode, done, seconds));
     }

@@ -1,5 +1,6 @@
-//! Fuzz target bodies: what `fuzz/fuzz_targets/*` run under libFuzzer, and what the normal test
-//! suite replays from `fuzz/corpus/` and `fuzz/regressions/`.
+//! Fuzz target bodies: what `fuzz_targets/*` run under libFuzzer (with the `libfuzzer` feature,
+//! through scripts/fuzz.sh), and what `cargo test` replays from `corpus/` and `regressions/`
+//! (tests/regressions.rs). They call sfcdc's parsers through its public API, as any client would.
 //!
 //! Each function takes arbitrary bytes and feeds them to one family of parsers exactly as sfcdc
 //! runs them on untrusted input: [`avro_decode`] the Pub/Sub payload decoder (and the rules that
@@ -20,12 +21,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value as Json;
 
-use crate::config::{Env, SECRET_VARS};
-use crate::decode::avro::{Plan, Record, Value};
-use crate::decode::bitmap::{self, BitmapError, FieldLayout};
-use crate::decode::{CompiledSchema, DecodeError, DecodedEvent, EventBody, ReplayId};
-use crate::rules::{self, Evaluation, Facts, OrderFacts, RulesConfig};
-use crate::sfid::SfId;
+use sfcdc::config::{Env, SECRET_VARS};
+use sfcdc::decode::avro::{Plan, Record, Value};
+use sfcdc::decode::bitmap::{self, BitmapError, FieldLayout};
+use sfcdc::decode::{CompiledSchema, DecodeError, DecodedEvent, EventBody, ReplayId};
+use sfcdc::rules::{self, Evaluation, Facts, OrderFacts, RulesConfig};
+use sfcdc::sfid::SfId;
 use sfcdc_emulator::schema::{EventSchema, SchemaKind};
 use sfcdc_emulator::world::{self, FULFILMENT_EVENT, World};
 
@@ -178,7 +179,7 @@ fn looked_up(id: &SfId) -> Option<OrderFacts> {
     }
 }
 
-/// Runs the rules over one event the way [`crate::ingest`] does: evaluate, look up what they
+/// Runs the rules over one event the way [`sfcdc::ingest`] does: evaluate, look up what they
 /// ask for, evaluate again; reconcile after an overflow.
 fn evaluate_as_ingest(event: &DecodedEvent) {
     let cfg = rules_config();
@@ -273,7 +274,7 @@ pub fn bitmap_layouts() -> &'static [FieldLayout] {
             )
         };
         let mut a = FieldLayout::new();
-        for n in crate::decode::bitmap::REFERENCE_ACCOUNT_FIELDS {
+        for n in sfcdc::decode::bitmap::REFERENCE_ACCOUNT_FIELDS {
             a.push(n, n.ends_with("Address").then(address).flatten());
         }
         layouts.push(a);
@@ -389,8 +390,8 @@ pub fn rest_responses(data: &[u8]) {
         0 => soql_page(body),
         1 => {
             let json: Json = serde_json::from_slice(body).unwrap_or(Json::Null);
-            let e = crate::salesforce::rest::api_error(status, &json);
-            let crate::salesforce::RestError::Api { status: s, .. } = &e else {
+            let e = sfcdc::salesforce::rest::api_error(status, &json);
+            let sfcdc::salesforce::RestError::Api { status: s, .. } = &e else {
                 panic!("an API error: {e:?}");
             };
             assert_eq!(*s, status);
@@ -401,7 +402,7 @@ pub fn rest_responses(data: &[u8]) {
         }
         2 => token_answer(status, &text),
         3 => {
-            if let Ok(info) = serde_json::from_slice::<crate::salesforce::auth::UserInfo>(body)
+            if let Ok(info) = serde_json::from_slice::<sfcdc::salesforce::auth::UserInfo>(body)
                 && let Ok(id) = SfId::parse(&info.organization_id)
             {
                 assert_eq!(id.as_str().len(), 18);
@@ -409,7 +410,7 @@ pub fn rest_responses(data: &[u8]) {
             }
         }
         4 => {
-            use crate::worker::fulfilment::{Submitted, submit_answer};
+            use sfcdc::worker::fulfilment::{Submitted, submit_answer};
             match submit_answer(status, &text) {
                 Ok(Submitted::Accepted(op)) => {
                     assert_eq!(status, 202);
@@ -422,7 +423,7 @@ pub fn rest_responses(data: &[u8]) {
                 Err(e) => check_call_error(status, &e, 200..=202),
             }
         }
-        5 => match crate::worker::fulfilment::poll_answer(status, &text) {
+        5 => match sfcdc::worker::fulfilment::poll_answer(status, &text) {
             Ok(Some(op)) => {
                 assert_eq!(status, 200);
                 check_operation(&op);
@@ -430,7 +431,7 @@ pub fn rest_responses(data: &[u8]) {
             Ok(None) => assert_eq!(status, 404),
             Err(e) => check_call_error(status, &e, 200..=200),
         },
-        _ => match crate::worker::fulfilment::batch_answer(status, &text) {
+        _ => match sfcdc::worker::fulfilment::batch_answer(status, &text) {
             Ok(Some(ops)) => {
                 assert_eq!(status, 200);
                 ops.iter().for_each(check_operation);
@@ -441,7 +442,7 @@ pub fn rest_responses(data: &[u8]) {
     }
 }
 
-/// One page of a SOQL query, and the order facts [`crate::salesforce::RestLookup`] reads from
+/// One page of a SOQL query, and the order facts [`sfcdc::salesforce::RestLookup`] reads from
 /// each record.
 fn soql_page(body: &[u8]) {
     let Ok(mut page) = serde_json::from_slice::<Json>(body) else {
@@ -451,7 +452,7 @@ fn soql_page(body: &[u8]) {
         .get("records")
         .and_then(Json::as_array)
         .map_or(0, Vec::len);
-    let (records, next) = crate::salesforce::rest::take_page(&mut page);
+    let (records, next) = sfcdc::salesforce::rest::take_page(&mut page);
     assert_eq!(records.len(), expected);
     assert_eq!(
         next.as_deref(),
@@ -459,13 +460,13 @@ fn soql_page(body: &[u8]) {
     );
     let rules = rules_config();
     for r in &records {
-        let Some(id) = crate::salesforce::rest::record_id(r) else {
+        let Some(id) = sfcdc::salesforce::rest::record_id(r) else {
             continue;
         };
         let Some(fields) = r.as_object() else {
             panic!("a record with an Id is an object");
         };
-        let facts = crate::salesforce::rest::order_facts(fields, rules);
+        let facts = sfcdc::salesforce::rest::order_facts(fields, rules);
         assert_eq!(facts.status.as_deref(), r["Status"].as_str());
         assert_eq!(id.as_str().len(), 18);
     }
@@ -474,25 +475,25 @@ fn soql_page(body: &[u8]) {
 fn token_answer(status: u16, body: &str) {
     let code = reqwest::StatusCode::from_u16(status).expect("a valid status");
     let url = "https://login.salesforce.com/services/oauth2/token";
-    match crate::salesforce::auth::token_response("password", code, body, url) {
+    match sfcdc::salesforce::auth::token_response("password", code, body, url) {
         Ok((_, instance_url, expires_in)) => {
             assert!(code.is_success());
             assert!(!instance_url.ends_with('/'));
             let now = Instant::now();
             for timeout in [None, Some(Duration::from_secs(7200))] {
-                let expiry = crate::salesforce::auth::session_expiry(now, expires_in, timeout);
+                let expiry = sfcdc::salesforce::auth::session_expiry(now, expires_in, timeout);
                 assert!(expiry.is_none_or(|e| e >= now));
             }
         }
-        Err(crate::salesforce::auth::AuthError::Rejected { .. }) => assert!(code.is_client_error()),
+        Err(sfcdc::salesforce::auth::AuthError::Rejected { .. }) => assert!(code.is_client_error()),
         Err(e) => assert!(e.is_retryable(), "{e}"),
     }
 }
 
-fn check_operation(op: &crate::worker::fulfilment::Operation) {
+fn check_operation(op: &sfcdc::worker::fulfilment::Operation) {
     assert!(op.progress().is_none_or(|p| (0..=100).contains(&p)));
     if let Some(result) = &op.result
-        && let Some(id) = crate::worker::fulfilment::external_id(result)
+        && let Some(id) = sfcdc::worker::fulfilment::external_id(result)
     {
         assert!(!id.trim().is_empty());
     }
@@ -500,7 +501,7 @@ fn check_operation(op: &crate::worker::fulfilment::Operation) {
 
 fn check_call_error(
     status: u16,
-    e: &crate::worker::fulfilment::CallError,
+    e: &sfcdc::worker::fulfilment::CallError,
     success: std::ops::RangeInclusive<u16>,
 ) {
     if success.contains(&status) {
@@ -518,7 +519,7 @@ fn check_call_error(
 fn sample_config() -> &'static HashMap<String, String> {
     static SAMPLE: OnceLock<HashMap<String, String>> = OnceLock::new();
     SAMPLE.get_or_init(|| {
-        let mut vars = crate::config::parse_file(include_str!("../config/sfcdc.env"))
+        let mut vars = sfcdc::config::parse_file(include_str!("../../config/sfcdc.env"))
             .expect("the sample configuration parses");
         vars.insert(
             "SFCDC_FULFILMENT_URL".into(),
@@ -538,7 +539,7 @@ pub fn config(data: &[u8]) {
         return;
     };
     let text = String::from_utf8_lossy(rest);
-    let vars = match crate::config::parse_file(&text) {
+    let vars = match sfcdc::config::parse_file(&text) {
         Ok(vars) => vars,
         Err((line, reason)) => {
             assert!(line >= 1 && line <= text.lines().count(), "line {line}");
@@ -549,7 +550,7 @@ pub fn config(data: &[u8]) {
     // Written back in the quoted form, the file reads the same.
     let written: String = vars.iter().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect();
     assert_eq!(
-        crate::config::parse_file(&written).as_ref(),
+        sfcdc::config::parse_file(&written).as_ref(),
         Ok(&vars),
         "{written}"
     );
@@ -565,7 +566,7 @@ pub fn config(data: &[u8]) {
         *path = if path.contains("jwt-test-key.pem") {
             concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/jwt-test-key.pem"
+                "/../tests/fixtures/jwt-test-key.pem"
             )
             .into()
         } else {
@@ -573,7 +574,7 @@ pub fn config(data: &[u8]) {
         };
     }
     let env = Env::from_pairs(merged.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    match crate::app::Settings::from_env(&env) {
+    match sfcdc::app::Settings::from_env(&env) {
         Err(e) => {
             assert!(!e.var.is_empty() && !e.reason.is_empty(), "{e:?}");
             let shown = e.to_string();

@@ -27,8 +27,8 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as AvroValue;
 use bytes::Bytes;
 
-use crate::decode::bitmap::{self, FieldLayout, FieldName};
-use crate::decode::event::{CompiledSchema, EventBody};
+use sfcdc::decode::bitmap::{self, FieldLayout, FieldName};
+use sfcdc::decode::event::{CompiledSchema, EventBody};
 use sfcdc_emulator::org::{Actor, now_ms};
 use sfcdc_emulator::world::World;
 
@@ -51,6 +51,10 @@ pub struct Corpus {
     /// The representative UPDATE (also `payloads[0]`).
     pub representative: Bytes,
     /// A `changedFields` value with a nested element, for timing bitmap expansion alone.
+    #[allow(
+        dead_code,
+        reason = "only the criterion bench (benches/decode.rs) times it"
+    )]
     pub changed: Vec<String>,
     /// Every payload: the representative one, then the bulk mix.
     pub payloads: Vec<Bytes>,

@@ -25,19 +25,97 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Env;
-use crate::decode::Position;
-use crate::ingest::IngestSink;
-use crate::rules::RulesConfig;
-use crate::salesforce::auth::{AuthConfig, Authenticator};
-use crate::salesforce::{RestLookup, SalesforceRest};
-use crate::source::sink::{Batch, Sink, SinkError};
-use crate::source::{Source, SourceConfig};
-use crate::store::{AnyStore, Store};
-use crate::telemetry::metrics::Metrics;
+use sfcdc::config::Env;
+use sfcdc::decode::Position;
+use sfcdc::ingest::IngestSink;
+use sfcdc::rules::RulesConfig;
+use sfcdc::salesforce::auth::{AuthConfig, Authenticator};
+use sfcdc::salesforce::{RestLookup, SalesforceRest};
+use sfcdc::source::sink::{Batch, Sink, SinkError};
+use sfcdc::source::{Source, SourceConfig};
+use sfcdc::store::{AnyStore, Store};
+use sfcdc::telemetry::metrics::Metrics;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
+
+/// Flags of `sfcdc bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Order change events to preload (about 10% approvals).
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Also run on this PostgreSQL database (default: SFCDC_BENCH_POSTGRES_URL or
+    /// SFCDC_TEST_POSTGRES_URL when set).
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Events per FetchRequest (1 to 100).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub batch_size: u32,
+    /// Jobs for the worker benchmark (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    pub jobs: usize,
+    /// Worker concurrency in the worker benchmark.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub concurrency: u64,
+    /// Only the worker benchmark.
+    #[arg(long, conflicts_with = "cache_only")]
+    pub worker_only: bool,
+    /// In-process reads in the cache benchmark; its HTTP runs and its mixed workload each make
+    /// a tenth as many (0 skips it).
+    #[arg(long, default_value_t = 200_000)]
+    pub reads: usize,
+    /// Only the cache benchmark.
+    #[arg(long)]
+    pub cache_only: bool,
+    /// Run every benchmark (decode next to apache-avro, ingest, backlog catch-up, worker, cache,
+    /// memory) and end with one table of the results.
+    #[arg(long, conflicts_with_all = ["worker_only", "cache_only"])]
+    pub report: bool,
+    /// Events of the backlog catch-up in `--report` (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: usize,
+    /// Print the results as JSON as well.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `sfcdc bench`.
+pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let postgres = args
+        .postgres
+        .or_else(|| std::env::var("SFCDC_BENCH_POSTGRES_URL").ok())
+        .or_else(|| std::env::var("SFCDC_TEST_POSTGRES_URL").ok())
+        .filter(|u| !u.is_empty());
+    let options = BenchOptions {
+        events: args.events,
+        postgres,
+        batch_size: args.batch_size,
+        jobs: if args.cache_only { 0 } else { args.jobs },
+        concurrency: args.concurrency as usize,
+        skip_ingest: args.worker_only || args.cache_only,
+        reads: if args.worker_only { 0 } else { args.reads },
+        decode: args.report,
+        backlog: if args.report { args.backlog } else { 0 },
+    };
+    let started = std::time::Instant::now();
+    let load_at_start = report::load_average();
+    let results = run(options.clone()).await?;
+    if args.report {
+        let machine = report::Machine::detect(load_at_start);
+        let seconds = started.elapsed().as_secs_f64();
+        let report = report::Report::new(results, &options, machine, seconds);
+        println!();
+        print!("{}", report.table());
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    } else if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    }
+    Ok(())
+}
 
 /// Options of `sfcdc bench`.
 #[derive(Debug, Clone)]
@@ -199,7 +277,7 @@ async fn run_one(
     let source_config = SourceConfig::from_env(&env)?;
     let metrics = Arc::new(Metrics::new());
     let http =
-        crate::salesforce::http::http_client(Some(&bench.ca)).map_err(|e| anyhow::anyhow!(e))?;
+        sfcdc::salesforce::http::http_client(Some(&bench.ca)).map_err(|e| anyhow::anyhow!(e))?;
     let auth = Arc::new(Authenticator::new(
         AuthConfig::from_env(&env)?,
         http,
@@ -272,7 +350,7 @@ where
     let schema = format!(
         "sfcdc_bench_{}_{}",
         std::process::id(),
-        crate::clock::now_ms()
+        sfcdc::clock::now_ms()
     );
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -344,7 +422,7 @@ async fn run_worker(options: &BenchOptions) -> anyhow::Result<Vec<worker::Worker
     let sqlite = || {
         let n = runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let url = format!("sqlite://{}", dir.path().join(format!("w{n}.db")).display());
-        async move { Ok(AnyStore::open(&url).await?) }
+        async move { Ok((AnyStore::open(&url).await?, url)) }
     };
     let mut results =
         worker::run_backend("sqlite", options.jobs, options.concurrency, sqlite).await?;
@@ -361,7 +439,7 @@ async fn run_worker(options: &BenchOptions) -> anyhow::Result<Vec<worker::Worker
                             .execute(pg.pool())
                             .await?;
                     }
-                    Ok(store)
+                    Ok((store, url))
                 }
             };
             worker::run_backend("postgres", options.jobs, options.concurrency, open).await

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::telemetry::metrics::process_memory;
+use sfcdc::telemetry::metrics::process_memory;
 
 /// The highest `VmHWM` seen before a reset, bytes.
 static PEAK_BEFORE_RESETS: AtomicU64 = AtomicU64::new(0);

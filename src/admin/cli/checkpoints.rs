@@ -1,0 +1,65 @@
+//! `sfcdc checkpoints …`: list every channel's stored position, or set where a channel resumes.
+//! A reset writes the store directly, so it must happen while the service is stopped: a running
+//! service overwrites the position with its next commit.
+
+use clap::Subcommand;
+
+use super::{OutputFormat, iso, open_store, print_table};
+
+/// `sfcdc checkpoints …`
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// List every channel's stored position.
+    List {
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Set where a channel resumes (stop the service first: a running one overwrites it).
+    Reset {
+        /// The channel.
+        channel: String,
+        /// earliest, latest, or a replay id in hex.
+        #[arg(long, default_value = "latest")]
+        to: String,
+    },
+}
+
+/// Runs `sfcdc checkpoints …`.
+pub async fn run_checkpoints(cmd: CheckpointsCommand) -> anyhow::Result<()> {
+    use crate::decode::Position;
+    use crate::store::Store;
+    let store = open_store().await?;
+    match cmd {
+        CheckpointsCommand::List { format } => {
+            let cps = store.checkpoints().await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&cps)?),
+                OutputFormat::Table => print_table(
+                    &["CHANNEL", "POSITION", "REPLAY ID", "UPDATED"],
+                    cps.iter()
+                        .map(|c| {
+                            let (kind, replay) = match &c.position {
+                                Position::After(r) => ("after".to_owned(), r.to_hex()),
+                                Position::Earliest => ("earliest".to_owned(), String::new()),
+                                Position::Latest => ("latest".to_owned(), String::new()),
+                            };
+                            vec![c.channel.clone(), kind, replay, iso(c.updated_at)]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        CheckpointsCommand::Reset { channel, to } => {
+            let position = super::position("--to", &to).map_err(anyhow::Error::msg)?;
+            if !(channel.starts_with("/data/") || channel.starts_with("/event/")) {
+                anyhow::bail!("'{channel}' is not a topic name such as /data/OrderChangeEvent");
+            }
+            store
+                .set_checkpoint(&channel, &position, crate::clock::now_ms())
+                .await?;
+            println!("{channel}: the next run resumes at {to}");
+        }
+    }
+    Ok(())
+}
