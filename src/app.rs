@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::AdminConfig;
+use crate::api::AdminConfig;
 use crate::cache::invalidate::Invalidator;
 use crate::cache::{CacheConfig, CachedLookup, OrderCache, RestOrderSource};
 use crate::clock::Clock;
@@ -224,7 +224,7 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             ConfigError::new("SFCDC_ADMIN_ADDR", format!("cannot listen on {addr}: {e}"))
         })?;
-        let state = crate::admin::AdminState::new(
+        let state = crate::api::AdminState::new(
             deps.store.clone(),
             deps.metrics.clone(),
             settings.admin.token.as_ref(),
@@ -232,7 +232,7 @@ impl AdminServer {
         .with_liveness(ingest.source.liveness().clone())
         .with_clock(deps.clock.clone());
         let routes =
-            crate::admin::router(state).merge(crate::cache::http::router(ingest.cache.clone()));
+            crate::api::router(state).merge(crate::cache::http::router(ingest.cache.clone()));
         Ok(Some(AdminServer { listener, routes }))
     }
 }
@@ -313,7 +313,7 @@ impl App {
         let _stop_on_drop = stop.clone().drop_guard();
         if let Some(admin) = admin {
             tracing::info!(addr = ?handle.admin_addr, "Admin API listening");
-            tracker.spawn(crate::admin::serve(
+            tracker.spawn(crate::api::serve(
                 admin.listener,
                 admin.routes,
                 stop.clone(),

@@ -9,6 +9,7 @@
 //! shares nothing with this one but the proto.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod cache;
 pub mod clock;

@@ -18,7 +18,7 @@ use axum::routing::get;
 use serde_json::{Map, Value as Json, json};
 
 use super::{LoadError, OrderCache, OrderSource};
-use crate::admin::{ApiError, Bearer};
+use crate::api::{ApiError, Bearer};
 use crate::sfid::SfId;
 
 /// Key prefix of Order ids.

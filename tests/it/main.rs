@@ -1,5 +1,6 @@
 //! Integration tests: one binary, so the heavy dependencies link once.
 
+mod architecture;
 mod auth;
 mod cache;
 mod common;

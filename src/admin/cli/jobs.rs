@@ -5,7 +5,7 @@
 use clap::Subcommand;
 
 use super::{OutputFormat, iso, open_store, print_table};
-use crate::admin::{delivery_states, job_states, operator_reason};
+use crate::api::{delivery_states, job_states, operator_reason};
 use crate::store::queue::{DeliveryFilter, DeliveryRow, DeliveryState, Queue};
 use crate::store::{JobFilter, JobRow, JobState, Store};
 

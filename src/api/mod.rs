@@ -1,0 +1,638 @@
+//! The admin HTTP API on `SFCDC_ADMIN_ADDR`: health, metrics, and the operator controls of jobs
+//! and outbox deliveries (the same operations as `sfcdc jobs …` and `sfcdc deliveries …`).
+//!
+//! **Reads are open, changes are guarded.** Anything that changes state requires
+//! `Authorization: Bearer $SFCDC_ADMIN_TOKEN`, compared in constant time; without the header the
+//! answer is 401, with a wrong token 401 too, and when no token is configured changes are
+//! refused with 403. **Bad requests get a reason**: every error is JSON `{"error": "…"}` with a
+//! 4xx status that says what to fix; path ids, query parameters and bodies are parsed here,
+//! never by an extractor that would answer in its own words. The server is plain HTTP and binds
+//! to loopback by default: put it behind a TLS-terminating proxy to expose it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{ConfigError, Env};
+use crate::store::queue::{ActionError, DeliveryFilter, DeliveryState, Queue};
+use crate::store::{AnyStore, JobFilter, JobState, Store};
+use crate::telemetry::health::Liveness;
+use crate::telemetry::metrics::Metrics;
+
+/// The default admin address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9180";
+
+/// Most rows a list returns.
+const MAX_LIMIT: i64 = 1000;
+
+/// Admin settings.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `SFCDC_ADMIN_ADDR`; `None` when set to `off`.
+    pub addr: Option<SocketAddr>,
+    /// `SFCDC_ADMIN_TOKEN`: required for changes.
+    pub token: Option<SecretString>,
+}
+
+impl AdminConfig {
+    /// Reads `SFCDC_ADMIN_ADDR` and `SFCDC_ADMIN_TOKEN`.
+    pub fn from_env(env: &Env) -> Result<AdminConfig, ConfigError> {
+        let addr = env.parse_or("SFCDC_ADMIN_ADDR", Some(default_addr()), |s| {
+            if s.eq_ignore_ascii_case("off") {
+                Ok(None)
+            } else {
+                s.parse()
+                    .map(Some)
+                    .map_err(|_| "expected HOST:PORT such as 127.0.0.1:9180, or off".to_owned())
+            }
+        })?;
+        let token = env.token("SFCDC_ADMIN_TOKEN", 16)?;
+        Ok(AdminConfig { addr, token })
+    }
+}
+
+fn default_addr() -> SocketAddr {
+    DEFAULT_ADDR.parse().expect("the default address parses")
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The store.
+    pub store: Arc<AnyStore>,
+    /// The metrics to expose.
+    pub metrics: Arc<Metrics>,
+    /// The admin token.
+    token: Bearer,
+    /// The channels' liveness; `None` when no subscriber runs in this process.
+    liveness: Option<Arc<Liveness>>,
+    /// Ages and operator actions are judged by it.
+    clock: Clock,
+}
+
+impl AdminState {
+    /// State for a server guarded by `token`.
+    pub fn new(store: Arc<AnyStore>, metrics: Arc<Metrics>, token: Option<&SecretString>) -> Self {
+        AdminState {
+            store,
+            metrics,
+            token: Bearer::new(token, "SFCDC_ADMIN_TOKEN", "changes"),
+            liveness: None,
+            clock: Clock::system(),
+        }
+    }
+
+    /// Makes `/readyz` and `/metrics` report these channels.
+    pub fn with_liveness(mut self, liveness: Arc<Liveness>) -> Self {
+        self.liveness = Some(liveness);
+        self
+    }
+
+    /// Judges ages and stamps operator actions with `clock`'s time.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the bearer token of a request that changes state.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.token.check(headers)
+    }
+}
+
+/// A bearer token guarding some routes, held as its SHA-256 and compared in constant time.
+#[derive(Clone)]
+pub struct Bearer {
+    digest: Option<[u8; 32]>,
+    var: &'static str,
+    what: &'static str,
+}
+
+impl Bearer {
+    /// The token of variable `var` (unset: `what` is refused with 403).
+    pub fn new(token: Option<&SecretString>, var: &'static str, what: &'static str) -> Bearer {
+        Bearer {
+            digest: token.map(|t| Sha256::digest(t.expose_secret().trim().as_bytes()).into()),
+            var,
+            what,
+        }
+    }
+
+    /// 401 without the header or with a wrong token, 403 when no token is configured.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.digest else {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("{} are disabled: {} is not set", self.what, self.var),
+            ));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "{} need a token: send Authorization: Bearer <{}>",
+                        self.what, self.var
+                    ),
+                )
+            })?;
+        let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
+        // Equal-length digests, compared without an early exit.
+        let diff = digest
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            Ok(())
+        } else {
+            Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                format!("the bearer token is not {}", self.var),
+            ))
+        }
+    }
+}
+
+/// An error answer: a status and a reason.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    /// An answer with `status` and `reason`.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+        ApiError(status, reason.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+            ActionError::WrongState { .. } => ApiError(StatusCode::CONFLICT, e.to_string()),
+            ActionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "Admin request failed in the store");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable; try again".into(),
+        )
+    }
+}
+
+type ApiResult<T> = Result<axum::Json<T>, ApiError>;
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(show_job))
+        .route("/jobs/{id}/retry", post(retry_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/deliveries", get(list_deliveries))
+        .route("/deliveries/{id}", get(show_delivery))
+        .route("/deliveries/{id}/retry", post(retry_delivery))
+        .route("/deliveries/{id}/cancel", post(cancel_delivery))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the README's admin API section".into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: reads are GET, changes are POST".into(),
+            )
+        })
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `cancel`.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, cancel: CancellationToken) {
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "The admin server failed");
+    }
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// How long a probe or a scrape waits for the store: an unreachable database would otherwise
+/// hold the request for the pool's whole acquire timeout, beyond any prober's patience.
+const STORE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A store query bounded by [`STORE_PROBE_TIMEOUT`].
+async fn probe<T>(
+    query: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(STORE_PROBE_TIMEOUT, query).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(STORE_PROBE_TIMEOUT)
+        )),
+    }
+}
+
+/// Ready when the store answers and every channel had a live stream within the keepalive
+/// bound; otherwise 503 naming what fails.
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let now = s.clock.now_ms();
+    let channels = s
+        .liveness
+        .as_ref()
+        .map(|l| l.statuses(now))
+        .unwrap_or_default();
+    let mut problems: Vec<String> = channels
+        .iter()
+        .filter_map(|c| {
+            c.problem
+                .as_ref()
+                .map(|p| format!("channel {} {p}", c.channel))
+        })
+        .collect();
+    let store = match probe(s.store.checkpoints()).await {
+        Ok(_) => "ok",
+        Err(e) => {
+            tracing::warn!(error = %e, "Not ready: the store is unreachable");
+            problems.insert(0, "the store is unreachable".to_owned());
+            "unreachable"
+        }
+    };
+    let ready = problems.is_empty();
+    let mut body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "store": store,
+        "channels": channels,
+    });
+    if !ready {
+        body["error"] = format!("not ready: {}", problems.join("; ")).into();
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Refreshes the figures read at scrape time (rows by state, channel ages, memory), then
+/// renders every metric.
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let m = &s.metrics;
+    m.observe_memory();
+    let now = s.clock.now_ms();
+    let counts = probe(s.store.state_counts()).await;
+    let checkpoints = probe(s.store.checkpoints()).await;
+    m.observe_store(counts.is_ok() && checkpoints.is_ok(), counts.as_ref().ok());
+    if let Some(liveness) = &s.liveness {
+        let stored = checkpoints.unwrap_or_default();
+        for (health, status) in liveness.channels().iter().zip(liveness.statuses(now)) {
+            let moved_at = health.committed_at_ms().or_else(|| {
+                stored
+                    .iter()
+                    .find(|c| c.channel == health.name())
+                    .map(|c| c.updated_at)
+            });
+            let age = moved_at.map(|at| (now - at).max(0) as f64 / 1000.0);
+            m.observe_channel(health.name(), status.ready, age);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
+
+/// A positive row id from the path.
+fn id(what: &str, raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("'{raw}' is not a {what} id (a positive integer)"),
+        )
+    })
+}
+
+/// Query parameters, refusing any not in `known`.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn new(q: HashMap<String, String>, known: &[&str]) -> Result<Params, ApiError> {
+        if let Some(bad) = q.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown query parameter '{bad}'; accepted: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(Params(q))
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&str) -> Option<T>,
+        expected: &str,
+    ) -> Result<Option<T>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                f(v).ok_or_else(|| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("{key}: '{v}' is not valid; expected {expected}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn limit(&self) -> Result<i64, ApiError> {
+        Ok(self
+            .parse(
+                "limit",
+                |v| v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)),
+                "a number from 1 to 1000",
+            )?
+            .unwrap_or(100))
+    }
+}
+
+/// The job states, for messages: `available, running, …`.
+pub(crate) fn job_states() -> String {
+    states(&JobState::ALL, JobState::as_str)
+}
+
+/// The delivery states, for messages: `pending, delivered, …`.
+pub(crate) fn delivery_states() -> String {
+    states(&DeliveryState::ALL, DeliveryState::as_str)
+}
+
+fn states<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
+    all.iter().map(|s| name(*s)).collect::<Vec<_>>().join(", ")
+}
+
+async fn list_jobs(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::store::JobRow>> {
+    let p = Params::new(q, &["state", "order_id", "limit"])?;
+    let filter = JobFilter {
+        state: p.parse("state", JobState::parse, &job_states())?,
+        order_id: p.get("order_id").map(str::to_owned),
+        limit: Some(p.limit()?),
+    };
+    Ok(axum::Json(s.store.jobs(&filter).await?))
+}
+
+async fn show_job(
+    State(s): State<AdminState>,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::JobRow> {
+    let id = id("job", &raw)?;
+    let job = s.store.job(id).await?;
+    job.map(axum::Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("there is no job {id}")))
+}
+
+async fn retry_job(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::JobRow> {
+    s.authorize(&headers)?;
+    let id = id("job", &raw)?;
+    let job = s.store.retry_job(id, s.clock.now_ms()).await?;
+    tracing::info!(job_id = id, "Job re-driven by an operator (admin API)");
+    Ok(axum::Json(job))
+}
+
+/// Most characters an operator's cancel reason may have.
+const MAX_REASON: usize = 500;
+
+/// The recorded reason of an operator's cancel, from the reason given (if any), trimmed; the
+/// error says what to fix. Both front ends (the API and `sfcdc jobs cancel`) use it.
+pub(crate) fn operator_reason(reason: Option<&str>) -> Result<String, String> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_REASON => {
+            Err(format!("reason: at most {MAX_REASON} characters"))
+        }
+        Some(r) if !r.trim().is_empty() => Ok(format!("cancelled by an operator: {}", r.trim())),
+        _ => Ok("cancelled by an operator".to_owned()),
+    }
+}
+
+/// The body of a cancel: optional, `{"reason": "…"}`.
+fn cancel_reason(body: &Bytes) -> Result<String, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Cancel {
+        reason: Option<String>,
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return operator_reason(None).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e));
+    }
+    let c: Cancel = serde_json::from_slice(body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {{\"reason\": \"…\"}}: {e}"),
+        )
+    })?;
+    operator_reason(c.reason.as_deref()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+}
+
+async fn cancel_job(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> ApiResult<crate::store::JobRow> {
+    s.authorize(&headers)?;
+    let id = id("job", &raw)?;
+    let reason = cancel_reason(&body)?;
+    let job = s.store.cancel_job(id, &reason, s.clock.now_ms()).await?;
+    tracing::info!(job_id = id, "Job cancelled by an operator (admin API)");
+    Ok(axum::Json(job))
+}
+
+async fn list_deliveries(
+    State(s): State<AdminState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::store::queue::DeliveryRow>> {
+    let p = Params::new(q, &["state", "job_id", "limit"])?;
+    let filter = DeliveryFilter {
+        state: p.parse("state", DeliveryState::parse, &delivery_states())?,
+        job_id: p.parse("job_id", |v| v.parse().ok(), "a job id")?,
+        limit: Some(p.limit()?),
+    };
+    Ok(axum::Json(s.store.deliveries(&filter).await?))
+}
+
+async fn show_delivery(
+    State(s): State<AdminState>,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::queue::DeliveryRow> {
+    let id = id("delivery", &raw)?;
+    let d = s.store.delivery(id).await?;
+    d.map(axum::Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("there is no delivery {id}")))
+}
+
+async fn retry_delivery(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::queue::DeliveryRow> {
+    s.authorize(&headers)?;
+    let id = id("delivery", &raw)?;
+    Ok(axum::Json(
+        s.store.retry_delivery(id, s.clock.now_ms()).await?,
+    ))
+}
+
+async fn cancel_delivery(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::queue::DeliveryRow> {
+    s.authorize(&headers)?;
+    let id = id("delivery", &raw)?;
+    Ok(axum::Json(
+        s.store.cancel_delivery(id, s.clock.now_ms()).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_defaults_and_can_be_turned_off() {
+        let c = AdminConfig::from_env(&Env::default()).unwrap();
+        assert_eq!(c.addr, Some(default_addr()));
+        let off = AdminConfig::from_env(&Env::from_pairs([("SFCDC_ADMIN_ADDR", "off")])).unwrap();
+        assert_eq!(off.addr, None);
+        let bad = AdminConfig::from_env(&Env::from_pairs([("SFCDC_ADMIN_ADDR", "localhost")]))
+            .unwrap_err();
+        assert_eq!(bad.var, "SFCDC_ADMIN_ADDR");
+        let short =
+            AdminConfig::from_env(&Env::from_pairs([("SFCDC_ADMIN_TOKEN", "abc")])).unwrap_err();
+        assert_eq!(short.var, "SFCDC_ADMIN_TOKEN");
+        assert!(!short.to_string().contains("abc"));
+    }
+
+    #[test]
+    fn cancel_bodies_are_optional_but_checked() {
+        assert_eq!(
+            cancel_reason(&Bytes::new()).unwrap(),
+            "cancelled by an operator"
+        );
+        assert_eq!(
+            cancel_reason(&Bytes::from_static(br#"{"reason":"duplicate"}"#)).unwrap(),
+            "cancelled by an operator: duplicate"
+        );
+        assert_eq!(
+            cancel_reason(&Bytes::from_static(b"not json"))
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            cancel_reason(&Bytes::from_static(br#"{"why":"x"}"#))
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn operator_reasons_are_trimmed_and_limited() {
+        assert_eq!(operator_reason(None).unwrap(), "cancelled by an operator");
+        assert_eq!(
+            operator_reason(Some("   ")).unwrap(),
+            "cancelled by an operator"
+        );
+        assert_eq!(
+            operator_reason(Some("  duplicate \n")).unwrap(),
+            "cancelled by an operator: duplicate"
+        );
+        assert!(operator_reason(Some(&"é".repeat(500))).is_ok());
+        assert_eq!(
+            operator_reason(Some(&"x".repeat(501))).unwrap_err(),
+            "reason: at most 500 characters"
+        );
+    }
+
+    #[test]
+    fn state_lists_name_every_state() {
+        assert_eq!(
+            job_states(),
+            "available, running, polling, retryable, completed, cancelled, dead"
+        );
+        assert_eq!(delivery_states(), "pending, delivered, dead, cancelled");
+    }
+
+    #[test]
+    fn ids_must_be_positive_integers() {
+        assert_eq!(id("job", "42").unwrap(), 42);
+        for bad in ["0", "-1", "abc", "1.5", ""] {
+            assert_eq!(
+                id("job", bad).unwrap_err().0,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+    }
+}
