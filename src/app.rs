@@ -194,6 +194,19 @@ impl Ingest {
         })
     }
 
+    /// Subscribes until `stop` (or until every channel failed for good), with the cache
+    /// invalidator spawned on `tracker`; the invalidator applies what is pending once `stop`
+    /// fires.
+    pub async fn run(
+        self,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Result<(), SourceError> {
+        tracker.spawn(self.invalidator.run(self.cache, metrics, stop.clone()));
+        self.source.run(stop).await
+    }
+
     /// The re-drive of quarantined events through this sink.
     pub fn redriver(&self, deps: &Deps) -> Redriver<AnyStore, CachedLookup<RestOrderSource>> {
         Redriver::new(
@@ -319,11 +332,6 @@ impl App {
                 stop.clone(),
             ));
         }
-        tracker.spawn(ingest.invalidator.clone().run(
-            ingest.cache.clone(),
-            handle.metrics.clone(),
-            stop.clone(),
-        ));
         match worker {
             Some(w) => {
                 tracker.spawn(w.run(http, stop.clone()));
@@ -332,8 +340,10 @@ impl App {
                 tracing::warn!("SFCDC_FULFILMENT_URL is not set: jobs are stored but not run");
             }
         }
+        let result = ingest
+            .run(&tracker, stop.clone(), handle.metrics.clone())
+            .await;
         tracker.close();
-        let result = ingest.source.run(stop.clone()).await;
         stop.cancel();
         tracker.wait().await;
         result?;

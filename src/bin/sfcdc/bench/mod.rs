@@ -2,11 +2,14 @@
 //! (see [`worker`]), on SQLite and on PostgreSQL.
 //!
 //! The emulator (in this process, TLS on loopback, as in the demo) is preloaded with N order
-//! change events (about 10% approvals). The pipeline then subscribes from EARLIEST and runs until
-//! its checkpoint reaches the last event: decoding, rules with batched REST guard lookups, and one
-//! store transaction per batch. Reported: events per second, the p50 and p99 of the per-batch
-//! commit time (rules, lookups and the transaction), jobs created, and the process's peak RSS
-//! (which includes the emulator and its event log), with how far RSS rose during each run.
+//! change events (about 10% approvals). The pipeline, built as `sfcdc run` builds its ingest side
+//! (`app::Ingest`: the same settings, cached guard lookups and invalidator), then subscribes from
+//! EARLIEST and runs until its checkpoint reaches the last event: decoding, rules with batched
+//! REST guard lookups, and one store transaction per batch. Reported: events per second, the p50
+//! and p99 of the commit time (from the service's own `sfcdc_batch_commit_seconds` histogram,
+//! interpolated within its buckets), jobs created, and the process's peak RSS (which includes the
+//! emulator and its event log), with how far RSS rose during each run. [`service`] measures the
+//! service's memory alone, with the emulator in another process.
 //!
 //! The backlog catch-up (`--report`) is the same run over a larger backlog: the emulator is
 //! topped up to `backlog` events and a fresh store subscribes from EARLIEST again.
@@ -19,23 +22,19 @@ pub mod cache;
 pub mod decode;
 pub mod memory;
 pub mod report;
+pub mod service;
 pub mod worker;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use sfcdc::app::{Ingest, Settings};
 use sfcdc::config::Env;
 use sfcdc::decode::Position;
-use sfcdc::ingest::IngestSink;
-use sfcdc::rules::RulesConfig;
-use sfcdc::salesforce::auth::{AuthConfig, Authenticator};
-use sfcdc::salesforce::{RestLookup, SalesforceRest};
-use sfcdc::source::sink::{Batch, Sink, SinkError};
-use sfcdc::source::{Source, SourceConfig};
 use sfcdc::store::{AnyStore, Store};
 use sfcdc::telemetry::metrics::Metrics;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
@@ -157,6 +156,8 @@ pub struct BenchReport {
     pub preloads: Vec<Preload>,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
+    /// The service alone, out of process, over the backlog with the worker on (report only).
+    pub service: Option<service::ServiceMemory>,
 }
 
 /// Events appended to the emulator before an ingest run.
@@ -202,34 +203,6 @@ pub struct BenchResult {
     pub reconnects: u64,
 }
 
-/// Records how long each commit of the wrapped sink takes.
-struct Timed<S> {
-    inner: S,
-    durations: Mutex<Vec<f64>>,
-}
-
-impl<S: Sink> Sink for Timed<S> {
-    type Staged = S::Staged;
-
-    async fn checkpoint(&self, channel: &str) -> Result<Option<Position>, SinkError> {
-        self.inner.checkpoint(channel).await
-    }
-
-    async fn stage(&self, batch: Batch) -> Result<S::Staged, SinkError> {
-        self.inner.stage(batch).await
-    }
-
-    async fn commit(&self, staged: Vec<S::Staged>) -> Result<(), SinkError> {
-        let started = Instant::now();
-        let result = self.inner.commit(staged).await;
-        self.durations
-            .lock()
-            .expect("durations lock")
-            .push(started.elapsed().as_secs_f64() * 1000.0);
-        result
-    }
-}
-
 /// `sfcdc_reconnects_total`, every channel and reason.
 /// The settings that subscribe to `channel` of `emu` from EARLIEST, trusting its CA at `ca`.
 fn emulator_env(emu: &Emulator, ca: &std::path::Path, channel: &str) -> Env {
@@ -263,6 +236,51 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The `q` quantile (0 to 1) of a Prometheus histogram, in ms, from the text exposition of
+/// `metrics`: `family`'s `_bucket` series, interpolated linearly within the bucket as
+/// Prometheus's `histogram_quantile` does. 0 when nothing was observed.
+fn histogram_quantile_ms(metrics: &Metrics, family: &str, q: f64) -> f64 {
+    let prefix = format!("{family}_bucket{{");
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse::<f64>().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let Some(&(_, total)) = buckets.last() else {
+        return 0.0;
+    };
+    if total == 0.0 {
+        return 0.0;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower * 1000.0;
+            }
+            let within = if count > below {
+                (rank - below) / (count - below)
+            } else {
+                1.0
+            };
+            return (lower + (le - lower) * within) * 1000.0;
+        }
+        (lower, below) = (le, count);
+    }
+    lower * 1000.0
+}
+
 async fn run_one(
     bench: &IngestBench,
     database_url: &str,
@@ -274,35 +292,24 @@ async fn run_one(
     let rss = memory::Growth::start();
     let mut env = emulator_env(emu, &bench.ca, CHANNEL);
     env.set("SFCDC_BATCH_SIZE", batch_size.to_string());
-    let source_config = SourceConfig::from_env(&env)?;
-    let metrics = Arc::new(Metrics::new());
-    let http =
-        sfcdc::salesforce::http::http_client(Some(&bench.ca)).map_err(|e| anyhow::anyhow!(e))?;
-    let auth = Arc::new(Authenticator::new(
-        AuthConfig::from_env(&env)?,
-        http,
-        metrics.clone(),
-    ));
-    auth.session().await?;
-    let store = Arc::new(AnyStore::open(database_url).await?);
-    let rules = Arc::new(RulesConfig::defaults());
-    let rest = Arc::new(SalesforceRest::new(auth.clone(), "60.0".into()));
-    let lookup = Arc::new(RestLookup::new(rest, rules.clone()));
-    let sink = Arc::new(Timed {
-        inner: IngestSink::new(store.clone(), lookup, rules, metrics.clone(), None, 8),
-        durations: Mutex::new(Vec::new()),
-    });
-    let source = Source::new(source_config, auth, sink.clone(), metrics.clone())?;
+    env.set("SFCDC_DATABASE_URL", database_url);
+    env.set("SFCDC_ADMIN_ADDR", "off");
+    // Built as `sfcdc run` builds its ingest side: the same settings, lookups and cache.
+    let settings = Settings::from_env(&env)?;
+    let deps = sfcdc::app::deps(&settings).await?;
+    deps.auth.session().await?;
+    let ingest = Ingest::build(&settings, &deps)?;
+    let (store, metrics) = (deps.store.clone(), deps.metrics.clone());
     let last = emu
         .with_world(|w| w.bus.last(CHANNEL).map(|e| e.replay))
         .unwrap_or(0);
     let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
     let started = Instant::now();
-    let run = {
-        let cancel = cancel.clone();
-        async move { source.run(cancel).await }
+    let handle = {
+        let (cancel, tracker, metrics) = (cancel.clone(), tracker.clone(), metrics.clone());
+        tokio::spawn(async move { ingest.run(&tracker, cancel, metrics).await })
     };
-    let handle = tokio::spawn(run);
     loop {
         // The pipeline rides out a database restart (and counts a reconnect); so does the poll.
         match store.checkpoint(CHANNEL).await {
@@ -316,8 +323,10 @@ async fn run_one(
     let seconds = started.elapsed().as_secs_f64();
     cancel.cancel();
     handle.await??;
-    let mut durations = sink.durations.lock().expect("durations lock").clone();
-    durations.sort_by(f64::total_cmp);
+    tracker.close();
+    tracker.wait().await;
+    let commits =
+        metrics.value("sfcdc_batch_commit_seconds_count", &[("channel", CHANNEL)]) as usize;
     let jobs = store
         .counts()
         .await?
@@ -330,9 +339,9 @@ async fn run_one(
         events,
         seconds,
         events_per_second: events as f64 / seconds,
-        commit_p50_ms: percentile(&durations, 0.50),
-        commit_p99_ms: percentile(&durations, 0.99),
-        commits: durations.len(),
+        commit_p50_ms: histogram_quantile_ms(&metrics, "sfcdc_batch_commit_seconds", 0.50),
+        commit_p99_ms: histogram_quantile_ms(&metrics, "sfcdc_batch_commit_seconds", 0.99),
+        commits,
         jobs,
         rss_before_mib: rss.before_mib(),
         rss_peak_growth_mib: rss.peak_growth_mib(),
@@ -393,6 +402,10 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             report.backlog = bench.run("Backlog catch-up", &options).await?;
         }
         bench.emu.shutdown().await;
+    }
+    if options.backlog > 0 {
+        println!();
+        report.service = Some(service::run(options.backlog).await?);
     }
     if options.jobs > 0 {
         println!();

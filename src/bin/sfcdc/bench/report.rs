@@ -445,6 +445,36 @@ fn memory_rows(rows: &mut Vec<Row>, report: &BenchReport) {
             )),
         );
     }
+    if let Some(m) = &report.service {
+        let variant = format!("sfcdc run alone, {} events", thousands(m.events as f64));
+        let notes = format!(
+            "SQLite, worker on, emulator in its own process; {} jobs; {:.0} s",
+            thousands(m.jobs as f64),
+            m.seconds
+        );
+        rows.push(
+            Row::new(
+                "memory.service.peak_rss_mib".into(),
+                "service peak RSS",
+                &variant,
+                m.peak_mib,
+                "MiB",
+            )
+            .notes(format!("VmHWM of the sfcdc run process; {notes}")),
+        );
+        rows.push(
+            Row::new(
+                "memory.service.steady_rss_mib".into(),
+                "service steady RSS",
+                &variant,
+                m.steady_mib,
+                "MiB",
+            )
+            .notes(format!(
+                "median VmRSS sampled every 100 ms after the first tenth of the run; {notes}"
+            )),
+        );
+    }
     for (part, results) in [("ingest", &report.ingest), ("backlog", &report.backlog)] {
         for r in results {
             let Some(growth) = r.rss_peak_growth_mib else {

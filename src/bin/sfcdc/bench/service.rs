@@ -1,0 +1,250 @@
+//! The service's own memory: `sfcdc run` as a child process, against `sfcdc emulator` in another,
+//! so what is measured is sfcdc alone (the emulator's event log, 2 GiB for a million events, is
+//! not in it). The emulator is preloaded with N order change events (about 10% approvals) and
+//! fulfils synchronously; the service subscribes from EARLIEST on a fresh SQLite file with the
+//! worker running, and the run ends when the checkpoint has reached the channel's last event and
+//! every job is finished (the write-backs add events of their own, which it also ingests).
+//! `VmRSS` is sampled every 100 ms from `/proc/<pid>/status`; the peak is the child's `VmHWM`, and
+//! the steady figure the median sample after the first tenth of the run.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sfcdc::decode::Position;
+use sfcdc::store::{AnyStore, Store};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const CHANNEL: &str = "/data/OrderChangeEvent";
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServiceMemory {
+    /// Events preloaded in the emulator.
+    pub events: usize,
+    /// Jobs the service created and finished.
+    pub jobs: i64,
+    /// From the service's start to the last job finished, seconds.
+    pub seconds: f64,
+    /// The service's peak RSS (`VmHWM`), MiB.
+    pub peak_mib: f64,
+    /// The median RSS after the first tenth of the run, MiB.
+    pub steady_mib: f64,
+    /// `(seconds since start, RSS MiB)` every 100 ms.
+    pub samples: Vec<(f64, f64)>,
+}
+
+/// `VmRSS` and `VmHWM` of `pid`, MiB.
+fn memory_of(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|k| k / 1024.0)
+    };
+    Some((kib("VmRSS:")?, kib("VmHWM:")?))
+}
+
+/// The emulator's addresses, read from its first lines.
+struct Emulator {
+    child: Child,
+    grpc: String,
+    rest: String,
+    fulfilment: String,
+}
+
+async fn start_emulator(exe: &Path, ca: &Path, events: usize) -> anyhow::Result<Emulator> {
+    let mut child = Command::new(exe)
+        .args([
+            "emulator",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--rest-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--ca-out")
+        .arg(ca)
+        .args(["--bulk", &events.to_string()])
+        .args(["--fulfilment-sync-rate", "1", "--fulfilment-latency", "0s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting sfcdc emulator")?;
+    let out = child.stdout.take().context("the emulator's output")?;
+    let mut lines = BufReader::new(out).lines();
+    let (mut grpc, mut rest, mut fulfilment) = (None, None, None);
+    while let Some(line) = lines.next_line().await? {
+        let after = |key: &str| {
+            line.split_once(key)
+                .and_then(|(_, v)| v.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        if line.starts_with("sfcdc emulator ready") {
+            grpc = after("grpc=");
+            rest = after("rest=");
+        } else if line.trim_start().starts_with("Fulfilment API:") {
+            fulfilment = after("Fulfilment API:");
+        }
+        if fulfilment.is_some() {
+            break;
+        }
+    }
+    // Keep reading its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Emulator {
+        child,
+        grpc: grpc.context("the emulator's gRPC address")?,
+        rest: rest.context("the emulator's REST address")?,
+        fulfilment: fulfilment.context("the emulator's fulfilment address")?,
+    })
+}
+
+/// The last replay position of `CHANNEL` in the emulator.
+async fn last_position(http: &reqwest::Client, rest: &str) -> anyhow::Result<u64> {
+    let stats: serde_json::Value = http
+        .get(format!("{rest}/emulator/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let hex = stats["last_replay_ids"][CHANNEL].as_str().unwrap_or("0");
+    Ok(u64::from_str_radix(hex, 16)?)
+}
+
+/// Whether the service has taken in every event and finished every job; the jobs if so.
+async fn settled(store: &AnyStore, last: u64) -> anyhow::Result<Option<i64>> {
+    let at = match store.checkpoint(CHANNEL).await? {
+        Some(Position::After(r)) => r.position().unwrap_or(0),
+        _ => return Ok(None),
+    };
+    let counts = store.state_counts().await?;
+    let open = ["available", "running", "polling", "retryable"];
+    let unfinished: i64 = counts
+        .jobs
+        .iter()
+        .filter(|(s, _)| open.contains(&s.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let all: i64 = counts.jobs.iter().map(|(_, n)| n).sum();
+    Ok((at >= last && unfinished == 0 && all > 0).then_some(all))
+}
+
+/// Runs the service over `events` preloaded events; prints and returns what it measured.
+pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
+    let exe = std::env::current_exe()?;
+    let dir = tempfile::Builder::new()
+        .prefix("sfcdc-bench-service-")
+        .tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    let preload = Instant::now();
+    let mut emu = start_emulator(&exe, &ca, events).await?;
+    println!(
+        "Service memory: the emulator (its own process) preloaded {events} events in {:.1} s",
+        preload.elapsed().as_secs_f64()
+    );
+    let db = dir.path().join("service.db");
+    let url = format!("sqlite://{}", db.display());
+    let mut service = Command::new(&exe)
+        .arg("run")
+        .env_clear()
+        .env("SFCDC_PUBSUB_ENDPOINT", &emu.grpc)
+        .env("SFCDC_CA_CERT", &ca)
+        .env("SF_AUTH", "client-credentials")
+        .env("SF_LOGIN_URL", &emu.rest)
+        .env("SF_CLIENT_ID", "sfcdc-demo")
+        .env("SF_CLIENT_SECRET", "sfcdc-demo-secret")
+        .env("SFCDC_CHANNELS", CHANNEL)
+        .env("SFCDC_REPLAY_PRESET", "earliest")
+        .env("SFCDC_DATABASE_URL", &url)
+        .env("SFCDC_ADMIN_ADDR", "off")
+        .env("SFCDC_FULFILMENT_URL", &emu.fulfilment)
+        .env("SFCDC_FULFILMENT_TOKEN", "fulfilment-dev-token")
+        .env("SFCDC_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting sfcdc run")?;
+    let pid = service.id().context("the service's pid")?;
+    let started = Instant::now();
+    let http = sfcdc::salesforce::http::http_client(Some(&ca)).map_err(anyhow::Error::msg)?;
+    // The service creates and migrates the file; wait for it before reading.
+    while !db.exists() {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "the service did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = AnyStore::open(&url).await?;
+    let mut samples = Vec::new();
+    let mut peak = 0.0f64;
+    let mut next_check = Instant::now();
+    let jobs = loop {
+        if let Some((rss, hwm)) = memory_of(pid) {
+            samples.push((started.elapsed().as_secs_f64(), rss));
+            peak = peak.max(hwm);
+        }
+        anyhow::ensure!(service.try_wait()?.is_none(), "the service stopped early");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the service did not finish within 30 minutes"
+        );
+        if Instant::now() >= next_check {
+            next_check = Instant::now() + Duration::from_millis(500);
+            let last = last_position(&http, &emu.rest).await?;
+            if let Some(jobs) = settled(&store, last).await? {
+                break jobs;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some((_, hwm)) = memory_of(pid) {
+        peak = peak.max(hwm);
+    }
+    // SIGTERM: the service's own graceful stop.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), service.wait()).await;
+    let _ = emu.child.kill().await;
+    let mut steady: Vec<f64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= seconds / 10.0)
+        .map(|(_, rss)| *rss)
+        .collect();
+    steady.sort_by(f64::total_cmp);
+    let steady_mib = steady.get(steady.len() / 2).copied().unwrap_or(0.0);
+    let result = ServiceMemory {
+        events,
+        jobs,
+        seconds,
+        peak_mib: peak,
+        steady_mib,
+        samples,
+    };
+    print(&result);
+    Ok(result)
+}
+
+fn print(r: &ServiceMemory) {
+    println!(
+        "sfcdc run alone, SQLite, worker on: {} events and {} jobs in {:.1} s; peak RSS {:.0} MiB, steady {:.0} MiB",
+        r.events, r.jobs, r.seconds, r.peak_mib, r.steady_mib
+    );
+    let tenth = (r.samples.len() / 10).max(1);
+    let line: Vec<String> = r
+        .samples
+        .iter()
+        .step_by(tenth)
+        .map(|(t, rss)| format!("{t:.0}s {rss:.0}"))
+        .collect();
+    println!("  RSS over time (s MiB): {}", line.join(", "));
+}
