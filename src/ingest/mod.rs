@@ -23,7 +23,7 @@ use crate::rules::{
     self, Decision, Evaluation, Facts, Invalidation, JobRequest, RulesConfig, SkipReason,
 };
 use crate::salesforce::OrderLookup;
-use crate::source::sink::{Batch, Sink, SinkError};
+use crate::source::sink::{Batch, Sink, SinkError, SinkErrorKind};
 use crate::store::{
     BatchOutcome, NewJob, NewQuarantine, NewTrigger, Store, StoreBatch, StoreError,
 };
@@ -36,11 +36,12 @@ use serde_json::json;
 
 /// A store failure as the subscription should see it: a database error (an outage, a full or
 /// read-only disk, a lost connection) is retried; a bad URL or stored data sfcdc cannot read is
-/// not.
+/// not; a refused fence means this instance may no longer commit for the channel.
 fn store_failure(context: &'static str, e: StoreError) -> SinkError {
     match e {
         StoreError::Database(_) => SinkError::retryable(context, e),
         StoreError::Config(_) | StoreError::Corrupt(_) => SinkError::permanent(context, e),
+        StoreError::Fenced { .. } => SinkError::new(SinkErrorKind::Fenced, context, e),
     }
 }
 

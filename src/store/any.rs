@@ -4,6 +4,7 @@
 //! the worker and the admin commands hold one store type whatever the URL says. It adds no
 //! behaviour of its own: each backend's conformance suite covers what runs.
 
+use super::lease::{Fence, LeaseRow, Leases, Takeover};
 use super::postgres::PgStore;
 use super::queue::{
     ActionError, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged, Queue,
@@ -238,6 +239,55 @@ impl Queue for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.cancel_delivery(id, now_ms).await,
             AnyStore::Postgres(p) => p.cancel_delivery(id, now_ms).await,
+        }
+    }
+}
+
+impl Leases for AnyStore {
+    async fn acquire(
+        &self,
+        channel: &str,
+        holder: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<Takeover>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.acquire(channel, holder, ttl_ms).await,
+            AnyStore::Postgres(p) => p.acquire(channel, holder, ttl_ms).await,
+        }
+    }
+
+    async fn renew(&self, channel: &str, fence: &Fence, ttl_ms: i64) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.renew(channel, fence, ttl_ms).await,
+            AnyStore::Postgres(p) => p.renew(channel, fence, ttl_ms).await,
+        }
+    }
+
+    async fn release(&self, channel: &str, fence: &Fence) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.release(channel, fence).await,
+            AnyStore::Postgres(p) => p.release(channel, fence).await,
+        }
+    }
+
+    async fn leases(&self) -> Result<Vec<LeaseRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.leases().await,
+            AnyStore::Postgres(p) => p.leases().await,
+        }
+    }
+
+    async fn heartbeat(&self, instance: &str, ttl_ms: i64) -> Result<usize, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.heartbeat(instance, ttl_ms).await,
+            AnyStore::Postgres(p) => p.heartbeat(instance, ttl_ms).await,
+        }
+    }
+
+    async fn leave(&self, instance: &str) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.leave(instance).await,
+            AnyStore::Postgres(p) => p.leave(instance).await,
         }
     }
 }

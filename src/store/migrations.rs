@@ -112,6 +112,23 @@ pub const SQLITE: &[Migration] = &[
                 WHERE state IN ('available', 'running', 'polling', 'retryable')",
         ],
     ),
+    (
+        3,
+        &[
+            // Which instance may subscribe to a channel and commit for it (see store::lease).
+            "CREATE TABLE sfcdc_leases (
+                channel TEXT PRIMARY KEY,
+                holder TEXT,
+                generation INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                acquired_at INTEGER NOT NULL
+            )",
+            "CREATE TABLE sfcdc_instances (
+                id TEXT PRIMARY KEY,
+                seen_at INTEGER NOT NULL
+            )",
+        ],
+    ),
 ];
 
 /// PostgreSQL migrations, the same tables with PostgreSQL types.
@@ -212,6 +229,23 @@ pub const POSTGRES: &[Migration] = &[
             "DROP INDEX sfcdc_jobs_due",
             "CREATE INDEX sfcdc_jobs_claimable ON sfcdc_jobs (run_at, id)
                 WHERE state IN ('available', 'running', 'polling', 'retryable')",
+        ],
+    ),
+    (
+        3,
+        &[
+            // Which instance may subscribe to a channel and commit for it (see store::lease).
+            "CREATE TABLE sfcdc_leases (
+                channel TEXT PRIMARY KEY,
+                holder TEXT,
+                generation BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                acquired_at BIGINT NOT NULL
+            )",
+            "CREATE TABLE sfcdc_instances (
+                id TEXT PRIMARY KEY,
+                seen_at BIGINT NOT NULL
+            )",
         ],
     ),
 ];

@@ -27,6 +27,7 @@
 //! run on both backends and keep them in step.
 
 mod any;
+pub mod lease;
 mod leased;
 pub mod migrations;
 mod model;
@@ -59,6 +60,15 @@ pub enum StoreError {
     /// A stored value is not what sfcdc wrote.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A fenced batch's lease is no longer held at its generation: another instance took the
+    /// channel (or an operator reset it). Nothing of the batch was written.
+    #[error("the lease of {channel} is no longer held at generation {generation}")]
+    Fenced {
+        /// The channel.
+        channel: String,
+        /// The generation the batch was fenced with.
+        generation: i64,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use super::lease::Fence;
 use super::{StoreError, queue};
 use crate::decode::{Position, ReplayId};
 use crate::rules::SkipReason;
@@ -172,6 +173,9 @@ pub struct StoreBatch {
     pub resolve_quarantine: Vec<i64>,
     /// The commit time, epoch ms.
     pub now_ms: i64,
+    /// When set, the batch commits only while this lease holds the channel (see
+    /// `store::lease`); otherwise nothing is written and the commit fails as fenced.
+    pub fence: Option<Fence>,
 }
 
 /// What a batch commit did.

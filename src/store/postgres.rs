@@ -5,6 +5,7 @@
 //! approval) is enforced by indexes, so two instances inserting the same job concurrently make
 //! one row: the second waits for the first to commit, then skips.
 
+pub mod lease;
 mod queue;
 
 use std::collections::HashSet;
@@ -107,18 +108,24 @@ impl Store for PgStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let (replay_id, preset) = position_columns(position);
+        let mut tx = begin_write(&self.pool).await?;
+        lease::revoke(&mut tx, channel).await?;
         sqlx::query(sql::SET_CHECKPOINT)
             .bind(channel)
             .bind(replay_id)
             .bind(preset)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
         let mut tx = begin_write(&self.pool).await?;
+        if let Some(fence) = &batch.fence {
+            lease::check_fence(&mut tx, &batch.channel, fence).await?;
+        }
         let mut inserted = HashSet::new();
         if !batch.triggers.is_empty() {
             let t = &batch.triggers;

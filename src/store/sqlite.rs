@@ -5,6 +5,7 @@
 //! writer thanks to WAL. Each batch is a handful of multi-row statements, never one per row:
 //! SQLx pays tens of microseconds per SQLite statement.
 
+mod lease;
 mod queue;
 
 use std::collections::HashSet;
@@ -155,18 +156,24 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let (replay_id, preset) = position_columns(position);
+        let mut tx = begin_write(&self.pool).await?;
+        lease::revoke(&mut tx, channel).await?;
         sqlx::query(sql::SET_CHECKPOINT)
             .bind(channel)
             .bind(replay_id)
             .bind(preset)
             .bind(now_ms)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn commit_batch(&self, batch: &StoreBatch) -> Result<BatchOutcome, StoreError> {
         let mut tx = begin_write(&self.pool).await?;
+        if let Some(fence) = &batch.fence {
+            lease::check_fence(&mut tx, &batch.channel, fence).await?;
+        }
         let mut inserted = HashSet::new();
         for chunk in batch.triggers.chunks(sql::ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(

@@ -8,6 +8,7 @@ mod common;
 #[cfg(feature = "tools")]
 mod emulator_cli;
 mod interop;
+mod lease;
 mod operability;
 mod pipeline;
 #[macro_use]
