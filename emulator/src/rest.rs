@@ -110,10 +110,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Most bytes of a request body the emulator reads; a longer body is refused with 413.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
 /// Builds the router; every route is counted, Salesforce routes are subject to the delay fault and
-/// data API routes to the REST unavailability fault.
+/// data API routes to the REST unavailability fault. Every request is read whole before it is
+/// routed, and a trailing slash on its path is ignored ([`whole_request`]).
 pub fn router(shared: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/services/oauth2/token", post(token))
         .route("/services/oauth2/userinfo", get(userinfo))
         .route("/services/Soap/u/{version}", post(soap_login))
@@ -139,7 +143,48 @@ pub fn router(shared: AppState) -> Router {
             shared.clone(),
             count_and_fault,
         ))
-        .with_state(shared)
+        .with_state(shared);
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(whole_request))
+}
+
+/// Runs before routing. Salesforce accepts a trailing slash on its REST paths
+/// (`GET …/query/?q=`, `POST …/sobjects/Order/`, `POST /services/Soap/u/62.0/`), so the path is
+/// routed without it. And the body is read to its end before any handler answers: an HTTP/2
+/// response sent while the client is still sending ends in a stream reset instead of a complete
+/// answer, whatever the route (an unknown one included).
+async fn whole_request(request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    if let Some(uri) = without_trailing_slash(&parts.uri) {
+        parts.uri = uri;
+    }
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "REQUEST_ENTITY_TOO_LARGE",
+            format!("The request body is larger than {MAX_BODY} bytes"),
+        )
+        .into_response();
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(body)))
+        .await
+}
+
+/// `uri` without the trailing slashes of its path, if it has any (the root path `/` stays).
+fn without_trailing_slash(uri: &axum::http::Uri) -> Option<axum::http::Uri> {
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() == path.len() || trimmed.is_empty() {
+        return None;
+    }
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    axum::http::Uri::from_parts(parts).ok()
 }
 
 async fn count_and_fault(State(shared): State<AppState>, request: Request, next: Next) -> Response {
@@ -381,7 +426,6 @@ async fn soap_login(
             ),
         )
     };
-    let version = version.trim_end_matches('/');
     if version.parse::<f64>().is_err() {
         return fault(
             "UNSUPPORTED_API_VERSION",

@@ -632,3 +632,123 @@ async fn soap_login_returns_a_session_and_faults_on_bad_passwords() {
         "{xml}"
     );
 }
+
+/// Salesforce accepts a trailing slash on its REST paths, and clients send one:
+/// simple-salesforce's `query()` and `query_all()` (`…/query/?q=`) and its `create`
+/// (`POST …/sobjects/Order/`), and the official Pub/Sub examples' SOAP login
+/// (`POST /services/Soap/u/62.0/`).
+#[tokio::test]
+async fn trailing_slashes_are_accepted_as_salesforce_accepts_them() {
+    let org = Org::start().await;
+    let account = org.first_account().await;
+    let resp = org
+        .http
+        .get(org.url("/services/data/v62.0/query/"))
+        .query(&[("q", "SELECT Id, Name FROM Account")])
+        .bearer_auth(&org.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let page: Value = resp.json().await.unwrap();
+    assert!(page["totalSize"].as_u64().unwrap() >= 1, "{page}");
+    assert!(
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["Id"] == account.as_str())
+    );
+
+    let (status, created) = org
+        .rest(
+            Method::POST,
+            "/services/data/v62.0/sobjects/Order/",
+            Some(json!({"AccountId": account, "EffectiveDate": "2024-06-01", "Status": "Draft"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["success"], true);
+    let id = created["id"].as_str().unwrap();
+    let (status, rec) = org
+        .rest(
+            Method::GET,
+            &format!("/services/data/v62.0/sobjects/Order/{id}/"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rec}");
+    assert_eq!(rec["Id"], id);
+
+    let resp = org
+        .http
+        .post(org.url("/services/Soap/u/62.0/"))
+        .header("content-type", "text/xml")
+        .header("SOAPAction", "Login")
+        .body(r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:partner.soap.sforce.com"><soapenv:Body><urn:login><urn:username>demo@sfcdc.test</urn:username><urn:password>sfcdc-demo-password</urn:password></urn:login></soapenv:Body></soapenv:Envelope>"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("<sessionId>"));
+
+    // An unknown path is still unknown, with or without the slash.
+    let (status, body) = org.rest(Method::GET, "/nowhere/", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(body[0]["errorCode"], "NOT_FOUND");
+}
+
+/// An HTTP/2 POST with a body to a route that does not exist gets a complete 404, never a reset
+/// stream (curl's error 92): the emulator reads the whole body before it answers. The client here
+/// sends the body in two parts with a pause between them, which is when a server that answers
+/// early resets the stream under the client.
+#[tokio::test]
+async fn an_http2_post_with_a_body_to_an_unknown_route_is_a_complete_404() {
+    let org = Org::start_with(EmulatorConfig {
+        tls: false,
+        ..test_config()
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(org.emu.rest_addr())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    for path in ["/nope/route", "/services/data/v62.0/nonsense"] {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = axum::http::Request::post(org.url(path))
+            .header("authorization", format!("Bearer {}", org.token))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        body.send_data(bytes::Bytes::from(vec![b' '; 8_192]), false)
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        body.send_data(bytes::Bytes::from_static(b"{}"), true)
+            .unwrap_or_else(|e| panic!("POST {path}: the stream was reset mid-body: {e}"));
+        let response = tokio::time::timeout(PATIENCE, response)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let mut answer = response.into_body();
+        let mut text = Vec::new();
+        while let Some(chunk) = answer.data().await {
+            let chunk = chunk.unwrap_or_else(|e| panic!("{path}: the answer was cut: {e}"));
+            let _ = answer.flow_control().release_capacity(chunk.len());
+            text.extend_from_slice(&chunk);
+        }
+        let answer: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(answer[0]["errorCode"], "NOT_FOUND", "{path}: {answer}");
+        let reset = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            std::future::poll_fn(|cx| body.poll_reset(cx)),
+        )
+        .await;
+        assert!(
+            reset.is_err(),
+            "{path}: the server reset the stream: {reset:?}"
+        );
+    }
+}
