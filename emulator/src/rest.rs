@@ -326,6 +326,7 @@ fn check_version(version: &str) -> Result<(), ApiError> {
 
 async fn token(
     State(shared): State<AppState>,
+    headers: HeaderMap,
     form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
@@ -335,13 +336,21 @@ async fn token(
         )
             .into_response()
     };
-    let Ok(Form(req)) = form else {
+    let Ok(Form(mut req)) = form else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the request body must be application/x-www-form-urlencoded",
         );
     };
+    if let Some((id, secret)) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::basic_client)
+    {
+        req.client_id.get_or_insert(id);
+        req.client_secret.get_or_insert(secret);
+    }
     let audiences = vec![
         "https://login.salesforce.com".to_owned(),
         "https://test.salesforce.com".to_owned(),
@@ -370,7 +379,10 @@ async fn token(
     .into_response()
 }
 
-/// Text of the first element named `name` (any namespace prefix), XML entities decoded.
+/// Text of the first element named `name` (any namespace prefix), as an XML parser reads it:
+/// entity and character references decoded, CDATA sections taken literally (the official Pub/Sub
+/// examples send `<urn:password><![CDATA[…]]></urn:password>`). `None` if there is no such
+/// element, or its content is not text.
 fn xml_text(xml: &str, name: &str) -> Option<String> {
     let mut rest = xml;
     while let Some(start) = rest.find('<') {
@@ -379,19 +391,53 @@ fn xml_text(xml: &str, name: &str) -> Option<String> {
         let tag = &rest[..end];
         let local = tag.split_whitespace().next()?.rsplit(':').next()?;
         if local == name && !tag.starts_with('/') && !tag.ends_with('/') {
-            let body = &rest[end + 1..];
-            let close = body.find("</")?;
-            let raw = &body[..close];
-            return Some(
-                raw.replace("&lt;", "<")
-                    .replace("&gt;", ">")
-                    .replace("&quot;", "\"")
-                    .replace("&apos;", "'")
-                    .replace("&amp;", "&"),
-            );
+            return xml_content(&rest[end + 1..]);
         }
     }
     None
+}
+
+/// The character data from the start of `body` to the closing tag of its element.
+fn xml_content(body: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        if let Some(after) = rest.strip_prefix("<![CDATA[") {
+            let end = after.find("]]>")?;
+            out.push_str(&after[..end]);
+            rest = &after[end + 3..];
+        } else if rest.starts_with("</") {
+            return Some(out);
+        } else if rest.starts_with('<') {
+            // A child element or a comment: not the plain text a login field holds.
+            return None;
+        } else if let Some(after) = rest.strip_prefix('&') {
+            let end = after.find(';')?;
+            out.push(xml_reference(&after[..end])?);
+            rest = &after[end + 1..];
+        } else {
+            let next = rest.find(['<', '&'])?;
+            out.push_str(&rest[..next]);
+            rest = &rest[next..];
+        }
+    }
+}
+
+/// The character an entity or character reference (`amp`, `#60`, `#x3C`) stands for.
+fn xml_reference(name: &str) -> Option<char> {
+    let code = match name {
+        "lt" => return Some('<'),
+        "gt" => return Some('>'),
+        "amp" => return Some('&'),
+        "quot" => return Some('"'),
+        "apos" => return Some('\''),
+        _ => name.strip_prefix('#')?,
+    };
+    let n = match code.strip_prefix(['x', 'X']) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+        None => code.parse().ok()?,
+    };
+    char::from_u32(n)
 }
 
 fn xml_escape(s: &str) -> String {
@@ -401,7 +447,9 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// SOAP `login()` of the partner API, as the official Java and Python examples and jsforce use
-/// it: `sessionId` is an access token, `serverUrl` names the instance.
+/// it: `sessionId` is an access token, `serverUrl` names the instance. The result's elements come
+/// in Salesforce's order, `userInfo`'s included: the official Python example reads them by
+/// position (`result[3]` is `serverUrl`, `result[4]` `sessionId`, `userInfo[8]` `organizationId`).
 async fn soap_login(
     State(shared): State<AppState>,
     Path(version): Path<String>,
@@ -460,7 +508,7 @@ async fn soap_login(
     soap(
         StatusCode::OK,
         format!(
-            "<loginResponse><result><metadataServerUrl>{inst}/services/Soap/m/{version}/{org}</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>false</sandbox><serverUrl>{inst}/services/Soap/u/{version}/{org}</serverUrl><sessionId>{token}</sessionId><userId>{user_id}</userId><userInfo><accessibilityMode>false</accessibilityMode><currencySymbol>£</currencySymbol><orgAttachmentFileSizeLimit>5242880</orgAttachmentFileSizeLimit><orgDefaultCurrencyIsoCode>GBP</orgDefaultCurrencyIsoCode><orgDisallowHtmlAttachments>false</orgDisallowHtmlAttachments><orgHasPersonAccounts>false</orgHasPersonAccounts><organizationId>{org}</organizationId><organizationMultiCurrency>false</organizationMultiCurrency><organizationName>sfcdc emulator</organizationName><profileId>00eHs000000AbCdIAK</profileId><roleId xsi:nil=\"true\"/><sessionSecondsValid>{lifetime}</sessionSecondsValid><userDefaultCurrencyIsoCode xsi:nil=\"true\"/><userEmail>{user}</userEmail><userFullName>sfcdc Integration</userFullName><userId>{user_id}</userId><userLanguage>en_US</userLanguage><userLocale>en_GB</userLocale><userName>{user}</userName><userTimeZone>Europe/London</userTimeZone><userType>Standard</userType><userUiSkin>Theme3</userUiSkin></userInfo></result></loginResponse>"
+            "<loginResponse><result><metadataServerUrl>{inst}/services/Soap/m/{version}/{org}</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>false</sandbox><serverUrl>{inst}/services/Soap/u/{version}/{org}</serverUrl><sessionId>{token}</sessionId><userId>{user_id}</userId><userInfo><accessibilityMode>false</accessibilityMode><chatterExternal>false</chatterExternal><currencySymbol>£</currencySymbol><orgAttachmentFileSizeLimit>5242880</orgAttachmentFileSizeLimit><orgDefaultCurrencyIsoCode>GBP</orgDefaultCurrencyIsoCode><orgDefaultCurrencyLocale>en_GB</orgDefaultCurrencyLocale><orgDisallowHtmlAttachments>false</orgDisallowHtmlAttachments><orgHasPersonAccounts>false</orgHasPersonAccounts><organizationId>{org}</organizationId><organizationMultiCurrency>false</organizationMultiCurrency><organizationName>sfcdc emulator</organizationName><profileId>00eHs000000AbCdIAK</profileId><roleId xsi:nil=\"true\"/><sessionSecondsValid>{lifetime}</sessionSecondsValid><userDefaultCurrencyIsoCode xsi:nil=\"true\"/><userEmail>{user}</userEmail><userFullName>sfcdc Integration</userFullName><userId>{user_id}</userId><userLanguage>en_US</userLanguage><userLocale>en_GB</userLocale><userName>{user}</userName><userTimeZone>Europe/London</userTimeZone><userType>Standard</userType><userUiSkin>Theme3</userUiSkin></userInfo></result></loginResponse>"
         ),
     )
 }
@@ -860,4 +908,55 @@ async fn undelete(
     drop(world);
     shared.mark_dirty();
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_text_reads_cdata_entities_and_character_references() {
+        let login = |user: &str, password: &str| {
+            format!(
+                "<urn:login><urn:username>{user}</urn:username>\n<urn:password>{password}</urn:password></urn:login>"
+            )
+        };
+        let xml = login("<![CDATA[a&b@x.test]]>", "<![CDATA[p</w>&amp;]]>");
+        assert_eq!(xml_text(&xml, "username").as_deref(), Some("a&b@x.test"));
+        assert_eq!(xml_text(&xml, "password").as_deref(), Some("p</w>&amp;"));
+        let xml = login("a&amp;b", "&lt;p&#38;&#x3E;&quot;&apos;");
+        assert_eq!(xml_text(&xml, "username").as_deref(), Some("a&b"));
+        assert_eq!(xml_text(&xml, "password").as_deref(), Some("<p&>\"'"));
+        // Text and CDATA sections mix, as in any XML text node.
+        let xml = login("x<![CDATA[<y>]]>z", "");
+        assert_eq!(xml_text(&xml, "username").as_deref(), Some("x<y>z"));
+        assert_eq!(xml_text(&xml, "password").as_deref(), Some(""));
+        for bad in [
+            login("a&nope;", "p"),
+            login("<![CDATA[never closed", "p"),
+            login("<b>child</b>", "p"),
+            "<urn:username>unterminated".to_owned(),
+        ] {
+            assert_eq!(xml_text(&bad, "username"), None, "{bad}");
+        }
+        assert_eq!(xml_text("<login/>", "username"), None);
+    }
+
+    #[test]
+    fn only_trailing_slashes_are_trimmed() {
+        let trim = |s: &str| {
+            without_trailing_slash(&s.parse().unwrap()).map(|u: axum::http::Uri| u.to_string())
+        };
+        assert_eq!(
+            trim("/services/data/v62.0/query/?q=SELECT+Id").as_deref(),
+            Some("/services/data/v62.0/query?q=SELECT+Id")
+        );
+        assert_eq!(
+            trim("https://h:1/services/Soap/u/62.0//").as_deref(),
+            Some("https://h:1/services/Soap/u/62.0")
+        );
+        assert_eq!(trim("/services/data"), None);
+        assert_eq!(trim("/"), None);
+        assert_eq!(trim("/?q=1"), None);
+    }
 }

@@ -752,3 +752,146 @@ async fn an_http2_post_with_a_body_to_an_unknown_route_is_a_complete_404() {
         );
     }
 }
+
+/// Positions of the children of the first `<parent>` element, as a client reading them by index
+/// sees them (every child here is a leaf).
+fn child_names(xml: &str, parent: &str) -> Vec<String> {
+    let open = format!("<{parent}>");
+    let inner = xml.split(&open).nth(1).unwrap();
+    let inner = inner.split(&format!("</{parent}>")).next().unwrap();
+    inner
+        .split('<')
+        .filter(|t| !t.is_empty() && !t.starts_with('/'))
+        .map(|t| t.split(['>', ' ', '/']).next().unwrap().to_owned())
+        .collect()
+}
+
+/// The official Pub/Sub API quick start logs in with its credentials in CDATA sections, posts to
+/// `/services/Soap/u/<v>/` and reads the answer by position; jsforce escapes them as entities.
+#[tokio::test]
+async fn soap_login_accepts_cdata_and_entities_and_answers_in_salesforce_order() {
+    let mut config = test_config();
+    config.credentials.username = "ops+cdc@example.test".into();
+    config.credentials.password = "p&ss<w>rd]\"'".into();
+    let org = Org::start_with(config).await;
+    let login = |username: String, password: String| {
+        let envelope = format!(
+            "<soapenv:Envelope xmlns:soapenv='http://schemas.xmlsoap.org/soap/envelope/' xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance' xmlns:urn='urn:partner.soap.sforce.com'><soapenv:Body><urn:login><urn:username>{username}</urn:username><urn:password>{password}</urn:password></urn:login></soapenv:Body></soapenv:Envelope>"
+        );
+        org.http
+            .post(org.url("/services/Soap/u/62.0/"))
+            .header("content-type", "text/xml")
+            .header("SOAPAction", "Login")
+            .body(envelope)
+            .send()
+    };
+    let cdata = |s: &str| format!("<![CDATA[{s}]]>");
+    let resp = login(cdata("ops+cdc@example.test"), cdata("p&ss<w>rd]\"'"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let xml = resp.text().await.unwrap();
+    let result = child_names(&xml, "result");
+    assert_eq!(result[3], "serverUrl", "{result:?}");
+    assert_eq!(result[4], "sessionId", "{result:?}");
+    assert_eq!(result[6], "userInfo", "{result:?}");
+    let user_info = child_names(&xml, "userInfo");
+    assert_eq!(user_info[8], "organizationId", "{user_info:?}");
+    assert_eq!(
+        user_info,
+        [
+            "accessibilityMode",
+            "chatterExternal",
+            "currencySymbol",
+            "orgAttachmentFileSizeLimit",
+            "orgDefaultCurrencyIsoCode",
+            "orgDefaultCurrencyLocale",
+            "orgDisallowHtmlAttachments",
+            "orgHasPersonAccounts",
+            "organizationId",
+            "organizationMultiCurrency",
+            "organizationName",
+            "profileId",
+            "roleId",
+            "sessionSecondsValid",
+            "userDefaultCurrencyIsoCode",
+            "userEmail",
+            "userFullName",
+            "userId",
+            "userLanguage",
+            "userLocale",
+            "userName",
+            "userTimeZone",
+            "userType",
+            "userUiSkin",
+        ]
+    );
+    assert!(
+        xml.contains(&format!(
+            "<organizationId>{}</organizationId>",
+            org.emu.org_id()
+        )),
+        "{xml}"
+    );
+
+    // jsforce's form: the same credentials as entity and character references.
+    let resp = login(
+        "ops+cdc@example.test".into(),
+        "p&amp;ss&lt;w&#62;rd]&quot;&#x27;".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let resp = login(cdata("ops+cdc@example.test"), cdata("p&amp;ss<w>rd]\"'"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500, "CDATA content is literal");
+    assert!(resp.text().await.unwrap().contains("INVALID_LOGIN"));
+}
+
+/// Salesforce's token endpoint takes the client id and secret in an `Authorization: Basic` header
+/// as well as in the form body.
+#[tokio::test]
+async fn client_credentials_accept_the_client_in_a_basic_header() {
+    use base64::Engine;
+    let org = Org::start().await;
+    let basic = |id: &str, secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    };
+    let grant = |authorization: String| {
+        org.http
+            .post(org.url("/services/oauth2/token"))
+            .header("authorization", authorization)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    let resp = grant(basic("sfcdc-demo", "sfcdc-demo-secret"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let info = org
+        .http
+        .get(org.url("/services/oauth2/userinfo"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+
+    for (authorization, error) in [
+        (basic("sfcdc-demo", "wrong"), "invalid_client"),
+        (basic("nobody", "sfcdc-demo-secret"), "invalid_client_id"),
+        ("Basic not-base64!".to_owned(), "invalid_client_id"),
+    ] {
+        let resp = grant(authorization.clone()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{authorization}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], error, "{authorization}");
+    }
+}
