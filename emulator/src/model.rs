@@ -247,6 +247,15 @@ fn standard_audit_fields() -> Vec<FieldDef> {
     ]
 }
 
+/// The system fields every object has that change events leave out: whether the record is in the
+/// recycle bin, and when the system last touched it.
+fn hidden_system_fields() -> [FieldDef; 2] {
+    [
+        FieldDef::system("IsDeleted", FieldType::Boolean).hidden_from_cdc(),
+        FieldDef::system("SystemModstamp", FieldType::DateTime).hidden_from_cdc(),
+    ]
+}
+
 /// Account: enough to own orders and be queried.
 pub fn account() -> SObjectDef {
     let mut fields = vec![
@@ -259,6 +268,7 @@ pub fn account() -> SObjectDef {
         FieldDef::new("OwnerId", FieldType::Reference),
     ];
     fields.extend(standard_audit_fields());
+    fields.extend(hidden_system_fields());
     SObjectDef {
         name: "Account".into(),
         key_prefix: "001".into(),
@@ -314,8 +324,7 @@ pub fn order() -> SObjectDef {
             .length(255),
     );
     fields.push(FieldDef::new("WHMCS_Order_ID__c", Text).doc("Data:Text:00N5g00000Sfcd3"));
-    fields.push(FieldDef::system("IsDeleted", Boolean).hidden_from_cdc());
-    fields.push(FieldDef::system("SystemModstamp", DateTime).hidden_from_cdc());
+    fields.extend(hidden_system_fields());
     SObjectDef {
         name: "Order".into(),
         key_prefix: "801".into(),
@@ -342,7 +351,7 @@ pub fn order_item() -> SObjectDef {
         FieldDef::system("OrderItemNumber", Text),
     ];
     fields.extend(standard_audit_fields());
-    fields.push(FieldDef::system("IsDeleted", Boolean).hidden_from_cdc());
+    fields.extend(hidden_system_fields());
     SObjectDef {
         name: "OrderItem".into(),
         key_prefix: "802".into(),

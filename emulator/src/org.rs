@@ -38,9 +38,22 @@ pub struct Record {
 }
 
 impl Record {
-    /// The value of a flat field, `Null` when unset.
+    /// The value of a flat field, `Null` when unset. `IsDeleted` is whether the record is in the
+    /// recycle bin, and `SystemModstamp` falls back to `LastModifiedDate` for records written
+    /// before it was kept: system fields always have a value, as in Salesforce.
     pub fn get(&self, field: &str) -> &FieldValue {
-        self.fields.get(field).unwrap_or(&FieldValue::Null)
+        const DELETED: FieldValue = FieldValue::Bool(true);
+        const LIVE: FieldValue = FieldValue::Bool(false);
+        match field {
+            "IsDeleted" if self.deleted => &DELETED,
+            "IsDeleted" => &LIVE,
+            "SystemModstamp" => self
+                .fields
+                .get(field)
+                .or_else(|| self.fields.get("LastModifiedDate"))
+                .unwrap_or(&FieldValue::Null),
+            _ => self.fields.get(field).unwrap_or(&FieldValue::Null),
+        }
     }
 
     /// The text of a field, if set.
@@ -468,14 +481,7 @@ impl Org {
             values.into_iter().filter(|(_, v)| !v.is_null()).collect();
         fields.insert("Id".into(), FieldValue::Str(id.to_string()));
         let user = FieldValue::Str(actor.user_id.clone());
-        for (f, v) in [
-            ("CreatedDate", FieldValue::Long(now)),
-            ("CreatedById", user.clone()),
-            ("LastModifiedDate", FieldValue::Long(now)),
-            ("LastModifiedById", user.clone()),
-        ] {
-            fields.insert(f.into(), v);
-        }
+        stamp_created(&mut fields, &user, now);
         fields.entry("OwnerId".into()).or_insert(user);
         match def.name.as_str() {
             "Order" => {
@@ -483,7 +489,6 @@ impl Org {
                 fields.insert("OrderNumber".into(), FieldValue::Str(number));
                 fields.insert("TotalAmount".into(), FieldValue::Double(0.0));
                 fields.insert("IsReductionOrder".into(), FieldValue::Bool(false));
-                fields.insert("SystemModstamp".into(), FieldValue::Long(now));
                 derive_order_fields(&mut fields, None, actor, now);
             }
             "OrderItem" => {
@@ -580,9 +585,9 @@ impl Org {
             "LastModifiedById".into(),
             FieldValue::Str(actor.user_id.clone()),
         );
+        after.insert("SystemModstamp".into(), FieldValue::Long(now));
         match def.name.as_str() {
             "Order" => {
-                after.insert("SystemModstamp".into(), FieldValue::Long(now));
                 derive_order_fields(&mut after, Some(&before), actor, now);
             }
             "OrderItem" => derive_item_total(&mut after),
@@ -671,7 +676,8 @@ impl Org {
         for (i, rid) in doomed.into_iter().enumerate() {
             let r = self.records.get_mut(&rid).expect("live record");
             r.deleted = true;
-            r.fields.insert("IsDeleted".into(), FieldValue::Bool(true));
+            r.fields
+                .insert("SystemModstamp".into(), FieldValue::Long(now));
             let entity = r.sobject.clone();
             let header = self.header(
                 &tx,
@@ -710,7 +716,8 @@ impl Org {
             .filter(|r| r.deleted && r.sobject == def.name)
             .ok_or(OrgError::NotFound)?;
         r.deleted = false;
-        r.fields.insert("IsDeleted".into(), FieldValue::Bool(false));
+        r.fields
+            .insert("SystemModstamp".into(), FieldValue::Long(now));
         let tx = self.begin(actor, now);
         let header = self.header(
             &tx,
@@ -812,10 +819,7 @@ impl Org {
         let mut fields = values;
         fields.insert("Id".into(), FieldValue::Str(id.to_string()));
         let user = FieldValue::Str(self.user_id.to_string());
-        fields.insert("CreatedDate".into(), FieldValue::Long(now));
-        fields.insert("CreatedById".into(), user.clone());
-        fields.insert("LastModifiedDate".into(), FieldValue::Long(now));
-        fields.insert("LastModifiedById".into(), user.clone());
+        stamp_created(&mut fields, &user, now);
         if sobject != "OrderItem" {
             fields.entry("OwnerId".into()).or_insert(user);
         }
@@ -872,6 +876,19 @@ impl Org {
             }
         }
         id
+    }
+}
+
+/// Writes the audit fields of a record created by `user` at `now`.
+fn stamp_created(fields: &mut BTreeMap<String, FieldValue>, user: &FieldValue, now: i64) {
+    for (f, v) in [
+        ("CreatedDate", FieldValue::Long(now)),
+        ("CreatedById", user.clone()),
+        ("LastModifiedDate", FieldValue::Long(now)),
+        ("LastModifiedById", user.clone()),
+        ("SystemModstamp", FieldValue::Long(now)),
+    ] {
+        fields.insert(f.into(), v);
     }
 }
 

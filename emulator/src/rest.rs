@@ -743,7 +743,12 @@ async fn query(
     let parsed = soql::parse(&q)?;
     let rows: Vec<Value> = {
         let world = shared.world.lock().expect("world lock");
-        soql::run(&world.org, &parsed)?.to_json(&world.org, &version)
+        let result = soql::run(&world.org, &parsed)?;
+        if parsed.count {
+            let n = result.rows.len();
+            return Ok(Json(json!({"totalSize": n, "done": true, "records": []})).into_response());
+        }
+        result.to_json(&world.org, &version)
     };
     Ok(Json(page(&shared, &version, rows, 0)).into_response())
 }

@@ -1,7 +1,8 @@
 //! The subset of SOQL the emulator answers, parsed and evaluated against the org.
 //!
 //! Supported: `SELECT item, ... FROM Object [WHERE cond [AND cond]...] [ORDER BY f [ASC|DESC]]
-//! [LIMIT n]`, where a condition is `field op literal` (`=`, `!=`, `<`, `<=`, `>`, `>=`) or
+//! [LIMIT n]`, and `SELECT count() FROM Object [WHERE ...]`, whose answer is the number of matching
+//! records in `totalSize` with no records, where a condition is `field op literal` (`=`, `!=`, `<`, `<=`, `>`, `>=`) or
 //! `field IN (literal, ...)`, and a literal is a quoted string, a number, `true`/`false`/`null`,
 //! a date (`2024-01-15`) or a date-time (`2024-01-15T10:00:00Z`). That covers what sfcdc sends:
 //! by `Id`, by `Id IN (...)`, by `AccountId`, and by `LastModifiedDate >`.
@@ -57,8 +58,10 @@ pub fn child_relationship(parent: &str, name: &str) -> Option<&'static ChildRela
 /// A parsed query, or a relationship subquery within one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
-    /// The select list, as written.
+    /// The select list, as written; empty for `count()`.
     pub select: Vec<SelectItem>,
+    /// `SELECT count()`: the answer is how many records match, not the records.
+    pub count: bool,
     /// Object name; for a subquery, the relationship name.
     pub object: String,
     /// Conditions, all of which must hold.
@@ -336,23 +339,26 @@ impl Parser {
     fn query(&mut self, nested: bool) -> Result<Query, SoqlError> {
         self.expect_keyword("SELECT")?;
         let mut select = Vec::new();
-        loop {
-            if self.symbol("(") {
-                if nested {
-                    return Err(SoqlError::Malformed(
-                        "nested subqueries are not supported by the emulator".into(),
-                    ));
+        let count = !nested && self.count_function();
+        if !count {
+            loop {
+                if self.symbol("(") {
+                    if nested {
+                        return Err(SoqlError::Malformed(
+                            "nested subqueries are not supported by the emulator".into(),
+                        ));
+                    }
+                    let sub = self.query(true)?;
+                    if !self.symbol(")") {
+                        return Err(SoqlError::Malformed("expected ) to close subquery".into()));
+                    }
+                    select.push(SelectItem::Subquery(sub));
+                } else {
+                    select.push(SelectItem::Field(self.ident("a field name")?));
                 }
-                let sub = self.query(true)?;
-                if !self.symbol(")") {
-                    return Err(SoqlError::Malformed("expected ) to close subquery".into()));
+                if !self.symbol(",") {
+                    break;
                 }
-                select.push(SelectItem::Subquery(sub));
-            } else {
-                select.push(SelectItem::Field(self.ident("a field name")?));
-            }
-            if !self.symbol(",") {
-                break;
             }
         }
         self.expect_keyword("FROM")?;
@@ -401,11 +407,25 @@ impl Parser {
         }
         Ok(Query {
             select,
+            count,
             object,
             conditions,
             order_by,
             limit,
         })
+    }
+
+    /// `count()` as the whole select list.
+    fn count_function(&mut self) -> bool {
+        let is_count = matches!(
+            self.tokens.get(self.pos..self.pos + 4),
+            Some([Token::Word(w), Token::Sym("("), Token::Sym(")"), Token::Word(from)])
+                if w.eq_ignore_ascii_case("count") && from.eq_ignore_ascii_case("FROM")
+        );
+        if is_count {
+            self.pos += 3;
+        }
+        is_count
     }
 
     /// One `field op literal` or `field IN (literal, ...)`.
@@ -763,6 +783,32 @@ mod tests {
         assert_eq!(q.conditions[1].values, [Literal::Num(10.5)]);
         let q = parse(r"SELECT Id FROM Account WHERE Name = 'O\'Brien'").unwrap();
         assert_eq!(q.conditions[0].values, [Literal::Str("O'Brien".into())]);
+    }
+
+    #[test]
+    fn parses_count() {
+        let q = parse("select COUNT() from Order where Status = 'Draft' limit 3").unwrap();
+        assert!(q.count);
+        assert!(q.select.is_empty());
+        assert_eq!((q.object.as_str(), q.conditions.len()), ("Order", 1));
+        assert_eq!(q.limit, Some(3));
+        assert!(!parse("SELECT Id FROM Order").unwrap().count);
+        for bad in [
+            "SELECT count(), Id FROM Order",
+            "SELECT Id, count() FROM Order",
+            "SELECT count( FROM Order",
+            "SELECT count() Order",
+            "SELECT Id, (SELECT count() FROM OrderItems) FROM Order",
+        ] {
+            assert!(matches!(parse(bad), Err(SoqlError::Malformed(_))), "{bad}");
+        }
+        let (org, _, _) = sample_org();
+        let q = parse("SELECT count() FROM OrderItem WHERE Quantity >= 2").unwrap();
+        assert_eq!(
+            run(&org, &q).unwrap().rows.len(),
+            2,
+            "deleted items do not count"
+        );
     }
 
     #[test]

@@ -895,3 +895,119 @@ async fn client_credentials_accept_the_client_in_a_basic_header() {
         assert_eq!(body["error"], error, "{authorization}");
     }
 }
+
+/// Salesforce always returns the system fields of a record, typed: `IsDeleted` a boolean, the
+/// dates date-times, the user fields user ids. Seeded and created records alike, of every object.
+#[tokio::test]
+async fn system_fields_are_always_present_and_typed() {
+    let org = Org::start().await;
+    let account = org.first_account().await;
+    let created = org.create_order(json!({})).await;
+    let seeded = org
+        .query("SELECT Id FROM Order WHERE Status = 'Activated' LIMIT 1")
+        .await["records"][0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let item = org
+        .query(&format!(
+            "SELECT Id FROM OrderItem WHERE OrderId = '{seeded}' LIMIT 1"
+        ))
+        .await["records"][0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    org.patch_order(&created, json!({"Description": "touched"}))
+        .await;
+    let user = org.emu.with_world(|w| w.org.user_id.to_string());
+    let check = |what: &str, rec: &Value| {
+        assert_eq!(rec["IsDeleted"], false, "{what}: {rec}");
+        for f in ["CreatedDate", "LastModifiedDate", "SystemModstamp"] {
+            let v = rec[f]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}.{f}: {rec}"));
+            assert!(
+                v.len() == 28 && v.ends_with("+0000") && v.as_bytes()[10] == b'T',
+                "{what}.{f} = {v}"
+            );
+        }
+        for f in ["CreatedById", "LastModifiedById"] {
+            assert_eq!(rec[f], user.as_str(), "{what}.{f}: {rec}");
+        }
+    };
+    for (sobject, id) in [
+        ("Account", &account),
+        ("Order", &created),
+        ("Order", &seeded),
+        ("OrderItem", &item),
+    ] {
+        let (status, rec) = org
+            .rest(
+                Method::GET,
+                &format!("/services/data/v62.0/sobjects/{sobject}/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{rec}");
+        check(&format!("{sobject} {id}"), &rec);
+        let rows = org
+            .query(&format!(
+                "SELECT IsDeleted, CreatedDate, CreatedById, LastModifiedDate, LastModifiedById, SystemModstamp FROM {sobject} WHERE Id = '{id}'"
+            ))
+            .await;
+        check(&format!("SOQL {sobject} {id}"), &rows["records"][0]);
+    }
+    let (_, rec) = org
+        .rest(
+            Method::GET,
+            &format!("/services/data/v62.0/sobjects/Order/{created}"),
+            None,
+        )
+        .await;
+    assert_eq!(rec["SystemModstamp"], rec["LastModifiedDate"]);
+    let live = org
+        .query("SELECT count() FROM Order WHERE IsDeleted = false")
+        .await;
+    let all = org.query("SELECT count() FROM Order").await;
+    assert_eq!(live["totalSize"], all["totalSize"]);
+}
+
+/// `SELECT count()` answers the number of matching records in `totalSize`, with no records.
+#[tokio::test]
+async fn count_queries_answer_the_number_of_matching_records() {
+    let org = Org::start().await;
+    let before = org.query("SELECT Id FROM Order").await["totalSize"]
+        .as_u64()
+        .unwrap();
+    let drafts = org
+        .query("SELECT Id FROM Order WHERE Status = 'Draft'")
+        .await["totalSize"]
+        .as_u64()
+        .unwrap();
+    let id = org.create_order(json!({})).await;
+    let r = org.query("SELECT count() FROM Order").await;
+    assert_eq!(
+        r,
+        json!({"totalSize": before + 1, "done": true, "records": []})
+    );
+    let r = org
+        .query("select COUNT() from Order where Status = 'Draft'")
+        .await;
+    assert_eq!(r["totalSize"], drafts + 1);
+    assert_eq!(r["records"], json!([]));
+    let r = org
+        .query(&format!("SELECT count() FROM Order WHERE Id = '{id}'"))
+        .await;
+    assert_eq!(r["totalSize"], 1);
+    let r = org.query("SELECT count() FROM Order LIMIT 2").await;
+    assert_eq!(r["totalSize"], 2);
+    let (status, body) = org
+        .rest(
+            Method::GET,
+            "/services/data/v62.0/query?q=SELECT+count()+FROM+Widget",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body[0]["errorCode"], "INVALID_TYPE");
+}
