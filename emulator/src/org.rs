@@ -234,6 +234,11 @@ impl Org {
         )
     }
 
+    /// Every object definition, by name.
+    pub fn defs(&self) -> impl Iterator<Item = &Arc<SObjectDef>> {
+        self.defs.values()
+    }
+
     /// Definition of an object.
     pub fn def(&self, sobject: &str) -> Option<&Arc<SObjectDef>> {
         self.defs
@@ -398,10 +403,10 @@ impl Org {
                     max,
                 });
             }
-            if flat == "Status"
-                && def.name == "Order"
+            if let Some(picklist) = model::picklist(&def.name, &flat)
+                && picklist.restricted
                 && let FieldValue::Str(s) = &value
-                && !model::ORDER_STATUSES.contains(&s.as_str())
+                && !picklist.values.contains(&s.as_str())
             {
                 return Err(OrgError::RestrictedPicklist {
                     field: flat,
@@ -457,13 +462,7 @@ impl Org {
     ) -> Result<(SfId, Vec<Change>), OrgError> {
         let def = self.require_def(sobject)?;
         let values = self.typed_input(&def, input, true)?;
-        let required: &[&str] = match def.name.as_str() {
-            "Account" => &["Name"],
-            "Order" => &["AccountId", "EffectiveDate", "Status"],
-            "OrderItem" => &["OrderId", "Quantity", "UnitPrice"],
-            _ => &[],
-        };
-        let missing: Vec<String> = required
+        let missing: Vec<String> = model::required_on_create(&def.name)
             .iter()
             .filter(|r| !values.iter().any(|(n, v)| n == *r && !v.is_null()))
             .map(|r| r.to_string())

@@ -38,6 +38,8 @@ pub struct ChildRelationship {
     pub child: &'static str,
     /// The child's lookup field holding the parent's id.
     pub field: &'static str,
+    /// Whether deleting the parent deletes its children.
+    pub cascade_delete: bool,
 }
 
 /// Every child relationship the emulator answers subqueries on.
@@ -46,6 +48,7 @@ pub const CHILD_RELATIONSHIPS: &[ChildRelationship] = &[ChildRelationship {
     name: "OrderItems",
     child: "OrderItem",
     field: "OrderId",
+    cascade_delete: true,
 }];
 
 /// The relationship `name` (case-insensitive) of the object `parent`.

@@ -1011,3 +1011,250 @@ async fn count_queries_answer_the_number_of_matching_records() {
     assert_eq!(status, 400);
     assert_eq!(body[0]["errorCode"], "INVALID_TYPE");
 }
+
+/// `GET /services/data` lists the versions without a session; `GET /services/data/vNN.N` lists
+/// the version's resources, with one; both with or without a trailing slash.
+#[tokio::test]
+async fn versions_and_resources_are_listed_as_salesforce_lists_them() {
+    let org = Org::start().await;
+    for path in ["/services/data", "/services/data/"] {
+        let resp = org.http.get(org.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let versions: Value = resp.json().await.unwrap();
+        let versions = versions.as_array().unwrap();
+        let v62 = versions
+            .iter()
+            .find(|v| v["version"] == "62.0")
+            .expect("62.0 is listed");
+        assert_eq!(
+            v62,
+            &json!({"label": "Winter '25", "url": "/services/data/v62.0", "version": "62.0"})
+        );
+        assert!(versions.iter().any(|v| v["version"] == "60.0"));
+    }
+    for path in ["/services/data/v62.0", "/services/data/v62.0/"] {
+        let (status, list) = org.rest(Method::GET, path, None).await;
+        assert_eq!(status, 200, "{path}: {list}");
+        assert_eq!(list["sobjects"], "/services/data/v62.0/sobjects");
+        assert_eq!(list["query"], "/services/data/v62.0/query");
+        // Every resource listed answers.
+        for (name, url) in list.as_object().unwrap() {
+            let url = url.as_str().unwrap();
+            let url = if name == "query" {
+                format!("{url}?q=SELECT+Id+FROM+Account")
+            } else {
+                url.to_owned()
+            };
+            let (status, body) = org.rest(Method::GET, &url, None).await;
+            assert_eq!(status, 200, "{name}: {body}");
+        }
+    }
+    let resp = org
+        .http
+        .get(org.url("/services/data/v62.0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "the resource list needs a session");
+}
+
+/// simple-salesforce's `sf.describe()`, `sf.Order.describe()` and `sf.Order.metadata()` (and
+/// jsforce's `describeGlobal()` and `describe()`): the objects and fields the emulator really has,
+/// typed as Salesforce types them.
+#[tokio::test]
+async fn describe_serves_the_objects_and_fields_of_the_model() {
+    let org = Org::start().await;
+    let (status, global) = org
+        .rest(Method::GET, "/services/data/v62.0/sobjects", None)
+        .await;
+    assert_eq!(status, 200, "{global}");
+    assert_eq!(global["maxBatchSize"], 200);
+    let names: Vec<&str> = global["sobjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Account",
+            "Order",
+            "OrderItem",
+            "Order_Fulfilment_Requested__e"
+        ]
+    );
+    let order_summary = &global["sobjects"][1];
+    assert_eq!(order_summary["keyPrefix"], "801");
+    assert_eq!(order_summary["labelPlural"], "Orders");
+    assert_eq!(
+        order_summary["urls"]["describe"],
+        "/services/data/v62.0/sobjects/Order/describe"
+    );
+    let event = &global["sobjects"][3];
+    assert_eq!(
+        (event["custom"].clone(), event["queryable"].clone()),
+        (json!(true), json!(false))
+    );
+
+    let (status, info) = org
+        .rest(Method::GET, "/services/data/v62.0/sobjects/Order/", None)
+        .await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(&info["objectDescribe"], order_summary);
+    assert_eq!(info["recentItems"], json!([]));
+
+    let (status, d) = org
+        .rest(
+            Method::GET,
+            "/services/data/v62.0/sobjects/Order/describe",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["name"], "Order");
+    let fields = d["fields"].as_array().unwrap();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no field {name}"))
+    };
+    for (name, kind) in [
+        ("Id", "id"),
+        ("AccountId", "reference"),
+        ("Status", "picklist"),
+        ("Activation_Status__c", "picklist"),
+        ("EffectiveDate", "date"),
+        ("CreatedDate", "datetime"),
+        ("TotalAmount", "currency"),
+        ("IsDeleted", "boolean"),
+        ("Description", "textarea"),
+        ("Provisioning_Error__c", "string"),
+        ("BillingAddress", "address"),
+        ("BillingCity", "string"),
+        ("BillingLatitude", "double"),
+        ("SystemModstamp", "datetime"),
+    ] {
+        assert_eq!(field(name)["type"], kind, "{name}");
+        for key in ["label", "nillable", "updateable", "createable", "length"] {
+            assert!(!field(name)[key].is_null(), "{name}.{key}");
+        }
+    }
+    let values = |name: &str| -> Vec<String> {
+        field(name)["picklistValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["value"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        values("Status"),
+        [
+            "Draft",
+            "Approved",
+            "Activated",
+            "Reactivate",
+            "Deactivated",
+            "Cancelled"
+        ]
+    );
+    assert_eq!(field("Status")["restrictedPicklist"], true);
+    assert_eq!(field("Status")["nillable"], false);
+    assert!(values("Activation_Status__c").contains(&"Activating".to_owned()));
+    assert_eq!(field("Activation_Status__c")["restrictedPicklist"], false);
+    assert_eq!(field("Activation_Status__c")["custom"], true);
+    assert_eq!(field("Activation_Status__c")["label"], "Activation Status");
+    assert_eq!(field("AccountId")["referenceTo"], json!(["Account"]));
+    assert_eq!(field("AccountId")["relationshipName"], "Account");
+    assert_eq!(
+        (
+            field("AccountId")["createable"].clone(),
+            field("AccountId")["updateable"].clone()
+        ),
+        (json!(true), json!(false))
+    );
+    assert_eq!(field("OrderNumber")["createable"], false);
+    assert_eq!(field("OrderNumber")["autoNumber"], true);
+    assert_eq!(field("Provisioning_Error__c")["length"], 255);
+    assert_eq!(field("BillingCity")["compoundFieldName"], "BillingAddress");
+    assert_eq!(field("BillingCity")["updateable"], true);
+    assert_eq!(field("BillingAddress")["updateable"], false);
+    assert_eq!(field("IsDeleted")["nillable"], false);
+    assert_eq!(field("Id")["label"], "Order ID");
+    assert_eq!(d["childRelationships"][0]["relationshipName"], "OrderItems");
+
+    // Describe and a record agree: every field a record carries is described, and no other.
+    let id = org.create_order(json!({})).await;
+    let (_, rec) = org
+        .rest(
+            Method::GET,
+            &format!("/services/data/v62.0/sobjects/Order/{id}"),
+            None,
+        )
+        .await;
+    let mut in_record: Vec<&str> = rec
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "attributes")
+        .collect();
+    let mut described: Vec<&str> = fields.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    in_record.sort_unstable();
+    described.sort_unstable();
+    assert_eq!(in_record, described);
+
+    // A field an admin adds is described from then on.
+    org.fault(json!({"kind": "schema_change", "field": "Fulfilment_Notes__c"}))
+        .await;
+    let (_, d) = org
+        .rest(
+            Method::GET,
+            "/services/data/v62.0/sobjects/order/describe",
+            None,
+        )
+        .await;
+    assert!(
+        d["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "Fulfilment_Notes__c" && f["type"] == "string")
+    );
+
+    let (status, d) = org
+        .rest(
+            Method::GET,
+            "/services/data/v62.0/sobjects/Order_Fulfilment_Requested__e/describe",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{d}");
+    let names: Vec<&str> = d["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "CreatedDate",
+            "CreatedById",
+            "OrderId__c",
+            "RequestedBy__c",
+            "Priority__c"
+        ]
+    );
+
+    for path in [
+        "/services/data/v62.0/sobjects/Widget__c",
+        "/services/data/v62.0/sobjects/Widget__c/describe",
+    ] {
+        let (status, body) = org.rest(Method::GET, path, None).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body[0]["errorCode"], "NOT_FOUND");
+    }
+}

@@ -1,8 +1,10 @@
 //! The emulated REST API, shaped as Salesforce exposes it, plus the emulator's control API.
 //!
 //! Salesforce routes: OAuth (`/services/oauth2/token`, `/services/oauth2/userinfo`, the `/id/`
-//! identity URL), records (`/services/data/vNN.N/sobjects/{type}/{id}`), queries
-//! (`/services/data/vNN.N/query?q=`) and publishing the fulfilment platform event. Errors use the
+//! identity URL), SOAP `login()`, the versions and resource lists (`/services/data`,
+//! `/services/data/vNN.N`), describe ([`describe`]), records
+//! (`/services/data/vNN.N/sobjects/{type}/{id}`), queries (`/services/data/vNN.N/query?q=`) and
+//! publishing the fulfilment platform event. Errors use the
 //! Salesforce shapes: `[{"message":…,"errorCode":…}]` for the data API and
 //! `{"error":…,"error_description":…}` for OAuth.
 //!
@@ -16,6 +18,8 @@
 //! The `rest_unavailable` fault refuses data API requests (under `/services/data/`) with 503
 //! `SERVER_UNAVAILABLE` before they reach their handler; OAuth, SOAP login, the control API and
 //! the systems outside Salesforce are spared. A refused request is still counted under its route.
+
+mod describe;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -123,7 +127,16 @@ pub fn router(shared: AppState) -> Router {
         .route("/services/Soap/u/{version}", post(soap_login))
         .route("/id/{org}/{user}", get(userinfo))
         .route("/services/data", get(versions))
-        .route("/services/data/{version}/sobjects/{sobject}", post(create))
+        .route("/services/data/{version}", get(resources))
+        .route("/services/data/{version}/sobjects", get(global_describe))
+        .route(
+            "/services/data/{version}/sobjects/{sobject}",
+            get(sobject_info).post(create),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{sobject}/describe",
+            get(sobject_describe),
+        )
         .route(
             "/services/data/{version}/sobjects/{sobject}/{id}",
             get(read).patch(update).delete(delete),
@@ -549,12 +562,99 @@ async fn userinfo(State(shared): State<AppState>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
+/// The API versions the emulator lists, oldest first (Summer '14 to Spring '26); it answers any
+/// `vNN.N` in a path.
+const VERSIONS: std::ops::RangeInclusive<u32> = 31..=66;
+
+/// The resources of an API version the emulator serves, as `GET /services/data/vNN.N` lists them.
+const RESOURCES: [&str; 2] = ["query", "sobjects"];
+
+/// `GET /services/data`: every version with its release name. It needs no session, as in
+/// Salesforce.
 async fn versions() -> Response {
-    Json(json!([
-        {"label": "Winter '24", "url": "/services/data/v60.0", "version": "60.0"},
-        {"label": "Spring '25", "url": "/services/data/v63.0", "version": "63.0"}
-    ]))
-    .into_response()
+    let list: Vec<Value> = VERSIONS
+        .map(|v| {
+            json!({
+                "label": release_label(v),
+                "url": format!("/services/data/v{v}.0"),
+                "version": format!("{v}.0"),
+            })
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+/// The release an API version shipped in: three a year, 59.0 being Winter '24.
+fn release_label(version: u32) -> String {
+    let k = i64::from(version) - 59;
+    let season = ["Winter", "Spring", "Summer"][k.rem_euclid(3) as usize];
+    format!("{season} '{:02}", 24 + k.div_euclid(3))
+}
+
+/// `GET /services/data/vNN.N`: the version's resources the emulator serves.
+async fn resources(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let list: serde_json::Map<String, Value> = RESOURCES
+        .iter()
+        .map(|r| {
+            (
+                (*r).to_owned(),
+                json!(format!("/services/data/{version}/{r}")),
+            )
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// `GET …/sobjects`: the global describe.
+async fn global_describe(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let world = shared.world.lock().expect("world lock");
+    let sobjects: Vec<Value> = describe::Described::all(&world.org)
+        .iter()
+        .map(|d| d.summary(&version))
+        .collect();
+    Ok(
+        Json(json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects}))
+            .into_response(),
+    )
+}
+
+/// `GET …/sobjects/{type}`: the object's basic information. The emulator keeps no list of
+/// recently viewed records, so `recentItems` is empty.
+async fn sobject_info(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, sobject)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let world = shared.world.lock().expect("world lock");
+    let d = describe::Described::find(&world.org, &sobject).ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({"objectDescribe": d.summary(&version), "recentItems": []})).into_response())
+}
+
+/// `GET …/sobjects/{type}/describe`: the object's full describe.
+async fn sobject_describe(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, sobject)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let world = shared.world.lock().expect("world lock");
+    let d = describe::Described::find(&world.org, &sobject).ok_or_else(ApiError::not_found)?;
+    Ok(Json(d.describe(&version)).into_response())
 }
 
 async fn read(
@@ -945,6 +1045,15 @@ mod tests {
             assert_eq!(xml_text(&bad, "username"), None, "{bad}");
         }
         assert_eq!(xml_text("<login/>", "username"), None);
+    }
+
+    #[test]
+    fn versions_are_named_after_their_release() {
+        assert_eq!(release_label(31), "Summer '14");
+        assert_eq!(release_label(59), "Winter '24");
+        assert_eq!(release_label(60), "Spring '24");
+        assert_eq!(release_label(62), "Winter '25");
+        assert_eq!(release_label(66), "Spring '26");
     }
 
     #[test]
