@@ -3,8 +3,8 @@
 //! Salesforce routes: OAuth (`/services/oauth2/token`, `/services/oauth2/userinfo`, the `/id/`
 //! identity URL), SOAP `login()`, the versions and resource lists (`/services/data`,
 //! `/services/data/vNN.N`), describe ([`describe`]), records
-//! (`/services/data/vNN.N/sobjects/{type}/{id}`), queries (`/services/data/vNN.N/query?q=`) and
-//! publishing the fulfilment platform event. Errors use the
+//! (`/services/data/vNN.N/sobjects/{type}/{id}`), sObject Collections updates ([`composite`]),
+//! queries (`/services/data/vNN.N/query?q=`) and publishing the fulfilment platform event. Errors use the
 //! Salesforce shapes: `[{"message":…,"errorCode":…}]` for the data API and
 //! `{"error":…,"error_description":…}` for OAuth.
 //!
@@ -19,6 +19,7 @@
 //! `SERVER_UNAVAILABLE` before they reach their handler; OAuth, SOAP login, the control API and
 //! the systems outside Salesforce are spared. A refused request is still counted under its route.
 
+mod composite;
 mod describe;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +30,7 @@ use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -140,6 +141,14 @@ pub fn router(shared: AppState) -> Router {
         .route(
             "/services/data/{version}/sobjects/{sobject}/{id}",
             get(read).patch(update).delete(delete),
+        )
+        .route(
+            "/services/data/{version}/composite",
+            get(composite::resources),
+        )
+        .route(
+            "/services/data/{version}/composite/sobjects",
+            patch(composite::update),
         )
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{cursor}", get(query_more))
@@ -567,7 +576,7 @@ async fn userinfo(State(shared): State<AppState>, headers: HeaderMap) -> Respons
 const VERSIONS: std::ops::RangeInclusive<u32> = 31..=66;
 
 /// The resources of an API version the emulator serves, as `GET /services/data/vNN.N` lists them.
-const RESOURCES: [&str; 2] = ["query", "sobjects"];
+const RESOURCES: [&str; 3] = ["composite", "query", "sobjects"];
 
 /// `GET /services/data`: every version with its release name. It needs no session, as in
 /// Salesforce.
