@@ -18,6 +18,8 @@
 //! The `rest_unavailable` fault refuses data API requests (under `/services/data/`) with 503
 //! `SERVER_UNAVAILABLE` before they reach their handler; OAuth, SOAP login, the control API and
 //! the systems outside Salesforce are spared. A refused request is still counted under its route.
+//! Every authenticated data API request takes one from the org's daily allocation and says so in
+//! `Sforce-Limit-Info`; past it, the answer is 403 `REQUEST_LIMIT_EXCEEDED` ([`crate::limits`]).
 
 mod composite;
 mod describe;
@@ -77,6 +79,14 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             "The requested resource does not exist",
+        )
+    }
+
+    fn request_limit() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
         )
     }
 
@@ -150,6 +160,7 @@ pub fn router(shared: AppState) -> Router {
             "/services/data/{version}/composite/sobjects",
             patch(composite::update),
         )
+        .route("/services/data/{version}/limits", get(limits))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{cursor}", get(query_more))
         .route("/emulator/faults", post(post_fault).delete(clear_faults))
@@ -218,15 +229,26 @@ async fn count_and_fault(State(shared): State<AppState>, request: Request, next:
     let salesforce = !["/emulator/", "/fulfilment", "/hooks/", "/repos/"]
         .iter()
         .any(|p| route.starts_with(p));
+    let data_api = route.starts_with("/services/data/");
     // Taken on arrival, so the next N requests to arrive are the ones refused.
-    let unavailable = route.starts_with("/services/data/") && shared.faults.take_rest_unavailable();
+    let unavailable = data_api && shared.faults.take_rest_unavailable();
     if salesforce {
         shared.faults.delay().await;
     }
     if unavailable {
         return ApiError::unavailable().into_response();
     }
-    next.run(request).await
+    if !data_api || bearer(&shared, request.headers()).is_err() {
+        return next.run(request).await;
+    }
+    let (mut response, usage) = match shared.api_usage.take() {
+        Ok(usage) => (next.run(request).await, usage),
+        Err(usage) => (ApiError::request_limit().into_response(), usage),
+    };
+    if let Ok(value) = axum::http::HeaderValue::from_str(&usage.header()) {
+        response.headers_mut().insert("sforce-limit-info", value);
+    }
+    response
 }
 
 /// Serves the router on `listener`, over TLS when a rustls configuration is given.
@@ -576,7 +598,7 @@ async fn userinfo(State(shared): State<AppState>, headers: HeaderMap) -> Respons
 const VERSIONS: std::ops::RangeInclusive<u32> = 31..=66;
 
 /// The resources of an API version the emulator serves, as `GET /services/data/vNN.N` lists them.
-const RESOURCES: [&str; 3] = ["composite", "query", "sobjects"];
+const RESOURCES: [&str; 4] = ["composite", "limits", "query", "sobjects"];
 
 /// `GET /services/data`: every version with its release name. It needs no session, as in
 /// Salesforce.
@@ -618,6 +640,21 @@ async fn resources(
         })
         .collect();
     Ok(Json(list).into_response())
+}
+
+/// `GET …/limits`: the org's limits the emulator keeps, its daily API requests.
+async fn limits(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let usage = shared.api_usage.usage();
+    Ok(Json(json!({
+        "DailyApiRequests": {"Max": usage.max, "Remaining": usage.remaining()},
+    }))
+    .into_response())
 }
 
 /// `GET …/sobjects`: the global describe.
@@ -939,7 +976,7 @@ async fn post_fault(State(shared): State<AppState>, body: axum::body::Bytes) -> 
 }
 
 async fn clear_faults(State(shared): State<AppState>) -> Response {
-    shared.faults.clear();
+    shared.clear_faults();
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -1258,3 +1258,122 @@ async fn describe_serves_the_objects_and_fields_of_the_model() {
         assert_eq!(body[0]["errorCode"], "NOT_FOUND");
     }
 }
+
+/// Every authenticated data API call counts against the org's daily allocation and says so in
+/// `Sforce-Limit-Info` (simple-salesforce reads it into `sf.api_usage`); past the allocation the
+/// answer is Salesforce's 403 `REQUEST_LIMIT_EXCEEDED`, until it is raised.
+#[tokio::test]
+async fn api_requests_are_counted_and_refused_past_the_daily_allocation() {
+    let org = Org::start().await;
+    let usage = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("sforce-limit-info")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let get = |path: &str| org.http.get(org.url(path)).bearer_auth(&org.token).send();
+    let first = get("/services/data/v62.0/sobjects/Order/describe")
+        .await
+        .unwrap();
+    let used = org.emu.api_usage().used;
+    assert_eq!(
+        usage(&first),
+        Some(format!("api-usage={used}/5000000")),
+        "tests get a sandbox's allocation"
+    );
+    let next = get("/services/data/v62.0/query/?q=SELECT+Id+FROM+Order")
+        .await
+        .unwrap();
+    assert_eq!(
+        usage(&next),
+        Some(format!("api-usage={}/5000000", used + 1))
+    );
+    // Errors count too; calls without a session, the versions list, OAuth and the control
+    // API do not.
+    let bad = get("/services/data/v62.0/query?q=DELETE").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(usage(&bad).is_some());
+    let anonymous = org
+        .http
+        .get(org.url("/services/data/v62.0/sobjects"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (anonymous.status().as_u16(), usage(&anonymous)),
+        (401, None)
+    );
+    assert!(
+        usage(
+            &org.http
+                .get(org.url("/services/data"))
+                .send()
+                .await
+                .unwrap()
+        )
+        .is_none()
+    );
+    assert!(usage(&get("/services/oauth2/userinfo").await.unwrap()).is_none());
+    assert!(usage(&get("/emulator/stats").await.unwrap()).is_none());
+    assert_eq!(org.emu.api_usage().used, used + 2);
+
+    // The allocation runs out: two more calls, then 403 until it is raised.
+    org.fault(json!({"kind": "api_limit", "max": used + 4}))
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            get("/services/data/v62.0/limits").await.unwrap().status(),
+            200
+        );
+    }
+    let refused = get("/services/data/v62.0/sobjects/Order/describe")
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let n = used + 4;
+    assert_eq!(usage(&refused), Some(format!("api-usage={n}/{n}")));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!([{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    );
+    let (status, _) = org
+        .rest(
+            Method::PATCH,
+            "/services/data/v62.0/composite/sobjects",
+            Some(json!({"records": []})),
+        )
+        .await;
+    assert_eq!(status, 403, "every data API route");
+    // Logging in, the versions list and the control API still answer.
+    let (status, _) = token_request(
+        &org,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "sfcdc-demo"),
+            ("client_secret", "sfcdc-demo-secret"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(org.emu.api_usage().used, n, "refused calls are not counted");
+
+    org.fault(json!({"kind": "api_limit", "max": n + 100}))
+        .await;
+    let limits = get("/services/data/v62.0/limits").await.unwrap();
+    assert_eq!(limits.status(), 200);
+    let limits: Value = limits.json().await.unwrap();
+    assert_eq!(
+        limits["DailyApiRequests"],
+        json!({"Max": n + 100, "Remaining": 99})
+    );
+    // Clearing the faults restores the Developer Edition default, keeping the usage.
+    let resp = org
+        .http
+        .delete(org.url("/emulator/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(org.emu.api_usage().max, 15_000);
+    assert_eq!(org.emu.api_usage().used, n + 1);
+}
