@@ -23,6 +23,14 @@
 //! Invariants: everything the emulator says about an event (its schema id, replay id, bitmaps)
 //! is derived from the same state a client can query, so a faithful client decodes every event
 //! exactly; and the emulator never panics on client input.
+//!
+//! The fidelity rule: for any request shape Salesforce accepts, the emulator answers as Salesforce
+//! does, or with a clear `501 NOT_IMPLEMENTED` naming the feature
+//! (`[{"errorCode":"NOT_IMPLEMENTED","message":"… is not emulated"}]`), never a 404 or 400 that
+//! Salesforce would not give. A path Salesforce has no resource for is a 404 `NOT_FOUND`, as it
+//! is there. Unmodified third-party clients (simple-salesforce, jsforce, the Pub/Sub API
+//! examples) are the measure: each route has a test that sends what such a client sends, and
+//! `scripts/thirdparty/` runs the clients themselves.
 
 pub mod auth;
 pub mod avro;

@@ -2,11 +2,13 @@
 //!
 //! Salesforce routes: OAuth (`/services/oauth2/token`, `/services/oauth2/userinfo`, the `/id/`
 //! identity URL), SOAP `login()`, the versions and resource lists (`/services/data`,
-//! `/services/data/vNN.N`), describe ([`describe`]), records
-//! (`/services/data/vNN.N/sobjects/{type}/{id}`), sObject Collections updates ([`composite`]),
-//! queries (`/services/data/vNN.N/query?q=`) and publishing the fulfilment platform event. Errors use the
-//! Salesforce shapes: `[{"message":…,"errorCode":…}]` for the data API and
-//! `{"error":…,"error_description":…}` for OAuth.
+//! `/services/data/vNN.N`), describe (`rest/describe.rs`), records
+//! (`/services/data/vNN.N/sobjects/{type}/{id}`), sObject Collections updates
+//! (`rest/composite.rs`), queries (`/services/data/vNN.N/query?q=`), the limits resource and
+//! publishing the fulfilment platform event. Salesforce resources the emulator does not serve
+//! answer 501 naming the feature (`rest/unemulated.rs`), other paths 404, and a method a route
+//! does not take 405. Errors use the Salesforce shapes: `[{"message":…,"errorCode":…}]` for the
+//! data API and `{"error":…,"error_description":…}` for OAuth.
 //!
 //! Control routes live under `/emulator/`: faults, bulk generation, undelete, and counters of
 //! every call, which tests use to prove what a client did or did not call.
@@ -23,6 +25,7 @@
 
 mod composite;
 mod describe;
+mod unemulated;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{any, get, patch, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -130,7 +133,7 @@ const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// Builds the router; every route is counted, Salesforce routes are subject to the delay fault and
 /// data API routes to the REST unavailability fault. Every request is read whole before it is
-/// routed, and a trailing slash on its path is ignored ([`whole_request`]).
+/// routed, and a trailing slash on its path is ignored (`whole_request`).
 pub fn router(shared: AppState) -> Router {
     let routes = Router::new()
         .route("/services/oauth2/token", post(token))
@@ -154,15 +157,46 @@ pub fn router(shared: AppState) -> Router {
         )
         .route(
             "/services/data/{version}/composite",
-            get(composite::resources),
+            get(composite::resources).fallback(unemulated::answer),
         )
         .route(
             "/services/data/{version}/composite/sobjects",
-            patch(composite::update),
+            patch(composite::update).fallback(unemulated::answer),
         )
         .route("/services/data/{version}/limits", get(limits))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{cursor}", get(query_more))
+        // What Salesforce has under a version and the emulator does not: 501, or 404 for a path
+        // Salesforce does not have either. The sObject sub-resources would otherwise be taken
+        // for record ids.
+        .route(
+            "/services/data/{version}/sobjects/{sobject}/updated",
+            any(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{sobject}/deleted",
+            any(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{sobject}/listviews",
+            any(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{sobject}/quickActions",
+            any(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{sobject}/eventSchema",
+            any(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/{resource}",
+            any(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/{resource}/{*rest}",
+            any(unemulated::answer),
+        )
         .route("/emulator/faults", post(post_fault).delete(clear_faults))
         .route("/emulator/bulk", post(post_bulk))
         .route("/emulator/stats", get(get_stats))
@@ -186,7 +220,8 @@ pub fn router(shared: AppState) -> Router {
 /// (`GET …/query/?q=`, `POST …/sobjects/Order/`, `POST /services/Soap/u/62.0/`), so the path is
 /// routed without it. And the body is read to its end before any handler answers: an HTTP/2
 /// response sent while the client is still sending ends in a stream reset instead of a complete
-/// answer, whatever the route (an unknown one included).
+/// answer, whatever the route (an unknown one included). A method a Salesforce route does not
+/// take is answered 405 in Salesforce's error shape.
 async fn whole_request(request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     if let Some(uri) = without_trailing_slash(&parts.uri) {
@@ -200,8 +235,31 @@ async fn whole_request(request: Request, next: Next) -> Response {
         )
         .into_response();
     };
-    next.run(Request::from_parts(parts, axum::body::Body::from(body)))
-        .await
+    let method = parts.method.clone();
+    let salesforce = parts.uri.path().starts_with("/services/");
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(body)))
+        .await;
+    // The router's own 405 has no body; Salesforce's has its error shape.
+    if salesforce
+        && response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        let allow = response
+            .headers()
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok());
+        let mut answer = unemulated::method_not_allowed(&method, allow);
+        if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+            answer
+                .headers_mut()
+                .insert(axum::http::header::ALLOW, allow.clone());
+        }
+        return answer;
+    }
+    response
 }
 
 /// `uri` without the trailing slashes of its path, if it has any (the root path `/` stays).

@@ -1377,3 +1377,154 @@ async fn api_requests_are_counted_and_refused_past_the_daily_allocation() {
     assert_eq!(org.emu.api_usage().max, 15_000);
     assert_eq!(org.emu.api_usage().used, n + 1);
 }
+
+/// What clients send for Salesforce features the emulator does not have gets a clear 501 naming
+/// the feature, never a 404 or 400 Salesforce would not give; a path Salesforce has no resource
+/// for is still a 404.
+#[tokio::test]
+async fn salesforce_features_the_emulator_lacks_answer_501_and_unknown_paths_404() {
+    let org = Org::start().await;
+    let id = org.create_order(json!({})).await;
+    let cases: Vec<(Method, String, Option<Value>, &str)> = vec![
+        // simple-salesforce: sf.search(), sf.query_all(include_deleted=True), sf.Order.updated(),
+        // sf.Order.deleted(), sf.Order.get_by_custom_id(), sf.Order.upsert(), sf.bulk2,
+        // sf.toolingexecute().
+        (Method::GET, "/services/data/v62.0/search/?q=FIND+%7BAcme%7D".into(), None, "SOSL"),
+        (
+            Method::GET,
+            "/services/data/v62.0/queryAll/?q=SELECT+Id+FROM+Order".into(),
+            None,
+            "queryAll",
+        ),
+        (
+            Method::GET,
+            "/services/data/v62.0/sobjects/Order/updated/?start=2024-01-01T00:00:00%2B00:00&end=2024-01-02T00:00:00%2B00:00".into(),
+            None,
+            "Get Updated",
+        ),
+        (
+            Method::GET,
+            "/services/data/v62.0/sobjects/Order/deleted/?start=2024-01-01T00:00:00%2B00:00&end=2024-01-02T00:00:00%2B00:00".into(),
+            None,
+            "Get Deleted",
+        ),
+        (
+            Method::GET,
+            "/services/data/v62.0/sobjects/Order/WHMCS_Order_ID__c/WH-10004".into(),
+            None,
+            "external id",
+        ),
+        (
+            Method::PATCH,
+            "/services/data/v62.0/sobjects/Order/WHMCS_Order_ID__c/WH-10004".into(),
+            Some(json!({"Description": "upserted"})),
+            "external id",
+        ),
+        (
+            Method::GET,
+            format!("/services/data/v62.0/sobjects/Order/{id}/OrderItems"),
+            None,
+            "Relationship",
+        ),
+        (
+            Method::POST,
+            "/services/data/v62.0/jobs/ingest".into(),
+            Some(json!({"object": "Order", "operation": "update"})),
+            "Bulk API 2.0",
+        ),
+        (
+            Method::GET,
+            "/services/data/v62.0/tooling/query/?q=SELECT+Id+FROM+ApexClass".into(),
+            None,
+            "Tooling",
+        ),
+        // jsforce and others: composite requests, trees, batches, collection create/retrieve.
+        (
+            Method::POST,
+            "/services/data/v62.0/composite".into(),
+            Some(json!({"compositeRequest": []})),
+            "Composite requests",
+        ),
+        (
+            Method::POST,
+            "/services/data/v62.0/composite/tree/Account".into(),
+            Some(json!({"records": []})),
+            "sObject Tree",
+        ),
+        (
+            Method::POST,
+            "/services/data/v62.0/composite/batch".into(),
+            Some(json!({"batchRequests": []})),
+            "Composite batch",
+        ),
+        (
+            Method::POST,
+            "/services/data/v62.0/composite/sobjects".into(),
+            Some(json!({"records": []})),
+            "create, retrieve and delete",
+        ),
+        (
+            Method::GET,
+            format!("/services/data/v62.0/composite/sobjects/Order?ids={id}&fields=Id"),
+            None,
+            "by type",
+        ),
+        (
+            Method::GET,
+            "/services/data/v62.0/sobjects/Order/describe/layouts".into(),
+            None,
+            "Layouts",
+        ),
+        (
+            Method::GET,
+            "/services/data/v62.0/limits/recordCount?sObjects=Order".into(),
+            None,
+            "Record counts",
+        ),
+    ];
+    for (method, path, body, says) in cases {
+        let (status, answer) = org.rest(method.clone(), &path, body).await;
+        assert_eq!(status, 501, "{method} {path}: {answer}");
+        assert_eq!(answer[0]["errorCode"], "NOT_IMPLEMENTED", "{method} {path}");
+        let message = answer[0]["message"].as_str().unwrap();
+        assert!(
+            message.contains(says) && message.ends_with("is not emulated"),
+            "{method} {path}: {message}"
+        );
+    }
+    for path in [
+        "/services/data/v62.0/nonsense",
+        "/services/data/v62.0/nonsense/deeper",
+        "/services/data/v62.0/composite/nonsense",
+        "/services/data/v62.0/sobjects/Widget__c/updated",
+        "/services/data/latest/search",
+    ] {
+        let (status, answer) = org.rest(Method::GET, path, None).await;
+        assert_eq!(status, 404, "{path}: {answer}");
+        assert_eq!(answer[0]["errorCode"], "NOT_FOUND", "{path}");
+    }
+    // A feature Salesforce has still needs a session.
+    let resp = org
+        .http
+        .get(org.url("/services/data/v62.0/search?q=FIND+%7Bx%7D"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    // A method a route does not take: 405 in Salesforce's shape.
+    let (status, answer) = org
+        .rest(
+            Method::PUT,
+            &format!("/services/data/v62.0/sobjects/Order/{id}"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 405, "{answer}");
+    assert_eq!(answer[0]["errorCode"], "METHOD_NOT_ALLOWED");
+    let message = answer[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("HTTP Method 'PUT' not allowed. Allowed are ")
+            && message.contains("PATCH"),
+        "{message}"
+    );
+}
