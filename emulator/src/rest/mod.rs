@@ -114,7 +114,11 @@ impl From<OrgError> for ApiError {
 
 impl From<soql::SoqlError> for ApiError {
     fn from(e: soql::SoqlError) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, e.error_code(), e.to_string())
+        let status = match e {
+            soql::SoqlError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.error_code(), e.to_string())
     }
 }
 

@@ -1528,3 +1528,53 @@ async fn salesforce_features_the_emulator_lacks_answer_501_and_unknown_paths_404
         "{message}"
     );
 }
+
+/// Valid SOQL beyond what the emulator evaluates is a 501 naming the construct, not the
+/// `MALFORMED_QUERY` Salesforce would not give; text that is not SOQL is still malformed.
+#[tokio::test]
+async fn valid_soql_beyond_the_subset_answers_501_and_nonsense_400() {
+    let org = Org::start().await;
+    for (soql, says) in [
+        (
+            "SELECT Id FROM Order WHERE Status = 'Draft' OR Status = 'Approved'",
+            "SOQL OR is not emulated",
+        ),
+        (
+            "SELECT Id, Account.Name FROM Order",
+            "SOQL parent relationship fields (Account.Name) is not emulated",
+        ),
+        (
+            "SELECT Status, COUNT(Id) FROM Order GROUP BY Status",
+            "SOQL functions (COUNT(…)) is not emulated",
+        ),
+        (
+            "SELECT Id FROM Order WHERE CreatedDate = LAST_N_DAYS:7",
+            "SOQL date literals (LAST_N_DAYS:7) is not emulated",
+        ),
+    ] {
+        let resp = org
+            .http
+            .get(org.url("/services/data/v62.0/query/"))
+            .query(&[("q", soql)])
+            .bearer_auth(&org.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 501, "{soql}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!([{"message": says, "errorCode": "NOT_IMPLEMENTED"}]),
+            "{soql}"
+        );
+    }
+    let (status, body) = org
+        .rest(
+            Method::GET,
+            "/services/data/v62.0/query?q=SELECT+Id+FROM",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body[0]["errorCode"], "MALFORMED_QUERY");
+}
