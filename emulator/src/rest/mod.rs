@@ -35,7 +35,7 @@ use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, patch, post};
+use axum::routing::{get, patch, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -171,36 +171,8 @@ pub fn router(shared: AppState) -> Router {
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{cursor}", get(query_more))
         // What Salesforce has under a version and the emulator does not: 501, or 404 for a path
-        // Salesforce does not have either. The sObject sub-resources would otherwise be taken
-        // for record ids.
-        .route(
-            "/services/data/{version}/sobjects/{sobject}/updated",
-            any(unemulated::answer),
-        )
-        .route(
-            "/services/data/{version}/sobjects/{sobject}/deleted",
-            any(unemulated::answer),
-        )
-        .route(
-            "/services/data/{version}/sobjects/{sobject}/listviews",
-            any(unemulated::answer),
-        )
-        .route(
-            "/services/data/{version}/sobjects/{sobject}/quickActions",
-            any(unemulated::answer),
-        )
-        .route(
-            "/services/data/{version}/sobjects/{sobject}/eventSchema",
-            any(unemulated::answer),
-        )
-        .route(
-            "/services/data/{version}/{resource}",
-            any(unemulated::answer),
-        )
-        .route(
-            "/services/data/{version}/{resource}/{*rest}",
-            any(unemulated::answer),
-        )
+        // Salesforce does not have either.
+        .merge(unemulated::routes())
         .route("/emulator/faults", post(post_fault).delete(clear_faults))
         .route("/emulator/bulk", post(post_bulk))
         .route("/emulator/stats", get(get_stats))

@@ -3,9 +3,11 @@
 //! (the rule in the crate documentation). A path Salesforce has no resource for is still a 404
 //! `NOT_FOUND`, as Salesforce answers it.
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 
 use super::{ApiError, AppState, bearer, check_version};
 
@@ -57,6 +59,31 @@ const RESOURCES: &[(&str, &str)] = &[
     ("ui-api", "The User Interface API (ui-api)"),
     ("wave", "CRM Analytics (wave)"),
 ];
+
+/// The sObject sub-resources a client could name where a record id goes
+/// (`sobjects/{type}/updated`), routed here before `sobjects/{type}/{id}` takes them for ids.
+const SOBJECT_SUBRESOURCES: [&str; 5] = [
+    "updated",
+    "deleted",
+    "listviews",
+    "quickActions",
+    "eventSchema",
+];
+
+/// The routes answered here: every path under a version that the emulated routes do not take,
+/// and the sObject sub-resources.
+pub(super) fn routes() -> Router<AppState> {
+    let mut routes = Router::new()
+        .route("/services/data/{version}/{resource}", any(answer))
+        .route("/services/data/{version}/{resource}/{*rest}", any(answer));
+    for sub in SOBJECT_SUBRESOURCES {
+        routes = routes.route(
+            &format!("/services/data/{{version}}/sobjects/{{sobject}}/{sub}"),
+            any(answer),
+        );
+    }
+    routes
+}
 
 /// The Salesforce feature a request under `/services/data/vNN.N/` asks for that the emulator
 /// does not serve (`segments` are the path after the version), or `None` if Salesforce has no
