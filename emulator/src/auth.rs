@@ -274,6 +274,42 @@ pub fn authenticate(
     }
 }
 
+/// The client id and secret of an `Authorization: Basic` header, which Salesforce's token
+/// endpoint accepts in place of the `client_id` and `client_secret` form fields (RFC 6749
+/// §2.3.1: each form-urlencoded, joined by `:`, then base64). `None` if the header is not Basic
+/// or not well formed.
+pub fn basic_client(header: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((form_decode(id)?, form_decode(secret)?))
+}
+
+/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
+fn form_decode(s: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        match b {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(rest.get(..2)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &rest[2..];
+            }
+            _ => bytes.push(b),
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// The `signature` of a token response: HMAC-SHA256 of `id + issued_at`, keyed by the client
 /// secret, as Salesforce computes it.
 pub fn response_signature(client_secret: &str, id_url: &str, issued_at: &str) -> String {
@@ -327,6 +363,37 @@ mod tests {
             authenticate(&c, &jwt, &[]).unwrap_err().error,
             "invalid_request"
         );
+    }
+
+    #[test]
+    fn basic_client_credentials_are_decoded_as_rfc_6749_encodes_them() {
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        assert_eq!(
+            basic_client(&basic("sfcdc-demo:sfcdc-demo-secret")),
+            Some(("sfcdc-demo".into(), "sfcdc-demo-secret".into()))
+        );
+        // Form-urlencoded parts: a colon in the secret is %3A, a space is +.
+        assert_eq!(
+            basic_client(&basic("my+app:s%3Acr%C3%A9t")),
+            Some(("my app".into(), "s:crét".into()))
+        );
+        assert_eq!(
+            basic_client(&format!("basic  {}", &basic("a:b")[6..])),
+            Some(("a".into(), "b".into()))
+        );
+        for bad in [
+            "Bearer abc".to_owned(),
+            "Basic !!!".to_owned(),
+            basic("no-colon"),
+            basic("a:%G0"),
+        ] {
+            assert_eq!(basic_client(&bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -77,6 +77,17 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u32,
     },
+    /// Set the org's daily API request allocation to `max`, and what has been used of it to
+    /// `used` when given: past the allocation, data API requests are refused with 403
+    /// `REQUEST_LIMIT_EXCEEDED` ([`crate::limits`]). Clearing faults restores the default
+    /// allocation and leaves the usage.
+    ApiLimit {
+        /// The allocation (Salesforce's `DailyApiRequests.Max`).
+        max: u64,
+        /// Requests already used in the window.
+        #[serde(default)]
+        used: Option<u64>,
+    },
 }
 
 fn one() -> u32 {
@@ -149,9 +160,27 @@ impl FromStr for Fault {
             "rest-unavailable" => Fault::RestUnavailable {
                 count: value.map_or(Ok(1), |_| num("COUNT").map(|n| n as u32))?,
             },
+            "api-limit" => {
+                let v = need("MAX or USED/MAX")?;
+                let whole = |s: &str| {
+                    s.trim().parse::<u64>().map_err(|_| {
+                        format!("fault 'api-limit': '{v}' is not MAX or USED/MAX in whole numbers")
+                    })
+                };
+                match v.split_once('/') {
+                    Some((used, max)) => Fault::ApiLimit {
+                        max: whole(max)?,
+                        used: Some(whole(used)?),
+                    },
+                    None => Fault::ApiLimit {
+                        max: whole(v)?,
+                        used: None,
+                    },
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown fault '{other}'; known: disconnect-after=N, refuse-subscriptions=DURATION, expire-tokens, corrupt-next[=N], gap=GAP_TYPE[:ID], schema-change[=FIELD], delay=DURATION, long-replay-ids[=off], expire-events, rest-unavailable[=N]"
+                    "unknown fault '{other}'; known: disconnect-after=N, refuse-subscriptions=DURATION, expire-tokens, corrupt-next[=N], gap=GAP_TYPE[:ID], schema-change[=FIELD], delay=DURATION, long-replay-ids[=off], expire-events, rest-unavailable[=N], api-limit=[USED/]MAX"
                 ));
             }
         })
@@ -301,6 +330,11 @@ mod tests {
                 "rest-unavailable=3",
                 r#"{"kind":"rest_unavailable","count":3}"#,
             ),
+            ("api-limit=100", r#"{"kind":"api_limit","max":100}"#),
+            (
+                "api-limit=100/100",
+                r#"{"kind":"api_limit","max":100,"used":100}"#,
+            ),
         ];
         for (cli, json) in cases {
             let a: Fault = cli.parse().unwrap();
@@ -328,6 +362,12 @@ mod tests {
                 .parse::<Fault>()
                 .unwrap_err()
                 .contains("unknown fault")
+        );
+        assert!(
+            "api-limit=lots"
+                .parse::<Fault>()
+                .unwrap_err()
+                .contains("USED/MAX")
         );
         let s: ScheduledFault = "expire-tokens@30s".parse().unwrap();
         assert_eq!(s.after, Duration::from_secs(30));

@@ -23,6 +23,14 @@
 //! Invariants: everything the emulator says about an event (its schema id, replay id, bitmaps)
 //! is derived from the same state a client can query, so a faithful client decodes every event
 //! exactly; and the emulator never panics on client input.
+//!
+//! The fidelity rule: for any request shape Salesforce accepts, the emulator answers as Salesforce
+//! does, or with a clear `501 NOT_IMPLEMENTED` naming the feature
+//! (`[{"errorCode":"NOT_IMPLEMENTED","message":"… is not emulated"}]`), never a 404 or 400 that
+//! Salesforce would not give. A path Salesforce has no resource for is a 404 `NOT_FOUND`, as it
+//! is there. Unmodified third-party clients (simple-salesforce, jsforce, the Pub/Sub API
+//! examples) are the measure: each route has a test that sends what such a client sends, and
+//! `scripts/thirdparty/` runs the clients themselves.
 
 pub mod auth;
 pub mod avro;
@@ -34,6 +42,7 @@ pub mod faults;
 pub mod fulfilment;
 pub mod grpc;
 pub mod ids;
+pub mod limits;
 pub mod model;
 pub mod org;
 pub mod proto;
@@ -60,6 +69,7 @@ use self::auth::{Credentials, TokenStore};
 use self::faults::{Fault, FaultState, ScheduledFault};
 use self::fulfilment::{Fulfilment, FulfilmentConfig, FulfilmentSnapshot};
 use self::ids::SfId;
+use self::limits::ApiUsage;
 use self::org::now_ms;
 use self::schema::ChangeType;
 use self::sinks::{DispatchRecord, HookRecord, Sinks};
@@ -132,11 +142,20 @@ impl Default for EmulatorConfig {
 
 impl EmulatorConfig {
     /// A configuration for tests: ephemeral ports on loopback, fulfilment operations that take
-    /// 200 ms in 4 steps, everything else default.
+    /// 200 ms in 4 steps, a full sandbox's daily API allocation (set at start as the `api_limit`
+    /// fault, so a test that gives its own faults gets the Developer Edition default), everything
+    /// else default.
     pub fn ephemeral() -> Self {
         EmulatorConfig {
             grpc_addr: "127.0.0.1:0".parse().expect("valid address"),
             rest_addr: "127.0.0.1:0".parse().expect("valid address"),
+            faults: vec![ScheduledFault {
+                fault: Fault::ApiLimit {
+                    max: limits::SANDBOX_DAILY_API_REQUESTS,
+                    used: None,
+                },
+                after: Duration::ZERO,
+            }],
             fulfilment: FulfilmentConfig {
                 latency_ms: 200,
                 progress_steps: 4,
@@ -247,6 +266,8 @@ pub struct Shared {
     world: Mutex<World>,
     tokens: Mutex<TokenStore>,
     faults: FaultState,
+    /// The daily API request allocation and its usage.
+    api_usage: ApiUsage,
     stats: Stats,
     credentials: Credentials,
     /// 18-character org id.
@@ -311,6 +332,12 @@ impl Shared {
 
     fn mark_dirty(&self) {
         self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Clears the behavioural faults and restores the default API allocation.
+    fn clear_faults(&self) {
+        self.faults.clear();
+        self.api_usage.set(limits::DEFAULT_DAILY_API_REQUESTS, None);
     }
 }
 
@@ -446,6 +473,7 @@ impl Emulator {
             world: Mutex::new(world),
             tokens: Mutex::new(tokens),
             faults: FaultState::default(),
+            api_usage: ApiUsage::default(),
             stats: Stats::default(),
             credentials: config.credentials.clone(),
             instance_url,
@@ -623,9 +651,15 @@ impl Emulator {
         inject(&self.shared, fault)
     }
 
-    /// Clears the behavioural faults (disconnect, refusal, delay, REST unavailability).
+    /// Clears the behavioural faults (disconnect, refusal, delay, REST unavailability) and
+    /// restores the default API allocation (the usage stays).
     pub fn clear_faults(&self) {
-        self.shared.faults.clear();
+        self.shared.clear_faults();
+    }
+
+    /// The data API requests used in the current window, and the allocation.
+    pub fn api_usage(&self) -> limits::Usage {
+        self.shared.api_usage.usage()
     }
 
     /// Appends `n` realistic order change events without REST round trips.
@@ -848,6 +882,14 @@ fn inject(shared: &Shared, fault: Fault) -> Result<FaultOutcome, String> {
             shared.faults.set_rest_unavailable(count);
             outcome(format!(
                 "the next {count} data API request(s) answer 503 SERVER_UNAVAILABLE"
+            ))
+        }
+        Fault::ApiLimit { max, used } => {
+            shared.api_usage.set(max, used);
+            let usage = shared.api_usage.usage();
+            outcome(format!(
+                "the daily API allocation is {max} requests, {} used",
+                usage.used
             ))
         }
     };

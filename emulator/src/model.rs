@@ -77,6 +77,9 @@ pub struct FieldDef {
     /// unchecked, as for the standard fields the emulator does not size.
     #[serde(default)]
     pub length: Option<usize>,
+    /// The object a lookup points to (`AccountId` → `Account`), for describe's `referenceTo`.
+    #[serde(default)]
+    pub reference_to: Option<String>,
 }
 
 impl FieldDef {
@@ -89,6 +92,7 @@ impl FieldDef {
             cdc: true,
             doc: None,
             length: None,
+            reference_to: None,
         }
     }
 
@@ -119,6 +123,11 @@ impl FieldDef {
 
     fn length(mut self, length: usize) -> Self {
         self.length = Some(length);
+        self
+    }
+
+    fn to(mut self, sobject: &str) -> Self {
+        self.reference_to = Some(sobject.to_owned());
         self
     }
 
@@ -241,9 +250,18 @@ impl SObjectDef {
 fn standard_audit_fields() -> Vec<FieldDef> {
     vec![
         FieldDef::system("CreatedDate", FieldType::DateTime).doc("CreatedDate:DateTime"),
-        FieldDef::system("CreatedById", FieldType::Reference),
+        FieldDef::system("CreatedById", FieldType::Reference).to("User"),
         FieldDef::system("LastModifiedDate", FieldType::DateTime),
-        FieldDef::system("LastModifiedById", FieldType::Reference),
+        FieldDef::system("LastModifiedById", FieldType::Reference).to("User"),
+    ]
+}
+
+/// The system fields every object has that change events leave out: whether the record is in the
+/// recycle bin, and when the system last touched it.
+fn hidden_system_fields() -> [FieldDef; 2] {
+    [
+        FieldDef::system("IsDeleted", FieldType::Boolean).hidden_from_cdc(),
+        FieldDef::system("SystemModstamp", FieldType::DateTime).hidden_from_cdc(),
     ]
 }
 
@@ -256,9 +274,10 @@ pub fn account() -> SObjectDef {
         FieldDef::new("BillingAddress", FieldType::Address),
         FieldDef::new("Phone", FieldType::Text),
         FieldDef::new("Industry", FieldType::Picklist),
-        FieldDef::new("OwnerId", FieldType::Reference),
+        FieldDef::new("OwnerId", FieldType::Reference).to("User"),
     ];
     fields.extend(standard_audit_fields());
+    fields.extend(hidden_system_fields());
     SObjectDef {
         name: "Account".into(),
         key_prefix: "001".into(),
@@ -277,18 +296,18 @@ pub fn order() -> SObjectDef {
     use FieldType::*;
     let mut fields = vec![
         FieldDef::system("Id", Id).hidden_from_cdc(),
-        FieldDef::new("OwnerId", Reference),
-        FieldDef::new("ContractId", Reference),
-        FieldDef::create_only("AccountId", Reference),
-        FieldDef::new("Pricebook2Id", Reference),
-        FieldDef::create_only("OriginalOrderId", Reference),
+        FieldDef::new("OwnerId", Reference).to("User"),
+        FieldDef::new("ContractId", Reference).to("Contract"),
+        FieldDef::create_only("AccountId", Reference).to("Account"),
+        FieldDef::new("Pricebook2Id", Reference).to("Pricebook2"),
+        FieldDef::create_only("OriginalOrderId", Reference).to("Order"),
         FieldDef::new("EffectiveDate", Date),
         FieldDef::new("EndDate", Date),
         FieldDef::create_only("IsReductionOrder", Boolean),
         FieldDef::new("Status", Picklist),
         FieldDef::new("Description", TextArea),
-        FieldDef::new("CustomerAuthorizedById", Reference),
-        FieldDef::new("CompanyAuthorizedById", Reference),
+        FieldDef::new("CustomerAuthorizedById", Reference).to("Contact"),
+        FieldDef::new("CompanyAuthorizedById", Reference).to("User"),
         FieldDef::new("Type", Picklist),
         FieldDef::new("BillingAddress", Address),
         FieldDef::new("ShippingAddress", Address),
@@ -296,10 +315,10 @@ pub fn order() -> SObjectDef {
         FieldDef::new("PoDate", Date),
         FieldDef::new("PoNumber", Text),
         FieldDef::new("OrderReferenceNumber", Text),
-        FieldDef::new("BillToContactId", Reference),
-        FieldDef::new("ShipToContactId", Reference),
+        FieldDef::new("BillToContactId", Reference).to("Contact"),
+        FieldDef::new("ShipToContactId", Reference).to("Contact"),
         FieldDef::system("ActivatedDate", DateTime),
-        FieldDef::system("ActivatedById", Reference),
+        FieldDef::system("ActivatedById", Reference).to("User"),
         FieldDef::system("StatusCode", Picklist).doc("Data:StaticEnum"),
         FieldDef::system("OrderNumber", Text),
         FieldDef::system("TotalAmount", Currency),
@@ -314,8 +333,7 @@ pub fn order() -> SObjectDef {
             .length(255),
     );
     fields.push(FieldDef::new("WHMCS_Order_ID__c", Text).doc("Data:Text:00N5g00000Sfcd3"));
-    fields.push(FieldDef::system("IsDeleted", Boolean).hidden_from_cdc());
-    fields.push(FieldDef::system("SystemModstamp", DateTime).hidden_from_cdc());
+    fields.extend(hidden_system_fields());
     SObjectDef {
         name: "Order".into(),
         key_prefix: "801".into(),
@@ -328,10 +346,10 @@ pub fn order_item() -> SObjectDef {
     use FieldType::*;
     let mut fields = vec![
         FieldDef::system("Id", Id).hidden_from_cdc(),
-        FieldDef::create_only("Product2Id", Reference),
-        FieldDef::create_only("OrderId", Reference),
-        FieldDef::create_only("PricebookEntryId", Reference),
-        FieldDef::create_only("OriginalOrderItemId", Reference),
+        FieldDef::create_only("Product2Id", Reference).to("Product2"),
+        FieldDef::create_only("OrderId", Reference).to("Order"),
+        FieldDef::create_only("PricebookEntryId", Reference).to("PricebookEntry"),
+        FieldDef::create_only("OriginalOrderItemId", Reference).to("OrderItem"),
         FieldDef::new("Quantity", Double),
         FieldDef::new("UnitPrice", Currency),
         FieldDef::system("ListPrice", Currency),
@@ -342,7 +360,7 @@ pub fn order_item() -> SObjectDef {
         FieldDef::system("OrderItemNumber", Text),
     ];
     fields.extend(standard_audit_fields());
-    fields.push(FieldDef::system("IsDeleted", Boolean).hidden_from_cdc());
+    fields.extend(hidden_system_fields());
     SObjectDef {
         name: "OrderItem".into(),
         key_prefix: "802".into(),
@@ -359,6 +377,128 @@ pub const ORDER_STATUSES: [&str; 6] = [
     "Deactivated",
     "Cancelled",
 ];
+
+/// The values the provisioning flow writes to `Activation_Status__c`. The picklist is
+/// unrestricted, so other text is accepted too.
+pub const ACTIVATION_STATUSES: [&str; 5] = [
+    "Pending",
+    "Activating",
+    "Activated",
+    "Failed",
+    "Deactivated",
+];
+
+/// Values of the Order `StatusCode` (status category) picklist, as [`order_status_code`] derives
+/// them.
+pub const ORDER_STATUS_CODES: [&str; 3] = ["Draft", "Activated", "Cancelled"];
+
+/// A picklist's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Picklist {
+    /// The values, in order.
+    pub values: &'static [&'static str],
+    /// The value a new record gets in the user interface, if any.
+    pub default: Option<&'static str>,
+    /// Whether other values are refused (`INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`).
+    pub restricted: bool,
+}
+
+/// The values of a picklist field the emulator knows them for (`None` for picklists whose
+/// values it does not model, such as `Type` or the address codes).
+pub fn picklist(sobject: &str, field: &str) -> Option<Picklist> {
+    let (values, default, restricted): (&'static [&'static str], _, _) = match (sobject, field) {
+        ("Order", "Status") => (&ORDER_STATUSES, Some("Draft"), true),
+        ("Order", "StatusCode") => (&ORDER_STATUS_CODES, None, true),
+        ("Order", "Activation_Status__c") => (&ACTIVATION_STATUSES, None, false),
+        _ => return None,
+    };
+    Some(Picklist {
+        values,
+        default,
+        restricted,
+    })
+}
+
+/// The fields a create must give a value (`REQUIRED_FIELD_MISSING` otherwise).
+pub fn required_on_create(sobject: &str) -> &'static [&'static str] {
+    match sobject {
+        "Account" => &["Name"],
+        "Order" => &["AccountId", "EffectiveDate", "Status"],
+        "OrderItem" => &["OrderId", "Quantity", "UnitPrice"],
+        _ => &[],
+    }
+}
+
+/// The auto-number field of an object, which the org numbers on create.
+pub fn auto_number(sobject: &str) -> Option<&'static str> {
+    match sobject {
+        "Order" => Some("OrderNumber"),
+        "OrderItem" => Some("OrderItemNumber"),
+        _ => None,
+    }
+}
+
+/// The label and plural label of an object, as Setup shows them.
+pub fn object_labels(sobject: &str) -> (String, String) {
+    match sobject {
+        "OrderItem" => ("Order Product".into(), "Order Products".into()),
+        other if other.ends_with("__e") => {
+            let label = field_label(other);
+            (label.clone(), label)
+        }
+        other => (other.to_owned(), format!("{other}s")),
+    }
+}
+
+/// A label from an API name, as Salesforce forms the default one: words split at capitals and
+/// underscores, the `__c`/`__e` suffix dropped, a trailing `Id` written `ID`
+/// (`Activation_Status__c` → `Activation Status`, `AccountId` → `Account ID`).
+pub fn field_label(api_name: &str) -> String {
+    let base = api_name
+        .strip_suffix("__c")
+        .or_else(|| api_name.strip_suffix("__e"))
+        .unwrap_or(api_name);
+    let mut words: Vec<String> = Vec::new();
+    for part in base.split('_').filter(|p| !p.is_empty()) {
+        let mut word = String::new();
+        let chars: Vec<char> = part.chars().collect();
+        for (i, c) in chars.iter().enumerate() {
+            let starts_word = i > 0
+                && c.is_uppercase()
+                && (chars[i - 1].is_lowercase()
+                    || chars.get(i + 1).is_some_and(|n| n.is_lowercase()));
+            if starts_word {
+                words.push(std::mem::take(&mut word));
+            }
+            word.push(*c);
+        }
+        words.push(word);
+    }
+    if words.len() > 1 && words.last().is_some_and(|w| w == "Id") {
+        words.pop();
+        words.push("ID".into());
+    }
+    words.join(" ")
+}
+
+/// A platform event's definition, for describe: the standard `CreatedDate` and `CreatedById`
+/// its events carry, then its custom fields, which a publish sets and nothing updates.
+pub fn platform_event(name: &str, fields: &[(&str, FieldType)]) -> SObjectDef {
+    let mut all = vec![
+        FieldDef::system("CreatedDate", FieldType::DateTime),
+        FieldDef::system("CreatedById", FieldType::Reference).to("User"),
+    ];
+    all.extend(
+        fields
+            .iter()
+            .map(|(f, t)| FieldDef::create_only(f, *t).length(255)),
+    );
+    SObjectDef {
+        name: name.to_owned(),
+        key_prefix: "e00".into(),
+        fields: all,
+    }
+}
 
 /// The status category (`StatusCode`) Salesforce derives from an Order status.
 pub fn order_status_code(status: &str) -> &'static str {
@@ -383,6 +523,26 @@ mod tests {
         assert_eq!(cdc.iter().position(|n| *n == "BillingAddress"), Some(14));
         assert_eq!(cdc.iter().position(|n| *n == "LastModifiedDate"), Some(29));
         assert_eq!(cdc.len(), 34);
+    }
+
+    #[test]
+    fn default_labels_are_formed_from_api_names() {
+        for (name, label) in [
+            ("Activation_Status__c", "Activation Status"),
+            ("WHMCS_Order_ID__c", "WHMCS Order ID"),
+            ("AccountId", "Account ID"),
+            ("Id", "Id"),
+            ("EffectiveDate", "Effective Date"),
+            ("Pricebook2Id", "Pricebook2 ID"),
+            ("BillingGeocodeAccuracy", "Billing Geocode Accuracy"),
+            (
+                "Order_Fulfilment_Requested__e",
+                "Order Fulfilment Requested",
+            ),
+        ] {
+            assert_eq!(field_label(name), label);
+        }
+        assert_eq!(object_labels("Order"), ("Order".into(), "Orders".into()));
     }
 
     #[test]

@@ -38,9 +38,22 @@ pub struct Record {
 }
 
 impl Record {
-    /// The value of a flat field, `Null` when unset.
+    /// The value of a flat field, `Null` when unset. `IsDeleted` is whether the record is in the
+    /// recycle bin, and `SystemModstamp` falls back to `LastModifiedDate` for records written
+    /// before it was kept: system fields always have a value, as in Salesforce.
     pub fn get(&self, field: &str) -> &FieldValue {
-        self.fields.get(field).unwrap_or(&FieldValue::Null)
+        const DELETED: FieldValue = FieldValue::Bool(true);
+        const LIVE: FieldValue = FieldValue::Bool(false);
+        match field {
+            "IsDeleted" if self.deleted => &DELETED,
+            "IsDeleted" => &LIVE,
+            "SystemModstamp" => self
+                .fields
+                .get(field)
+                .or_else(|| self.fields.get("LastModifiedDate"))
+                .unwrap_or(&FieldValue::Null),
+            _ => self.fields.get(field).unwrap_or(&FieldValue::Null),
+        }
     }
 
     /// The text of a field, if set.
@@ -72,6 +85,58 @@ pub struct Change {
     pub header: ChangeHeader,
     /// Values by field path (`Status`, `BillingAddress.City`); missing paths are null.
     pub values: BTreeMap<String, FieldValue>,
+}
+
+/// A checked record of a collection update: its object, its id and its typed values.
+type PlannedUpdate = (Arc<SObjectDef>, SfId, Vec<(String, FieldValue)>);
+
+/// One record of a collection update ([`Org::update_many`]): its object and id as the request
+/// names them, and the fields to set.
+#[derive(Debug, Clone)]
+pub struct UpdateItem {
+    /// The object (`attributes.type`).
+    pub sobject: String,
+    /// The record id, if the request gave one.
+    pub id: Option<String>,
+    /// The fields to set, REST-shaped.
+    pub input: Map<String, Json>,
+}
+
+/// Merges the identical changes of one transaction into one change event whose `recordIds` lists
+/// every record, as Salesforce does when the same change is made to several records of one object
+/// type in one transaction (setting the same fields to the same values, deleting records, …).
+/// The merged event takes the place of the first of them; sequence numbers are renumbered.
+pub fn merge_identical(changes: Vec<Change>) -> Vec<Change> {
+    let mut merged: Vec<Change> = Vec::with_capacity(changes.len());
+    for change in changes {
+        match merged.iter_mut().find(|m| same_change(m, &change)) {
+            Some(m) => m.header.record_ids.extend(change.header.record_ids),
+            None => merged.push(change),
+        }
+    }
+    for (i, change) in merged.iter_mut().enumerate() {
+        change.header.sequence_number = i as i32 + 1;
+    }
+    merged
+}
+
+/// Whether two changes of one transaction are the same change (to different records).
+fn same_change(a: &Change, b: &Change) -> bool {
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    let (x, y) = (&a.header, &b.header);
+    x.entity_name == y.entity_name
+        && x.change_type == y.change_type
+        && x.change_origin == y.change_origin
+        && x.transaction_key == y.transaction_key
+        && x.commit_user == y.commit_user
+        && x.commit_timestamp == y.commit_timestamp
+        && sorted(&x.changed) == sorted(&y.changed)
+        && sorted(&x.nulled) == sorted(&y.nulled)
+        && a.values == b.values
 }
 
 /// Why a mutation was refused; each maps to a Salesforce REST error code.
@@ -144,6 +209,24 @@ pub enum OrgError {
     /// `DUPLICATE_VALUE` (adding a field that exists).
     #[error("duplicate value found: {0} already exists")]
     Duplicate(String),
+    /// `MISSING_ARGUMENT`: a record of a collection update without an id.
+    #[error("Id not specified in an update call")]
+    MissingId,
+    /// `INVALID_TYPE`: a record of a collection names no object the org has.
+    #[error("sObject type '{0}' is not supported.")]
+    InvalidType(String),
+    /// `ENTITY_IS_DELETED`: the record is in the recycle bin.
+    #[error("entity is deleted")]
+    EntityIsDeleted,
+    /// `INVALID_CROSS_REFERENCE_KEY`: no record has the id.
+    #[error("invalid cross reference id")]
+    InvalidCrossReference,
+    /// `ALL_OR_NONE_OPERATION_ROLLED_BACK`: a valid record of an all-or-none collection whose other
+    /// records were not all valid.
+    #[error(
+        "Record rolled back because not all records were valid and the request was using AllOrNone header"
+    )]
+    RolledBack,
 }
 
 impl OrgError {
@@ -160,6 +243,25 @@ impl OrgError {
             OrgError::BadReference { .. } => "FIELD_INTEGRITY_EXCEPTION",
             OrgError::StringTooLong { .. } => "STRING_TOO_LONG",
             OrgError::Duplicate(_) => "DUPLICATE_VALUE",
+            OrgError::MissingId => "MISSING_ARGUMENT",
+            OrgError::InvalidType(_) => "INVALID_TYPE",
+            OrgError::EntityIsDeleted => "ENTITY_IS_DELETED",
+            OrgError::InvalidCrossReference => "INVALID_CROSS_REFERENCE_KEY",
+            OrgError::RolledBack => "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+        }
+    }
+
+    /// The fields the error is about, as a save result's `errors[].fields` lists them.
+    pub fn fields(&self) -> Vec<String> {
+        match self {
+            OrgError::MalformedId { .. } | OrgError::MissingId => vec!["Id".into()],
+            OrgError::InvalidField { field, .. }
+            | OrgError::BadValue { field, .. }
+            | OrgError::RestrictedPicklist { field, .. }
+            | OrgError::BadReference { field, .. }
+            | OrgError::StringTooLong { field, .. } => vec![field.clone()],
+            OrgError::NotWritable(fields) | OrgError::RequiredMissing(fields) => fields.clone(),
+            _ => Vec::new(),
         }
     }
 
@@ -219,6 +321,11 @@ impl Org {
                 .wrapping_mul(0x9E37_79B9)
                 .wrapping_add(self.rng_draws),
         )
+    }
+
+    /// Every object definition, by name.
+    pub fn defs(&self) -> impl Iterator<Item = &Arc<SObjectDef>> {
+        self.defs.values()
     }
 
     /// Definition of an object.
@@ -385,10 +492,10 @@ impl Org {
                     max,
                 });
             }
-            if flat == "Status"
-                && def.name == "Order"
+            if let Some(picklist) = model::picklist(&def.name, &flat)
+                && picklist.restricted
                 && let FieldValue::Str(s) = &value
-                && !model::ORDER_STATUSES.contains(&s.as_str())
+                && !picklist.values.contains(&s.as_str())
             {
                 return Err(OrgError::RestrictedPicklist {
                     field: flat,
@@ -444,13 +551,7 @@ impl Org {
     ) -> Result<(SfId, Vec<Change>), OrgError> {
         let def = self.require_def(sobject)?;
         let values = self.typed_input(&def, input, true)?;
-        let required: &[&str] = match def.name.as_str() {
-            "Account" => &["Name"],
-            "Order" => &["AccountId", "EffectiveDate", "Status"],
-            "OrderItem" => &["OrderId", "Quantity", "UnitPrice"],
-            _ => &[],
-        };
-        let missing: Vec<String> = required
+        let missing: Vec<String> = model::required_on_create(&def.name)
             .iter()
             .filter(|r| !values.iter().any(|(n, v)| n == *r && !v.is_null()))
             .map(|r| r.to_string())
@@ -468,14 +569,7 @@ impl Org {
             values.into_iter().filter(|(_, v)| !v.is_null()).collect();
         fields.insert("Id".into(), FieldValue::Str(id.to_string()));
         let user = FieldValue::Str(actor.user_id.clone());
-        for (f, v) in [
-            ("CreatedDate", FieldValue::Long(now)),
-            ("CreatedById", user.clone()),
-            ("LastModifiedDate", FieldValue::Long(now)),
-            ("LastModifiedById", user.clone()),
-        ] {
-            fields.insert(f.into(), v);
-        }
+        stamp_created(&mut fields, &user, now);
         fields.entry("OwnerId".into()).or_insert(user);
         match def.name.as_str() {
             "Order" => {
@@ -483,7 +577,6 @@ impl Org {
                 fields.insert("OrderNumber".into(), FieldValue::Str(number));
                 fields.insert("TotalAmount".into(), FieldValue::Double(0.0));
                 fields.insert("IsReductionOrder".into(), FieldValue::Bool(false));
-                fields.insert("SystemModstamp".into(), FieldValue::Long(now));
                 derive_order_fields(&mut fields, None, actor, now);
             }
             "OrderItem" => {
@@ -526,6 +619,68 @@ impl Org {
             self.rollup_order_total(&tx, &order_id, &mut changes);
         }
         Ok((id, changes))
+    }
+
+    /// Updates many records in one transaction, as sObject Collections does: each record is
+    /// checked first, then the valid ones are written (all of them, or with `all_or_none` none if
+    /// any is invalid, the valid ones failing as rolled back). Returns each record's outcome, in
+    /// order, and the transaction's changes; identical ones are merged when they are committed
+    /// ([`merge_identical`]).
+    pub fn update_many(
+        &mut self,
+        items: &[UpdateItem],
+        all_or_none: bool,
+        actor: &Actor,
+        now: i64,
+    ) -> (Vec<Result<SfId, OrgError>>, Vec<Change>) {
+        let planned: Vec<_> = items.iter().map(|item| self.plan_update(item)).collect();
+        if all_or_none && planned.iter().any(Result::is_err) {
+            let outcomes = planned
+                .into_iter()
+                .map(|p| Err(p.err().unwrap_or(OrgError::RolledBack)))
+                .collect();
+            return (outcomes, Vec::new());
+        }
+        let tx = self.begin(actor, now);
+        let mut changes = Vec::new();
+        let outcomes = planned
+            .into_iter()
+            .map(|p| {
+                p.map(|(def, id, values)| {
+                    self.apply_update(&tx, &def, &id, values, 1, &mut changes);
+                    if def.name == "OrderItem"
+                        && let Some(order_id) = self.records[&id].text("OrderId").map(str::to_owned)
+                    {
+                        self.rollup_order_total(&tx, &order_id, &mut changes);
+                    }
+                    id
+                })
+            })
+            .collect();
+        (outcomes, changes)
+    }
+
+    /// Checks one record of a collection update: its object, its id and its values.
+    fn plan_update(&self, item: &UpdateItem) -> Result<PlannedUpdate, OrgError> {
+        let def = self
+            .def(&item.sobject)
+            .cloned()
+            .ok_or_else(|| OrgError::InvalidType(item.sobject.clone()))?;
+        let raw = item.id.as_deref().ok_or(OrgError::MissingId)?;
+        let id = Org::parse_id(&def.name, raw)?;
+        if !id.as_str().starts_with(&def.key_prefix) {
+            return Err(OrgError::MalformedId {
+                sobject: def.name.clone(),
+                id: raw.to_owned(),
+            });
+        }
+        match self.records.get(&id) {
+            Some(r) if r.deleted => return Err(OrgError::EntityIsDeleted),
+            Some(_) => {}
+            None => return Err(OrgError::InvalidCrossReference),
+        }
+        let values = self.typed_input(&def, &item.input, false)?;
+        Ok((def, id, values))
     }
 
     /// Updates a record from REST-shaped input (PATCH semantics).
@@ -580,9 +735,9 @@ impl Org {
             "LastModifiedById".into(),
             FieldValue::Str(actor.user_id.clone()),
         );
+        after.insert("SystemModstamp".into(), FieldValue::Long(now));
         match def.name.as_str() {
             "Order" => {
-                after.insert("SystemModstamp".into(), FieldValue::Long(now));
                 derive_order_fields(&mut after, Some(&before), actor, now);
             }
             "OrderItem" => derive_item_total(&mut after),
@@ -661,17 +816,21 @@ impl Org {
         let tx = self.begin(actor, now);
         let mut doomed = vec![id.clone()];
         if def.name == "Order" {
-            doomed.extend(
-                self.records_of("OrderItem")
-                    .filter(|r| r.text("OrderId") == Some(id.as_str()))
-                    .map(|r| r.id.clone()),
-            );
+            let mut items: Vec<SfId> = self
+                .records_of("OrderItem")
+                .filter(|r| r.text("OrderId") == Some(id.as_str()))
+                .map(|r| r.id.clone())
+                .collect();
+            // In creation order, whatever order the records are kept in.
+            items.sort();
+            doomed.extend(items);
         }
         let mut changes = Vec::new();
         for (i, rid) in doomed.into_iter().enumerate() {
             let r = self.records.get_mut(&rid).expect("live record");
             r.deleted = true;
-            r.fields.insert("IsDeleted".into(), FieldValue::Bool(true));
+            r.fields
+                .insert("SystemModstamp".into(), FieldValue::Long(now));
             let entity = r.sobject.clone();
             let header = self.header(
                 &tx,
@@ -710,7 +869,8 @@ impl Org {
             .filter(|r| r.deleted && r.sobject == def.name)
             .ok_or(OrgError::NotFound)?;
         r.deleted = false;
-        r.fields.insert("IsDeleted".into(), FieldValue::Bool(false));
+        r.fields
+            .insert("SystemModstamp".into(), FieldValue::Long(now));
         let tx = self.begin(actor, now);
         let header = self.header(
             &tx,
@@ -812,10 +972,7 @@ impl Org {
         let mut fields = values;
         fields.insert("Id".into(), FieldValue::Str(id.to_string()));
         let user = FieldValue::Str(self.user_id.to_string());
-        fields.insert("CreatedDate".into(), FieldValue::Long(now));
-        fields.insert("CreatedById".into(), user.clone());
-        fields.insert("LastModifiedDate".into(), FieldValue::Long(now));
-        fields.insert("LastModifiedById".into(), user.clone());
+        stamp_created(&mut fields, &user, now);
         if sobject != "OrderItem" {
             fields.entry("OwnerId".into()).or_insert(user);
         }
@@ -872,6 +1029,19 @@ impl Org {
             }
         }
         id
+    }
+}
+
+/// Writes the audit fields of a record created by `user` at `now`.
+fn stamp_created(fields: &mut BTreeMap<String, FieldValue>, user: &FieldValue, now: i64) {
+    for (f, v) in [
+        ("CreatedDate", FieldValue::Long(now)),
+        ("CreatedById", user.clone()),
+        ("LastModifiedDate", FieldValue::Long(now)),
+        ("LastModifiedById", user.clone()),
+        ("SystemModstamp", FieldValue::Long(now)),
+    ] {
+        fields.insert(f.into(), v);
     }
 }
 
@@ -1225,6 +1395,140 @@ mod tests {
         let und = org.undelete("Order", &order, &a, 4_000).unwrap();
         assert_eq!(und[0].header.change_type, ChangeType::Undelete);
         assert!(org.get(&order).is_some());
+    }
+
+    #[test]
+    fn a_collection_update_is_one_transaction_whose_identical_changes_merge() {
+        let (mut org, a, acct) = setup();
+        let order = |org: &mut Org| {
+            org.create("Order", &obj(json!({"AccountId": acct.as_str(), "EffectiveDate": "2024-03-01", "Status": "Draft"})), &a, 2_000)
+                .unwrap()
+                .0
+        };
+        let ids: Vec<SfId> = (0..4).map(|_| order(&mut org)).collect();
+        let item = |id: &SfId, input: Json| UpdateItem {
+            sobject: "Order".into(),
+            id: Some(id.to_string()),
+            input: obj(input),
+        };
+        let items = vec![
+            item(&ids[0], json!({"Status": "Approved"})),
+            item(&ids[1], json!({"Description": "other"})),
+            item(&ids[2], json!({"Status": "Approved"})),
+            UpdateItem {
+                sobject: "Widget__c".into(),
+                ..item(&ids[3], json!({}))
+            },
+            item(&ids[3], json!({"Status": "Approved"})),
+        ];
+        let (outcomes, changes) = org.update_many(&items, false, &a, 3_000);
+        assert_eq!(outcomes[0].as_ref().unwrap(), &ids[0]);
+        assert_eq!(outcomes[3], Err(OrgError::InvalidType("Widget__c".into())));
+        assert!(outcomes.iter().filter(|o| o.is_ok()).count() == 4);
+        assert_eq!(changes.len(), 4);
+        assert!(
+            changes
+                .iter()
+                .all(|c| c.header.transaction_key == changes[0].header.transaction_key)
+        );
+        let merged = merge_identical(changes);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(
+            merged[0].header.record_ids,
+            [ids[0].to_string(), ids[2].to_string(), ids[3].to_string()]
+        );
+        assert_eq!(merged[1].header.record_ids, [ids[1].to_string()]);
+        let seqs: Vec<i32> = merged.iter().map(|c| c.header.sequence_number).collect();
+        assert_eq!(seqs, [1, 2]);
+
+        // All or none: one invalid record, and nothing is written.
+        let items = vec![
+            item(&ids[1], json!({"Status": "Activated"})),
+            item(&ids[2], json!({"Status": "Exploded"})),
+        ];
+        let (outcomes, changes) = org.update_many(&items, true, &a, 4_000);
+        assert_eq!(outcomes[0], Err(OrgError::RolledBack));
+        assert_eq!(
+            outcomes[1].as_ref().unwrap_err().error_code(),
+            "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+        );
+        assert!(changes.is_empty());
+        assert_eq!(org.get(&ids[1]).unwrap().text("Status"), Some("Draft"));
+
+        // Ids: missing, malformed, another object's, unknown, deleted.
+        org.delete("Order", &ids[3], &a, 5_000).unwrap();
+        let unknown = ids::generate("801", "Hs", 999_999);
+        let items = vec![
+            UpdateItem {
+                id: None,
+                ..item(&ids[0], json!({}))
+            },
+            UpdateItem {
+                id: Some("nope".into()),
+                ..item(&ids[0], json!({}))
+            },
+            UpdateItem {
+                id: Some(acct.to_string()),
+                ..item(&ids[0], json!({}))
+            },
+            item(&unknown, json!({})),
+            item(&ids[3], json!({})),
+        ];
+        let (outcomes, _) = org.update_many(&items, false, &a, 6_000);
+        let codes: Vec<&str> = outcomes
+            .iter()
+            .map(|o| o.as_ref().unwrap_err().error_code())
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                "MISSING_ARGUMENT",
+                "MALFORMED_ID",
+                "MALFORMED_ID",
+                "INVALID_CROSS_REFERENCE_KEY",
+                "ENTITY_IS_DELETED"
+            ]
+        );
+    }
+
+    #[test]
+    fn deleting_an_order_merges_its_items_deletions() {
+        let (mut org, a, acct) = setup();
+        let (order, _) = org
+            .create("Order", &obj(json!({"AccountId": acct.as_str(), "EffectiveDate": "2024-03-01", "Status": "Draft"})), &a, 2_000)
+            .unwrap();
+        let items: Vec<String> = (0..2)
+            .map(|_| {
+                org.create(
+                    "OrderItem",
+                    &obj(json!({"OrderId": order.as_str(), "Quantity": 1.0, "UnitPrice": 2.0})),
+                    &a,
+                    3_000,
+                )
+                .unwrap()
+                .0
+                .to_string()
+            })
+            .collect();
+        let merged = merge_identical(org.delete("Order", &order, &a, 4_000).unwrap());
+        let shape: Vec<(&str, ChangeType, usize)> = merged
+            .iter()
+            .map(|c| {
+                (
+                    c.header.entity_name.as_str(),
+                    c.header.change_type,
+                    c.header.sequence_number as usize,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("Order", ChangeType::Delete, 1),
+                ("OrderItem", ChangeType::Delete, 2)
+            ]
+        );
+        assert_eq!(merged[1].header.record_ids, items);
     }
 
     #[test]

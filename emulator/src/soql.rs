@@ -1,7 +1,8 @@
 //! The subset of SOQL the emulator answers, parsed and evaluated against the org.
 //!
 //! Supported: `SELECT item, ... FROM Object [WHERE cond [AND cond]...] [ORDER BY f [ASC|DESC]]
-//! [LIMIT n]`, where a condition is `field op literal` (`=`, `!=`, `<`, `<=`, `>`, `>=`) or
+//! [LIMIT n]`, and `SELECT count() FROM Object [WHERE ...]`, whose answer is the number of matching
+//! records in `totalSize` with no records, where a condition is `field op literal` (`=`, `!=`, `<`, `<=`, `>`, `>=`) or
 //! `field IN (literal, ...)`, and a literal is a quoted string, a number, `true`/`false`/`null`,
 //! a date (`2024-01-15`) or a date-time (`2024-01-15T10:00:00Z`). That covers what sfcdc sends:
 //! by `Id`, by `Id IN (...)`, by `AccountId`, and by `LastModifiedDate >`.
@@ -14,7 +15,14 @@
 //! children, else as `{"totalSize", "done": true, "records"}` with the children rendered like
 //! top-level records. Subqueries do not nest.
 //!
-//! Anything else is a `MALFORMED_QUERY` error rather than a silently wrong answer.
+//! Valid SOQL beyond this subset is refused with [`SoqlError::Unsupported`] (501
+//! `NOT_IMPLEMENTED`, naming the construct) where the parser recognises it: `OR`, `NOT`, `LIKE`,
+//! `INCLUDES`/`EXCLUDES`, parenthesised conditions, semi-joins, nested subqueries, functions
+//! (`COUNT(Id)`, `FIELDS(ALL)`, `toLabel(…)`, …), parent relationship fields (`Account.Name`),
+//! date literals (`TODAY`, `LAST_N_DAYS:30`), `ORDER BY` on several fields or with `NULLS`, and the
+//! `GROUP BY`, `HAVING`, `WITH`, `USING SCOPE`, `OFFSET`, `FOR` and `TYPEOF` clauses. Text that is
+//! not SOQL is a `MALFORMED_QUERY` error, as in Salesforce. Neither is ever a silently wrong
+//! answer.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -37,6 +45,8 @@ pub struct ChildRelationship {
     pub child: &'static str,
     /// The child's lookup field holding the parent's id.
     pub field: &'static str,
+    /// Whether deleting the parent deletes its children.
+    pub cascade_delete: bool,
 }
 
 /// Every child relationship the emulator answers subqueries on.
@@ -45,6 +55,7 @@ pub const CHILD_RELATIONSHIPS: &[ChildRelationship] = &[ChildRelationship {
     name: "OrderItems",
     child: "OrderItem",
     field: "OrderId",
+    cascade_delete: true,
 }];
 
 /// The relationship `name` (case-insensitive) of the object `parent`.
@@ -57,8 +68,10 @@ pub fn child_relationship(parent: &str, name: &str) -> Option<&'static ChildRela
 /// A parsed query, or a relationship subquery within one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
-    /// The select list, as written.
+    /// The select list, as written; empty for `count()`.
     pub select: Vec<SelectItem>,
+    /// `SELECT count()`: the answer is how many records match, not the records.
+    pub count: bool,
     /// Object name; for a subquery, the relationship name.
     pub object: String,
     /// Conditions, all of which must hold.
@@ -139,9 +152,13 @@ pub enum Literal {
 /// A query the emulator cannot answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SoqlError {
-    /// Syntax outside the supported subset (`MALFORMED_QUERY`).
+    /// Text that is not SOQL (`MALFORMED_QUERY`).
     #[error("{0}")]
     Malformed(String),
+    /// Valid SOQL the emulator does not answer (`NOT_IMPLEMENTED`, HTTP 501), naming the
+    /// construct.
+    #[error("SOQL {0} is not emulated")]
+    Unsupported(String),
     /// `INVALID_TYPE`.
     #[error("sObject type '{0}' is not supported.")]
     InvalidType(String),
@@ -167,6 +184,7 @@ impl SoqlError {
     pub fn error_code(&self) -> &'static str {
         match self {
             SoqlError::Malformed(_) => "MALFORMED_QUERY",
+            SoqlError::Unsupported(_) => "NOT_IMPLEMENTED",
             SoqlError::InvalidType(_) | SoqlError::UnknownRelationship(_) => "INVALID_TYPE",
             SoqlError::InvalidField { .. } => "INVALID_FIELD",
         }
@@ -309,6 +327,8 @@ impl Parser {
                     Ok(Literal::Time(d))
                 } else if let Ok(n) = w.parse::<f64>() {
                     Ok(Literal::Num(n))
+                } else if is_date_literal(&w) {
+                    Err(SoqlError::Unsupported(format!("date literals ({w})")))
                 } else {
                     Err(SoqlError::Malformed(format!("unexpected token: '{w}'")))
                 }
@@ -331,28 +351,62 @@ pub fn parse(q: &str) -> Result<Query, SoqlError> {
     Ok(query)
 }
 
+/// The clause keywords of SOQL the emulator does not answer, as they start a clause.
+const UNSUPPORTED_CLAUSES: [(&str, &str); 8] = [
+    ("GROUP", "GROUP BY"),
+    ("HAVING", "HAVING"),
+    ("WITH", "WITH"),
+    ("USING", "USING SCOPE"),
+    ("OFFSET", "OFFSET"),
+    ("FOR", "FOR VIEW, FOR REFERENCE and FOR UPDATE"),
+    ("UPDATE", "UPDATE TRACKING and UPDATE VIEWSTAT"),
+    ("NULLS", "NULLS FIRST and NULLS LAST"),
+];
+
+/// Whether `w` is a SOQL date literal (`TODAY`, `LAST_N_DAYS:30`, `THIS_FISCAL_QUARTER`, …).
+fn is_date_literal(w: &str) -> bool {
+    let name = w.split(':').next().unwrap_or(w).to_ascii_uppercase();
+    matches!(name.as_str(), "TODAY" | "YESTERDAY" | "TOMORROW")
+        || ["LAST_", "NEXT_", "THIS_", "N_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+}
+
 impl Parser {
     /// A query up to its end or to the `)` closing it; `nested` inside a subquery.
     fn query(&mut self, nested: bool) -> Result<Query, SoqlError> {
         self.expect_keyword("SELECT")?;
         let mut select = Vec::new();
-        loop {
-            if self.symbol("(") {
-                if nested {
-                    return Err(SoqlError::Malformed(
-                        "nested subqueries are not supported by the emulator".into(),
-                    ));
+        let count = !nested && self.count_function();
+        if !count {
+            loop {
+                if self.symbol("(") {
+                    if nested {
+                        return Err(SoqlError::Unsupported(
+                            "nested relationship subqueries".into(),
+                        ));
+                    }
+                    let sub = self.query(true)?;
+                    if !self.symbol(")") {
+                        return Err(self.unexpected("expected ) to close subquery"));
+                    }
+                    select.push(SelectItem::Subquery(sub));
+                } else {
+                    let field = self.ident("a field name")?;
+                    if field.eq_ignore_ascii_case("TYPEOF") {
+                        return Err(SoqlError::Unsupported("TYPEOF".into()));
+                    }
+                    if matches!(self.peek(), Some(Token::Sym("("))) {
+                        return Err(self.function(&field));
+                    }
+                    select.push(SelectItem::Field(field));
                 }
-                let sub = self.query(true)?;
-                if !self.symbol(")") {
-                    return Err(SoqlError::Malformed("expected ) to close subquery".into()));
+                if !self.symbol(",") {
+                    break;
                 }
-                select.push(SelectItem::Subquery(sub));
-            } else {
-                select.push(SelectItem::Field(self.ident("a field name")?));
-            }
-            if !self.symbol(",") {
-                break;
             }
         }
         self.expect_keyword("FROM")?;
@@ -366,9 +420,7 @@ impl Parser {
             loop {
                 conditions.push(self.condition()?);
                 if self.keyword("OR") {
-                    return Err(SoqlError::Malformed(
-                        "OR is not supported by the emulator".into(),
-                    ));
+                    return Err(SoqlError::Unsupported("OR".into()));
                 }
                 if !self.keyword("AND") {
                     break;
@@ -379,12 +431,18 @@ impl Parser {
         if self.keyword("ORDER") {
             self.expect_keyword("BY")?;
             let f = self.ident("a field name")?;
+            if matches!(self.peek(), Some(Token::Sym("("))) {
+                return Err(self.function(&f));
+            }
             let desc = if self.keyword("DESC") {
                 true
             } else {
                 self.keyword("ASC");
                 false
             };
+            if matches!(self.peek(), Some(Token::Sym(","))) {
+                return Err(SoqlError::Unsupported("ORDER BY on several fields".into()));
+            }
             order_by = Some((f, desc));
         }
         let mut limit = None;
@@ -399,8 +457,12 @@ impl Parser {
                 _ => return Err(SoqlError::Malformed("expected a number after LIMIT".into())),
             }
         }
+        if let Some(e) = self.unsupported_clause() {
+            return Err(e);
+        }
         Ok(Query {
             select,
+            count,
             object,
             conditions,
             order_by,
@@ -408,12 +470,78 @@ impl Parser {
         })
     }
 
+    /// The error for a query that goes on where this parser stops: a clause it does not answer,
+    /// or text that is not SOQL.
+    fn unexpected(&self, expected: &str) -> SoqlError {
+        self.unsupported_clause()
+            .unwrap_or_else(|| SoqlError::Malformed(expected.to_owned()))
+    }
+
+    /// [`SoqlError::Unsupported`] if the next token starts a clause the emulator does not answer.
+    fn unsupported_clause(&self) -> Option<SoqlError> {
+        let Some(Token::Word(w)) = self.peek() else {
+            return None;
+        };
+        UNSUPPORTED_CLAUSES
+            .iter()
+            .find(|(kw, _)| w.eq_ignore_ascii_case(kw))
+            .map(|(_, clause)| SoqlError::Unsupported((*clause).to_owned()))
+    }
+
+    /// The error for `name(`: a function call, which the emulator does not answer, except a
+    /// `count()` that does not stand alone, which is not SOQL.
+    fn function(&self, name: &str) -> SoqlError {
+        let empty = matches!(self.tokens.get(self.pos + 1), Some(Token::Sym(")")));
+        let closed = self.tokens[self.pos..]
+            .iter()
+            .any(|t| matches!(t, Token::Sym(")")));
+        if !closed {
+            SoqlError::Malformed(format!("expected ) to close {name}("))
+        } else if name.eq_ignore_ascii_case("count") && empty {
+            SoqlError::Malformed("count() must be the only item of the select list".into())
+        } else {
+            SoqlError::Unsupported(format!("functions ({name}(…))"))
+        }
+    }
+    /// `count()` as the whole select list.
+    fn count_function(&mut self) -> bool {
+        let is_count = matches!(
+            self.tokens.get(self.pos..self.pos + 4),
+            Some([Token::Word(w), Token::Sym("("), Token::Sym(")"), Token::Word(from)])
+                if w.eq_ignore_ascii_case("count") && from.eq_ignore_ascii_case("FROM")
+        );
+        if is_count {
+            self.pos += 3;
+        }
+        is_count
+    }
+
     /// One `field op literal` or `field IN (literal, ...)`.
     fn condition(&mut self) -> Result<Condition, SoqlError> {
+        if matches!(self.peek(), Some(Token::Sym("("))) {
+            return Err(SoqlError::Unsupported("parenthesised conditions".into()));
+        }
+        if self.keyword("NOT") {
+            return Err(SoqlError::Unsupported("NOT".into()));
+        }
         let field = self.ident("a field name")?;
+        if matches!(self.peek(), Some(Token::Sym("("))) {
+            return Err(self.function(&field));
+        }
+        for op in ["LIKE", "INCLUDES", "EXCLUDES"] {
+            if self.keyword(op) {
+                return Err(SoqlError::Unsupported(op.into()));
+            }
+        }
+        if self.keyword("NOT") {
+            return Err(SoqlError::Unsupported("NOT IN".into()));
+        }
         let (op, values) = if self.keyword("IN") {
             if !self.symbol("(") {
                 return Err(SoqlError::Malformed("expected ( after IN".into()));
+            }
+            if matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("SELECT")) {
+                return Err(SoqlError::Unsupported("semi-joins (IN (SELECT …))".into()));
             }
             let mut values = vec![self.literal()?];
             while self.symbol(",") {
@@ -508,9 +636,24 @@ impl Plan {
             .def(object)
             .ok_or_else(|| SoqlError::InvalidType(object.to_owned()))?;
         let resolve = |f: &str| {
-            def.flat_field(f).ok_or_else(|| SoqlError::InvalidField {
-                field: f.to_owned(),
-                object: def.name.clone(),
+            def.flat_field(f).ok_or_else(|| {
+                // `Account.Name`: a path through one of the object's lookups.
+                let through_lookup = f.split_once('.').is_some_and(|(rel, _)| {
+                    def.fields.iter().any(|d| {
+                        d.ftype == FieldType::Reference
+                            && d.name
+                                .strip_suffix("Id")
+                                .is_some_and(|r| r.eq_ignore_ascii_case(rel))
+                    })
+                });
+                if through_lookup {
+                    SoqlError::Unsupported(format!("parent relationship fields ({f})"))
+                } else {
+                    SoqlError::InvalidField {
+                        field: f.to_owned(),
+                        object: def.name.clone(),
+                    }
+                }
             })
         };
         let mut fields = Vec::new();
@@ -523,8 +666,8 @@ impl Plan {
                     columns.push(Column::Field(name));
                 }
                 SelectItem::Subquery(_) if nested => {
-                    return Err(SoqlError::Malformed(
-                        "nested subqueries are not supported by the emulator".into(),
+                    return Err(SoqlError::Unsupported(
+                        "nested relationship subqueries".into(),
                     ));
                 }
                 SelectItem::Subquery(sub) => {
@@ -766,12 +909,37 @@ mod tests {
     }
 
     #[test]
+    fn parses_count() {
+        let q = parse("select COUNT() from Order where Status = 'Draft' limit 3").unwrap();
+        assert!(q.count);
+        assert!(q.select.is_empty());
+        assert_eq!((q.object.as_str(), q.conditions.len()), ("Order", 1));
+        assert_eq!(q.limit, Some(3));
+        assert!(!parse("SELECT Id FROM Order").unwrap().count);
+        for bad in [
+            "SELECT count(), Id FROM Order",
+            "SELECT Id, count() FROM Order",
+            "SELECT count( FROM Order",
+            "SELECT count() Order",
+            "SELECT Id, (SELECT count() FROM OrderItems) FROM Order",
+        ] {
+            assert!(matches!(parse(bad), Err(SoqlError::Malformed(_))), "{bad}");
+        }
+        let (org, _, _) = sample_org();
+        let q = parse("SELECT count() FROM OrderItem WHERE Quantity >= 2").unwrap();
+        assert_eq!(
+            run(&org, &q).unwrap().rows.len(),
+            2,
+            "deleted items do not count"
+        );
+    }
+
+    #[test]
     fn rejects_what_it_cannot_answer() {
         for bad in [
             "",
             "SELECT FROM Order",
             "SELECT Id Order",
-            "SELECT Id FROM Order WHERE Id = 'x' OR Id = 'y'",
             "SELECT Id FROM Order WHERE Id = 'unterminated",
             "SELECT Id FROM Order LIMIT x",
             "SELECT Id FROM Order WHERE Id IN 'a'",
@@ -780,12 +948,82 @@ mod tests {
             "SELECT Id, (SELECT Id FROM OrderItems)) FROM Order",
             "SELECT Id, () FROM Order",
             "SELECT Id, (Id FROM OrderItems) FROM Order",
-            "SELECT Id, (SELECT Id FROM OrderItems WHERE Id = 'a' OR Id = 'b') FROM Order",
-            "SELECT Id FROM Order WHERE Id IN (SELECT OrderId FROM OrderItem)",
             "SELECT Id FROM Order (SELECT Id FROM OrderItems)",
+            "SELECT Id FROM Order WHERE CreatedDate > SOON",
         ] {
             assert!(matches!(parse(bad), Err(SoqlError::Malformed(_))), "{bad}");
         }
+        // Valid SOQL beyond the subset: refused as not emulated, naming the construct.
+        for (valid, construct) in [
+            ("SELECT Id FROM Order WHERE Id = 'x' OR Id = 'y'", "OR"),
+            (
+                "SELECT Id, (SELECT Id FROM OrderItems WHERE Id = 'a' OR Id = 'b') FROM Order",
+                "OR",
+            ),
+            (
+                "SELECT Id FROM Order WHERE Id IN (SELECT OrderId FROM OrderItem)",
+                "semi-joins",
+            ),
+            ("SELECT Id FROM Order WHERE Id NOT IN ('a')", "NOT IN"),
+            ("SELECT Id FROM Order WHERE NOT Status = 'Draft'", "NOT"),
+            ("SELECT Id FROM Account WHERE Name LIKE 'Acme%'", "LIKE"),
+            (
+                "SELECT Id FROM Order WHERE (Status = 'Draft')",
+                "parenthesised",
+            ),
+            ("SELECT COUNT(Id) FROM Order", "functions (COUNT"),
+            (
+                "SELECT FIELDS(ALL) FROM Order LIMIT 200",
+                "functions (FIELDS",
+            ),
+            (
+                "SELECT Id, toLabel(Status) FROM Order",
+                "functions (toLabel",
+            ),
+            (
+                "SELECT Id FROM Order WHERE CALENDAR_YEAR(CreatedDate) = 2024",
+                "functions",
+            ),
+            (
+                "SELECT Id FROM Order WHERE CreatedDate = TODAY",
+                "date literals",
+            ),
+            (
+                "SELECT Id FROM Order WHERE CreatedDate > LAST_N_DAYS:30",
+                "date literals",
+            ),
+            ("SELECT Status FROM Order GROUP BY Status", "GROUP BY"),
+            ("SELECT Id FROM Order WITH SECURITY_ENFORCED", "WITH"),
+            ("SELECT Id FROM Order USING SCOPE mine", "USING SCOPE"),
+            ("SELECT Id FROM Order LIMIT 5 OFFSET 10", "OFFSET"),
+            ("SELECT Id FROM Order LIMIT 1 FOR UPDATE", "FOR"),
+            ("SELECT Id FROM Order ORDER BY Name NULLS LAST", "NULLS"),
+            ("SELECT Id FROM Order ORDER BY Name, Id", "several fields"),
+            (
+                "SELECT TYPEOF Owner WHEN User THEN Name END FROM Order",
+                "TYPEOF",
+            ),
+            (
+                "SELECT Id, (SELECT Id FROM OrderItems GROUP BY Id) FROM Order",
+                "GROUP BY",
+            ),
+        ] {
+            let err = parse(valid).unwrap_err();
+            assert!(
+                matches!(&err, SoqlError::Unsupported(c) if c.contains(construct)),
+                "{valid}: {err:?}"
+            );
+            assert_eq!(err.error_code(), "NOT_IMPLEMENTED");
+            assert!(err.to_string().ends_with(" is not emulated"), "{err}");
+        }
+        let (org, _, _) = sample_org();
+        let err = query(&org, "SELECT Id, Account.Name FROM Order").unwrap_err();
+        assert_eq!(
+            err,
+            SoqlError::Unsupported("parent relationship fields (Account.Name)".into())
+        );
+        let err = query(&org, "SELECT Id FROM Order WHERE Nope.Name = 'x'").unwrap_err();
+        assert_eq!(err.error_code(), "INVALID_FIELD");
     }
 
     #[test]
@@ -829,14 +1067,14 @@ mod tests {
         let err =
             parse("SELECT Id, (SELECT Id, (SELECT Id FROM OrderItems) FROM OrderItems) FROM Order")
                 .unwrap_err();
-        assert!(matches!(err, SoqlError::Malformed(_)), "{err:?}");
-        assert_eq!(err.error_code(), "MALFORMED_QUERY");
+        assert!(matches!(err, SoqlError::Unsupported(_)), "{err:?}");
+        assert_eq!(err.error_code(), "NOT_IMPLEMENTED");
         // A nested query built by hand is refused by the evaluator too.
         let (org, _, _) = sample_org();
         let inner = parse("SELECT Id, (SELECT Id FROM OrderItems) FROM OrderItems").unwrap();
         let mut q = parse("SELECT Id FROM Order").unwrap();
         q.select.push(SelectItem::Subquery(inner));
-        assert!(matches!(run(&org, &q), Err(SoqlError::Malformed(_))));
+        assert!(matches!(run(&org, &q), Err(SoqlError::Unsupported(_))));
     }
 
     fn actor(org: &Org) -> Actor {

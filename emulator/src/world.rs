@@ -1,8 +1,8 @@
 //! The emulated Salesforce side as one consistent state: the org, its topics and schemas, and
 //! the event bus they publish to.
 //!
-//! Every mutation goes through [`World::commit`], which encodes the transaction's changes with the
-//! entity's current schema and appends each one to its entity channel and to
+//! Every mutation goes through [`World::commit`], which merges the transaction's identical changes
+//! and encodes them with the entity's current schema and appends each one to its entity channel and to
 //! `/data/ChangeEvents`. The whole world sits behind one mutex in the emulator, so a transaction's
 //! events are appended together and a subscriber never observes half of one.
 
@@ -185,9 +185,11 @@ impl World {
         Bytes::from(schema.corrupt(&payload))
     }
 
-    /// Encodes and publishes a transaction's changes. Returns the events appended to the entity
-    /// channels, in order.
+    /// Encodes and publishes a transaction's changes, identical ones merged into one event as
+    /// Salesforce merges them ([`super::org::merge_identical`]). Returns the events appended to the
+    /// entity channels, in order.
     pub fn commit(&mut self, changes: Vec<Change>, now_ms: i64) -> Vec<Arc<StoredEvent>> {
+        let changes = super::org::merge_identical(changes);
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
             let entity = change.header.entity_name.clone();

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Checks the emulator against third-party Pub/Sub API clients, unmodified: pozil's Node client
-# (OAuth client credentials and SOAP username-password login) and a Python client built like
-# forcedotcom's official example (grpcio + avro, with its bitmap decoder). Not part of the default
-# test run: it installs packages from npm and PyPI into a temporary directory.
+# Checks the emulator against third-party clients, unmodified: pozil's Node Pub/Sub client (OAuth
+# client credentials and SOAP username-password login), a Python Pub/Sub client built like
+# forcedotcom's official example (grpcio + avro, with its bitmap decoder), and the simple-salesforce
+# REST client (query_all over several pages, get, update, a bad field, describe, create, a
+# collection update, API usage). Not part of the default test run: it installs packages from npm
+# and PyPI into a temporary directory.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."
 work="$(mktemp -d)"
 trap 'kill "${emu:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 cargo build --quiet --manifest-path "$root/Cargo.toml"
-cp "$here"/package.json "$here"/pubsub_pozil.mjs "$here"/pubsub_python.py "$work"/
+cp "$here"/package.json "$here"/pubsub_pozil.mjs "$here"/pubsub_python.py "$here"/rest_simple_salesforce.py "$work"/
 (cd "$work" && npm install --silent --no-audit --no-fund >/dev/null)
 python3 -m venv "$work/venv" && "$work/venv/bin/pip" install --quiet -r "$here/requirements.txt"
 "$work/venv/bin/python" -m grpc_tools.protoc -I"$root/proto" --python_out="$work" --grpc_python_out="$work" "$root/proto/pubsub_api.proto"
@@ -31,4 +33,8 @@ for auth in client-credentials username-password; do
 done
 n=$(cd "$work" && timeout 60 "$work/venv/bin/python" pubsub_python.py "$grpc" "$rest" "$work/ca.pem" /data/OrderChangeEvent 50 | grep -c '"type"')
 echo "python grpcio+avro: decoded $n/50 events"; [ "$n" = 50 ]
+
+# Enough orders for query_all to page (2,000 records a page).
+curl -sf --cacert "$work/ca.pem" -H 'content-type: application/json' -d '{"count":8000}' "$rest/emulator/bulk" >/dev/null
+(cd "$work" && timeout 120 "$work/venv/bin/python" rest_simple_salesforce.py "$rest" "$work/ca.pem")
 echo "third-party clients: OK"

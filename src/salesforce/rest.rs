@@ -1,8 +1,8 @@
 //! The Salesforce REST API: queries, record reads and updates, with the current session.
 //!
 //! A request rejected for its session (401) logs in again (sharing the login with every other
-//! caller) and is retried once. Errors say whether retrying later can help: a 5xx or a transport
-//! failure can, a malformed query cannot. [`RestLookup`] backs the rules' lookup seam with SOQL,
+//! caller) and is retried once. Errors say whether retrying later can help: a 5xx, a transport
+//! failure or the org's exhausted daily API request limit can, a malformed query cannot. [`RestLookup`] backs the rules' lookup seam with SOQL,
 //! reading many orders in one query.
 
 use std::future::Future;
@@ -35,6 +35,15 @@ pub enum RestError {
         /// `message`.
         message: String,
     },
+    /// The org's daily API request limit is used up (403 `REQUEST_LIMIT_EXCEEDED`): every REST
+    /// call fails until an admin raises the limit or the 24-hour window frees requests.
+    #[error(
+        "Salesforce REST 403: REQUEST_LIMIT_EXCEEDED: the org's daily API request limit is exhausted ({message}); backing off until requests are free again"
+    )]
+    RequestLimit {
+        /// `message`.
+        message: String,
+    },
     /// The request did not complete.
     #[error("Salesforce REST request failed: {0}")]
     Transport(String),
@@ -46,7 +55,7 @@ impl RestError {
         match self {
             RestError::Auth(a) => a.is_retryable(),
             RestError::Api { status, .. } => *status >= 500 || *status == 429 || *status == 401,
-            RestError::Transport(_) => true,
+            RestError::RequestLimit { .. } | RestError::Transport(_) => true,
         }
     }
 }
@@ -104,7 +113,14 @@ impl SalesforceRest {
     async fn error(resp: reqwest::Response) -> RestError {
         let status = resp.status().as_u16();
         let body: Json = resp.json().await.unwrap_or(Json::Null);
-        api_error(status, &body)
+        match api_error(status, &body) {
+            RestError::Api {
+                status: 403,
+                code,
+                message,
+            } if code == "REQUEST_LIMIT_EXCEEDED" => RestError::RequestLimit { message },
+            e => e,
+        }
     }
 
     /// Runs a SOQL query and returns every record, following `nextRecordsUrl`.

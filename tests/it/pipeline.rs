@@ -650,3 +650,88 @@ fn the_sample_configuration_is_valid() {
     assert_eq!(settings.database_url, "sqlite://./data/sfcdc.db");
     assert_eq!(settings.source.channels.len(), 3);
 }
+
+/// An approval that arrives while the org's daily API request limit is exhausted is not lost:
+/// every REST call answers 403 `REQUEST_LIMIT_EXCEEDED`, so the guard lookup fails, the batch is
+/// retried from the last commit and nothing is committed; the error says the limit is
+/// exhausted. Once the limit is raised, the job appears, once.
+#[tokio::test]
+async fn an_approval_while_the_api_limit_is_exhausted_waits_for_the_limit_and_makes_its_job() {
+    use sfcdc_emulator::faults::Fault;
+    const READ_TOKEN: &str = "read-token-for-tests-0123456789";
+    let org = Org::start().await;
+    let order = org.create_order(json!({})).await;
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_CHANNELS", ORDERS), ("SFCDC_READ_TOKEN", READ_TOKEN)],
+    )
+    .await;
+    let store = r.app.sink().store().clone();
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    let committed = async || {
+        store
+            .checkpoints()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.channel == ORDERS)
+            .map(|c| c.position)
+    };
+    let before = committed().await;
+
+    org.emu
+        .inject(Fault::ApiLimit {
+            max: 1,
+            used: Some(1),
+        })
+        .unwrap();
+    let id = sfcdc_emulator::ids::SfId::parse(&order).unwrap();
+    org.emu.with_world(|w| {
+        let actor = w.internal_actor();
+        let now = sfcdc::clock::now_ms();
+        let set = json!({"Status": "Approved"}).as_object().unwrap().clone();
+        w.mutate(now, |o| {
+            o.update("Order", &id, &set, &actor, now).map(|c| ((), c))
+        })
+        .expect("approve");
+    });
+
+    // The batch is retried, again and again, and nothing is committed.
+    eventually("the batch to be retried", async || {
+        (r.metric("sfcdc_reconnects_total", &[("reason", "commit_failed")]) >= 2.0).then_some(())
+    })
+    .await;
+    assert!(jobs_by_order(store.as_ref()).await.is_empty());
+    assert_eq!(committed().await, before, "the checkpoint stays put");
+    // The service says why, here through its own read of the order.
+    let addr = r.app.admin_addr().expect("admin listens");
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/orders/{order}"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let reason = body["error"].as_str().unwrap();
+    assert!(
+        reason.contains("REQUEST_LIMIT_EXCEEDED")
+            && reason.contains("daily API request limit is exhausted"),
+        "{reason}"
+    );
+
+    // The limit is raised: the approval's job appears, once.
+    org.emu
+        .inject(Fault::ApiLimit {
+            max: 15_000,
+            used: None,
+        })
+        .unwrap();
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    assert_eq!(
+        jobs_by_order(store.as_ref()).await,
+        BTreeMap::from([(order.clone(), 1)])
+    );
+    r.stop().await;
+}

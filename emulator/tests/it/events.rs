@@ -352,3 +352,198 @@ async fn stats_name_the_last_replay_id_of_each_topic() {
         report.last_replay_id.as_ref()
     );
 }
+
+/// sObject Collections update (`PATCH …/composite/sobjects`, as jsforce's multi-record `update`
+/// and simple-salesforce's `restful("composite/sobjects", method="PATCH")` send it): one
+/// transaction, one save result per record, and the same change to several records is one change
+/// event whose `recordIds` lists them all.
+#[tokio::test]
+async fn a_collection_update_answers_per_record_and_merges_identical_changes() {
+    let org = Org::start().await;
+    let mut client = org.client().await;
+    let ids = [
+        org.create_order(json!({})).await,
+        org.create_order(json!({})).await,
+        org.create_order(json!({})).await,
+        org.create_order(json!({})).await,
+    ];
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Latest, vec![], 100),
+    )
+    .await
+    .unwrap();
+    sub.live().await;
+    let record = |id: &str, fields: serde_json::Value| {
+        let mut r = json!({"attributes": {"type": "Order"}, "id": id});
+        r.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        r
+    };
+    let body = json!({
+        "allOrNone": false,
+        "records": [
+            record(&ids[0], json!({"Status": "Approved"})),
+            record(&ids[1], json!({"Description": "changed alone"})),
+            record(&ids[2], json!({"Status": "Approved"})),
+            record("not-an-id", json!({"Status": "Approved"})),
+            record(&ids[3], json!({"Status": "Approved"})),
+            record(&ids[1], json!({"Nope__c": 1})),
+        ],
+    });
+    let (status, results) = org
+        .rest(
+            reqwest::Method::PATCH,
+            "/services/data/v62.0/composite/sobjects",
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200, "{results}");
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    for (i, id) in [(0, &ids[0]), (1, &ids[1]), (2, &ids[2]), (4, &ids[3])] {
+        assert_eq!(
+            results[i],
+            json!({"id": id, "success": true, "errors": []}),
+            "{i}"
+        );
+    }
+    assert_eq!(results[3]["success"], false);
+    assert_eq!(results[3]["errors"][0]["statusCode"], "MALFORMED_ID");
+    assert_eq!(results[3]["errors"][0]["fields"], json!(["Id"]));
+    assert!(results[3].get("id").is_none());
+    assert_eq!(results[5]["errors"][0]["statusCode"], "INVALID_FIELD");
+    assert_eq!(results[5]["errors"][0]["fields"], json!(["Nope__c"]));
+
+    let events = sub.events(2).await;
+    let d = decode_all(&org, &mut client, &events).await;
+    let merged = d[0].header();
+    assert_eq!(
+        strings(field(merged, "recordIds")),
+        [ids[0].clone(), ids[2].clone(), ids[3].clone()]
+    );
+    assert_eq!(d[0].change_type(), "UPDATE");
+    let mut changed = d[0].bitmap("changedFields");
+    changed.sort();
+    assert_eq!(changed, ["LastModifiedDate", "Status"]);
+    assert_eq!(field(merged, "sequenceNumber"), &Avro::Int(1));
+    let alone = d[1].header();
+    assert_eq!(strings(field(alone, "recordIds")), [ids[1].clone()]);
+    assert_eq!(field(alone, "sequenceNumber"), &Avro::Int(2));
+    assert_eq!(
+        string(field(merged, "transactionKey")),
+        string(field(alone, "transactionKey")),
+        "one transaction"
+    );
+    for id in [&ids[0], &ids[2], &ids[3]] {
+        let (_, rec) = org
+            .rest(
+                reqwest::Method::GET,
+                &format!("/services/data/v62.0/sobjects/Order/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(rec["Status"], "Approved");
+    }
+
+    // All or none: one invalid record fails them all, and nothing changes or is published.
+    let before = org.emu.stats().events_retained[ORDERS];
+    let (status, results) = org
+        .rest(
+            reqwest::Method::PATCH,
+            "/services/data/v62.0/composite/sobjects/",
+            Some(json!({"allOrNone": true, "records": [
+                record(&ids[1], json!({"Status": "Approved"})),
+                record(&ids[2], json!({"Status": "Exploded"})),
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(
+        results[0],
+        json!({"success": false, "errors": [{"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK", "message": "Record rolled back because not all records were valid and the request was using AllOrNone header", "fields": []}]})
+    );
+    assert_eq!(
+        results[1]["errors"][0]["statusCode"],
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    );
+    assert_eq!(org.emu.stats().events_retained[ORDERS], before);
+    let (_, rec) = org
+        .rest(
+            reqwest::Method::GET,
+            &format!("/services/data/v62.0/sobjects/Order/{}", ids[1]),
+            None,
+        )
+        .await;
+    assert_eq!(rec["Status"], "Draft");
+
+    // More than 200 records is refused whole.
+    let many: Vec<_> = (0..201)
+        .map(|_| record(&ids[0], json!({"Description": "x"})))
+        .collect();
+    let (status, body) = org
+        .rest(
+            reqwest::Method::PATCH,
+            "/services/data/v62.0/composite/sobjects",
+            Some(json!({"records": many})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body[0]["errorCode"], "EXCEEDED_ID_LIMIT");
+}
+
+/// Deleting an order deletes its items in the same transaction: one DELETE event for the items,
+/// listing them all, as Salesforce merges identical changes.
+#[tokio::test]
+async fn deleting_an_order_publishes_one_merged_delete_for_its_items() {
+    let org = Org::start().await;
+    let mut client = org.client().await;
+    let order = org.create_order(json!({})).await;
+    let mut items = Vec::new();
+    for _ in 0..3 {
+        let (status, created) = org
+            .rest(
+                reqwest::Method::POST,
+                "/services/data/v62.0/sobjects/OrderItem",
+                Some(json!({"OrderId": order, "Quantity": 1, "UnitPrice": 5})),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        items.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(
+            "/data/OrderItemChangeEvent",
+            ReplayPreset::Latest,
+            vec![],
+            10,
+        ),
+    )
+    .await
+    .unwrap();
+    sub.live().await;
+    let (status, _) = org
+        .rest(
+            reqwest::Method::DELETE,
+            &format!("/services/data/v62.0/sobjects/Order/{order}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let events = sub.events(1).await;
+    let d = decode_all(&org, &mut client, &events).await;
+    assert_eq!(d[0].change_type(), "DELETE");
+    assert_eq!(strings(field(d[0].header(), "recordIds")), items);
+    assert_eq!(field(d[0].header(), "sequenceNumber"), &Avro::Int(2));
+    // Nothing else follows on the item channel.
+    let next = tokio::time::timeout(std::time::Duration::from_millis(600), sub.next())
+        .await
+        .ok()
+        .and_then(|r| r.ok().flatten());
+    assert!(
+        next.as_ref().is_none_or(|r| r.events.is_empty()),
+        "{next:?}"
+    );
+}

@@ -1,10 +1,14 @@
 //! The emulated REST API, shaped as Salesforce exposes it, plus the emulator's control API.
 //!
 //! Salesforce routes: OAuth (`/services/oauth2/token`, `/services/oauth2/userinfo`, the `/id/`
-//! identity URL), records (`/services/data/vNN.N/sobjects/{type}/{id}`), queries
-//! (`/services/data/vNN.N/query?q=`) and publishing the fulfilment platform event. Errors use the
-//! Salesforce shapes: `[{"message":…,"errorCode":…}]` for the data API and
-//! `{"error":…,"error_description":…}` for OAuth.
+//! identity URL), SOAP `login()`, the versions and resource lists (`/services/data`,
+//! `/services/data/vNN.N`), describe (`rest/describe.rs`), records
+//! (`/services/data/vNN.N/sobjects/{type}/{id}`), sObject Collections updates
+//! (`rest/composite.rs`), queries (`/services/data/vNN.N/query?q=`), the limits resource and
+//! publishing the fulfilment platform event. Salesforce resources the emulator does not serve
+//! answer 501 naming the feature (`rest/unemulated.rs`), other paths 404, and a method a route
+//! does not take 405. Errors use the Salesforce shapes: `[{"message":…,"errorCode":…}]` for the
+//! data API and `{"error":…,"error_description":…}` for OAuth.
 //!
 //! Control routes live under `/emulator/`: faults, bulk generation, undelete, and counters of
 //! every call, which tests use to prove what a client did or did not call.
@@ -16,6 +20,12 @@
 //! The `rest_unavailable` fault refuses data API requests (under `/services/data/`) with 503
 //! `SERVER_UNAVAILABLE` before they reach their handler; OAuth, SOAP login, the control API and
 //! the systems outside Salesforce are spared. A refused request is still counted under its route.
+//! Every authenticated data API request takes one from the org's daily allocation and says so in
+//! `Sforce-Limit-Info`; past it, the answer is 403 `REQUEST_LIMIT_EXCEEDED` ([`crate::limits`]).
+
+mod composite;
+mod describe;
+mod unemulated;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,7 +35,7 @@ use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Form, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -75,6 +85,14 @@ impl ApiError {
         )
     }
 
+    fn request_limit() -> Self {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "REQUEST_LIMIT_EXCEEDED",
+            "TotalRequests Limit exceeded.",
+        )
+    }
+
     fn unavailable() -> Self {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -96,7 +114,11 @@ impl From<OrgError> for ApiError {
 
 impl From<soql::SoqlError> for ApiError {
     fn from(e: soql::SoqlError) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, e.error_code(), e.to_string())
+        let status = match e {
+            soql::SoqlError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.error_code(), e.to_string())
     }
 }
 
@@ -110,22 +132,47 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Most bytes of a request body the emulator reads; a longer body is refused with 413.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
 /// Builds the router; every route is counted, Salesforce routes are subject to the delay fault and
-/// data API routes to the REST unavailability fault.
+/// data API routes to the REST unavailability fault. Every request is read whole before it is
+/// routed, and a trailing slash on its path is ignored (`whole_request`).
 pub fn router(shared: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/services/oauth2/token", post(token))
         .route("/services/oauth2/userinfo", get(userinfo))
         .route("/services/Soap/u/{version}", post(soap_login))
         .route("/id/{org}/{user}", get(userinfo))
         .route("/services/data", get(versions))
-        .route("/services/data/{version}/sobjects/{sobject}", post(create))
+        .route("/services/data/{version}", get(resources))
+        .route("/services/data/{version}/sobjects", get(global_describe))
+        .route(
+            "/services/data/{version}/sobjects/{sobject}",
+            get(sobject_info).post(create),
+        )
+        .route(
+            "/services/data/{version}/sobjects/{sobject}/describe",
+            get(sobject_describe),
+        )
         .route(
             "/services/data/{version}/sobjects/{sobject}/{id}",
             get(read).patch(update).delete(delete),
         )
+        .route(
+            "/services/data/{version}/composite",
+            get(composite::resources).fallback(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/composite/sobjects",
+            patch(composite::update).fallback(unemulated::answer),
+        )
+        .route("/services/data/{version}/limits", get(limits))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{cursor}", get(query_more))
+        // What Salesforce has under a version and the emulator does not: 501, or 404 for a path
+        // Salesforce does not have either.
+        .merge(unemulated::routes())
         .route("/emulator/faults", post(post_fault).delete(clear_faults))
         .route("/emulator/bulk", post(post_bulk))
         .route("/emulator/stats", get(get_stats))
@@ -139,7 +186,72 @@ pub fn router(shared: AppState) -> Router {
             shared.clone(),
             count_and_fault,
         ))
-        .with_state(shared)
+        .with_state(shared);
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(whole_request))
+}
+
+/// Runs before routing. Salesforce accepts a trailing slash on its REST paths
+/// (`GET …/query/?q=`, `POST …/sobjects/Order/`, `POST /services/Soap/u/62.0/`), so the path is
+/// routed without it. And the body is read to its end before any handler answers: an HTTP/2
+/// response sent while the client is still sending ends in a stream reset instead of a complete
+/// answer, whatever the route (an unknown one included). A method a Salesforce route does not
+/// take is answered 405 in Salesforce's error shape.
+async fn whole_request(request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    if let Some(uri) = without_trailing_slash(&parts.uri) {
+        parts.uri = uri;
+    }
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "REQUEST_ENTITY_TOO_LARGE",
+            format!("The request body is larger than {MAX_BODY} bytes"),
+        )
+        .into_response();
+    };
+    let method = parts.method.clone();
+    let salesforce = parts.uri.path().starts_with("/services/");
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(body)))
+        .await;
+    // The router's own 405 has no body; Salesforce's has its error shape.
+    if salesforce
+        && response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        let allow = response
+            .headers()
+            .get(axum::http::header::ALLOW)
+            .and_then(|v| v.to_str().ok());
+        let mut answer = unemulated::method_not_allowed(&method, allow);
+        if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+            answer
+                .headers_mut()
+                .insert(axum::http::header::ALLOW, allow.clone());
+        }
+        return answer;
+    }
+    response
+}
+
+/// `uri` without the trailing slashes of its path, if it has any (the root path `/` stays).
+fn without_trailing_slash(uri: &axum::http::Uri) -> Option<axum::http::Uri> {
+    let path = uri.path();
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.len() == path.len() || trimmed.is_empty() {
+        return None;
+    }
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    axum::http::Uri::from_parts(parts).ok()
 }
 
 async fn count_and_fault(State(shared): State<AppState>, request: Request, next: Next) -> Response {
@@ -151,15 +263,26 @@ async fn count_and_fault(State(shared): State<AppState>, request: Request, next:
     let salesforce = !["/emulator/", "/fulfilment", "/hooks/", "/repos/"]
         .iter()
         .any(|p| route.starts_with(p));
+    let data_api = route.starts_with("/services/data/");
     // Taken on arrival, so the next N requests to arrive are the ones refused.
-    let unavailable = route.starts_with("/services/data/") && shared.faults.take_rest_unavailable();
+    let unavailable = data_api && shared.faults.take_rest_unavailable();
     if salesforce {
         shared.faults.delay().await;
     }
     if unavailable {
         return ApiError::unavailable().into_response();
     }
-    next.run(request).await
+    if !data_api || bearer(&shared, request.headers()).is_err() {
+        return next.run(request).await;
+    }
+    let (mut response, usage) = match shared.api_usage.take() {
+        Ok(usage) => (next.run(request).await, usage),
+        Err(usage) => (ApiError::request_limit().into_response(), usage),
+    };
+    if let Ok(value) = axum::http::HeaderValue::from_str(&usage.header()) {
+        response.headers_mut().insert("sforce-limit-info", value);
+    }
+    response
 }
 
 /// Serves the router on `listener`, over TLS when a rustls configuration is given.
@@ -281,6 +404,7 @@ fn check_version(version: &str) -> Result<(), ApiError> {
 
 async fn token(
     State(shared): State<AppState>,
+    headers: HeaderMap,
     form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
@@ -290,13 +414,21 @@ async fn token(
         )
             .into_response()
     };
-    let Ok(Form(req)) = form else {
+    let Ok(Form(mut req)) = form else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "the request body must be application/x-www-form-urlencoded",
         );
     };
+    if let Some((id, secret)) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::basic_client)
+    {
+        req.client_id.get_or_insert(id);
+        req.client_secret.get_or_insert(secret);
+    }
     let audiences = vec![
         "https://login.salesforce.com".to_owned(),
         "https://test.salesforce.com".to_owned(),
@@ -325,7 +457,10 @@ async fn token(
     .into_response()
 }
 
-/// Text of the first element named `name` (any namespace prefix), XML entities decoded.
+/// Text of the first element named `name` (any namespace prefix), as an XML parser reads it:
+/// entity and character references decoded, CDATA sections taken literally (the official Pub/Sub
+/// examples send `<urn:password><![CDATA[…]]></urn:password>`). `None` if there is no such
+/// element, or its content is not text.
 fn xml_text(xml: &str, name: &str) -> Option<String> {
     let mut rest = xml;
     while let Some(start) = rest.find('<') {
@@ -334,19 +469,53 @@ fn xml_text(xml: &str, name: &str) -> Option<String> {
         let tag = &rest[..end];
         let local = tag.split_whitespace().next()?.rsplit(':').next()?;
         if local == name && !tag.starts_with('/') && !tag.ends_with('/') {
-            let body = &rest[end + 1..];
-            let close = body.find("</")?;
-            let raw = &body[..close];
-            return Some(
-                raw.replace("&lt;", "<")
-                    .replace("&gt;", ">")
-                    .replace("&quot;", "\"")
-                    .replace("&apos;", "'")
-                    .replace("&amp;", "&"),
-            );
+            return xml_content(&rest[end + 1..]);
         }
     }
     None
+}
+
+/// The character data from the start of `body` to the closing tag of its element.
+fn xml_content(body: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        if let Some(after) = rest.strip_prefix("<![CDATA[") {
+            let end = after.find("]]>")?;
+            out.push_str(&after[..end]);
+            rest = &after[end + 3..];
+        } else if rest.starts_with("</") {
+            return Some(out);
+        } else if rest.starts_with('<') {
+            // A child element or a comment: not the plain text a login field holds.
+            return None;
+        } else if let Some(after) = rest.strip_prefix('&') {
+            let end = after.find(';')?;
+            out.push(xml_reference(&after[..end])?);
+            rest = &after[end + 1..];
+        } else {
+            let next = rest.find(['<', '&'])?;
+            out.push_str(&rest[..next]);
+            rest = &rest[next..];
+        }
+    }
+}
+
+/// The character an entity or character reference (`amp`, `#60`, `#x3C`) stands for.
+fn xml_reference(name: &str) -> Option<char> {
+    let code = match name {
+        "lt" => return Some('<'),
+        "gt" => return Some('>'),
+        "amp" => return Some('&'),
+        "quot" => return Some('"'),
+        "apos" => return Some('\''),
+        _ => name.strip_prefix('#')?,
+    };
+    let n = match code.strip_prefix(['x', 'X']) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+        None => code.parse().ok()?,
+    };
+    char::from_u32(n)
 }
 
 fn xml_escape(s: &str) -> String {
@@ -356,7 +525,9 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// SOAP `login()` of the partner API, as the official Java and Python examples and jsforce use
-/// it: `sessionId` is an access token, `serverUrl` names the instance.
+/// it: `sessionId` is an access token, `serverUrl` names the instance. The result's elements come
+/// in Salesforce's order, `userInfo`'s included: the official Python example reads them by
+/// position (`result[3]` is `serverUrl`, `result[4]` `sessionId`, `userInfo[8]` `organizationId`).
 async fn soap_login(
     State(shared): State<AppState>,
     Path(version): Path<String>,
@@ -381,7 +552,6 @@ async fn soap_login(
             ),
         )
     };
-    let version = version.trim_end_matches('/');
     if version.parse::<f64>().is_err() {
         return fault(
             "UNSUPPORTED_API_VERSION",
@@ -416,7 +586,7 @@ async fn soap_login(
     soap(
         StatusCode::OK,
         format!(
-            "<loginResponse><result><metadataServerUrl>{inst}/services/Soap/m/{version}/{org}</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>false</sandbox><serverUrl>{inst}/services/Soap/u/{version}/{org}</serverUrl><sessionId>{token}</sessionId><userId>{user_id}</userId><userInfo><accessibilityMode>false</accessibilityMode><currencySymbol>£</currencySymbol><orgAttachmentFileSizeLimit>5242880</orgAttachmentFileSizeLimit><orgDefaultCurrencyIsoCode>GBP</orgDefaultCurrencyIsoCode><orgDisallowHtmlAttachments>false</orgDisallowHtmlAttachments><orgHasPersonAccounts>false</orgHasPersonAccounts><organizationId>{org}</organizationId><organizationMultiCurrency>false</organizationMultiCurrency><organizationName>sfcdc emulator</organizationName><profileId>00eHs000000AbCdIAK</profileId><roleId xsi:nil=\"true\"/><sessionSecondsValid>{lifetime}</sessionSecondsValid><userDefaultCurrencyIsoCode xsi:nil=\"true\"/><userEmail>{user}</userEmail><userFullName>sfcdc Integration</userFullName><userId>{user_id}</userId><userLanguage>en_US</userLanguage><userLocale>en_GB</userLocale><userName>{user}</userName><userTimeZone>Europe/London</userTimeZone><userType>Standard</userType><userUiSkin>Theme3</userUiSkin></userInfo></result></loginResponse>"
+            "<loginResponse><result><metadataServerUrl>{inst}/services/Soap/m/{version}/{org}</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>false</sandbox><serverUrl>{inst}/services/Soap/u/{version}/{org}</serverUrl><sessionId>{token}</sessionId><userId>{user_id}</userId><userInfo><accessibilityMode>false</accessibilityMode><chatterExternal>false</chatterExternal><currencySymbol>£</currencySymbol><orgAttachmentFileSizeLimit>5242880</orgAttachmentFileSizeLimit><orgDefaultCurrencyIsoCode>GBP</orgDefaultCurrencyIsoCode><orgDefaultCurrencyLocale>en_GB</orgDefaultCurrencyLocale><orgDisallowHtmlAttachments>false</orgDisallowHtmlAttachments><orgHasPersonAccounts>false</orgHasPersonAccounts><organizationId>{org}</organizationId><organizationMultiCurrency>false</organizationMultiCurrency><organizationName>sfcdc emulator</organizationName><profileId>00eHs000000AbCdIAK</profileId><roleId xsi:nil=\"true\"/><sessionSecondsValid>{lifetime}</sessionSecondsValid><userDefaultCurrencyIsoCode xsi:nil=\"true\"/><userEmail>{user}</userEmail><userFullName>sfcdc Integration</userFullName><userId>{user_id}</userId><userLanguage>en_US</userLanguage><userLocale>en_GB</userLocale><userName>{user}</userName><userTimeZone>Europe/London</userTimeZone><userType>Standard</userType><userUiSkin>Theme3</userUiSkin></userInfo></result></loginResponse>"
         ),
     )
 }
@@ -457,12 +627,114 @@ async fn userinfo(State(shared): State<AppState>, headers: HeaderMap) -> Respons
     .into_response()
 }
 
+/// The API versions the emulator lists, oldest first (Summer '14 to Spring '26); it answers any
+/// `vNN.N` in a path.
+const VERSIONS: std::ops::RangeInclusive<u32> = 31..=66;
+
+/// The resources of an API version the emulator serves, as `GET /services/data/vNN.N` lists them.
+const RESOURCES: [&str; 4] = ["composite", "limits", "query", "sobjects"];
+
+/// `GET /services/data`: every version with its release name. It needs no session, as in
+/// Salesforce.
 async fn versions() -> Response {
-    Json(json!([
-        {"label": "Winter '24", "url": "/services/data/v60.0", "version": "60.0"},
-        {"label": "Spring '25", "url": "/services/data/v63.0", "version": "63.0"}
-    ]))
-    .into_response()
+    let list: Vec<Value> = VERSIONS
+        .map(|v| {
+            json!({
+                "label": release_label(v),
+                "url": format!("/services/data/v{v}.0"),
+                "version": format!("{v}.0"),
+            })
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+/// The release an API version shipped in: three a year, 59.0 being Winter '24.
+fn release_label(version: u32) -> String {
+    let k = i64::from(version) - 59;
+    let season = ["Winter", "Spring", "Summer"][k.rem_euclid(3) as usize];
+    format!("{season} '{:02}", 24 + k.div_euclid(3))
+}
+
+/// `GET /services/data/vNN.N`: the version's resources the emulator serves.
+async fn resources(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let list: serde_json::Map<String, Value> = RESOURCES
+        .iter()
+        .map(|r| {
+            (
+                (*r).to_owned(),
+                json!(format!("/services/data/{version}/{r}")),
+            )
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// `GET …/limits`: the org's limits the emulator keeps, its daily API requests.
+async fn limits(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let usage = shared.api_usage.usage();
+    Ok(Json(json!({
+        "DailyApiRequests": {"Max": usage.max, "Remaining": usage.remaining()},
+    }))
+    .into_response())
+}
+
+/// `GET …/sobjects`: the global describe.
+async fn global_describe(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let world = shared.world.lock().expect("world lock");
+    let sobjects: Vec<Value> = describe::Described::all(&world.org)
+        .iter()
+        .map(|d| d.summary(&version))
+        .collect();
+    Ok(
+        Json(json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects}))
+            .into_response(),
+    )
+}
+
+/// `GET …/sobjects/{type}`: the object's basic information. The emulator keeps no list of
+/// recently viewed records, so `recentItems` is empty.
+async fn sobject_info(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, sobject)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let world = shared.world.lock().expect("world lock");
+    let d = describe::Described::find(&world.org, &sobject).ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({"objectDescribe": d.summary(&version), "recentItems": []})).into_response())
+}
+
+/// `GET …/sobjects/{type}/describe`: the object's full describe.
+async fn sobject_describe(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path((version, sobject)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    bearer(&shared, &headers)?;
+    check_version(&version)?;
+    let world = shared.world.lock().expect("world lock");
+    let d = describe::Described::find(&world.org, &sobject).ok_or_else(ApiError::not_found)?;
+    Ok(Json(d.describe(&version)).into_response())
 }
 
 async fn read(
@@ -651,7 +923,12 @@ async fn query(
     let parsed = soql::parse(&q)?;
     let rows: Vec<Value> = {
         let world = shared.world.lock().expect("world lock");
-        soql::run(&world.org, &parsed)?.to_json(&world.org, &version)
+        let result = soql::run(&world.org, &parsed)?;
+        if parsed.count {
+            let n = result.rows.len();
+            return Ok(Json(json!({"totalSize": n, "done": true, "records": []})).into_response());
+        }
+        result.to_json(&world.org, &version)
     };
     Ok(Json(page(&shared, &version, rows, 0)).into_response())
 }
@@ -733,7 +1010,7 @@ async fn post_fault(State(shared): State<AppState>, body: axum::body::Bytes) -> 
 }
 
 async fn clear_faults(State(shared): State<AppState>) -> Response {
-    shared.faults.clear();
+    shared.clear_faults();
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -816,4 +1093,64 @@ async fn undelete(
     drop(world);
     shared.mark_dirty();
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_text_reads_cdata_entities_and_character_references() {
+        let login = |user: &str, password: &str| {
+            format!(
+                "<urn:login><urn:username>{user}</urn:username>\n<urn:password>{password}</urn:password></urn:login>"
+            )
+        };
+        let xml = login("<![CDATA[a&b@x.test]]>", "<![CDATA[p</w>&amp;]]>");
+        assert_eq!(xml_text(&xml, "username").as_deref(), Some("a&b@x.test"));
+        assert_eq!(xml_text(&xml, "password").as_deref(), Some("p</w>&amp;"));
+        let xml = login("a&amp;b", "&lt;p&#38;&#x3E;&quot;&apos;");
+        assert_eq!(xml_text(&xml, "username").as_deref(), Some("a&b"));
+        assert_eq!(xml_text(&xml, "password").as_deref(), Some("<p&>\"'"));
+        // Text and CDATA sections mix, as in any XML text node.
+        let xml = login("x<![CDATA[<y>]]>z", "");
+        assert_eq!(xml_text(&xml, "username").as_deref(), Some("x<y>z"));
+        assert_eq!(xml_text(&xml, "password").as_deref(), Some(""));
+        for bad in [
+            login("a&nope;", "p"),
+            login("<![CDATA[never closed", "p"),
+            login("<b>child</b>", "p"),
+            "<urn:username>unterminated".to_owned(),
+        ] {
+            assert_eq!(xml_text(&bad, "username"), None, "{bad}");
+        }
+        assert_eq!(xml_text("<login/>", "username"), None);
+    }
+
+    #[test]
+    fn versions_are_named_after_their_release() {
+        assert_eq!(release_label(31), "Summer '14");
+        assert_eq!(release_label(59), "Winter '24");
+        assert_eq!(release_label(60), "Spring '24");
+        assert_eq!(release_label(62), "Winter '25");
+        assert_eq!(release_label(66), "Spring '26");
+    }
+
+    #[test]
+    fn only_trailing_slashes_are_trimmed() {
+        let trim = |s: &str| {
+            without_trailing_slash(&s.parse().unwrap()).map(|u: axum::http::Uri| u.to_string())
+        };
+        assert_eq!(
+            trim("/services/data/v62.0/query/?q=SELECT+Id").as_deref(),
+            Some("/services/data/v62.0/query?q=SELECT+Id")
+        );
+        assert_eq!(
+            trim("https://h:1/services/Soap/u/62.0//").as_deref(),
+            Some("https://h:1/services/Soap/u/62.0")
+        );
+        assert_eq!(trim("/services/data"), None);
+        assert_eq!(trim("/"), None);
+        assert_eq!(trim("/?q=1"), None);
+    }
 }
