@@ -428,22 +428,18 @@ pub(super) fn check_cancellable_delivery(d: &DeliveryRow) -> Result<(), ActionEr
     }
 }
 
-/// What an operator's retry of `job` did, from the rows its guarded update changed: none means
-/// the job changed state meanwhile, and a unique violation that another job for the same
-/// approval is open (one open job per approval).
-pub(super) fn job_retried(
-    job: &JobRow,
-    changed: Result<u64, sqlx::Error>,
-) -> Result<(), ActionError> {
-    match changed {
-        Ok(1) => Ok(()),
-        Ok(_) => Err(raced("job")),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ActionError::WrongState {
+/// Why an operator's retry of `job` changed nothing: no error means the job changed state
+/// meanwhile; a unique violation, that another job for the same approval is open (one open job
+/// per approval).
+pub(super) fn retry_refused(job: &JobRow, error: Option<sqlx::Error>) -> ActionError {
+    match error {
+        None => raced("job"),
+        Some(sqlx::Error::Database(e)) if e.is_unique_violation() => ActionError::WrongState {
             what: "job",
             state: job.state.as_str().into(),
             hint: "another job for the same order and status is open; retry or cancel that one",
-        }),
-        Err(e) => Err(ActionError::Store(e.into())),
+        },
+        Some(e) => ActionError::Store(e.into()),
     }
 }
 

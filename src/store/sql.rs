@@ -84,7 +84,11 @@ pub(crate) const RETRY_JOB: &str = "UPDATE sfcdc_jobs SET state = 'available', a
         generation = generation + 1, operation_id = NULL, submitted_at = NULL, polls = 0, progress = NULL,
         phase = CASE WHEN phase = 'submitted' THEN 'activating' ELSE phase END,
         finished_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $1
-    WHERE id = $2 AND state IN ('dead', 'cancelled', 'retryable')";
+    WHERE id = $2 AND state IN ('dead', 'cancelled', 'retryable')
+    RETURNING id, job_key, order_id, account_id, trigger_status, trigger_kind, state, attempt,
+        max_attempts, run_at, lease_owner, lease_until, operation_id, phase, submitted_at, polls, generation, progress,
+        result, external_id, last_error, errors, source_channel, source_replay_id, source_event_id, payload, created_at,
+        updated_at, finished_at";
 
 /// An operator's cancel of an open job, which also ends any lease on it: `$1` reason, `$2` error
 /// history, `$3` time, `$4` id.

@@ -10,7 +10,7 @@ use crate::store::model::job_from_row;
 use crate::store::queue::{
     ActionError, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged, Queue,
     changed_one, check_cancellable_delivery, check_cancellable_job, check_retryable_delivery,
-    check_retryable_job, delivery_from_row, job_retried,
+    check_retryable_job, delivery_from_row, retry_refused,
 };
 use crate::store::{JobRow, StoreError, leased, sql};
 
@@ -103,14 +103,18 @@ impl Queue for PgStore {
     async fn retry_job(&self, id: i64, now_ms: i64) -> Result<JobRow, ActionError> {
         let job = self.job(id).await?.ok_or(ActionError::NotFound("job"))?;
         check_retryable_job(&job)?;
-        let changed = sqlx::query(sql::RETRY_JOB)
+        // The row as the retry left it, read in the same statement: a worker may claim it the
+        // moment it is written.
+        let retried = sqlx::query(sql::RETRY_JOB)
             .bind(now_ms)
             .bind(id)
-            .execute(&self.pool)
-            .await
-            .map(|r| r.rows_affected());
-        job_retried(&job, changed)?;
-        self.job(id).await?.ok_or(ActionError::NotFound("job"))
+            .fetch_optional(&self.pool)
+            .await;
+        match retried {
+            Ok(Some(row)) => Ok(job_from_row(&row)?),
+            Ok(None) => Err(retry_refused(&job, None)),
+            Err(e) => Err(retry_refused(&job, Some(e))),
+        }
     }
 
     async fn cancel_job(&self, id: i64, reason: &str, now_ms: i64) -> Result<JobRow, ActionError> {
