@@ -235,6 +235,27 @@ impl<S: Sink> Source<S> {
         }
     }
 
+    /// The login the subscriptions share.
+    pub fn auth(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// The configured channels.
+    pub fn channels(&self) -> &[String] {
+        &self.config.channels
+    }
+
+    /// Subscribes to one channel until `cancel` or a failure retrying cannot mend (including a
+    /// commit refused because this instance no longer holds the channel), resuming from the
+    /// stored position. The caller runs the login refresher.
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+        cancel: CancellationToken,
+    ) -> Result<(), subscription::ChannelError> {
+        self.channel_task(channel, None).run(cancel).await
+    }
+
     /// Runs one channel until `cancel` or a permanent failure; `start` overrides the stored
     /// position (as `sfcdc tail --from` does).
     pub async fn run_channel(
