@@ -21,6 +21,8 @@ use crate::cache::{CacheConfig, CachedLookup, OrderCache, RestOrderSource};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
 pub use crate::deps::Deps;
+use crate::fleet::notify::Hearers;
+use crate::fleet::{Fleet, FleetConfig};
 use crate::ingest::IngestSink;
 use crate::ingest::redrive::{RedriveError, Redriver};
 use crate::rules::RulesConfig;
@@ -61,6 +63,8 @@ pub struct Settings {
     pub shutdown_timeout: std::time::Duration,
     /// The time every component judges by: the system clock, unless a test sets a manual one.
     pub clock: Clock,
+    /// This instance in a fleet: its id and the lease lifetime.
+    pub fleet: FleetConfig,
 }
 
 impl Settings {
@@ -81,6 +85,7 @@ impl Settings {
                 std::time::Duration::from_secs(30),
             )?,
             clock: Clock::system(),
+            fleet: FleetConfig::from_env(env)?,
         })
     }
 }
@@ -149,6 +154,9 @@ pub struct Ingest {
     pub cache: Arc<RunCache>,
     /// Coalesces the cache invalidations that commits ask for.
     pub invalidator: Invalidator,
+    /// Holds the channels' leases and runs each channel under its lease.
+    pub fleet: Fleet<CachedLookup<RestOrderSource>>,
+    store: Arc<AnyStore>,
 }
 
 impl Ingest {
@@ -168,17 +176,19 @@ impl Ingest {
             cache.clone(),
             RestLookup::new(deps.rest.clone(), deps.rules.clone()),
         ));
-        let sink = Arc::new(
-            IngestSink::new(
-                deps.store.clone(),
-                lookup,
-                deps.rules.clone(),
-                deps.metrics.clone(),
-                Some(invalidator.clone()),
-                settings.max_attempts,
-            )
-            .with_clock(deps.clock.clone()),
-        );
+        let mut sink = IngestSink::new(
+            deps.store.clone(),
+            lookup,
+            deps.rules.clone(),
+            deps.metrics.clone(),
+            Some(invalidator.clone()),
+            settings.max_attempts,
+        )
+        .with_clock(deps.clock.clone());
+        if matches!(*deps.store, AnyStore::Postgres(_)) {
+            sink = sink.with_broadcast(&settings.fleet.instance_id);
+        }
+        let sink = Arc::new(sink);
         let source = Source::new(
             settings.source.clone(),
             deps.auth.clone(),
@@ -186,25 +196,47 @@ impl Ingest {
             deps.metrics.clone(),
         )?
         .with_clock(deps.clock.clone());
+        let fleet = Fleet::new(
+            settings.fleet.clone(),
+            deps.store.clone(),
+            sink.clone(),
+            deps.metrics.clone(),
+            settings.source.channels.len(),
+        );
         Ok(Ingest {
             source,
             sink,
             cache,
             invalidator,
+            fleet,
+            store: deps.store.clone(),
         })
     }
 
-    /// Subscribes until `stop` (or until every channel failed for good), with the cache
-    /// invalidator spawned on `tracker`; the invalidator applies what is pending once `stop`
-    /// fires.
+    /// Runs every channel under its lease until `stop` (or until every channel failed for
+    /// good), with the cache invalidator and the fleet's listener spawned on `tracker`; the
+    /// invalidator applies what is pending once `stop` fires, and the leases are released.
     pub async fn run(
         self,
         tracker: &TaskTracker,
         stop: CancellationToken,
         metrics: Arc<Metrics>,
     ) -> Result<(), SourceError> {
+        let hearers = Hearers {
+            me: self.fleet.config().instance_id.clone(),
+            released: self.fleet.released().clone(),
+            jobs: self.sink.jobs_created().clone(),
+            cache: self.cache.clone(),
+            invalidator: self.invalidator.clone(),
+            metrics: metrics.clone(),
+        };
+        tracker.spawn(crate::fleet::notify::listen(
+            self.store.clone(),
+            hearers,
+            stop.clone(),
+        ));
         tracker.spawn(self.invalidator.run(self.cache, metrics, stop.clone()));
-        self.source.run(stop).await
+        self.fleet.run(&self.source, stop).await
     }
 
     /// The re-drive of quarantined events through this sink.

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod decode;
 pub mod deps;
+pub mod fleet;
 pub mod ingest;
 pub mod proto;
 pub mod rules;

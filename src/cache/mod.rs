@@ -22,6 +22,7 @@
 //! before the lookup of its batch ([`OrderLookup::forget`]). The guard is a filter, not the last
 //! word: the worker reads the order again, uncached, before it submits anything.
 
+pub mod broadcast;
 pub mod http;
 pub mod invalidate;
 

@@ -12,7 +12,7 @@
 
 pub mod redrive;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::cache::invalidate::Invalidator;
@@ -23,7 +23,9 @@ use crate::rules::{
     self, Decision, Evaluation, Facts, Invalidation, JobRequest, RulesConfig, SkipReason,
 };
 use crate::salesforce::OrderLookup;
+use crate::sfid::SfId;
 use crate::source::sink::{Batch, Sink, SinkError, SinkErrorKind};
+use crate::store::lease::Fence;
 use crate::store::{
     BatchOutcome, NewJob, NewQuarantine, NewTrigger, Store, StoreBatch, StoreError,
 };
@@ -55,6 +57,10 @@ pub struct IngestSink<S: Store, L: OrderLookup> {
     max_attempts: i32,
     jobs_created: Arc<tokio::sync::Notify>,
     clock: Clock,
+    /// The lease each channel's batches commit under, while this instance holds it.
+    fences: std::sync::Mutex<HashMap<Arc<str>, Fence>>,
+    /// This instance's id, when its cache invalidations go to the rest of the fleet.
+    broadcast_from: Option<Arc<str>>,
 }
 
 /// A decision taken apart for absorption into a batch.
@@ -76,6 +82,9 @@ pub struct Prepared {
     /// Why events created no job, for skips not tied to an evaluated trigger (those are
     /// counted from the triggers, after the store's duplicate check).
     pub skips: Vec<SkipReason>,
+    /// Orders whose cached guard facts this batch made stale (forgotten here already; the
+    /// other instances are told with the commit).
+    pub forgets: Vec<SfId>,
 }
 
 impl Prepared {
@@ -91,6 +100,7 @@ impl Prepared {
         }
         self.invalidations.extend(later.invalidations);
         self.skips.extend(later.skips);
+        self.forgets.extend(later.forgets);
     }
 }
 
@@ -114,7 +124,34 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             max_attempts,
             jobs_created: Arc::new(tokio::sync::Notify::new()),
             clock: Clock::system(),
+            fences: std::sync::Mutex::new(HashMap::new()),
+            broadcast_from: None,
         }
+    }
+
+    /// Tells the other instances of the fleet, with each commit, which cache entries it made
+    /// stale (`from` is this instance's id, so it ignores its own).
+    pub fn with_broadcast(mut self, from: &str) -> Self {
+        self.broadcast_from = Some(Arc::from(from));
+        self
+    }
+
+    /// Commits `channel`'s batches under `fence` from now on (`None`: unfenced). A batch staged
+    /// under a fence keeps it, so one staged before a lease moved is refused, not written.
+    pub fn set_fence(&self, channel: &Arc<str>, fence: Option<Fence>) {
+        let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+        match fence {
+            Some(f) => fences.insert(channel.clone(), f),
+            None => fences.remove(channel),
+        };
+    }
+
+    fn fence_of(&self, channel: &str) -> Option<Fence> {
+        self.fences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel)
+            .cloned()
     }
 
     /// Stamps batches with `clock`'s time instead of the system clock's.
@@ -265,6 +302,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         if !changed.is_empty() {
             let changed: Vec<_> = changed.into_iter().collect();
             self.lookup.forget(&changed).await;
+            out.forgets = changed;
         }
         if !needed.is_empty() {
             let ids: Vec<_> = needed.into_iter().collect();
@@ -404,6 +442,7 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
             .await?;
         prepared.batch.channel = batch.channel.to_string();
         prepared.batch.checkpoint = Some(batch.replay_id);
+        prepared.batch.fence = self.fence_of(&batch.channel);
         Ok((batch.channel, prepared))
     }
 
@@ -416,6 +455,10 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
             merged.absorb_later(p);
         }
         merged.batch.now_ms = self.clock.now_ms();
+        if let Some(from) = &self.broadcast_from {
+            merged.batch.cache_notices =
+                crate::cache::broadcast::notices(from, &merged.invalidations, &merged.forgets);
+        }
         self.commit_prepared(&channel, merged).await.map(|_| ())
     }
 }

@@ -176,6 +176,9 @@ pub struct StoreBatch {
     /// When set, the batch commits only while this lease holds the channel (see
     /// `store::lease`); otherwise nothing is written and the commit fails as fenced.
     pub fence: Option<Fence>,
+    /// Cache invalidations for the other instances, sent with the commit (PostgreSQL only:
+    /// instances on one SQLite file share no cache traffic), each under `NOTIFY`'s size limit.
+    pub cache_notices: Vec<String>,
 }
 
 /// What a batch commit did.

@@ -6,6 +6,7 @@
 //! one row: the second waits for the first to commit, then skips.
 
 pub mod lease;
+pub mod notify;
 mod queue;
 
 use std::collections::HashSet;
@@ -26,6 +27,9 @@ use super::{
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The schema the tables live in: `NOTIFY` reaches the whole database, so signals carry it
+    /// and listeners ignore those of other schemas.
+    scope: std::sync::Arc<str>,
 }
 
 impl PgStore {
@@ -63,7 +67,13 @@ impl PgStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        Ok(PgStore { pool })
+        let scope: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await?;
+        Ok(PgStore {
+            pool,
+            scope: scope.into(),
+        })
     }
 
     /// The connection pool (for the worker, later).
@@ -109,7 +119,7 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         let (replay_id, preset) = position_columns(position);
         let mut tx = begin_write(&self.pool).await?;
-        lease::revoke(&mut tx, channel).await?;
+        lease::revoke(&mut tx, &self.scope, channel).await?;
         sqlx::query(sql::SET_CHECKPOINT)
             .bind(channel)
             .bind(replay_id)
@@ -220,6 +230,14 @@ impl Store for PgStore {
                 .bind(batch.now_ms)
                 .execute(&mut *tx)
                 .await?;
+        }
+        // Delivered with the commit: idle workers everywhere wake for the new jobs, and every
+        // instance's cache drops what this batch changed.
+        if !created.is_empty() {
+            notify::send(&mut tx, &self.scope, notify::JOBS, "").await?;
+        }
+        for notice in &batch.cache_notices {
+            notify::send(&mut tx, &self.scope, notify::CACHE, notice).await?;
         }
         tx.commit().await?;
         Ok(BatchOutcome {

@@ -23,6 +23,7 @@ use super::metrics::{ChannelLabel, ChannelReason, Metrics};
 use crate::decode::Position;
 use crate::decode::{ReplayId, ReplayRecovery};
 use crate::rules::SkipReason;
+use crate::store::lease::TakeoverReason;
 
 // Targets of the lines, as they were when each module logged its own.
 const SOURCE: &str = "sfcdc::source::subscription";
@@ -30,6 +31,7 @@ const INGEST: &str = "sfcdc::ingest";
 const STEP: &str = "sfcdc::worker::step";
 const DELIVER: &str = "sfcdc::worker::deliver";
 const AUTH: &str = "sfcdc::salesforce::auth";
+const FLEET: &str = "sfcdc::fleet";
 
 /// An operational event: its log line and its metric, written together.
 pub trait InternalEvent {
@@ -653,6 +655,92 @@ impl<'a> StreamGauges<'a> {
             .last_message_timestamp
             .get_or_create(&self.channel)
             .set(now_ms / 1000);
+    }
+}
+
+/// This instance took a channel's lease and subscribes to it.
+#[derive(Debug)]
+pub struct LeaseTaken<'a> {
+    /// The topic.
+    pub channel: &'a Arc<str>,
+    /// This instance.
+    pub instance: &'a str,
+    /// The lease generation (the fencing token its commits carry).
+    pub generation: i64,
+    /// Why the lease was free.
+    pub reason: TakeoverReason,
+}
+
+impl InternalEvent for LeaseTaken<'_> {
+    fn emit(self, metrics: &Metrics) {
+        tracing::info!(target: FLEET, channel = %self.channel, instance = self.instance, generation = self.generation, reason = self.reason.as_str(), "Lease taken; subscribing");
+        let label = ChannelLabel::new(self.channel);
+        metrics
+            .lease_takeovers
+            .get_or_create(&ChannelReason::new(self.channel, self.reason))
+            .inc();
+        metrics.channel_leader.get_or_create(&label).set(1);
+        metrics
+            .lease_generation
+            .get_or_create(&label)
+            .set(self.generation);
+    }
+}
+
+/// This instance lost a channel's lease while holding it: another instance took it, an operator
+/// reset the channel, or it could not be renewed in time. It stops subscribing at once.
+#[derive(Debug)]
+pub struct LeaseLost<'a> {
+    /// The topic.
+    pub channel: &'a Arc<str>,
+    /// The generation it held.
+    pub generation: i64,
+    /// What happened.
+    pub why: &'a str,
+}
+
+impl InternalEvent for LeaseLost<'_> {
+    fn emit(self, metrics: &Metrics) {
+        tracing::warn!(target: FLEET, channel = %self.channel, generation = self.generation, why = self.why, "Lease lost; standing by");
+        let label = ChannelLabel::new(self.channel);
+        metrics.lease_lost.get_or_create(&label).inc();
+        metrics.channel_leader.get_or_create(&label).set(0);
+    }
+}
+
+/// This instance let a channel's lease go (a graceful stop, or more than its fair share).
+#[derive(Debug)]
+pub struct LeaseReleased<'a> {
+    /// The topic.
+    pub channel: &'a Arc<str>,
+    /// The generation it held.
+    pub generation: i64,
+    /// Why.
+    pub why: &'a str,
+}
+
+impl InternalEvent for LeaseReleased<'_> {
+    fn emit(self, metrics: &Metrics) {
+        tracing::info!(target: FLEET, channel = %self.channel, generation = self.generation, why = self.why, "Lease released");
+        metrics
+            .channel_leader
+            .get_or_create(&ChannelLabel::new(self.channel))
+            .set(0);
+    }
+}
+
+/// The cache dropped everything: the invalidation broadcast was interrupted, so invalidations
+/// sent meanwhile by other instances may have been missed.
+#[derive(Debug)]
+pub struct CacheBroadcastReset<'a> {
+    /// What interrupted it.
+    pub why: &'a str,
+}
+
+impl InternalEvent for CacheBroadcastReset<'_> {
+    fn emit(self, metrics: &Metrics) {
+        tracing::warn!(target: FLEET, why = self.why, "Invalidation broadcast interrupted; dropping the whole cache");
+        metrics.cache_broadcast_resets.inc();
     }
 }
 

@@ -7,6 +7,10 @@
 //! are owed, so a channel silent for longer is not streaming, whatever the reason. A channel that
 //! stopped for good (unknown topic, no permission) is never ready again and says why.
 //!
+//! In a fleet each channel also has a role. The instance holding its lease (the leader) is judged
+//! as above. A standby is ready (it is healthy and able to take over), unless nobody in the fleet
+//! has held the channel for longer than the bound: then every instance says so.
+//!
 //! Writes are single atomic stores on the hot path; nothing here blocks a stream.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,6 +27,28 @@ pub struct ChannelHealth {
     committed_at_ms: AtomicI64,
     /// Why the channel stopped for good, if it did.
     stopped: Mutex<Option<String>>,
+    /// This instance's part in the channel, once the fleet has decided it.
+    role: Mutex<Role>,
+}
+
+/// An instance's part in a channel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Role {
+    /// Not decided yet (or no fleet: a lone subscriber).
+    Unknown,
+    /// This instance holds the lease and subscribes.
+    Leader {
+        /// The lease generation it holds.
+        generation: i64,
+    },
+    /// Another instance holds it, or nobody does; this one stands by.
+    Standby {
+        /// The holder, if the lease is held.
+        holder: Option<String>,
+        /// Since when nobody has held it (epoch ms), if nobody does.
+        unheld_since_ms: Option<i64>,
+    },
 }
 
 impl ChannelHealth {
@@ -32,7 +58,18 @@ impl ChannelHealth {
             live_at_ms: AtomicI64::new(0),
             committed_at_ms: AtomicI64::new(0),
             stopped: Mutex::new(None),
+            role: Mutex::new(Role::Unknown),
         }
+    }
+
+    /// Records this instance's part in the channel.
+    pub fn set_role(&self, role: Role) {
+        *self.role.lock().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    /// This instance's part in the channel.
+    pub fn role(&self) -> Role {
+        self.role.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The channel's topic name.
@@ -68,17 +105,32 @@ impl ChannelHealth {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let problem = match (&stopped, live_age_seconds) {
-            (Some(reason), _) => Some(format!("stopped for good: {reason}")),
-            (None, None) => Some("has not had a live stream yet".to_owned()),
-            (None, Some(age)) if age > bound.as_secs_f64() => Some(format!(
+        let role = self.role();
+        let problem = match (&stopped, live_age_seconds, &role) {
+            (Some(reason), _, _) => Some(format!("stopped for good: {reason}")),
+            (
+                None,
+                _,
+                Role::Standby {
+                    unheld_since_ms: Some(since),
+                    ..
+                },
+            ) if (now_ms - since) as f64 / 1000.0 > bound.as_secs_f64() => Some(format!(
+                "has been held by no instance of the fleet for {:.0} s (bound {} s, SFCDC_STREAM_TIMEOUT)",
+                (now_ms - since) as f64 / 1000.0,
+                bound.as_secs()
+            )),
+            (None, _, Role::Standby { .. }) => None,
+            (None, None, _) => Some("has not had a live stream yet".to_owned()),
+            (None, Some(age), _) if age > bound.as_secs_f64() => Some(format!(
                 "has had no live stream for {age:.0} s (bound {} s, SFCDC_STREAM_TIMEOUT)",
                 bound.as_secs()
             )),
-            (None, Some(_)) => None,
+            (None, Some(_), _) => None,
         };
         ChannelStatus {
             channel: self.name.to_string(),
+            role,
             ready: problem.is_none(),
             live_age_seconds,
             problem,
@@ -91,7 +143,11 @@ impl ChannelHealth {
 pub struct ChannelStatus {
     /// The topic name.
     pub channel: String,
-    /// Whether it had a live stream within the bound.
+    /// This instance's part in it.
+    #[serde(flatten)]
+    pub role: Role,
+    /// Whether it had a live stream within the bound (a leader), or is held by some instance
+    /// (a standby).
     pub ready: bool,
     /// Seconds since the last sign of a live stream, if there was one.
     pub live_age_seconds: Option<f64>,

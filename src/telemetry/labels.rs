@@ -1,7 +1,7 @@
 //! The closed sets metric labels come from: each an enum with its label names, so a label
 //! value can only be one the code names (a channel is the one open label, in `metrics`).
-//! Types other modules own ([`SkipReason`], [`ReplayRecovery`]) are encoded through their own
-//! names.
+//! Types other modules own ([`SkipReason`], [`ReplayRecovery`], [`TakeoverReason`]) are encoded
+//! through their own names.
 
 use std::fmt::{self, Write};
 
@@ -9,6 +9,7 @@ use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
 use crate::decode::{DecodeError, ReplayRecovery};
 use crate::rules::SkipReason;
+use crate::store::lease::TakeoverReason;
 
 /// Encodes a closed enum as a label value through one of its `&'static str` names.
 macro_rules! label_value {
@@ -48,6 +49,7 @@ macro_rules! labels {
 
 label_value!(SkipReason, label);
 label_value!(ReplayRecovery, name);
+label_value!(TakeoverReason, as_str);
 
 labels! {
     /// Why an event was quarantined: the `reason` of `sfcdc_events_quarantined_total` and the

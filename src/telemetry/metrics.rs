@@ -21,6 +21,7 @@ use super::labels::{
 };
 use crate::decode::ReplayRecovery;
 use crate::rules::SkipReason;
+use crate::store::lease::TakeoverReason;
 use crate::store::queue::DeliveryState;
 use crate::store::{JobState, StateCounts};
 
@@ -154,6 +155,16 @@ pub struct Metrics {
     resident_memory_bytes: Gauge,
     /// Peak resident memory of the process, in bytes.
     peak_resident_memory_bytes: Gauge,
+    /// 1 while this instance holds a channel's lease.
+    pub(super) channel_leader: Family<ChannelLabel, Gauge>,
+    /// The generation of the lease this instance holds (or last held) for a channel.
+    pub(super) lease_generation: Family<ChannelLabel, Gauge>,
+    /// Leases this instance took, per channel and why the lease was free.
+    pub(super) lease_takeovers: Family<ChannelReason<TakeoverReason>, Counter>,
+    /// Leases this instance lost while it held them (taken over, reset, or unrenewable).
+    pub(super) lease_lost: Family<ChannelLabel, Counter>,
+    /// Times this instance dropped its whole cache because it may have missed invalidations.
+    pub(super) cache_broadcast_resets: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -217,6 +228,11 @@ impl Metrics {
             store_up: Gauge::default(),
             resident_memory_bytes: Gauge::default(),
             peak_resident_memory_bytes: Gauge::default(),
+            channel_leader: Family::default(),
+            lease_generation: Family::default(),
+            lease_takeovers: Family::default(),
+            lease_lost: Family::default(),
+            cache_broadcast_resets: Counter::default(),
         };
         registry.register(
             "events_received",
@@ -374,6 +390,31 @@ impl Metrics {
             "Peak resident memory of the process",
             m.peak_resident_memory_bytes.clone(),
         );
+        registry.register(
+            "channel_leader",
+            "1 while this instance holds the channel's lease and subscribes",
+            m.channel_leader.clone(),
+        );
+        registry.register(
+            "lease_generation",
+            "Generation of the channel lease this instance holds or last held",
+            m.lease_generation.clone(),
+        );
+        registry.register(
+            "lease_takeovers",
+            "Channel leases this instance took, by why the lease was free",
+            m.lease_takeovers.clone(),
+        );
+        registry.register(
+            "lease_lost",
+            "Channel leases this instance lost while holding them",
+            m.lease_lost.clone(),
+        );
+        registry.register(
+            "cache_broadcast_resets",
+            "Whole-cache drops after the invalidation broadcast was interrupted",
+            m.cache_broadcast_resets.clone(),
+        );
         *m.registry.lock().expect("registry lock") = registry;
         m
     }
@@ -397,6 +438,8 @@ impl Metrics {
         let _ = self.batch_commit_seconds.get_or_create(&label);
         let _ = self.jobs_created.get_or_create(&label);
         let _ = self.channel_ready.get_or_create(&label);
+        let _ = self.channel_leader.get_or_create(&label);
+        let _ = self.lease_lost.get_or_create(&label);
     }
 
     /// At scrape time: whether the store answered, and its rows by state (every state is set;

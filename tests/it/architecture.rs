@@ -16,6 +16,7 @@ const PRODUCT: &[&str] = &[
     "config",
     "decode",
     "deps",
+    "fleet",
     "ingest",
     "proto",
     "rules",

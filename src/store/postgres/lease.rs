@@ -7,7 +7,7 @@
 
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{PgStore, begin_write};
+use super::{PgStore, begin_write, notify};
 use crate::store::StoreError;
 use crate::store::lease::{Fence, LeaseRow, Leases, Takeover, takeover_reason};
 
@@ -17,9 +17,6 @@ macro_rules! now {
         "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
     };
 }
-
-/// The `NOTIFY` channel on which released leases are announced (the payload is the channel).
-pub const LEASES_CHANNEL: &str = "sfcdc_leases";
 
 /// The lease check a fenced batch makes first, holding the lease row until the commit.
 pub(crate) async fn check_fence(
@@ -49,6 +46,7 @@ pub(crate) async fn check_fence(
 /// rises and the lease is released), and the standbys hear of it.
 pub(crate) async fn revoke(
     tx: &mut Transaction<'static, Postgres>,
+    scope: &str,
     channel: &str,
 ) -> Result<(), StoreError> {
     sqlx::query(concat!(
@@ -59,16 +57,7 @@ pub(crate) async fn revoke(
     .bind(channel)
     .execute(&mut **tx)
     .await?;
-    notify(tx, channel).await
-}
-
-async fn notify(tx: &mut Transaction<'static, Postgres>, channel: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(LEASES_CHANNEL)
-        .bind(channel)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    notify::send(tx, scope, notify::LEASES, channel).await
 }
 
 impl Leases for PgStore {
@@ -157,7 +146,7 @@ impl Leases for PgStore {
         .await?;
         let released = done.rows_affected() == 1;
         if released {
-            notify(&mut tx, channel).await?;
+            notify::send(&mut tx, self.scope(), notify::LEASES, channel).await?;
         }
         tx.commit().await?;
         Ok(released)

@@ -111,7 +111,11 @@ impl Queue for PgStore {
             .fetch_optional(&self.pool)
             .await;
         match retried {
-            Ok(Some(row)) => Ok(job_from_row(&row)?),
+            Ok(Some(row)) => {
+                // Idle workers on every instance wake for it.
+                super::notify::send_now(self, super::notify::JOBS, "").await?;
+                Ok(job_from_row(&row)?)
+            }
             Ok(None) => Err(retry_refused(&job, None)),
             Err(e) => Err(retry_refused(&job, Some(e))),
         }
@@ -130,6 +134,7 @@ impl Queue for PgStore {
             .await
             .map_err(StoreError::from)?;
         changed_one("job", r.rows_affected())?;
+        super::notify::send_now(self, super::notify::JOBS, "").await?;
         self.job(id).await?.ok_or(ActionError::NotFound("job"))
     }
 
