@@ -420,6 +420,8 @@ impl Session {
         if first.num_requested <= 0 {
             return self.fail(requested_invalid()).await;
         }
+        // Counted from here until the stream ends, however it ends.
+        let _open = shared.stats.subscribed(&topic);
         let (position, mut notify) = {
             let world = shared.world.lock().expect("world lock");
             let bus = &world.bus;

@@ -211,6 +211,37 @@ pub enum EmulatorError {
 pub struct Stats {
     calls: Mutex<BTreeMap<String, u64>>,
     delivered: AtomicU64,
+    /// Per topic: Subscribe streams open now, and Subscribe streams started so far.
+    subscriptions: Arc<Mutex<BTreeMap<String, (u64, u64)>>>,
+}
+
+/// Counts one open Subscribe stream of a topic while it lives.
+pub struct OpenSubscription {
+    subscriptions: Arc<Mutex<BTreeMap<String, (u64, u64)>>>,
+    topic: String,
+}
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        let mut s = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((open, _)) = s.get_mut(&self.topic) {
+            *open = open.saturating_sub(1);
+        }
+    }
+}
+
+impl Stats {
+    /// A Subscribe stream of `topic` started; it counts as open until the guard drops.
+    pub fn subscribed(&self, topic: &str) -> OpenSubscription {
+        let mut s = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        let (open, total) = s.entry(topic.to_owned()).or_default();
+        *open += 1;
+        *total += 1;
+        OpenSubscription {
+            subscriptions: self.subscriptions.clone(),
+            topic: topic.to_owned(),
+        }
+    }
 }
 
 /// A copy of the counters.
@@ -227,6 +258,12 @@ pub struct StatsSnapshot {
     /// that has seen everything stands.
     #[serde(default)]
     pub last_replay_ids: BTreeMap<String, String>,
+    /// Subscribe streams open now, per topic (a topic with none since start is absent).
+    #[serde(default)]
+    pub open_subscriptions: BTreeMap<String, u64>,
+    /// Subscribe streams started so far, per topic.
+    #[serde(default)]
+    pub subscribes: BTreeMap<String, u64>,
 }
 
 impl StatsSnapshot {
@@ -768,11 +805,25 @@ fn stats_snapshot(shared: &Shared) -> StatsSnapshot {
         .keys()
         .filter_map(|t| Some((t.clone(), hex::encode(&world.bus.last(t)?.replay_bytes))))
         .collect();
+    let subscriptions = shared
+        .stats
+        .subscriptions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     StatsSnapshot {
         calls: shared.stats.calls.lock().expect("stats lock").clone(),
         events_delivered: shared.stats.delivered.load(Ordering::Relaxed),
         events_retained,
         last_replay_ids,
+        open_subscriptions: subscriptions
+            .iter()
+            .map(|(t, (o, _))| (t.clone(), *o))
+            .collect(),
+        subscribes: subscriptions
+            .iter()
+            .map(|(t, (_, n))| (t.clone(), *n))
+            .collect(),
     }
 }
 

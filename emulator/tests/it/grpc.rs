@@ -652,3 +652,46 @@ async fn plaintext_mode_serves_without_tls() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn stats_count_open_subscriptions_and_subscribes_per_topic() {
+    let org = Org::start().await;
+    org.emu.bulk(3);
+    let mut client = org.client().await;
+    let mut a = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Earliest, vec![], 3),
+    )
+    .await
+    .unwrap();
+    a.events(3).await;
+    let b = Sub::open(&mut client, fetch(ORDERS, ReplayPreset::Latest, vec![], 1))
+        .await
+        .unwrap();
+    let stats = eventually("both streams counted", || async {
+        let s = org.emu.stats();
+        (s.open_subscriptions.get(ORDERS) == Some(&2)).then_some(s)
+    })
+    .await;
+    assert_eq!(stats.subscribes.get(ORDERS), Some(&2));
+    assert!(
+        !stats
+            .open_subscriptions
+            .contains_key("/data/OrderItemChangeEvent")
+    );
+    drop(a);
+    drop(b);
+    let stats = eventually("the streams closed", || async {
+        let s = org.emu.stats();
+        (s.open_subscriptions.get(ORDERS) == Some(&0)).then_some(s)
+    })
+    .await;
+    assert_eq!(stats.subscribes.get(ORDERS), Some(&2), "started so far");
+    // The control API shows the same.
+    let (status, body) = org
+        .rest(reqwest::Method::GET, "/emulator/stats", None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["subscribes"][ORDERS], 2);
+    assert_eq!(body["open_subscriptions"][ORDERS], 0);
+}
