@@ -207,9 +207,6 @@ impl<L: OrderLookup> Fleet<L> {
         );
         let (results, ()) = tokio::join!(leaders, heartbeat);
         refresher.abort();
-        if let Err(e) = self.store.leave(&self.config.instance_id).await {
-            tracing::debug!(error = %e, "Could not remove this instance's heartbeat");
-        }
         let failed: Vec<(String, String)> = source
             .channels()
             .iter()
@@ -223,27 +220,42 @@ impl<L: OrderLookup> Fleet<L> {
         }
     }
 
-    /// Records this instance's heartbeat every renewal interval and learns the fleet's size.
-    async fn heartbeat(&self, stop: CancellationToken) {
-        loop {
-            match self
-                .store
-                .heartbeat(&self.config.instance_id, self.config.ttl_ms())
-                .await
-            {
-                Ok(live) => self.share.live_instances.store(live, Ordering::Relaxed),
-                Err(e) => tracing::warn!(error = %e, "Could not record this instance's heartbeat"),
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(self.config.renew_every()) => {}
-            }
+    /// Records this instance's heartbeat and learns the fleet's size.
+    async fn count_instances(&self) {
+        match self
+            .store
+            .heartbeat(&self.config.instance_id, self.config.ttl_ms())
+            .await
+        {
+            Ok(live) => self.share.live_instances.store(live, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "Could not record this instance's heartbeat"),
         }
     }
 
-    /// Whether this instance should try to take `channel` now: it is under its fair share, or
-    /// nobody has held the channel for two renewal intervals.
+    /// Records this instance's heartbeat every renewal interval. On `stop` it leaves the fleet
+    /// at once, before its leases are released, so the instances that take them over count
+    /// the fleet without it.
+    async fn heartbeat(&self, stop: CancellationToken) {
+        loop {
+            self.count_instances().await;
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(self.config.renew_every()) => {}
+            }
+        }
+        if let Err(e) = self.store.leave(&self.config.instance_id).await {
+            tracing::debug!(error = %e, "Could not remove this instance's heartbeat");
+        }
+    }
+
+    /// Whether this instance should try to take `channel` now: it is under its fair share (by
+    /// a fresh count of the fleet), or nobody has held the channel for two renewal intervals.
     async fn may_take(&self, channel: &str) -> bool {
+        if self.share.held() < self.share.fair() {
+            return true;
+        }
+        // At its share by the last count: an instance may have left since.
+        self.count_instances().await;
         if self.share.held() < self.share.fair() {
             return true;
         }

@@ -7,6 +7,7 @@ mod common;
 // `sfcdc emulator` is one of the binary's tools.
 #[cfg(feature = "tools")]
 mod emulator_cli;
+mod fleet;
 mod interop;
 mod lease;
 mod operability;

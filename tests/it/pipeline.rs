@@ -403,7 +403,8 @@ async fn two_processes_on_one_postgres_make_one_job_per_approval() {
     let env = binary_env(&org, dir.path(), &db);
     let mut a = spawn_run(&env, &dir.path().join("a.log"));
     let mut b = spawn_run(&env, &dir.path().join("b.log"));
-    // Both see every event; half-way, the platform event for some approvals goes to both too.
+    // One holds the channel's lease and the other stands by; half-way, the platform event for
+    // some approvals comes too.
     let second = org.emu.bulk(1500);
     for id in first.approved_ids.iter().take(20) {
         publish_fulfilment(&org, id).await;

@@ -1,6 +1,8 @@
 //! `sfcdc checkpoints …`: list every channel's stored position, or set where a channel resumes.
-//! A reset writes the store directly, so it must happen while the service is stopped: a running
-//! service overwrites the position with its next commit.
+//! A reset goes through the channel's lease: in the same transaction it fences the holder out
+//! (the lease's generation rises and it is released), so a running instance cannot overwrite the
+//! new position with its next commit. It stops subscribing, and whichever instance takes the
+//! channel next resumes from the reset.
 
 use clap::Subcommand;
 
@@ -15,7 +17,7 @@ pub enum CheckpointsCommand {
         #[arg(long, default_value = "table")]
         format: OutputFormat,
     },
-    /// Set where a channel resumes (stop the service first: a running one overwrites it).
+    /// Set where a channel resumes; safe while the service runs (its holder is fenced out).
     Reset {
         /// The channel.
         channel: String,

@@ -7,12 +7,14 @@
 //! service's next claim or start. Errors are `anyhow` here, at the edge: the binary turns them
 //! into a message and an exit code.
 
+mod channels;
 mod checkpoints;
 mod jobs;
 mod quarantine;
 
 use clap::Args;
 
+pub use channels::{ChannelView, run_channels};
 pub use checkpoints::{CheckpointsCommand, run_checkpoints};
 pub use jobs::{DeliveriesCommand, JobsCommand, run_deliveries, run_jobs};
 pub use quarantine::{QuarantineCommand, run_quarantine};

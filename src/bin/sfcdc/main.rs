@@ -45,6 +45,12 @@ pub enum Command {
     /// order cache.
     #[cfg(feature = "tools")]
     Bench(bench::BenchArgs),
+    /// Show who holds each channel in the fleet, its lease, its checkpoint and its age.
+    Channels {
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: admin::OutputFormat,
+    },
     /// Inspect or reset the stored channel positions.
     #[command(subcommand)]
     Checkpoints(admin::CheckpointsCommand),
@@ -132,6 +138,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run_bench(args).await,
             #[cfg(feature = "tools")]
             Command::Demo(args) => demo::run(args).await,
+            Command::Channels { format } => admin::run_channels(format).await,
             Command::Checkpoints(cmd) => admin::run_checkpoints(cmd).await,
             Command::Jobs(cmd) => admin::run_jobs(cmd).await,
             Command::Deliveries(cmd) => admin::run_deliveries(cmd).await,
