@@ -174,6 +174,9 @@ pub enum TriggerKind {
     Gap,
     /// Reconciliation after a `GAP_OVERFLOW`.
     Overflow,
+    /// A reconcile scan (`sfcdc reconcile`, a lost replay position, a backfill, a periodic
+    /// check): an order found approved with no job.
+    Reconcile,
 }
 
 impl TriggerKind {
@@ -185,6 +188,7 @@ impl TriggerKind {
             TriggerKind::PlatformEvent => "platform_event",
             TriggerKind::Gap => "gap",
             TriggerKind::Overflow => "overflow",
+            TriggerKind::Reconcile => "reconcile",
         }
     }
 
@@ -196,6 +200,7 @@ impl TriggerKind {
             "platform_event" => TriggerKind::PlatformEvent,
             "gap" => TriggerKind::Gap,
             "overflow" => TriggerKind::Overflow,
+            "reconcile" => TriggerKind::Reconcile,
             _ => TriggerKind::StatusChange,
         }
     }
@@ -210,7 +215,8 @@ impl TriggerKind {
             TriggerKind::Create
             | TriggerKind::StatusChange
             | TriggerKind::Gap
-            | TriggerKind::Overflow => true,
+            | TriggerKind::Overflow
+            | TriggerKind::Reconcile => true,
         }
     }
 }
@@ -739,6 +745,37 @@ pub fn guard_changes(cfg: &RulesConfig, event: &DecodedEvent) -> Vec<SfId> {
         .iter()
         .filter_map(|i| SfId::parse(i).ok())
         .collect()
+}
+
+/// An order a reconcile scan found: its facts and the stamp of the state that qualified it (its
+/// `LastModifiedDate`), which keys the job, so scanning the same state again finds the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    /// The order.
+    pub id: SfId,
+    /// What Salesforce says of it.
+    pub facts: OrderFacts,
+    /// When it last changed, as Salesforce wrote it.
+    pub stamp: String,
+}
+
+/// Evaluates orders found by a reconcile scan, as if each status had just changed: a job for
+/// each that qualifies ([`qualifies`] for [`TriggerKind::Reconcile`]), keyed by the order, its
+/// status and the stamp of that state, never by the clock.
+pub fn reconcile_scan(cfg: &RulesConfig, orders: &[Scanned]) -> Decision {
+    let mut d = Decision::default();
+    for o in orders {
+        let status = o.facts.status.as_deref().unwrap_or_default();
+        from_facts(
+            cfg,
+            &mut d,
+            format!("reconcile:{}:{status}:{}", o.id, o.stamp),
+            &o.id,
+            Some(&o.facts),
+            TriggerKind::Reconcile,
+        );
+    }
+    d
 }
 
 /// Evaluates the orders re-read after a `GAP_OVERFLOW` event, as if each status had just

@@ -578,6 +578,7 @@ fn a_platform_event_job_survives_the_recheck_whatever_the_status() {
         TriggerKind::PlatformEvent,
         TriggerKind::Gap,
         TriggerKind::Overflow,
+        TriggerKind::Reconcile,
     ] {
         assert_eq!(TriggerKind::from_name(kind.name()), kind);
     }
@@ -594,12 +595,13 @@ mod agreement {
 
     use super::*;
 
-    const KINDS: [TriggerKind; 5] = [
+    const KINDS: [TriggerKind; 6] = [
         TriggerKind::Create,
         TriggerKind::StatusChange,
         TriggerKind::PlatformEvent,
         TriggerKind::Gap,
         TriggerKind::Overflow,
+        TriggerKind::Reconcile,
     ];
 
     fn order_state() -> impl Strategy<Value = OrderFacts> {
@@ -683,6 +685,14 @@ mod agreement {
                 };
                 reconcile(&cfg, c, &[(f.order.clone(), state.clone())])
             }
+            TriggerKind::Reconcile => reconcile_scan(
+                &cfg,
+                &[Scanned {
+                    id: f.order.clone(),
+                    facts: state.clone(),
+                    stamp: "2024-01-01T00:00:00.000+0000".into(),
+                }],
+            ),
         };
         assert!(d.jobs.iter().all(|j| j.kind == kind), "{d:?}");
         !d.jobs.is_empty()
@@ -699,4 +709,46 @@ mod agreement {
             prop_assert_eq!(created, rechecked.is_ok(), "{:?} {:?}: recheck says {:?}", kind, state, rechecked);
         }
     }
+}
+
+#[test]
+fn a_reconcile_scan_keys_jobs_by_the_order_and_the_state_that_qualified_it() {
+    let cfg = RulesConfig::defaults();
+    let id = SfId::parse("801Hs0000000Q0vIAE").unwrap();
+    let scanned = |status: &str, external: Option<&str>, stamp: &str| Scanned {
+        id: id.clone(),
+        facts: OrderFacts {
+            status: Some(status.into()),
+            external_id: external.map(Into::into),
+            ..OrderFacts::default()
+        },
+        stamp: stamp.into(),
+    };
+    let d = reconcile_scan(
+        &cfg,
+        &[scanned("Approved", None, "2024-01-01T00:00:00.000+0000")],
+    );
+    assert_eq!(d.jobs.len(), 1);
+    assert_eq!(d.jobs[0].kind, TriggerKind::Reconcile);
+    assert_eq!(
+        d.jobs[0].key,
+        format!("reconcile:{id}:Approved:2024-01-01T00:00:00.000+0000")
+    );
+    // The same state scanned again: the same key (the store then finds it recorded).
+    let again = reconcile_scan(
+        &cfg,
+        &[scanned("Approved", None, "2024-01-01T00:00:00.000+0000")],
+    );
+    assert_eq!(again.jobs[0].key, d.jobs[0].key);
+    // A later state of the order is a new trigger.
+    let later = reconcile_scan(
+        &cfg,
+        &[scanned("Approved", None, "2024-02-01T00:00:00.000+0000")],
+    );
+    assert_ne!(later.jobs[0].key, d.jobs[0].key);
+    // The guards apply, and a non-trigger status is no trigger at all.
+    let done = reconcile_scan(&cfg, &[scanned("Approved", Some("WH-1"), "x")]);
+    assert_eq!(done.skips, [SkipReason::ExternalIdPresent]);
+    let draft = reconcile_scan(&cfg, &[scanned("Draft", None, "x")]);
+    assert!(draft.jobs.is_empty() && draft.triggers.is_empty());
 }

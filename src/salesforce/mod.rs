@@ -3,6 +3,7 @@
 //! channel lives with the subscriber (`source/`) but logs in through [`auth`] too.
 
 pub mod auth;
+pub mod bulk;
 pub mod http;
 pub mod rest;
 

@@ -123,6 +123,38 @@ impl SalesforceRest {
         }
     }
 
+    /// Runs a SOQL query page by page: memory holds one page (at most 2,000 records), however
+    /// many match.
+    pub fn query_pages(&self, soql: &str) -> QueryPages<'_> {
+        QueryPages {
+            rest: self,
+            state: PageState::First(soql.to_owned()),
+        }
+    }
+
+    /// `SELECT count() FROM …`: how many records match, without reading them.
+    pub async fn count(&self, soql: &str) -> Result<u64, RestError> {
+        let resp = self
+            .send(|http, base| http.get(format!("{base}/query")).query(&[("q", soql)]))
+            .await?;
+        let page = self.page(resp).await?;
+        Ok(page.get("totalSize").and_then(Json::as_u64).unwrap_or(0))
+    }
+
+    /// Sends a request built on the REST base URL and returns the raw answer (the Bulk API
+    /// client reads headers and CSV bodies); a rejected session is logged in again once.
+    pub(crate) async fn request(
+        &self,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, RestError> {
+        let resp = self.send(build).await?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(Self::error(resp).await)
+        }
+    }
+
     /// Runs a SOQL query and returns every record, following `nextRecordsUrl`.
     pub async fn query(&self, soql: &str) -> Result<Vec<Json>, RestError> {
         let resp = self
@@ -196,6 +228,46 @@ impl SalesforceRest {
         } else {
             Err(Self::error(resp).await)
         }
+    }
+}
+
+/// A SOQL query read page by page ([`SalesforceRest::query_pages`]).
+pub struct QueryPages<'a> {
+    rest: &'a SalesforceRest,
+    state: PageState,
+}
+
+enum PageState {
+    First(String),
+    Next(String),
+    Done,
+}
+
+impl QueryPages<'_> {
+    /// The next page of records; `None` after the last.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Json>>, RestError> {
+        let resp = match std::mem::replace(&mut self.state, PageState::Done) {
+            PageState::First(soql) => {
+                self.rest
+                    .send(|http, base| http.get(format!("{base}/query")).query(&[("q", &soql)]))
+                    .await?
+            }
+            PageState::Next(next) => {
+                self.rest
+                    .send(|http, base| {
+                        let root = base.split("/services/").next().unwrap_or(base);
+                        http.get(format!("{root}{next}"))
+                    })
+                    .await?
+            }
+            PageState::Done => return Ok(None),
+        };
+        let mut page = self.rest.page(resp).await?;
+        let (records, next) = take_page(&mut page);
+        if let Some(next) = next {
+            self.state = PageState::Next(next);
+        }
+        Ok(Some(records))
     }
 }
 
