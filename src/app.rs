@@ -25,6 +25,7 @@ use crate::fleet::notify::Hearers;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::ingest::IngestSink;
 use crate::ingest::redrive::{RedriveError, Redriver};
+use crate::reconcile::{ReconcileConfig, Reconciler};
 use crate::rules::RulesConfig;
 use crate::salesforce::auth::AuthConfig;
 use crate::salesforce::{RestLookup, SalesforceRest};
@@ -65,6 +66,8 @@ pub struct Settings {
     pub clock: Clock,
     /// This instance in a fleet: its id and the lease lifetime.
     pub fleet: FleetConfig,
+    /// Reconcile scans: the Bulk API threshold, the backfill, the periodic check.
+    pub reconcile: ReconcileConfig,
 }
 
 impl Settings {
@@ -86,6 +89,7 @@ impl Settings {
             )?,
             clock: Clock::system(),
             fleet: FleetConfig::from_env(env)?,
+            reconcile: ReconcileConfig::from_env(env)?,
         })
     }
 }
@@ -140,6 +144,19 @@ pub async fn deps(settings: &Settings) -> Result<Deps, AppError> {
         settings.rules.clone(),
         settings.clock.clone(),
     )?)
+}
+
+/// A reconciler over `deps`, as `sfcdc reconcile` and the service's recoveries run it.
+pub fn reconciler(settings: &Settings, deps: &Deps) -> Reconciler {
+    Reconciler::new(
+        deps.rest.clone(),
+        deps.store.clone(),
+        deps.rules.clone(),
+        deps.metrics.clone(),
+        settings.reconcile.clone(),
+        settings.max_attempts,
+        deps.clock.clone(),
+    )
 }
 
 /// The ingest side: the order cache the guards read through, its invalidator, the sink and the

@@ -19,6 +19,7 @@ pub mod deps;
 pub mod fleet;
 pub mod ingest;
 pub mod proto;
+pub mod reconcile;
 pub mod rules;
 pub mod salesforce;
 pub mod sfid;

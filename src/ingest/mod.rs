@@ -176,27 +176,13 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
     }
 
     fn new_job(&self, channel: &str, event: &DecodedEvent, j: &JobRequest) -> NewJob {
-        let payload = json!({
-            "order_id": j.order_id.as_str(),
-            "account_id": j.account_id,
-            "status": j.status,
-            "trigger": j.kind.name(),
-            "channel": channel,
-            "replay_id": event.replay_id.to_hex(),
-            "event_id": event.event_id,
-        });
-        NewJob {
-            key: j.key.clone(),
-            order_id: j.order_id.to_string(),
-            account_id: j.account_id.clone(),
-            trigger_status: j.status.clone(),
-            trigger_kind: j.kind.name().to_owned(),
-            channel: channel.to_owned(),
-            replay_id: event.replay_id.as_bytes().to_vec(),
-            event_id: event.event_id.clone(),
-            payload: payload.to_string(),
-            max_attempts: self.max_attempts,
-        }
+        job_row(
+            j,
+            channel,
+            &event.replay_id,
+            &event.event_id,
+            self.max_attempts,
+        )
     }
 
     fn absorb(&self, out: &mut Prepared, channel: &str, event: &DecodedEvent, d: Decision) {
@@ -460,6 +446,38 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
                 crate::cache::broadcast::notices(from, &merged.invalidations, &merged.forgets);
         }
         self.commit_prepared(&channel, merged).await.map(|_| ())
+    }
+}
+
+/// The stored job for a requested one: `channel`, `replay_id` and `event_id` name where it came
+/// from (a reconcile scan has no event: its channel is `reconcile`, the others empty).
+pub fn job_row(
+    j: &JobRequest,
+    channel: &str,
+    replay_id: &ReplayId,
+    event_id: &str,
+    max_attempts: i32,
+) -> NewJob {
+    let payload = json!({
+        "order_id": j.order_id.as_str(),
+        "account_id": j.account_id,
+        "status": j.status,
+        "trigger": j.kind.name(),
+        "channel": channel,
+        "replay_id": replay_id.to_hex(),
+        "event_id": event_id,
+    });
+    NewJob {
+        key: j.key.clone(),
+        order_id: j.order_id.to_string(),
+        account_id: j.account_id.clone(),
+        trigger_status: j.status.clone(),
+        trigger_kind: j.kind.name().to_owned(),
+        channel: channel.to_owned(),
+        replay_id: replay_id.as_bytes().to_vec(),
+        event_id: event_id.to_owned(),
+        payload: payload.to_string(),
+        max_attempts,
     }
 }
 

@@ -4,6 +4,8 @@
 //! the worker and the admin commands hold one store type whatever the URL says. It adds no
 //! behaviour of its own: each backend's conformance suite covers what runs.
 
+use std::collections::HashSet;
+
 use super::lease::{Fence, LeaseRow, Leases, Takeover};
 use super::postgres::PgStore;
 use super::queue::{
@@ -133,6 +135,23 @@ impl Store for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.state_counts().await,
             AnyStore::Postgres(p) => p.state_counts().await,
+        }
+    }
+
+    async fn known_triggers(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.known_triggers(keys).await,
+            AnyStore::Postgres(p) => p.known_triggers(keys).await,
+        }
+    }
+
+    async fn open_approvals(
+        &self,
+        orders: &[String],
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.open_approvals(orders).await,
+            AnyStore::Postgres(p) => p.open_approvals(orders).await,
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod queue;
 mod sql;
 pub mod sqlite;
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use crate::decode::Position;
@@ -139,6 +140,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Jobs and deliveries by state (two grouped counts over indexed columns).
     fn state_counts(&self) -> impl Future<Output = Result<StateCounts, StoreError>> + Send;
+
+    /// Which of `keys` are recorded triggers.
+    fn known_triggers(
+        &self,
+        keys: &[String],
+    ) -> impl Future<Output = Result<HashSet<String>, StoreError>> + Send;
+
+    /// The `(order, trigger status)` of every open job of `orders`.
+    fn open_approvals(
+        &self,
+        orders: &[String],
+    ) -> impl Future<Output = Result<HashSet<(String, String)>, StoreError>> + Send;
 }
 
 /// A database URL with any password replaced, for messages.

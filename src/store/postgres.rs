@@ -313,6 +313,30 @@ impl Store for PgStore {
             .await?;
         Ok(StateCounts { jobs, deliveries })
     }
+
+    async fn known_triggers(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT trigger_key FROM sfcdc_triggers WHERE trigger_key = ANY($1)",
+        )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn open_approvals(
+        &self,
+        orders: &[String],
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT order_id, trigger_status FROM sfcdc_jobs
+             WHERE state IN ('available', 'running', 'polling', 'retryable') AND order_id = ANY($1)",
+        )
+        .bind(orders)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
 }
 
 /// Opens a write transaction.

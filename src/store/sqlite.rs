@@ -329,6 +329,33 @@ impl Store for SqliteStore {
             .await?;
         Ok(StateCounts { jobs, deliveries })
     }
+
+    async fn known_triggers(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        let list = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT trigger_key FROM sfcdc_triggers WHERE trigger_key IN (SELECT value FROM json_each($1))",
+        )
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn open_approvals(
+        &self,
+        orders: &[String],
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        let list = serde_json::to_string(orders).unwrap_or_else(|_| "[]".into());
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT order_id, trigger_status FROM sfcdc_jobs
+             WHERE state IN ('available', 'running', 'polling', 'retryable')
+               AND order_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(list)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
 }
 
 /// Opens a write transaction, taking the write lock up front.

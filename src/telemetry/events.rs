@@ -17,9 +17,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 pub use super::labels::{
-    CacheKind, DeliveryOutcome, NotifierKind, QuarantineKind, ReconnectReason, StepOutcome,
+    CacheKind, DeliveryOutcome, NotifierKind, QuarantineKind, ReconcileReason, ReconnectReason,
+    StepOutcome,
 };
-use super::metrics::{ChannelLabel, ChannelReason, Metrics};
+use super::metrics::{ChannelLabel, ChannelReason, Metrics, ReconcileLabel};
 use crate::decode::Position;
 use crate::decode::{ReplayId, ReplayRecovery};
 use crate::rules::SkipReason;
@@ -32,6 +33,7 @@ const STEP: &str = "sfcdc::worker::step";
 const DELIVER: &str = "sfcdc::worker::deliver";
 const AUTH: &str = "sfcdc::salesforce::auth";
 const FLEET: &str = "sfcdc::fleet";
+const RECONCILE: &str = "sfcdc::reconcile";
 
 /// An operational event: its log line and its metric, written together.
 pub trait InternalEvent {
@@ -741,6 +743,57 @@ impl InternalEvent for CacheBroadcastReset<'_> {
     fn emit(self, metrics: &Metrics) {
         tracing::warn!(target: FLEET, why = self.why, "Invalidation broadcast interrupted; dropping the whole cache");
         metrics.cache_broadcast_resets.inc();
+    }
+}
+
+/// A reconcile scan finished: what it read and what it did. Jobs it created are approvals the
+/// stream did not deliver (or not yet): each one is counted by why the scan ran.
+#[derive(Debug)]
+pub struct ReconcileFinished<'a> {
+    /// Why it ran.
+    pub reason: ReconcileReason,
+    /// `soql` or `bulk`.
+    pub via: &'a str,
+    /// Orders read.
+    pub scanned: u64,
+    /// Orders with a trigger status.
+    pub candidates: u64,
+    /// Jobs created.
+    pub created: u64,
+    /// Candidates that already had their job (open, or created by an earlier trigger).
+    pub existing: u64,
+    /// Candidates the guards refused (activation status blocking, external id present).
+    pub skipped_by_guard: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Whether nothing was written (`--dry-run`).
+    pub dry_run: bool,
+}
+
+impl InternalEvent for ReconcileFinished<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let label = ReconcileLabel {
+            reason: self.reason,
+        };
+        metrics
+            .reconcile_orders_scanned
+            .get_or_create(&label)
+            .inc_by(self.scanned);
+        if !self.dry_run {
+            metrics
+                .reconcile_jobs_created
+                .get_or_create(&label)
+                .inc_by(self.created);
+        }
+        let (reason, via) = (self.reason.as_str(), self.via);
+        let (scanned, candidates, created) = (self.scanned, self.candidates, self.created);
+        let (existing, skipped, dry_run) = (self.existing, self.skipped_by_guard, self.dry_run);
+        let elapsed = self.elapsed;
+        if created > 0 && !dry_run && !matches!(self.reason, ReconcileReason::Manual) {
+            tracing::warn!(target: RECONCILE, reason, via, scanned, candidates, created, existing, skipped_by_guard = skipped, ?elapsed, "Reconcile created jobs for approvals the stream had not delivered");
+        } else {
+            tracing::info!(target: RECONCILE, reason, via, scanned, candidates, created, existing, skipped_by_guard = skipped, dry_run, ?elapsed, "Reconcile finished");
+        }
     }
 }
 

@@ -171,6 +171,24 @@ labels! {
     }
 }
 
+labels! {
+    /// Why a reconcile scan ran: the `reason` of `sfcdc_reconcile_jobs_created_total`.
+    ReconcileReason {
+        /// An operator ran `sfcdc reconcile`.
+        Manual => "manual",
+        /// The stored replay position was rejected: the lost window is scanned.
+        ReplayLost => "replay_lost",
+        /// A `GAP_OVERFLOW`: Salesforce dropped changes.
+        GapOverflow => "gap_overflow",
+        /// A change event named its records by a wildcard.
+        Wildcard => "wildcard",
+        /// The first start's backfill (`SFCDC_BACKFILL`).
+        Backfill => "backfill",
+        /// The periodic check (`SFCDC_RECONCILE_EVERY`).
+        Periodic => "periodic",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

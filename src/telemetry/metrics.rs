@@ -17,7 +17,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::labels::{
-    CacheKind, DeliveryOutcome, NotifierKind, QuarantineKind, ReconnectReason, StepOutcome,
+    CacheKind, DeliveryOutcome, NotifierKind, QuarantineKind, ReconcileReason, ReconnectReason,
+    StepOutcome,
 };
 use crate::decode::ReplayRecovery;
 use crate::rules::SkipReason;
@@ -79,6 +80,12 @@ pub(super) struct NotifierOutcome {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
+}
+
+/// Labels for reconcile counts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ReconcileLabel {
+    pub(super) reason: ReconcileReason,
 }
 
 /// Labels for cache metrics.
@@ -165,6 +172,10 @@ pub struct Metrics {
     pub(super) lease_lost: Family<ChannelLabel, Counter>,
     /// Times this instance dropped its whole cache because it may have missed invalidations.
     pub(super) cache_broadcast_resets: Counter,
+    /// Jobs created by reconcile scans, by why the scan ran.
+    pub(super) reconcile_jobs_created: Family<ReconcileLabel, Counter>,
+    /// Orders reconcile scans read, by why the scan ran.
+    pub(super) reconcile_orders_scanned: Family<ReconcileLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -233,6 +244,8 @@ impl Metrics {
             lease_takeovers: Family::default(),
             lease_lost: Family::default(),
             cache_broadcast_resets: Counter::default(),
+            reconcile_jobs_created: Family::default(),
+            reconcile_orders_scanned: Family::default(),
         };
         registry.register(
             "events_received",
@@ -414,6 +427,16 @@ impl Metrics {
             "cache_broadcast_resets",
             "Whole-cache drops after the invalidation broadcast was interrupted",
             m.cache_broadcast_resets.clone(),
+        );
+        registry.register(
+            "reconcile_jobs_created",
+            "Jobs created by reconcile scans (non-zero: approvals the stream did not deliver)",
+            m.reconcile_jobs_created.clone(),
+        );
+        registry.register(
+            "reconcile_orders_scanned",
+            "Orders read by reconcile scans",
+            m.reconcile_orders_scanned.clone(),
         );
         *m.registry.lock().expect("registry lock") = registry;
         m

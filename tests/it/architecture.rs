@@ -19,6 +19,7 @@ const PRODUCT: &[&str] = &[
     "fleet",
     "ingest",
     "proto",
+    "reconcile",
     "rules",
     "salesforce",
     "sfid",

@@ -15,6 +15,7 @@ mod pipeline;
 #[macro_use]
 pub mod store;
 mod queue;
+mod recovery;
 mod rules_props;
 mod subscriber;
 mod worker;

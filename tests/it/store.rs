@@ -163,6 +163,28 @@ async fn replayed_triggers_never_create_a_second_job<S: Store>(store: S) {
 }
 conformance!(replayed_triggers_never_create_a_second_job);
 
+async fn recorded_triggers_and_open_approvals_can_be_looked_up<S: Store>(store: S) {
+    let mut b = batch(1);
+    b.triggers = vec![
+        trigger("cdc:t1:1:A", "A", None),
+        trigger("cdc:t2:1:B", "B", Some(SkipReason::ActivationBlocking)),
+    ];
+    b.jobs = vec![job("cdc:t1:1:A", "A", "Approved")];
+    store.commit_batch(&b).await.unwrap();
+    let keys = ["cdc:t1:1:A", "cdc:t2:1:B", "cdc:t9:1:C"].map(String::from);
+    assert_eq!(
+        store.known_triggers(&keys).await.unwrap(),
+        ["cdc:t1:1:A", "cdc:t2:1:B"].map(String::from).into()
+    );
+    assert!(store.known_triggers(&[]).await.unwrap().is_empty());
+    let orders = ["A", "B"].map(String::from);
+    assert_eq!(
+        store.open_approvals(&orders).await.unwrap(),
+        [("A".to_owned(), "Approved".to_owned())].into()
+    );
+}
+conformance!(recorded_triggers_and_open_approvals_can_be_looked_up);
+
 async fn one_open_job_per_approval_but_new_statuses_get_their_own<S: Store>(store: S) {
     let mut b = batch(1);
     // The CDC signal and the platform event for the same approval, in one batch.

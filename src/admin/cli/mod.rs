@@ -11,6 +11,7 @@ mod channels;
 mod checkpoints;
 mod jobs;
 mod quarantine;
+mod reconcile;
 
 use clap::Args;
 
@@ -18,6 +19,7 @@ pub use channels::{ChannelView, run_channels};
 pub use checkpoints::{CheckpointsCommand, run_checkpoints};
 pub use jobs::{DeliveriesCommand, JobsCommand, run_deliveries, run_jobs};
 pub use quarantine::{QuarantineCommand, run_quarantine};
+pub use reconcile::{ReconcileArgs, run_reconcile};
 
 /// Runs `sfcdc run` until `shutdown`.
 pub async fn run_service(shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {

@@ -63,6 +63,8 @@ pub enum Command {
     /// Inspect and re-drive quarantined events.
     #[command(subcommand)]
     Quarantine(admin::QuarantineCommand),
+    /// Find every approved order without a job and create the job (safe beside the service).
+    Reconcile(admin::ReconcileArgs),
 }
 
 impl Command {
@@ -143,6 +145,7 @@ fn main() -> std::process::ExitCode {
             Command::Jobs(cmd) => admin::run_jobs(cmd).await,
             Command::Deliveries(cmd) => admin::run_deliveries(cmd).await,
             Command::Quarantine(cmd) => admin::run_quarantine(cmd).await,
+            Command::Reconcile(args) => admin::run_reconcile(args).await,
         }
     });
     match result {
