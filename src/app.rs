@@ -25,6 +25,7 @@ use crate::fleet::notify::Hearers;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::ingest::IngestSink;
 use crate::ingest::redrive::{RedriveError, Redriver};
+use crate::reconcile::recovery::Recovery;
 use crate::reconcile::{ReconcileConfig, Reconciler};
 use crate::rules::RulesConfig;
 use crate::salesforce::auth::AuthConfig;
@@ -201,7 +202,8 @@ impl Ingest {
             Some(invalidator.clone()),
             settings.max_attempts,
         )
-        .with_clock(deps.clock.clone());
+        .with_clock(deps.clock.clone())
+        .with_recovery_margin(settings.reconcile.margin);
         if matches!(*deps.store, AnyStore::Postgres(_)) {
             sink = sink.with_broadcast(&settings.fleet.instance_id);
         }
@@ -302,6 +304,7 @@ impl AdminServer {
 /// The assembled service.
 pub struct App {
     ingest: Ingest,
+    recovery: Recovery,
     worker: Option<RunWorker>,
     admin: Option<AdminServer>,
     http: reqwest::Client,
@@ -332,6 +335,14 @@ impl App {
                 .build(&deps)
                 .with_wake(ingest.sink.jobs_created().clone())
         });
+        let recovery = Recovery::new(
+            Arc::new(reconciler(&settings, &deps).with_wake(ingest.sink.jobs_created().clone())),
+            &settings.fleet.instance_id,
+            settings.fleet.lease_ttl,
+            ingest.sink.recovery_requested().clone(),
+        );
+        // Before any channel commits a position: the first start is the one without any.
+        recovery.plan_backfill().await?;
         let admin = AdminServer::bind(&settings, &deps, &ingest).await?;
         let handle = AppHandle {
             metrics: deps.metrics.clone(),
@@ -344,6 +355,7 @@ impl App {
         };
         Ok(App {
             ingest,
+            recovery,
             worker,
             admin,
             http: deps.http,
@@ -363,6 +375,7 @@ impl App {
         tracing::info!("sfcdc running");
         let App {
             ingest,
+            recovery,
             worker,
             admin,
             http,
@@ -389,6 +402,7 @@ impl App {
                 tracing::warn!("SFCDC_FULFILMENT_URL is not set: jobs are stored but not run");
             }
         }
+        tracker.spawn(recovery.run(stop.clone()));
         let result = ingest
             .run(&tracker, stop.clone(), handle.metrics.clone())
             .await;

@@ -193,7 +193,7 @@ fn evaluate_as_ingest(event: &DecodedEvent) {
                 other => panic!("the rules asked again after a lookup: {other:?}"),
             }
         }
-        Ok(Evaluation::NeedReconciliation { .. }) => {
+        Ok(Evaluation::NeedReconciliation { lost, .. }) => {
             let EventBody::Change(c) = &event.body else {
                 panic!("only a change event asks for reconciliation");
             };
@@ -203,7 +203,7 @@ fn evaluate_as_ingest(event: &DecodedEvent) {
                 .filter_map(|i| SfId::parse(i).ok())
                 .filter_map(|id| Some((id.clone(), looked_up(&id)?)))
                 .collect();
-            let d = rules::reconcile(cfg, c, &orders);
+            let d = rules::reconcile(cfg, c, lost, &orders);
             assert_eq!(d.invalidations.len(), orders.len());
         }
     }

@@ -112,7 +112,10 @@ fn a_gap_overflow_at_the_oldest_commit_time_reconciles_from_the_oldest_time() {
     let cfg = sfcdc::rules::RulesConfig::defaults();
     assert_eq!(
         sfcdc::rules::evaluate(&cfg, &event, &Default::default()),
-        Ok(sfcdc::rules::Evaluation::NeedReconciliation { since_ms: i64::MIN })
+        Ok(sfcdc::rules::Evaluation::NeedReconciliation {
+            since_ms: i64::MIN,
+            lost: sfcdc::rules::Lost::Overflow,
+        })
     );
 }
 

@@ -244,6 +244,20 @@ pub struct DecodedEvent {
     pub body: EventBody,
 }
 
+impl DecodedEvent {
+    /// When Salesforce committed the event (epoch ms): a change event's `commitTimestamp`, a
+    /// platform event's `CreatedDate`, if it has one.
+    pub fn commit_ms(&self) -> Option<i64> {
+        match &self.body {
+            EventBody::Change(c) => Some(c.commit_timestamp),
+            EventBody::Platform(p) => match p.fields.get("CreatedDate") {
+                Some(Value::Long(ms)) => Some(*ms),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// One event that could not be decoded, kept whole for quarantine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedEvent {

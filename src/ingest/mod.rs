@@ -1,9 +1,11 @@
 //! The transactional sink: from a batch of decoded events to one store transaction.
 //!
 //! For each batch the rules are evaluated in two passes (the second with the order facts the
-//! first asked for, read in one lookup for the whole batch), a `GAP_OVERFLOW` triggers a
-//! reconciliation of recently modified orders, and the resulting triggers, jobs, quarantined
-//! events and the new checkpoint are committed together. Only then are cache invalidations
+//! first asked for, read in one lookup for the whole batch), a `GAP_OVERFLOW` or a wildcard
+//! record id triggers a reconciliation of recently modified orders (and, for an overflow reaching
+//! further back than that window, a reconcile scan asked for with the batch), and the resulting
+//! triggers, jobs, quarantined events, scan requests and the new checkpoint are committed
+//! together, with the commit time of the batch's last event. Only then are cache invalidations
 //! handed to the [`Invalidator`], which records them and returns at once: ingest never waits for
 //! the cache.
 //!
@@ -17,21 +19,21 @@ use std::sync::Arc;
 
 use crate::cache::invalidate::Invalidator;
 use crate::clock::Clock;
-use crate::decode::Position;
-use crate::decode::{DecodedEvent, EventBody, FailedEvent, ReplayId};
+use crate::decode::{DecodedEvent, EventBody, FailedEvent, Position, ReplayId, ReplayRecovery};
 use crate::rules::{
-    self, Decision, Evaluation, Facts, Invalidation, JobRequest, RulesConfig, SkipReason,
+    self, Decision, Evaluation, Facts, Invalidation, JobRequest, Lost, RulesConfig, SkipReason,
 };
 use crate::salesforce::OrderLookup;
 use crate::sfid::SfId;
 use crate::source::sink::{Batch, Sink, SinkError, SinkErrorKind};
 use crate::store::lease::Fence;
+use crate::store::recovery::NewRecovery;
 use crate::store::{
     BatchOutcome, NewJob, NewQuarantine, NewTrigger, Store, StoreBatch, StoreError,
 };
 use crate::telemetry::events::{
-    DuplicateSuppressed, EventQuarantined, GapOverflow, InternalEvent, InvalidationsRequested,
-    JobCreated, QuarantineKind, TriggerSkipped,
+    ChangesLost, DuplicateSuppressed, EventQuarantined, InternalEvent, InvalidationsRequested,
+    JobCreated, QuarantineKind, ReconcileReason, TriggerSkipped,
 };
 use crate::telemetry::metrics::Metrics;
 use serde_json::json;
@@ -61,6 +63,10 @@ pub struct IngestSink<S: Store, L: OrderLookup> {
     fences: std::sync::Mutex<HashMap<Arc<str>, Fence>>,
     /// This instance's id, when its cache invalidations go to the rest of the fleet.
     broadcast_from: Option<Arc<str>>,
+    /// How far before the last committed event a lost window starts.
+    recovery_margin_ms: i64,
+    /// Notified after a reconcile scan was asked for, so the recovery runner starts at once.
+    recovery_requested: Arc<tokio::sync::Notify>,
 }
 
 /// A decision taken apart for absorption into a batch.
@@ -95,8 +101,12 @@ impl Prepared {
         self.batch.jobs.extend(b.jobs);
         self.batch.quarantine.extend(b.quarantine);
         self.batch.resolve_quarantine.extend(b.resolve_quarantine);
+        self.batch.recoveries.extend(b.recoveries);
         if b.checkpoint.is_some() {
             self.batch.checkpoint = b.checkpoint;
+        }
+        if b.last_event_ms.is_some() {
+            self.batch.last_event_ms = self.batch.last_event_ms.max(b.last_event_ms);
         }
         self.invalidations.extend(later.invalidations);
         self.skips.extend(later.skips);
@@ -126,7 +136,20 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             clock: Clock::system(),
             fences: std::sync::Mutex::new(HashMap::new()),
             broadcast_from: None,
+            recovery_margin_ms: 300_000,
+            recovery_requested: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Starts lost windows `margin` before the last committed event (default 5 minutes).
+    pub fn with_recovery_margin(mut self, margin: std::time::Duration) -> Self {
+        self.recovery_margin_ms = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// Notified after a lost replay position or a wide `GAP_OVERFLOW` asked for a reconcile.
+    pub fn recovery_requested(&self) -> &Arc<tokio::sync::Notify> {
+        &self.recovery_requested
     }
 
     /// Tells the other instances of the fleet, with each commit, which cache entries it made
@@ -257,7 +280,9 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                     needed.extend(ids);
                     pending.push(i);
                 }
-                Ok(Evaluation::NeedReconciliation { since_ms }) => overflows.push((i, since_ms)),
+                Ok(Evaluation::NeedReconciliation { since_ms, lost }) => {
+                    overflows.push((i, since_ms, lost));
+                }
                 Err(error) => {
                     EventQuarantined {
                         channel,
@@ -310,15 +335,16 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                 }
             }
         }
-        for (i, since_ms) in overflows {
+        for (i, since_ms, lost) in overflows {
             let e = &events[i];
             let EventBody::Change(c) = &e.body else {
                 continue;
             };
-            GapOverflow {
+            ChangesLost {
                 channel,
                 replay_id: &e.replay_id,
                 entity: &c.entity,
+                lost,
             }
             .emit(&self.metrics);
             let orders = self
@@ -326,10 +352,44 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                 .modified_since(since_ms)
                 .await
                 .map_err(|e| SinkError::retryable("reconciliation query failed", e))?;
-            let d = rules::reconcile(&self.rules, c, &orders);
+            let d = rules::reconcile(&self.rules, c, lost, &orders);
             self.absorb(&mut out, channel, e, d);
+            if lost == Lost::Overflow
+                && let Some(request) = self.overflow_beyond_window(channel, e, since_ms).await?
+            {
+                out.batch.recoveries.push(request);
+            }
         }
         Ok(out)
+    }
+
+    /// A `GAP_OVERFLOW` loses every change since the channel's last committed event, which may
+    /// be earlier than the inline window (`since_ms`) reaches: the rest is scanned by a reconcile
+    /// asked for with the batch (once per overflow event, however often it is replayed).
+    async fn overflow_beyond_window(
+        &self,
+        channel: &str,
+        e: &DecodedEvent,
+        since_ms: i64,
+    ) -> Result<Option<NewRecovery>, SinkError> {
+        let last = self
+            .store
+            .last_commit(channel)
+            .await
+            .map_err(|e| store_failure("reading the channel's last commit", e))?;
+        let Some(from) = last.map(|t| t.saturating_sub(self.recovery_margin_ms)) else {
+            return Ok(None);
+        };
+        if from >= since_ms {
+            return Ok(None);
+        }
+        Ok(Some(NewRecovery {
+            reason: ReconcileReason::GapOverflow.as_str().to_owned(),
+            channel: Some(channel.to_owned()),
+            since_ms: Some(from),
+            once_key: Some(format!("gap_overflow:{channel}:{}", e.replay_id)),
+            requested_ms: self.clock.now_ms(),
+        }))
     }
 
     fn record(&self, channel: &Arc<str>, prepared: &Prepared, outcome: &BatchOutcome) {
@@ -383,6 +443,9 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         if !outcome.created.is_empty() {
             self.jobs_created.notify_one();
         }
+        if !prepared.batch.recoveries.is_empty() {
+            self.recovery_requested.notify_one();
+        }
     }
 
     fn send_invalidations(&self, invalidations: Vec<Invalidation>) {
@@ -429,6 +492,7 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
         prepared.batch.channel = batch.channel.to_string();
         prepared.batch.checkpoint = Some(batch.replay_id);
         prepared.batch.fence = self.fence_of(&batch.channel);
+        prepared.batch.last_event_ms = batch.events.iter().filter_map(|e| e.commit_ms()).max();
         Ok((batch.channel, prepared))
     }
 
@@ -446,6 +510,35 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
                 crate::cache::broadcast::notices(from, &merged.invalidations, &merged.forgets);
         }
         self.commit_prepared(&channel, merged).await.map(|_| ())
+    }
+
+    async fn position_lost(
+        &self,
+        channel: &str,
+        policy: ReplayRecovery,
+    ) -> Result<Option<i64>, SinkError> {
+        let last = self
+            .store
+            .last_commit(channel)
+            .await
+            .map_err(|e| store_failure("reading the channel's last commit", e))?;
+        let since = last.map(|t| t.saturating_sub(self.recovery_margin_ms));
+        if policy == ReplayRecovery::Fail {
+            return Ok(since);
+        }
+        // Without a last commit the window's start is unknown: every order is scanned.
+        self.store
+            .request_recovery(&NewRecovery {
+                reason: ReconcileReason::ReplayLost.as_str().to_owned(),
+                channel: Some(channel.to_owned()),
+                since_ms: since,
+                once_key: None,
+                requested_ms: self.clock.now_ms(),
+            })
+            .await
+            .map_err(|e| store_failure("recording the lost window", e))?;
+        self.recovery_requested.notify_one();
+        Ok(since)
     }
 }
 

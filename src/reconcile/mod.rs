@@ -17,6 +17,8 @@
 //! order approved mid-scan gets exactly one job whichever side sees it first. A scan is safe
 //! beside a running service.
 
+pub mod recovery;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

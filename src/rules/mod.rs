@@ -363,7 +363,34 @@ pub enum Evaluation {
     NeedReconciliation {
         /// Lower bound of `LastModifiedDate`.
         since_ms: i64,
+        /// What was lost.
+        lost: Lost,
     },
+}
+
+/// Why an event says changes were lost, and orders must be re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// A `GAP_OVERFLOW`: Salesforce dropped changes it could not report.
+    Overflow,
+    /// Record ids given as a wildcard (`801*`): these records changed, their ids unknown.
+    Wildcard,
+}
+
+impl Lost {
+    /// The prefix of the keys of the triggers a re-read records.
+    pub fn key_prefix(self) -> &'static str {
+        match self {
+            Lost::Overflow => "overflow",
+            Lost::Wildcard => "wildcard",
+        }
+    }
+}
+
+/// Whether a record id is a wildcard: a key prefix followed by `*` (`801*`), as Salesforce
+/// sends when it knows which kind of record changed but not which ones.
+pub fn is_wildcard(id: &str) -> bool {
+    id.ends_with('*')
 }
 
 fn text(v: Option<&Value>) -> Option<String> {
@@ -536,6 +563,19 @@ fn evaluate_order_change(
     c: &ChangeEvent,
     facts: &Facts,
 ) -> Result<Evaluation, RuleError> {
+    if c.record_ids.iter().any(|id| is_wildcard(id)) {
+        return Ok(match c.change_type {
+            // Records deleted: nothing to provision, and their cache entries expire.
+            ChangeType::Delete | ChangeType::GapDelete => Evaluation::Done(Decision {
+                skips: vec![SkipReason::NotATriggerChange],
+                ..Decision::default()
+            }),
+            _ => Evaluation::NeedReconciliation {
+                since_ms: c.commit_timestamp.saturating_sub(cfg.reconcile_window_ms),
+                lost: Lost::Wildcard,
+            },
+        });
+    }
     let ids = parse_ids(&c.record_ids)?;
     let account = carried(c, "AccountId").flatten();
     let mut d = Decision {
@@ -637,6 +677,7 @@ fn evaluate_order_change(
         }
         ChangeType::GapOverflow => Ok(Evaluation::NeedReconciliation {
             since_ms: c.commit_timestamp.saturating_sub(cfg.reconcile_window_ms),
+            lost: Lost::Overflow,
         }),
         ChangeType::Delete | ChangeType::Undelete | ChangeType::GapDelete => {
             d.skips
@@ -778,11 +819,13 @@ pub fn reconcile_scan(cfg: &RulesConfig, orders: &[Scanned]) -> Decision {
     d
 }
 
-/// Evaluates the orders re-read after a `GAP_OVERFLOW` event, as if each status had just
-/// changed. `overflow` is the overflow event's identity (its transaction key).
+/// Evaluates the orders re-read after an event that says changes were lost (a `GAP_OVERFLOW`,
+/// or wildcard record ids), as if each status had just changed. `event` is that event's
+/// identity (its transaction key).
 pub fn reconcile(
     cfg: &RulesConfig,
-    overflow: &ChangeEvent,
+    event: &ChangeEvent,
+    lost: Lost,
     orders: &[(SfId, OrderFacts)],
 ) -> Decision {
     let mut d = Decision::default();
@@ -794,7 +837,7 @@ pub fn reconcile(
         from_facts(
             cfg,
             &mut d,
-            format!("overflow:{}:{id}", overflow.transaction_key),
+            format!("{}:{}:{id}", lost.key_prefix(), event.transaction_key),
             id,
             Some(f),
             TriggerKind::Overflow,

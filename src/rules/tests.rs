@@ -379,6 +379,68 @@ fn gap_events_are_evaluated_from_a_re_read() {
 }
 
 #[test]
+fn wildcard_record_ids_ask_for_reconciliation_instead_of_quarantine() {
+    let cfg = RulesConfig::defaults();
+    let mut f = fixture();
+    let mut e = f.update(json!({"Status": "Approved"}));
+    let EventBody::Change(c) = &mut e.body else {
+        panic!()
+    };
+    c.record_ids = vec!["801*".into()];
+    let at = c.commit_timestamp;
+    assert_eq!(
+        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        Evaluation::NeedReconciliation {
+            since_ms: at - cfg.reconcile_window_ms,
+            lost: Lost::Wildcard,
+        }
+    );
+    // Mixed with a real id, still unknown records: the same.
+    if let EventBody::Change(c) = &mut e.body {
+        c.record_ids.insert(0, f.order.as_str().into());
+    }
+    assert!(matches!(
+        evaluate(&cfg, &e, &Facts::new()),
+        Ok(Evaluation::NeedReconciliation {
+            lost: Lost::Wildcard,
+            ..
+        })
+    ));
+    // Deleted records need nothing.
+    if let EventBody::Change(c) = &mut e.body {
+        c.change_type = ChangeType::Delete;
+    }
+    assert_eq!(
+        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        [SkipReason::NotATriggerChange]
+    );
+    // A malformed id that is not a wildcard is still a bad event.
+    if let EventBody::Change(c) = &mut e.body {
+        c.change_type = ChangeType::Update;
+        c.record_ids = vec!["not-an-id".into()];
+    }
+    assert!(matches!(
+        evaluate(&cfg, &e, &Facts::new()),
+        Err(RuleError::BadRecordId(_))
+    ));
+    // The re-read's triggers are keyed by the event, under their own prefix.
+    let EventBody::Change(c) = &e.body else {
+        panic!()
+    };
+    let facts = OrderFacts {
+        status: Some("Approved".into()),
+        ..OrderFacts::default()
+    };
+    let d = reconcile(&cfg, c, Lost::Wildcard, &[(f.order.clone(), facts)]);
+    assert!(
+        d.triggers[0].key.starts_with("wildcard:"),
+        "{:?}",
+        d.triggers
+    );
+    assert_eq!(d.jobs.len(), 1);
+}
+
+#[test]
 fn gap_overflow_asks_for_reconciliation_of_recent_orders() {
     let cfg = RulesConfig::defaults();
     let mut f = fixture();
@@ -395,7 +457,8 @@ fn gap_overflow_asks_for_reconciliation_of_recent_orders() {
     assert_eq!(
         evaluate(&cfg, &e, &Facts::new()).unwrap(),
         Evaluation::NeedReconciliation {
-            since_ms: 1_700_000_300_000 - 3_600_000
+            since_ms: 1_700_000_300_000 - 3_600_000,
+            lost: Lost::Overflow,
         }
     );
     let EventBody::Change(c) = &e.body else {
@@ -411,7 +474,12 @@ fn gap_overflow_asks_for_reconciliation_of_recent_orders() {
         status: Some("Draft".into()),
         ..OrderFacts::default()
     };
-    let d = reconcile(&cfg, c, &[(a.clone(), approved), (b, draft)]);
+    let d = reconcile(
+        &cfg,
+        c,
+        Lost::Overflow,
+        &[(a.clone(), approved), (b, draft)],
+    );
     assert_eq!(d.jobs.len(), 1);
     assert_eq!(d.jobs[0].order_id, a);
     assert_eq!(d.jobs[0].kind, TriggerKind::Overflow);
@@ -683,7 +751,7 @@ mod agreement {
                 let EventBody::Change(c) = &e.body else {
                     panic!()
                 };
-                reconcile(&cfg, c, &[(f.order.clone(), state.clone())])
+                reconcile(&cfg, c, Lost::Overflow, &[(f.order.clone(), state.clone())])
             }
             TriggerKind::Reconcile => reconcile_scan(
                 &cfg,

@@ -13,8 +13,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::decode::Position;
 use crate::decode::{DecodedEvent, FailedEvent, ReplayId};
+use crate::decode::{Position, ReplayRecovery};
 
 /// What one FetchResponse delivered.
 #[derive(Debug, Clone)]
@@ -131,6 +131,19 @@ pub trait Sink: Send + Sync + 'static {
         &self,
         staged: Vec<Self::Staged>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// The channel's stored position was rejected (its events expired, or it is not valid) and
+    /// `policy` decides what happens next: the sink notes what the jump loses (for `earliest`
+    /// and `latest`, durably, so it can be recovered) and returns where the lost window starts
+    /// (epoch ms), when it knows. A sink that keeps nothing to recover with knows nothing.
+    fn position_lost(
+        &self,
+        channel: &str,
+        policy: ReplayRecovery,
+    ) -> impl Future<Output = Result<Option<i64>, SinkError>> + Send {
+        let _ = (channel, policy);
+        std::future::ready(Ok(None))
+    }
 }
 
 impl<S: Sink> Sink for Arc<S> {
@@ -152,5 +165,13 @@ impl<S: Sink> Sink for Arc<S> {
         staged: Vec<Self::Staged>,
     ) -> impl Future<Output = Result<(), SinkError>> + Send {
         (**self).commit(staged)
+    }
+
+    fn position_lost(
+        &self,
+        channel: &str,
+        policy: ReplayRecovery,
+    ) -> impl Future<Output = Result<Option<i64>, SinkError>> + Send {
+        (**self).position_lost(channel, policy)
     }
 }

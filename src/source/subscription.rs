@@ -85,9 +85,14 @@ pub enum ChannelError {
     Permission(String),
     /// The stored replay id was rejected and `SFCDC_REPLAY_RECOVERY=fail`.
     #[error(
-        "the stored replay id was rejected ({0}) and SFCDC_REPLAY_RECOVERY=fail; reset the checkpoint to continue"
+        "the stored replay id was rejected ({error}) and SFCDC_REPLAY_RECOVERY=fail; reset the checkpoint to continue, then recover the approvals in the lost window with `{reconcile}`"
     )]
-    ReplayRejected(String),
+    ReplayRejected {
+        /// Salesforce's answer.
+        error: String,
+        /// The command that recovers the lost window.
+        reconcile: String,
+    },
     /// Logging in failed for good.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -163,6 +168,15 @@ fn classify(status: &Status) -> Action {
         Code::Internal => Action::Backoff(ReconnectReason::Internal),
         Code::ResourceExhausted => Action::Backoff(ReconnectReason::ResourceExhausted),
         _ => Action::Backoff(ReconnectReason::Other),
+    }
+}
+
+/// The operator's command that recovers a lost window starting at `since` (epoch ms); every
+/// order when the start is unknown.
+fn reconcile_command(since: Option<i64>) -> String {
+    match since {
+        Some(ms) => format!("sfcdc reconcile --since {}", crate::clock::rfc3339(ms)),
+        None => "sfcdc reconcile --all".to_owned(),
     }
 }
 
@@ -308,18 +322,34 @@ impl<S: Sink> Subscription<S> {
                     }
                     Action::RecoverReplay => {
                         let policy = self.config.replay_recovery;
+                        let lost_since = match self.sink.position_lost(&channel, policy).await {
+                            Ok(since) => since,
+                            Err(e) => {
+                                let e = ChannelError::from_sink(e)?;
+                                tracing::error!(channel = %channel, error = %e, "Could not record the window a rejected replay id loses; retrying");
+                                let d = backoff.next().unwrap_or(self.config.reconnect_max);
+                                if !Self::pause(&cancel, d).await {
+                                    return Ok(());
+                                }
+                                continue;
+                            }
+                        };
                         ReplayRecovered {
                             channel: &channel,
                             rejected: &start,
                             policy,
                             error: &describe(&status),
+                            lost_since,
                         }
                         .emit(&self.metrics);
                         start = match policy {
                             ReplayRecovery::Earliest => Position::Earliest,
                             ReplayRecovery::Latest => Position::Latest,
                             ReplayRecovery::Fail => {
-                                return Err(ChannelError::ReplayRejected(describe(&status)));
+                                return Err(ChannelError::ReplayRejected {
+                                    error: describe(&status),
+                                    reconcile: reconcile_command(lost_since),
+                                });
                             }
                         };
                         continue;

@@ -11,6 +11,7 @@ use super::postgres::PgStore;
 use super::queue::{
     ActionError, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged, Queue,
 };
+use super::recovery::{NewRecovery, Recoveries, RecoveryRow};
 use super::sqlite::SqliteStore;
 use super::{
     BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, StateCounts,
@@ -307,6 +308,63 @@ impl Leases for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.leave(instance).await,
             AnyStore::Postgres(p) => p.leave(instance).await,
+        }
+    }
+}
+
+impl Recoveries for AnyStore {
+    async fn request_recovery(&self, request: &NewRecovery) -> Result<bool, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.request_recovery(request).await,
+            AnyStore::Postgres(p) => p.request_recovery(request).await,
+        }
+    }
+
+    async fn pending_recoveries(&self) -> Result<Vec<RecoveryRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.pending_recoveries().await,
+            AnyStore::Postgres(p) => p.pending_recoveries().await,
+        }
+    }
+
+    async fn finish_recovery(
+        &self,
+        id: i64,
+        finished_ms: i64,
+        scanned: i64,
+        created: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.finish_recovery(id, finished_ms, scanned, created).await,
+            AnyStore::Postgres(p) => p.finish_recovery(id, finished_ms, scanned, created).await,
+        }
+    }
+
+    async fn fail_recovery(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.fail_recovery(id, error).await,
+            AnyStore::Postgres(p) => p.fail_recovery(id, error).await,
+        }
+    }
+
+    async fn recoveries(&self, limit: i64) -> Result<Vec<RecoveryRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.recoveries(limit).await,
+            AnyStore::Postgres(p) => p.recoveries(limit).await,
+        }
+    }
+
+    async fn last_requested(&self, reason: &str) -> Result<Option<i64>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.last_requested(reason).await,
+            AnyStore::Postgres(p) => p.last_requested(reason).await,
+        }
+    }
+
+    async fn last_commit(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.last_commit(channel).await,
+            AnyStore::Postgres(p) => p.last_commit(channel).await,
         }
     }
 }

@@ -129,6 +129,27 @@ pub const SQLITE: &[Migration] = &[
             )",
         ],
     ),
+    (
+        4,
+        &[
+            // The commit time of the last event committed on a channel: where a loss starts.
+            "ALTER TABLE sfcdc_checkpoints ADD COLUMN last_event_at INTEGER",
+            // Reconcile scans the service asked for itself (see store::recovery).
+            "CREATE TABLE sfcdc_recoveries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                reason TEXT NOT NULL,
+                channel TEXT,
+                since_ms INTEGER,
+                once_key TEXT UNIQUE,
+                requested_at INTEGER NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT,
+                finished_at INTEGER,
+                scanned INTEGER,
+                created INTEGER
+            )",
+        ],
+    ),
 ];
 
 /// PostgreSQL migrations, the same tables with PostgreSQL types.
@@ -245,6 +266,25 @@ pub const POSTGRES: &[Migration] = &[
             "CREATE TABLE sfcdc_instances (
                 id TEXT PRIMARY KEY,
                 seen_at BIGINT NOT NULL
+            )",
+        ],
+    ),
+    (
+        4,
+        &[
+            "ALTER TABLE sfcdc_checkpoints ADD COLUMN last_event_at BIGINT",
+            "CREATE TABLE sfcdc_recoveries (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                reason TEXT NOT NULL,
+                channel TEXT,
+                since_ms BIGINT,
+                once_key TEXT UNIQUE,
+                requested_at BIGINT NOT NULL,
+                attempts BIGINT NOT NULL DEFAULT 0,
+                last_error TEXT,
+                finished_at BIGINT,
+                scanned BIGINT,
+                created BIGINT
             )",
         ],
     ),

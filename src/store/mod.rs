@@ -22,7 +22,8 @@
 //! `queue.rs`: the [`queue::Queue`] contract and its types. `sql.rs`: the statements both
 //! backends run as written. `sqlite.rs` and `postgres.rs`, each with its `queue.rs`: a backend's
 //! connection and its implementation of both contracts, as plain functions. `leased.rs`: the
-//! batched lease-guarded writes, generic over the backend. `any.rs`: [`AnyStore`].
+//! batched lease-guarded writes, generic over the backend. `recovery.rs`: the log of reconcile
+//! scans the service asked for itself. `any.rs`: [`AnyStore`].
 //! `migrations.rs`: the schema. The conformance suites (`tests/it/store.rs`, `tests/it/queue.rs`)
 //! run on both backends and keep them in step.
 
@@ -33,6 +34,7 @@ pub mod migrations;
 mod model;
 pub mod postgres;
 pub mod queue;
+pub mod recovery;
 mod sql;
 pub mod sqlite;
 
@@ -79,7 +81,7 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// The storage contract both backends meet.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: recovery::Recoveries + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

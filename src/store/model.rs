@@ -179,6 +179,11 @@ pub struct StoreBatch {
     /// Cache invalidations for the other instances, sent with the commit (PostgreSQL only:
     /// instances on one SQLite file share no cache traffic), each under `NOTIFY`'s size limit.
     pub cache_notices: Vec<String>,
+    /// The commit time of the batch's last event (Salesforce's clock), kept with the
+    /// checkpoint as where a later loss would start.
+    pub last_event_ms: Option<i64>,
+    /// Reconcile scans this batch asks for (a wide `GAP_OVERFLOW`), recorded with it.
+    pub recoveries: Vec<super::recovery::NewRecovery>,
 }
 
 /// What a batch commit did.

@@ -20,7 +20,7 @@ use super::model::{
 };
 use super::{
     BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, NewJob, NewQuarantine, NewTrigger,
-    Position, QuarantineRow, StateCounts, Store, StoreBatch, StoreError, migrations, sql,
+    Position, QuarantineRow, StateCounts, Store, StoreBatch, StoreError, migrations, recovery, sql,
 };
 
 /// A PostgreSQL store.
@@ -228,8 +228,12 @@ impl Store for PgStore {
                 .bind(&batch.channel)
                 .bind(replay.as_bytes())
                 .bind(batch.now_ms)
+                .bind(batch.last_event_ms)
                 .execute(&mut *tx)
                 .await?;
+        }
+        for request in &batch.recoveries {
+            recovery::insert(&mut *tx, request).await?;
         }
         // Delivered with the commit: idle workers everywhere wake for the new jobs, and every
         // instance's cache drops what this batch changed.
@@ -338,6 +342,8 @@ impl Store for PgStore {
         Ok(rows.into_iter().collect())
     }
 }
+
+recovery::recoveries_on_pool!(PgStore);
 
 /// Opens a write transaction.
 async fn begin_write(

@@ -24,9 +24,11 @@ pub(crate) const CHECKPOINTS: &str =
 pub(crate) const SET_CHECKPOINT: &str = "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES ($1, $2, $3, $4)
     ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = excluded.preset, updated_at = excluded.updated_at";
 
-/// A batch moving its channel past a replay id: `$1` channel, `$2` replay id, `$3` time.
-pub(crate) const ADVANCE_CHECKPOINT: &str = "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at) VALUES ($1, $2, NULL, $3)
-    ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = NULL, updated_at = excluded.updated_at";
+/// A batch moving its channel past a replay id: `$1` channel, `$2` replay id, `$3` time, `$4`
+/// the commit time of its last event (NULL keeps the one stored).
+pub(crate) const ADVANCE_CHECKPOINT: &str = "INSERT INTO sfcdc_checkpoints (channel, replay_id, preset, updated_at, last_event_at) VALUES ($1, $2, NULL, $3, $4)
+    ON CONFLICT (channel) DO UPDATE SET replay_id = excluded.replay_id, preset = NULL, updated_at = excluded.updated_at,
+        last_event_at = COALESCE(excluded.last_event_at, sfcdc_checkpoints.last_event_at)";
 
 /// Jobs, newest first: `$1` only this state (or NULL), `$2` only this order (or NULL), `$3` at
 /// most this many.

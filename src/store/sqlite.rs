@@ -24,7 +24,7 @@ use super::model::{
 };
 use super::{
     BatchOutcome, Checkpoint, Counts, JobFilter, JobRow, Position, QuarantineRow, StateCounts,
-    Store, StoreBatch, StoreError, migrations, sql,
+    Store, StoreBatch, StoreError, migrations, recovery, sql,
 };
 
 /// A SQLite store.
@@ -252,8 +252,12 @@ impl Store for SqliteStore {
                 .bind(&batch.channel)
                 .bind(replay.as_bytes())
                 .bind(batch.now_ms)
+                .bind(batch.last_event_ms)
                 .execute(&mut *tx)
                 .await?;
+        }
+        for request in &batch.recoveries {
+            recovery::insert(&mut *tx, request).await?;
         }
         tx.commit().await?;
         Ok(BatchOutcome {
@@ -357,6 +361,8 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().collect())
     }
 }
+
+recovery::recoveries_on_pool!(SqliteStore);
 
 /// Opens a write transaction, taking the write lock up front.
 async fn begin_write(

@@ -23,7 +23,7 @@ pub use super::labels::{
 use super::metrics::{ChannelLabel, ChannelReason, Metrics, ReconcileLabel};
 use crate::decode::Position;
 use crate::decode::{ReplayId, ReplayRecovery};
-use crate::rules::SkipReason;
+use crate::rules::{Lost, SkipReason};
 use crate::store::lease::TakeoverReason;
 
 // Targets of the lines, as they were when each module logged its own.
@@ -145,6 +145,8 @@ pub struct ReplayRecovered<'a> {
     pub policy: ReplayRecovery,
     /// The server's error.
     pub error: &'a str,
+    /// Where the lost window starts (epoch ms), when the sink knows.
+    pub lost_since: Option<i64>,
 }
 
 impl InternalEvent for ReplayRecovered<'_> {
@@ -167,6 +169,7 @@ impl InternalEvent for ReplayRecovered<'_> {
             rejected = ?self.rejected,
             policy = self.policy.name(),
             error = %self.error,
+            lost_since = self.lost_since.map(crate::clock::rfc3339),
             "REPLAY ID REJECTED: the stored position is invalid or older than the retention window; applying SFCDC_REPLAY_RECOVERY"
         );
     }
@@ -243,26 +246,34 @@ impl InternalEvent for CommitFailed<'_> {
     }
 }
 
-/// A `GAP_OVERFLOW` event arrived: changes were lost, and recently modified orders are
-/// reconciled.
+/// An event said changes were lost (a `GAP_OVERFLOW`, or record ids given as a wildcard), and
+/// recently modified orders are reconciled.
 #[derive(Debug)]
-pub struct GapOverflow<'a> {
+pub struct ChangesLost<'a> {
     /// The topic.
     pub channel: &'a Arc<str>,
     /// The event's position.
     pub replay_id: &'a ReplayId,
     /// The entity whose changes were lost.
     pub entity: &'a str,
+    /// How they were lost.
+    pub lost: Lost,
 }
 
-impl InternalEvent for GapOverflow<'_> {
+impl InternalEvent for ChangesLost<'_> {
     fn emit(self, metrics: &Metrics) {
-        metrics
-            .gap_overflows
-            .get_or_create(&ChannelLabel::new(self.channel))
-            .inc();
+        let label = ChannelLabel::new(self.channel);
         let channel: &str = self.channel;
-        tracing::warn!(target: INGEST, channel, replay_id = %self.replay_id, entity = %self.entity, "GAP_OVERFLOW: changes were lost; reconciling recently modified orders");
+        match self.lost {
+            Lost::Overflow => {
+                metrics.gap_overflows.get_or_create(&label).inc();
+                tracing::warn!(target: INGEST, channel, replay_id = %self.replay_id, entity = %self.entity, "GAP_OVERFLOW: changes were lost; reconciling recently modified orders");
+            }
+            Lost::Wildcard => {
+                metrics.wildcard_events.get_or_create(&label).inc();
+                tracing::warn!(target: INGEST, channel, replay_id = %self.replay_id, entity = %self.entity, "Record ids given as a wildcard: these records changed, ids unknown; reconciling recently modified orders");
+            }
+        }
     }
 }
 
@@ -859,6 +870,7 @@ mod tests {
             channel: &channel,
             rejected: &Position::Earliest,
             policy: ReplayRecovery::Latest,
+            lost_since: None,
             error: "x",
         }
         .emit(&m);

@@ -121,6 +121,8 @@ pub struct Metrics {
     pub(super) rule_skips: Family<ChannelReason<SkipReason>, Counter>,
     /// `GAP_OVERFLOW` events received, per channel.
     pub(super) gap_overflows: Family<ChannelLabel, Counter>,
+    /// Change events whose record ids were a wildcard, per channel.
+    pub(super) wildcard_events: Family<ChannelLabel, Counter>,
     /// Cache invalidations the rules asked for (before coalescing).
     pub(super) invalidations_requested: Counter,
     /// Job steps ended, by outcome (`completed`, `cancelled`, `dead`, `retry`, `poll`).
@@ -217,6 +219,7 @@ impl Metrics {
             jobs_created: Family::default(),
             rule_skips: Family::default(),
             gap_overflows: Family::default(),
+            wildcard_events: Family::default(),
             invalidations_requested: Counter::default(),
             job_steps: Family::default(),
             job_latency_seconds: Histogram::new([
@@ -302,6 +305,11 @@ impl Metrics {
             "gap_overflows",
             "GAP_OVERFLOW events received (a reconciliation ran)",
             m.gap_overflows.clone(),
+        );
+        registry.register(
+            "wildcard_record_ids",
+            "Change events naming their records by a wildcard (a reconciliation ran)",
+            m.wildcard_events.clone(),
         );
         registry.register(
             "invalidations_requested",

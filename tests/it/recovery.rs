@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
+use sfcdc::store::recovery::Recoveries;
 use sfcdc::store::{AnyStore, JobState};
 
 use super::worker::jobs_of;
@@ -102,14 +103,16 @@ async fn a_reconcile_beside_the_running_service_makes_one_job_per_approval() {
     )
     .await;
     let store = r.app.store().clone();
-    // Approvals while the service runs, then the reconcile: both sides see these.
+    // Approvals keep arriving while the reconcile scans: both sides may see these.
     let d = drafts(&org).await;
-    let during: Vec<String> = d.into_iter().take(3).collect();
-    for id in &during {
-        org.patch_order(id, json!({"Status": "Approved"})).await;
-    }
+    let during: Vec<String> = d.into_iter().take(6).collect();
     let url = format!("sqlite://{}", r.dir.path().join("sfcdc.db").display());
-    let summary = reconcile(&org, r.dir.path(), &url, &["--all"]).await;
+    let (summary, ()) = tokio::join!(reconcile(&org, r.dir.path(), &url, &["--all"]), async {
+        for id in &during {
+            org.patch_order(id, json!({"Status": "Approved"})).await;
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        }
+    });
     caught_up(&org, store.as_ref(), &[ORDERS]).await;
     for id in before.iter().chain(&during) {
         let jobs = jobs_of(&store, id).await;
@@ -120,4 +123,269 @@ async fn a_reconcile_beside_the_running_service_makes_one_job_per_approval() {
         assert_eq!(jobs_of(&store, id).await[0].trigger_kind, "reconcile");
     }
     r.stop().await;
+}
+
+/// The store's recovery requests for `reason`, oldest first.
+async fn recoveries_for(
+    store: &AnyStore,
+    reason: &str,
+) -> Vec<sfcdc::store::recovery::RecoveryRow> {
+    let mut rows: Vec<_> = store
+        .recoveries(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.reason == reason)
+        .collect();
+    rows.reverse();
+    rows
+}
+
+#[tokio::test]
+async fn approvals_made_while_down_past_retention_each_get_one_job_with_no_operator_action() {
+    let org = Org::start().await;
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_REPLAY_PRESET", "latest")],
+    )
+    .await;
+    let store = r.app.store().clone();
+    live(store.as_ref(), &[ORDERS]).await;
+    let streamed = approve(&org, 1).await;
+    eventually("the streamed approval's job", async || {
+        (jobs_of(&store, &streamed[0]).await.len() == 1).then_some(())
+    })
+    .await;
+    let (_, dir) = r.stop().await;
+
+    // Down: approvals and other changes, then the retained events expire.
+    let lost = approve(&org, 3).await;
+    org.create_order(json!({})).await;
+    org.patch_order(&streamed[0], json!({"Description": "edited while down"}))
+        .await;
+    org.fault(json!({"kind": "expire_events"})).await;
+
+    let r = run_app(&org, dir, &[]).await;
+    let store = r.app.store().clone();
+    for id in &lost {
+        eventually("a job for each approval lost with the events", async || {
+            (jobs_of(&store, id).await.len() == 1).then_some(())
+        })
+        .await;
+    }
+    let done = eventually("the recovery recorded as finished", async || {
+        recoveries_for(&store, "replay_lost")
+            .await
+            .into_iter()
+            .find(|r| r.finished_at.is_some())
+    })
+    .await;
+    assert_eq!(done.channel.as_deref(), Some(ORDERS));
+    assert!(done.created >= Some(3), "{done:?}");
+    assert!(
+        done.since_ms.is_some(),
+        "the window starts at the last commit"
+    );
+    for id in lost.iter().chain(&streamed) {
+        assert_eq!(jobs_of(&store, id).await.len(), 1, "{id}");
+    }
+    assert_eq!(
+        r.metric("sfcdc_replay_recoveries_total", &[("reason", "earliest")]),
+        1.0
+    );
+    assert_eq!(
+        r.metric(
+            "sfcdc_reconcile_jobs_created_total",
+            &[("reason", "replay_lost")]
+        ),
+        done.created.unwrap() as f64
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_start_backfills_once() {
+    let org = Org::start().await;
+    let before = approve(&org, 3).await;
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_REPLAY_PRESET", "latest"), ("SFCDC_BACKFILL", "all")],
+    )
+    .await;
+    let store = r.app.store().clone();
+    for id in &before {
+        eventually("a backfilled job", async || {
+            (jobs_of(&store, id).await.len() == 1).then_some(())
+        })
+        .await;
+        assert_eq!(jobs_of(&store, id).await[0].trigger_kind, "reconcile");
+    }
+    let backfills = eventually("the backfill recorded as finished", async || {
+        let rows = recoveries_for(&store, "backfill").await;
+        rows.iter().all(|r| r.finished_at.is_some()).then_some(rows)
+    })
+    .await;
+    assert_eq!(backfills.len(), 1);
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    let (_, dir) = r.stop().await;
+
+    // Not the first start any more: no second backfill.
+    let r = run_app(&org, dir, &[("SFCDC_BACKFILL", "all")]).await;
+    let store = r.app.store().clone();
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    assert_eq!(recoveries_for(&store, "backfill").await.len(), 1);
+    assert_eq!(
+        r.metric(
+            "sfcdc_reconcile_jobs_created_total",
+            &[("reason", "backfill")]
+        ),
+        0.0
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn one_collections_update_approving_many_orders_is_one_event_and_one_job_each() {
+    let org = Org::start().await;
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_REPLAY_PRESET", "latest")],
+    )
+    .await;
+    let store = r.app.store().clone();
+    live(store.as_ref(), &[ORDERS]).await;
+    let events_before = org.sequence(ORDERS).len();
+    let picked: Vec<String> = drafts(&org).await.into_iter().take(5).collect();
+    let records: Vec<Value> = picked
+        .iter()
+        .map(|id| json!({"attributes": {"type": "Order"}, "id": id, "Status": "Approved"}))
+        .collect();
+    let (status, body) = org
+        .rest(
+            reqwest::Method::PATCH,
+            "/services/data/v60.0/composite/sobjects",
+            Some(json!({"allOrNone": true, "records": records})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        org.sequence(ORDERS).len(),
+        events_before + 1,
+        "identical changes in one transaction make one change event"
+    );
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    for id in &picked {
+        let jobs = jobs_of(&store, id).await;
+        assert_eq!(jobs.len(), 1, "{id}: {jobs:?}");
+        assert_eq!(jobs[0].trigger_kind, "status_change");
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_gap_overflow_reaching_past_the_window_asks_for_a_scan_from_the_last_commit() {
+    let org = Org::start().await;
+    // A window too short to cover anything: only the scan from the last commit can.
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[
+            ("SFCDC_REPLAY_PRESET", "latest"),
+            ("SFCDC_RECONCILE_WINDOW", "1ms"),
+        ],
+    )
+    .await;
+    let store = r.app.store().clone();
+    live(store.as_ref(), &[ORDERS]).await;
+    let streamed = approve(&org, 1).await;
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    let last = store
+        .last_commit(ORDERS)
+        .await
+        .unwrap()
+        .expect("a last commit");
+    org.fault(json!({"kind": "gap", "change_type": "GAP_OVERFLOW"}))
+        .await;
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    let scan = eventually("the overflow's scan finished", async || {
+        recoveries_for(&store, "gap_overflow")
+            .await
+            .into_iter()
+            .find(|r| r.finished_at.is_some())
+    })
+    .await;
+    assert_eq!(
+        scan.since_ms,
+        Some(last - 300_000),
+        "the last commit less the margin"
+    );
+    assert_eq!(scan.channel.as_deref(), Some(ORDERS));
+    assert_eq!(jobs_of(&store, &streamed[0]).await.len(), 1);
+    assert_eq!(
+        r.metric("sfcdc_gap_overflows_total", &[("channel", ORDERS)]),
+        1.0
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn the_periodic_check_runs_once_per_period_across_instances() {
+    let org = Org::start().await;
+    // Approved before the service ran, and never streamed (it starts at the latest position).
+    let missed = approve(&org, 2).await;
+    let extra = [
+        ("SFCDC_REPLAY_PRESET", "latest"),
+        ("SFCDC_RECONCILE_EVERY", "1h"),
+    ];
+    let a = run_app(&org, tempfile::tempdir().unwrap(), &extra).await;
+    let store = a.app.store().clone();
+    // A second instance on the same file, with its own id.
+    let dir = a.dir.path().to_owned();
+    let mut env = org.subscriber_env(&dir, &[]);
+    for (k, v) in extra.iter().chain(&[
+        ("SFCDC_INSTANCE_ID", "second"),
+        ("SFCDC_ADMIN_ADDR", "off"),
+        ("SFCDC_CHANNELS", ORDERS),
+    ]) {
+        env.set(k, *v);
+    }
+    env.set(
+        "SFCDC_DATABASE_URL",
+        format!("sqlite://{}", dir.join("sfcdc.db").display()),
+    );
+    let second = sfcdc::app::App::build(sfcdc::app::Settings::from_env(&env).unwrap())
+        .await
+        .unwrap();
+    let b_metrics = second.handle().metrics().clone();
+    let stop_b = tokio_util::sync::CancellationToken::new();
+    let b = tokio::spawn(second.run_until_stopped(stop_b.clone()));
+
+    let periodic = eventually("the periodic check finished", async || {
+        let rows = recoveries_for(&store, "periodic").await;
+        (!rows.is_empty() && rows.iter().all(|r| r.finished_at.is_some())).then_some(rows)
+    })
+    .await;
+    assert_eq!(periodic.len(), 1, "one check per period for the store");
+    for id in &missed {
+        assert_eq!(jobs_of(&store, id).await.len(), 1, "{id}");
+    }
+    let created = |m: &sfcdc::telemetry::metrics::Metrics| {
+        metric_value(
+            &m.render(),
+            "sfcdc_reconcile_jobs_created_total",
+            &[("reason", "periodic")],
+        )
+    };
+    assert_eq!(
+        created(a.app.metrics()) + created(&b_metrics),
+        periodic[0].created.unwrap() as f64,
+        "counted once, by the instance that ran it"
+    );
+    assert!(periodic[0].created.unwrap() >= 2);
+    stop_b.cancel();
+    b.await.unwrap().unwrap();
+    a.stop().await;
 }

@@ -185,6 +185,80 @@ async fn recorded_triggers_and_open_approvals_can_be_looked_up<S: Store>(store: 
 }
 conformance!(recorded_triggers_and_open_approvals_can_be_looked_up);
 
+async fn the_recovery_log_keeps_requests_until_finished_and_the_last_commit<S: Store>(store: S) {
+    use sfcdc::store::recovery::NewRecovery;
+    assert_eq!(
+        store.last_commit("/data/OrderChangeEvent").await.unwrap(),
+        None
+    );
+    // A batch keeps the commit time of its last event, and asks for a scan with its commit.
+    let mut b = batch(1);
+    b.last_event_ms = Some(1_700_000_000_000);
+    let overflow = NewRecovery {
+        reason: "gap_overflow".into(),
+        channel: Some("/data/OrderChangeEvent".into()),
+        since_ms: Some(1_699_999_700_000),
+        once_key: Some("gap_overflow:/data/OrderChangeEvent:0a".into()),
+        requested_ms: 5,
+    };
+    b.recoveries = vec![overflow.clone()];
+    store.commit_batch(&b).await.unwrap();
+    assert_eq!(
+        store.last_commit("/data/OrderChangeEvent").await.unwrap(),
+        Some(1_700_000_000_000)
+    );
+    // A keepalive (no events) keeps it; a replayed overflow asks for nothing new.
+    let mut k = batch(2);
+    k.recoveries = vec![overflow.clone()];
+    store.commit_batch(&k).await.unwrap();
+    assert_eq!(
+        store.last_commit("/data/OrderChangeEvent").await.unwrap(),
+        Some(1_700_000_000_000)
+    );
+    let lost = NewRecovery {
+        reason: "replay_lost".into(),
+        once_key: None,
+        since_ms: None,
+        requested_ms: 9,
+        ..overflow.clone()
+    };
+    assert!(store.request_recovery(&lost).await.unwrap());
+    assert!(
+        store.request_recovery(&lost).await.unwrap(),
+        "no key: every request counts"
+    );
+    assert!(!store.request_recovery(&overflow).await.unwrap());
+    let pending = store.pending_recoveries().await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect::<Vec<_>>(),
+        ["gap_overflow", "replay_lost", "replay_lost"]
+    );
+    assert_eq!(pending[0].since_ms, Some(1_699_999_700_000));
+    assert_eq!(pending[1].since_ms, None);
+    store
+        .fail_recovery(pending[0].id, "REST down")
+        .await
+        .unwrap();
+    store
+        .finish_recovery(pending[1].id, 20, 100, 3)
+        .await
+        .unwrap();
+    let pending = store.pending_recoveries().await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].attempts, 1);
+    assert_eq!(pending[0].last_error.as_deref(), Some("REST down"));
+    let history = store.recoveries(10).await.unwrap();
+    assert_eq!(history.len(), 3);
+    let finished = history.iter().find(|r| r.finished_at.is_some()).unwrap();
+    assert_eq!((finished.scanned, finished.created), (Some(100), Some(3)));
+    assert_eq!(store.last_requested("replay_lost").await.unwrap(), Some(9));
+    assert_eq!(store.last_requested("periodic").await.unwrap(), None);
+}
+conformance!(the_recovery_log_keeps_requests_until_finished_and_the_last_commit);
+
 async fn one_open_job_per_approval_but_new_statuses_get_their_own<S: Store>(store: S) {
     let mut b = batch(1);
     // The CDC signal and the platform event for the same approval, in one batch.

@@ -319,7 +319,9 @@ async fn a_rejected_replay_id_with_recovery_fail_stops_the_channel() {
         .await;
     let err = s.finished().await.unwrap_err().to_string();
     assert!(
-        err.contains(ORDERS) && err.contains("SFCDC_REPLAY_RECOVERY=fail"),
+        err.contains(ORDERS)
+            && err.contains("SFCDC_REPLAY_RECOVERY=fail")
+            && err.contains("sfcdc reconcile --"),
         "{err}"
     );
 }

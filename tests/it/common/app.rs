@@ -77,6 +77,19 @@ pub async fn run_app_at(
     }
 }
 
+/// Waits until every listed channel has stored a position: its stream is open, so a change made
+/// now is delivered even from the `latest` preset.
+pub async fn live<S: Store>(store: &S, channels: &[&str]) {
+    eventually("the service to be live", async || {
+        let stored = store.checkpoints().await.unwrap();
+        channels
+            .iter()
+            .all(|ch| stored.iter().any(|c| c.channel == *ch))
+            .then_some(())
+    })
+    .await;
+}
+
 /// Waits until every listed channel's checkpoint reaches the emulator's last event on it.
 pub async fn caught_up<S: Store>(org: &Org, store: &S, channels: &[&str]) {
     eventually("the service to catch up", async || {
