@@ -4,7 +4,9 @@
 //! signal for the same approval (the fulfilment platform event, a gap event, a replay after a
 //! crash) is suppressed; non-trigger and internal changes create nothing; a blocked order is
 //! skipped by its guard; a corrupt event is quarantined while the stream goes on; a dropped
-//! stream reconnects; and a crash mid-stream resumes from the stored checkpoint. Meanwhile the
+//! stream reconnects; a crash mid-stream resumes from the stored checkpoint; approvals whose
+//! events expired while sfcdc was down are recovered by a reconcile of the lost window; and one
+//! mass update approving several orders (one merged change event) makes a job for each. Meanwhile the
 //! worker runs every job through the emulator's fulfilment system: it writes `Activating`,
 //! submits, polls the progress, writes `Activated` and the external id back (whose change
 //! events create no job), and notifies a webhook and a GitHub `repository_dispatch`.
@@ -208,8 +210,15 @@ async fn cached_reads(story: &Story, app: &AppHandle, order: &str) -> anyhow::Re
     ))
 }
 
-fn step(n: usize, text: &str) {
-    println!("  {n:>2}. {text}");
+/// Numbers the story's steps as they are told.
+#[derive(Default)]
+struct Steps(usize);
+
+impl Steps {
+    fn say(&mut self, text: &str) {
+        self.0 += 1;
+        println!("  {:>2}. {text}", self.0);
+    }
 }
 
 /// Waits until every channel's checkpoint has reached the emulator's last event on it.
@@ -300,6 +309,57 @@ async fn watch_progress(store: Arc<sfcdc::store::AnyStore>, order: String) -> Ve
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     seen
+}
+
+/// The change events on `channel` after `after` that name any of `orders`: how many of them
+/// each lists (decoded with each event's writer schema).
+fn events_naming(
+    emu: &Emulator,
+    channel: &str,
+    after: u64,
+    orders: &[String],
+) -> anyhow::Result<Vec<usize>> {
+    let topic: Arc<str> = Arc::from(channel);
+    emu.with_world(|w| {
+        let mut named = Vec::new();
+        for e in w.bus.read_after(channel, after, usize::MAX, usize::MAX) {
+            let schema = w
+                .schema(&e.schema_id)
+                .ok_or_else(|| anyhow::anyhow!("unknown schema {}", e.schema_id))?;
+            let compiled = sfcdc::decode::CompiledSchema::compile(&schema.id, &schema.json)?;
+            if let sfcdc::decode::EventBody::Change(c) = compiled.decode(&topic, &e.payload)? {
+                let n = c
+                    .record_ids
+                    .iter()
+                    .filter(|id| orders.iter().any(|o| o == id.as_str()))
+                    .count();
+                if n > 0 {
+                    named.push(n);
+                }
+            }
+        }
+        Ok(named)
+    })
+}
+
+/// Waits until the recovery of a lost replay position finished; returns the jobs it created.
+async fn recovered<S: Store>(store: &S) -> anyhow::Result<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = store
+            .recoveries(10)
+            .await?
+            .into_iter()
+            .find(|r| r.reason == "replay_lost" && r.finished_at.is_some());
+        if let Some(r) = done {
+            return Ok(r.created.unwrap_or(0));
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the lost replay position was not recovered within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until no job is open; returns how many completed.
@@ -427,6 +487,47 @@ pub async fn run(options: DemoArgs) -> anyhow::Result<()> {
         http,
     };
 
+    let mut steps = Steps::default();
+    let account = story
+        .query_ids("SELECT Id FROM Account LIMIT 1")
+        .await?
+        .remove(0);
+    let new_order = async |name: String| -> anyhow::Result<String> {
+        let body = json!({"AccountId": account, "EffectiveDate": "2026-12-01", "Status": "Draft", "Name": name, "BillingCity": "Leeds"});
+        let v = story
+            .rest(
+                reqwest::Method::POST,
+                "/services/data/v60.0/sobjects/Order",
+                Some(body),
+            )
+            .await?;
+        Ok(v["id"].as_str().unwrap_or_default().to_owned())
+    };
+
+    // Before the first run: the position of an earlier run, then approvals made while it was
+    // down, whose events expire (down longer than the retention window).
+    let mut lost = Vec::new();
+    for i in 1..=2 {
+        lost.push(new_order(format!("Approved while down {i}")).await?);
+    }
+    let earlier = story
+        .emu
+        .with_world(|w| w.bus.last(&channels[0]).map(|e| e.replay_bytes.clone()));
+    if let Some(r) = earlier {
+        sfcdc::store::AnyStore::open(&format!("sqlite://{}", db.display()))
+            .await?
+            .set_checkpoint(
+                &channels[0],
+                &Position::After(sfcdc::decode::ReplayId(r)),
+                sfcdc::clock::now_ms(),
+            )
+            .await?;
+    }
+    for id in &lost {
+        story.patch(id, json!({"Status": "Approved"})).await?;
+    }
+    story.fault(json!({"kind": "expire_events"})).await?;
+
     // First run of the service.
     let app = App::build(settings.clone()).await?;
     let first = app.handle();
@@ -440,32 +541,26 @@ pub async fn run(options: DemoArgs) -> anyhow::Result<()> {
         .query_ids("SELECT Id FROM Order WHERE Status = 'Activated'")
         .await?;
     anyhow::ensure!(
-        drafts.len() >= 6 && !activated.is_empty(),
+        drafts.len() >= 9 && !activated.is_empty(),
         "the emulator's sample data is missing"
     );
-    let account = story
-        .query_ids("SELECT Id FROM Account LIMIT 1")
-        .await?
-        .remove(0);
+    let recovered = recovered(first.sink().store().as_ref()).await?;
+    steps.say(&format!(
+        "Started from an earlier run's position whose events had expired, with 2 orders approved \
+         meanwhile: the rejected replay id was recovered by reconciling the window from the last \
+         commit, {recovered} jobs"
+    ));
     let mut approved = Vec::new();
 
     let mut created = Vec::new();
     for i in 1..=3 {
-        let body = json!({"AccountId": account, "EffectiveDate": "2026-12-01", "Status": "Draft", "Name": format!("Demo order {i}"), "BillingCity": "Leeds"});
-        let v = story
-            .rest(
-                reqwest::Method::POST,
-                "/services/data/v60.0/sobjects/Order",
-                Some(body),
-            )
-            .await?;
-        created.push(v["id"].as_str().unwrap_or_default().to_owned());
+        created.push(new_order(format!("Demo order {i}")).await?);
     }
     for id in drafts.iter().take(3) {
         story.patch(id, json!({"Status": "Approved"})).await?;
         approved.push(id.clone());
     }
-    step(1, "Seeded 3 new orders and approved 3 draft orders: 3 jobs");
+    steps.say("Seeded 3 new orders and approved 3 draft orders: 3 jobs");
     let watcher = tokio::spawn(watch_progress(
         first.sink().store().clone(),
         approved[0].clone(),
@@ -477,49 +572,37 @@ pub async fn run(options: DemoArgs) -> anyhow::Result<()> {
         .patch(&created[0], json!({"Status": "Approved"}))
         .await?;
     approved.push(created[0].clone());
-    step(
-        2,
-        &format!(
-            "Approved order {} twice: the second save changes no status",
-            created[0]
-        ),
-    );
+    steps.say(&format!(
+        "Approved order {} twice: the second save changes no status",
+        created[0]
+    ));
     story.rest(
         reqwest::Method::POST,
         "/services/data/v60.0/sobjects/Order_Fulfilment_Requested__e",
         Some(json!({"OrderId__c": approved[0], "RequestedBy__c": "ops@example.com", "Priority__c": "High"})),
     )
     .await?;
-    step(
-        3,
-        &format!(
-            "Published the fulfilment platform event for {}, already approved: no second job",
-            approved[0]
-        ),
-    );
+    steps.say(&format!(
+        "Published the fulfilment platform event for {}, already approved: no second job",
+        approved[0]
+    ));
     story
         .patch(
             &drafts[3],
             json!({"Activation_Status__c": "Pending", "WHMCS_Order_ID__c": ""}),
         )
         .await?;
-    step(
-        4,
-        &format!(
-            "Changed only internal fields on {}: no job, no cache invalidation",
-            drafts[3]
-        ),
-    );
+    steps.say(&format!(
+        "Changed only internal fields on {}: no job, no cache invalidation",
+        drafts[3]
+    ));
     story
         .patch(&activated[0], json!({"Status": "Approved"}))
         .await?;
-    step(
-        5,
-        &format!(
-            "Approved {}, whose activation status is Activated: skipped by the guard",
-            activated[0]
-        ),
-    );
+    steps.say(&format!(
+        "Approved {}, whose activation status is Activated: skipped by the guard",
+        activated[0]
+    ));
     story
         .fault(json!({"kind": "disconnect_after", "events": 1}))
         .await?;
@@ -534,10 +617,37 @@ pub async fn run(options: DemoArgs) -> anyhow::Result<()> {
         .patch(&drafts[5], json!({"Status": "Approved"}))
         .await?;
     approved.push(drafts[5].clone());
-    step(
-        6,
+    steps.say(
         "Dropped a stream mid-batch and sent a corrupt event: reconnected, the event quarantined",
     );
+    caught_up(&story.emu, first.sink().store().as_ref(), &channels).await?;
+    let mass = &drafts[6..9];
+    let before_mass = story
+        .emu
+        .with_world(|w| w.bus.last(&channels[0]).map_or(0, |e| e.replay));
+    let records: Vec<Value> = mass
+        .iter()
+        .map(|id| json!({"attributes": {"type": "Order"}, "id": id, "Status": "Approved"}))
+        .collect();
+    story
+        .rest(
+            reqwest::Method::PATCH,
+            "/services/data/v60.0/composite/sobjects",
+            Some(json!({"allOrNone": true, "records": records})),
+        )
+        .await?;
+    approved.extend(mass.iter().cloned());
+    let merged = events_naming(&story.emu, &channels[0], before_mass, mass)?;
+    steps.say(&format!(
+        "Approved 3 draft orders in one sObject Collections update: {} change event{} naming them ({}), a job each",
+        merged.len(),
+        if merged.len() == 1 { "" } else { "s" },
+        merged
+            .iter()
+            .map(|n| format!("{n} records"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     caught_up(&story.emu, first.sink().store().as_ref(), &channels).await?;
 
     // A crash: the service stops mid-stream without committing what it holds; the next run
@@ -576,9 +686,7 @@ pub async fn run(options: DemoArgs) -> anyhow::Result<()> {
             )
             .await?;
     }
-    step(
-        7,
-        "Crashed the service mid-stream and rewound its checkpoint, as a lost tail after a crash would",
+    steps.say("Crashed the service mid-stream and rewound its checkpoint, as a lost tail after a crash would",
     );
     let app = App::build(settings).await?;
     let second = app.handle();
@@ -587,13 +695,10 @@ pub async fn run(options: DemoArgs) -> anyhow::Result<()> {
     story
         .fault(json!({"kind": "gap", "change_type": "GAP_UPDATE", "record_id": approved[1]}))
         .await?;
-    step(
-        8,
-        &format!(
-            "Restarted; replayed events are recognised. A GAP_UPDATE for {} re-reads it: no second job",
-            approved[1]
-        ),
-    );
+    steps.say(&format!(
+        "Restarted; replayed events are recognised. A GAP_UPDATE for {} re-reads it: no second job",
+        approved[1]
+    ));
     let store_for_wait =
         sfcdc::store::AnyStore::open(&format!("sqlite://{}", db.display())).await?;
     caught_up(&story.emu, &store_for_wait, &channels).await?;
@@ -604,23 +709,19 @@ pub async fn run(options: DemoArgs) -> anyhow::Result<()> {
         .map(|p| format!("{p}%"))
         .collect::<Vec<_>>()
         .join(" → ");
-    step(
-        9,
-        &format!(
+    steps.say(&format!(
             "The worker ran every job: Activating, submitted, polled ({watched}), then Activated and the external id written back"
         ),
     );
     let (webhooks, dispatches) = notified(&story.emu, fulfilled).await?;
-    step(
-        10,
-        &format!(
-            "Notified: {webhooks} signed webhooks and {dispatches} repository_dispatch events"
-        ),
-    );
+    steps.say(&format!(
+        "Notified: {webhooks} signed webhooks and {dispatches} repository_dispatch events"
+    ));
     // The write-backs are change events too: the service reads them, and they make no job.
     caught_up(&story.emu, &store_for_wait, &channels).await?;
+    approved.extend(lost);
     let activated = activated_orders(&story, &approved).await?;
-    step(11, &cached_reads(&story, &second, &approved[0]).await?);
+    steps.say(&cached_reads(&story, &second, &approved[0]).await?);
     cancel2.cancel();
     run2.await??;
     cancel.cancel();
