@@ -493,15 +493,13 @@ async fn a_commit_failure_retrying_cannot_mend_stops_the_channel_and_commits_not
     }
 }
 
-#[tokio::test]
-async fn sfcdc_tail_prints_one_json_line_per_event() {
-    let org = Org::start().await;
-    org.emu.bulk(4);
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
+/// Runs `sfcdc tail` with `args` against `org`, logging in with a password.
+async fn tail(org: &Org, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let ca = dir.join("ca.pem");
     std::fs::write(&ca, org.emu.ca_pem().unwrap()).unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
-        .args(["tail", ORDERS, "--from", "earliest", "--count", "3"])
+        .arg("tail")
+        .args(args)
         .env_clear()
         .env("SFCDC_PUBSUB_ENDPOINT", org.emu.grpc_url())
         .env("SFCDC_CA_CERT", &ca)
@@ -522,6 +520,44 @@ async fn sfcdc_tail_prints_one_json_line_per_event() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+#[tokio::test]
+async fn sfcdc_tail_format_none_counts_what_decodes_and_what_does_not() {
+    let org = Org::start().await;
+    org.emu.bulk(6);
+    org.fault(json!({"kind": "corrupt_next", "count": 1})).await;
+    org.emu.bulk(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = tail(
+        &org,
+        dir.path(),
+        &[
+            ORDERS, "--from", "earliest", "--count", "8", "--format", "none",
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("8 events (1 undecodable) in "),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("events/s"), "{stdout}");
+}
+
+#[tokio::test]
+async fn sfcdc_tail_prints_one_json_line_per_event() {
+    let org = Org::start().await;
+    org.emu.bulk(4);
+    let dir = tempfile::tempdir().unwrap();
+    let out = tail(
+        &org,
+        dir.path(),
+        &[ORDERS, "--from", "earliest", "--count", "3"],
+    )
+    .await;
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<serde_json::Value> = stdout
         .lines()

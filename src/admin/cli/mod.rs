@@ -64,6 +64,9 @@ pub struct TailArgs {
     /// Stop after this many events.
     #[arg(long)]
     pub count: Option<usize>,
+    /// `json`: one JSON line per event; `none`: count them and print a summary.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: crate::admin::tail::TailFormat,
 }
 
 impl TailArgs {
@@ -95,7 +98,7 @@ pub async fn run_tail(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let start = args.start().map_err(|e| anyhow::anyhow!(e))?;
-    crate::admin::tail::run(&args.channel, start, args.count, shutdown).await
+    crate::admin::tail::run(&args.channel, start, args.count, args.format, shutdown).await
 }
 
 /// How admin commands print.
