@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The sfcdc reliability suite (see scripts/RELIABILITY.md).
 #
-#   scripts/reliability.sh [--quick] [--kills N] [--only crash,faults,postgres,disk]
+#   scripts/reliability.sh [--quick] [--kills N] [--only crash,faults,retention,postgres,disk]
 #                          [--pg system|private] [--pg-url URL] [--seed N] [--keep] [--json FILE]
 #
 # Builds the debug binary (or uses $SFCDC_BIN), then runs scripts/reliability/suite.py, which

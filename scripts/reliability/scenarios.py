@@ -1,4 +1,4 @@
-"""The four reliability scenarios. Each runs its own emulator and its own store, makes order
+"""The reliability scenarios. Each runs its own emulator and its own store, makes order
 approvals while it breaks something, lets a clean run drain everything, and returns its ledger
 row (see harness.ledger)."""
 
@@ -350,6 +350,57 @@ def faults(ctx):
         s.close()
 
 
+def retention(ctx):
+    """Downtime past the retention window, with approvals during it: the service stops, orders
+    are approved, every retained event expires, and the restarted service finds its stored
+    replay id rejected. It must reconcile the lost window by itself: every approval one job."""
+    s = Scenario(ctx, "retention", latency_ms=300)
+    try:
+        svc = s.service_on(f"sqlite://{os.path.join(s.dir, 'sfcdc.db')}")
+        svc.start()
+        s.produce(ctx.interval)
+        s.hold(2, "before the first downtime")
+        recoveries, while_down = 0, 0
+        for d in range(ctx.downtimes):
+            code = svc.stop()
+            before = len(s.producer.approved)
+            if code != 0:
+                s.failures.append(f"downtime {d + 1}: SIGTERM exit {code} (expected 0)")
+            # Down: the producer keeps approving; then the events age out of retention.
+            time.sleep(ctx.downtime_seconds)
+            with s.producer.lock:
+                s.emu.fault(kind="expire_events")
+                while_down += len(s.producer.approved) - before
+            say(f"retention: downtime {d + 1}/{ctx.downtimes}, events expired; restarting")
+            offset = svc.log_size()
+            svc.start()
+            s.hold(ctx.downtime_seconds, f"after downtime {d + 1}")
+            recovered = tally(
+                svc.log_lines(offset)[0],
+                {
+                    "rejected": r"REPLAY ID REJECTED",
+                    "recovered": r"Recovered the window a rejected replay id lost",
+                },
+            )
+            if not recovered["rejected"]:
+                s.failures.append(f"downtime {d + 1}: the expired replay id was not rejected")
+            recoveries += recovered["recovered"]
+        row = s.finish(ctx.drain_timeout)
+        row["notes"].append(
+            f"{ctx.downtimes} downtimes of {ctx.downtime_seconds}s past retention, "
+            f"{while_down} approvals made while down; the service logged {recoveries} "
+            f"recovered windows"
+        )
+        if recoveries < ctx.downtimes:
+            row["failures"].append(
+                f"{ctx.downtimes - recoveries} lost windows were not recovered (no WARN line)"
+            )
+            row["verdict"] = "FAIL"
+        return row
+    finally:
+        s.close()
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -530,4 +581,10 @@ def integrity(db):
         con.close()
 
 
-ALL = {"crash": crash, "faults": faults, "postgres": postgres, "disk": disk}
+ALL = {
+    "crash": crash,
+    "faults": faults,
+    "retention": retention,
+    "postgres": postgres,
+    "disk": disk,
+}

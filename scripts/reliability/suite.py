@@ -44,7 +44,7 @@ def parse(argv):
     )
     p.add_argument(
         "--only", default=env("SFCDC_RELIABILITY_SCENARIOS", ",".join(scenarios.ALL)),
-        help="comma-separated scenarios to run: crash,faults,postgres,disk",
+        help="comma-separated scenarios to run: crash,faults,retention,postgres,disk",
     )
     p.add_argument(
         "--pg-url",
@@ -72,6 +72,8 @@ def configure(args):
     ctx.kills = args.kills or (8 if q else 20)
     ctx.storms = 3 if q else 6
     ctx.storm_seconds = 3
+    ctx.downtimes = 1 if q else 3
+    ctx.downtime_seconds = 3
     ctx.pg_outages = 1 if q else 2
     ctx.pg_down_seconds = 4 if q else 8
     ctx.disk_phase = 3 if q else 5
