@@ -77,6 +77,21 @@ pub enum Fault {
         #[serde(default = "one")]
         count: u32,
     },
+    /// Emit the next `count` Order change events (default 1) with `recordIds` given as the key
+    /// prefix and a wildcard (`801*`), as Salesforce does when it knows which kind of record
+    /// changed but not which ones.
+    WildcardIds {
+        /// How many events.
+        #[serde(default = "one")]
+        count: u32,
+    },
+    /// The next Bulk API 2.0 query job ends `Failed`, with an error message.
+    BulkFail,
+    /// The next Bulk API 2.0 query job stays `InProgress` for `seconds` (or until aborted).
+    BulkStall {
+        /// How long.
+        seconds: f64,
+    },
     /// Set the org's daily API request allocation to `max`, and what has been used of it to
     /// `used` when given: past the allocation, data API requests are refused with 403
     /// `REQUEST_LIMIT_EXCEEDED` ([`crate::limits`]). Clearing faults restores the default
@@ -157,6 +172,15 @@ impl FromStr for Fault {
                 enabled: value.is_none_or(|v| v != "off" && v != "false"),
             },
             "expire-events" => Fault::ExpireEvents,
+            "wildcard-ids" => Fault::WildcardIds {
+                count: value.map_or(Ok(1), |_| num("COUNT").map(|n| n as u32))?,
+            },
+            "bulk-fail" => Fault::BulkFail,
+            "bulk-stall" => Fault::BulkStall {
+                seconds: humantime::parse_duration(need("DURATION")?)
+                    .map_err(|e| format!("fault '{name}': {e}"))?
+                    .as_secs_f64(),
+            },
             "rest-unavailable" => Fault::RestUnavailable {
                 count: value.map_or(Ok(1), |_| num("COUNT").map(|n| n as u32))?,
             },
@@ -180,7 +204,7 @@ impl FromStr for Fault {
             }
             other => {
                 return Err(format!(
-                    "unknown fault '{other}'; known: disconnect-after=N, refuse-subscriptions=DURATION, expire-tokens, corrupt-next[=N], gap=GAP_TYPE[:ID], schema-change[=FIELD], delay=DURATION, long-replay-ids[=off], expire-events, rest-unavailable[=N], api-limit=[USED/]MAX"
+                    "unknown fault '{other}'; known: disconnect-after=N, refuse-subscriptions=DURATION, expire-tokens, corrupt-next[=N], gap=GAP_TYPE[:ID], schema-change[=FIELD], delay=DURATION, long-replay-ids[=off], expire-events, wildcard-ids[=N], bulk-fail, bulk-stall=DURATION, rest-unavailable[=N], api-limit=[USED/]MAX"
                 ));
             }
         })
@@ -214,6 +238,15 @@ impl FromStr for ScheduledFault {
     }
 }
 
+/// What happens to the next Bulk API 2.0 query job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BulkFault {
+    /// It ends `Failed`.
+    Fail,
+    /// It stays `InProgress` this long.
+    Stall(Duration),
+}
+
 /// Fault state read by the service layers.
 #[derive(Debug, Default)]
 pub struct FaultState {
@@ -221,6 +254,7 @@ pub struct FaultState {
     refuse_until: Mutex<Option<Instant>>,
     delay_ms: AtomicU64,
     rest_unavailable: AtomicU32,
+    bulk: Mutex<Option<BulkFault>>,
 }
 
 impl FaultState {
@@ -288,12 +322,23 @@ impl FaultState {
             .is_ok()
     }
 
+    /// Arms a fault for the next Bulk API 2.0 query job.
+    pub fn arm_bulk(&self, fault: BulkFault) {
+        *self.bulk.lock().expect("fault lock") = Some(fault);
+    }
+
+    /// Takes the fault armed for the next Bulk API 2.0 query job, if any.
+    pub fn take_bulk(&self) -> Option<BulkFault> {
+        self.bulk.lock().expect("fault lock").take()
+    }
+
     /// Clears every behavioural fault.
     pub fn clear(&self) {
         *self.disconnect_remaining.lock().expect("fault lock") = None;
         *self.refuse_until.lock().expect("fault lock") = None;
         self.delay_ms.store(0, Ordering::Relaxed);
         self.rest_unavailable.store(0, Ordering::Relaxed);
+        *self.bulk.lock().expect("fault lock") = None;
     }
 }
 
@@ -325,6 +370,9 @@ mod tests {
             ("delay=250ms", r#"{"kind":"delay","ms":250}"#),
             ("long-replay-ids", r#"{"kind":"long_replay_ids"}"#),
             ("expire-events", r#"{"kind":"expire_events"}"#),
+            ("wildcard-ids=2", r#"{"kind":"wildcard_ids","count":2}"#),
+            ("bulk-fail", r#"{"kind":"bulk_fail"}"#),
+            ("bulk-stall=2s", r#"{"kind":"bulk_stall","seconds":2.0}"#),
             ("rest-unavailable", r#"{"kind":"rest_unavailable"}"#),
             (
                 "rest-unavailable=3",

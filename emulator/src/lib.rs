@@ -316,6 +316,8 @@ pub struct Shared {
     /// Results of long queries, for `nextRecordsUrl`.
     cursors: Mutex<std::collections::HashMap<String, Arc<Vec<serde_json::Value>>>>,
     cursor_seq: AtomicU64,
+    /// Bulk API 2.0 query jobs.
+    bulk_jobs: rest::BulkJobs,
     /// The fulfilment system.
     fulfilment: Fulfilment,
     /// The webhook sink and the GitHub stand-in.
@@ -519,6 +521,7 @@ impl Emulator {
             dirty: AtomicBool::new(false),
             cursors: Mutex::new(std::collections::HashMap::new()),
             cursor_seq: AtomicU64::new(0),
+            bulk_jobs: Default::default(),
             fulfilment,
             sinks: Sinks::new(config.webhook_secret.clone(), config.github_token.clone()),
             cancel: CancellationToken::new(),
@@ -853,6 +856,33 @@ fn inject(shared: &Shared, fault: Fault) -> Result<FaultOutcome, String> {
         Fault::ExpireTokens => {
             let n = shared.tokens.lock().expect("token lock").expire_all();
             outcome(format!("{n} tokens expired"))
+        }
+        Fault::WildcardIds { count } => {
+            shared
+                .world
+                .lock()
+                .expect("world lock")
+                .wildcard_next(count);
+            outcome(format!(
+                "the next {count} Order change event(s) will name their records 801*"
+            ))
+        }
+        Fault::BulkFail => {
+            shared.faults.arm_bulk(faults::BulkFault::Fail);
+            outcome("the next Bulk API 2.0 query job will fail".into())
+        }
+        Fault::BulkStall { seconds } => {
+            if !(seconds.is_finite() && seconds >= 0.0) {
+                return Err(format!(
+                    "seconds must be a non-negative number, got {seconds}"
+                ));
+            }
+            shared
+                .faults
+                .arm_bulk(faults::BulkFault::Stall(Duration::from_secs_f64(seconds)));
+            outcome(format!(
+                "the next Bulk API 2.0 query job stays InProgress for {seconds}s"
+            ))
         }
         Fault::CorruptNext { count } => {
             shared.world.lock().expect("world lock").corrupt_next(count);

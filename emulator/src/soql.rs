@@ -812,6 +812,18 @@ impl QueryResult<'_> {
     }
 }
 
+impl QueryResult<'_> {
+    /// Renders the records one at a time, as in a REST query response's `records`, so a large
+    /// result is never rendered whole.
+    pub fn render_each(&self, org: &Org, api_version: &str, mut f: impl FnMut(Json)) {
+        for row in &self.rows {
+            f(self
+                .plan
+                .render(org, api_version, row.record, &row.children));
+        }
+    }
+}
+
 /// Runs a query; returns the matching records (in order) with their subqueries' children.
 pub fn run<'a>(org: &'a Org, q: &Query) -> Result<QueryResult<'a>, SoqlError> {
     let plan = Plan::resolve(org, &q.object, q, false)?;

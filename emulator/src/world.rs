@@ -95,6 +95,8 @@ pub struct World {
     /// schema versions can be rebuilt after a restart.
     schema_history: Vec<SObjectDef>,
     corrupt_next: u32,
+    /// Order change events still to be sent with wildcard record ids.
+    wildcard_next: u32,
     rng: ChaCha8Rng,
 }
 
@@ -116,6 +118,7 @@ impl World {
             current: BTreeMap::new(),
             schema_history: Vec::new(),
             corrupt_next: 0,
+            wildcard_next: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
         };
         world.refresh_schemas();
@@ -170,6 +173,11 @@ impl World {
         self.corrupt_next += n;
     }
 
+    /// Sends the next `n` Order change events with their record ids as a wildcard (`801*`).
+    pub fn wildcard_next(&mut self, n: u32) {
+        self.wildcard_next += n;
+    }
+
     fn event_id(&mut self) -> String {
         let bytes: [u8; 16] = self.rng.random();
         uuid::Builder::from_random_bytes(bytes)
@@ -191,8 +199,17 @@ impl World {
     pub fn commit(&mut self, changes: Vec<Change>, now_ms: i64) -> Vec<Arc<StoredEvent>> {
         let changes = super::org::merge_identical(changes);
         let mut out = Vec::with_capacity(changes.len());
-        for change in changes {
+        for mut change in changes {
             let entity = change.header.entity_name.clone();
+            if entity == "Order" && self.wildcard_next > 0 {
+                self.wildcard_next -= 1;
+                let prefix: String = change
+                    .header
+                    .record_ids
+                    .first()
+                    .map_or("801".into(), |id| id.chars().take(3).collect());
+                change.header.record_ids = vec![format!("{prefix}*")];
+            }
             let schema = self.current[&entity].clone();
             let encoded = schema.encode_change(&change.header, &change.values);
             let payload = self.maybe_corrupt(&schema, encoded);

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 use sfcdc::store::recovery::Recoveries;
-use sfcdc::store::{AnyStore, JobState};
+use sfcdc::store::{AnyStore, JobState, Store};
 
 use super::worker::jobs_of;
 use crate::common::*;
@@ -388,4 +388,119 @@ async fn the_periodic_check_runs_once_per_period_across_instances() {
     stop_b.cancel();
     b.await.unwrap().unwrap();
     a.stop().await;
+}
+
+/// Plants `n` orders straight into the org (no events): every tenth approved, a third of those
+/// already fulfilled (an external id); the rest drafts. Returns the approved ones without an
+/// external id: the candidates.
+fn plant_orders(org: &Org, n: usize) -> BTreeSet<String> {
+    use sfcdc_emulator::schema::FieldValue;
+    org.emu.with_world(|w| {
+        let account = w.org.pick("Account", |_| true).unwrap().to_string();
+        let now = sfcdc::clock::now_ms();
+        let mut planted = BTreeSet::new();
+        for i in 0..n {
+            let mut o = std::collections::BTreeMap::new();
+            o.insert("AccountId".into(), FieldValue::Str(account.clone()));
+            o.insert("Name".into(), FieldValue::Str(format!("Planted {i}")));
+            o.insert("EffectiveDate".into(), FieldValue::Long(now));
+            let approved = i % 10 == 0;
+            let status = if approved { "Approved" } else { "Draft" };
+            o.insert("Status".into(), FieldValue::Str(status.into()));
+            if approved && i % 30 == 0 {
+                o.insert(
+                    "WHMCS_Order_ID__c".into(),
+                    FieldValue::Str(format!("WH-{i}")),
+                );
+            }
+            let id = w.org.seed_record("Order", o, now);
+            if approved && i % 30 != 0 {
+                planted.insert(id.to_string());
+            }
+        }
+        planted
+    })
+}
+
+#[tokio::test]
+async fn reconcile_over_bulk_api_finds_exactly_the_planted_candidates_among_100k_orders() {
+    let org = Org::start().await;
+    let planted = plant_orders(&org, 100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sfcdc.db").display());
+    let summary = reconcile(&org, dir.path(), &url, &["--all"]).await;
+    assert_eq!(summary["via"], "bulk", "{summary}");
+    assert_eq!(summary["created"], planted.len(), "{summary}");
+    let store = AnyStore::open(&url).await.unwrap();
+    let with_jobs: BTreeSet<String> = jobs_by_order(&store).await.into_keys().collect();
+    assert_eq!(with_jobs, planted, "the planted candidates and no others");
+    eprintln!(
+        "reconcile via Bulk API 2.0: {} orders in the org, {} scanned, {} created in {:.2} s \
+         ({} orders/s), peak RSS {} MiB",
+        100_000 + 12,
+        summary["scanned"],
+        summary["created"],
+        summary["seconds"].as_f64().unwrap_or_default(),
+        summary["orders_per_second"],
+        summary["peak_rss_bytes"].as_u64().unwrap_or_default() / (1 << 20)
+    );
+    // Again: everything has its job.
+    let again = reconcile(&org, dir.path(), &url, &["--all"]).await;
+    assert_eq!(again["created"], 0, "{again}");
+}
+
+#[tokio::test]
+async fn a_failed_bulk_query_job_fails_the_reconcile_with_its_name_and_a_rerun_completes() {
+    let org = Org::start().await;
+    let planted = plant_orders(&org, 30_000);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sfcdc.db").display());
+    org.fault(json!({"kind": "bulk_fail"})).await;
+    let env = binary_env(&org, dir.path(), &url);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+        .args(["reconcile", "--all"])
+        .env_clear()
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    crate::common::logs::keep("reconcile-bulk-fail", &out.stderr);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Bulk API 2.0 query job 750") && stderr.contains("Failed"),
+        "{stderr}"
+    );
+    let summary = reconcile(&org, dir.path(), &url, &["--all"]).await;
+    assert_eq!(summary["created"], planted.len(), "{summary}");
+}
+
+#[tokio::test]
+async fn wildcard_record_ids_are_reconciled_not_quarantined() {
+    let org = Org::start().await;
+    let r = run_app(
+        &org,
+        tempfile::tempdir().unwrap(),
+        &[("SFCDC_REPLAY_PRESET", "latest")],
+    )
+    .await;
+    let store = r.app.store().clone();
+    live(store.as_ref(), &[ORDERS]).await;
+    let order = drafts(&org).await.remove(0);
+    org.fault(json!({"kind": "wildcard_ids", "count": 1})).await;
+    org.patch_order(&order, json!({"Status": "Approved"})).await;
+    caught_up(&org, store.as_ref(), &[ORDERS]).await;
+    let jobs = eventually("the wildcard's reconciled job", async || {
+        let jobs = jobs_of(&store, &order).await;
+        (!jobs.is_empty()).then_some(jobs)
+    })
+    .await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].trigger_kind, "overflow");
+    assert!(store.quarantined(true).await.unwrap().is_empty());
+    assert_eq!(
+        r.metric("sfcdc_wildcard_record_ids_total", &[("channel", ORDERS)]),
+        1.0
+    );
+    r.stop().await;
 }

@@ -4,7 +4,8 @@
 //! identity URL), SOAP `login()`, the versions and resource lists (`/services/data`,
 //! `/services/data/vNN.N`), describe (`rest/describe.rs`), records
 //! (`/services/data/vNN.N/sobjects/{type}/{id}`), sObject Collections updates
-//! (`rest/composite.rs`), queries (`/services/data/vNN.N/query?q=`), the limits resource and
+//! (`rest/composite.rs`), queries (`/services/data/vNN.N/query?q=`), Bulk API 2.0 query jobs
+//! (`rest/bulk_query.rs`), the limits resource and
 //! publishing the fulfilment platform event. Salesforce resources the emulator does not serve
 //! answer 501 naming the feature (`rest/unemulated.rs`), other paths 404, and a method a route
 //! does not take 405. Errors use the Salesforce shapes: `[{"message":…,"errorCode":…}]` for the
@@ -23,6 +24,7 @@
 //! Every authenticated data API request takes one from the org's daily allocation and says so in
 //! `Sforce-Limit-Info`; past it, the answer is 403 `REQUEST_LIMIT_EXCEEDED` ([`crate::limits`]).
 
+mod bulk_query;
 mod composite;
 mod describe;
 mod unemulated;
@@ -52,6 +54,8 @@ use super::world::{FULFILMENT_EVENT, FULFILMENT_FIELDS};
 const QUERY_PAGE: usize = 2000;
 
 type AppState = Arc<Shared>;
+
+pub(crate) use bulk_query::BulkJobs;
 
 /// A Salesforce data-API error response.
 struct ApiError {
@@ -166,6 +170,23 @@ pub fn router(shared: AppState) -> Router {
         .route(
             "/services/data/{version}/composite/sobjects",
             patch(composite::update).fallback(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/jobs/query",
+            post(bulk_query::create)
+                .get(bulk_query::list)
+                .fallback(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/jobs/query/{id}",
+            get(bulk_query::status)
+                .patch(bulk_query::abort)
+                .delete(bulk_query::delete)
+                .fallback(unemulated::answer),
+        )
+        .route(
+            "/services/data/{version}/jobs/query/{id}/results",
+            get(bulk_query::results).fallback(unemulated::answer),
         )
         .route("/services/data/{version}/limits", get(limits))
         .route("/services/data/{version}/query", get(query))

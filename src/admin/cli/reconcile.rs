@@ -109,13 +109,34 @@ pub async fn run_reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
     print(&summary, args.format)
 }
 
+/// This process's peak resident set size in bytes (Linux; `None` elsewhere).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 fn print(s: &Summary, format: OutputFormat) -> anyhow::Result<()> {
+    let rate = s.counts.scanned as f64 / s.seconds.max(1e-9);
+    let peak = peak_rss_bytes();
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(s)?),
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(s)?;
+            v["orders_per_second"] = serde_json::json!(rate.round());
+            v["peak_rss_bytes"] = serde_json::json!(peak);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
         OutputFormat::Table => {
             let verb = if s.dry_run { "would create" } else { "created" };
             println!(
-                "reconcile ({}, via {}): {} orders matched, {} scanned, {} candidates; {verb} {} jobs, {} already had one, {} skipped by the guards; {:.1} s",
+                "reconcile ({}, via {}): {} orders matched, {} scanned, {} candidates; {verb} {} jobs, {} already had one, {} skipped by the guards; {:.1} s ({:.0} orders/s{})",
                 s.reason,
                 s.via,
                 s.matched,
@@ -124,7 +145,12 @@ fn print(s: &Summary, format: OutputFormat) -> anyhow::Result<()> {
                 s.counts.created,
                 s.counts.existing,
                 s.counts.skipped_by_guard,
-                s.seconds
+                s.seconds,
+                rate,
+                peak.map_or(String::new(), |b| format!(
+                    ", peak RSS {:.1} MiB",
+                    b as f64 / 1048576.0
+                ))
             );
             for order in &s.jobs {
                 println!("  {verb}: {order}");
