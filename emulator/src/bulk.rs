@@ -4,7 +4,9 @@
 //! stay consistent) but without HTTP round trips, and the world lock is taken per chunk so
 //! subscribers keep streaming while a large backlog is generated. The mix is about 30% creates,
 //! 10% status updates to `Approved` (each of a different Draft order, so each is a provisioning
-//! trigger), and 60% address changes.
+//! trigger), and 60% address changes. One approval event in five is a mass approval: two to five
+//! drafts approved in one transaction, which Salesforce reports as one change event listing every
+//! order, as a list-view mass action or a Data Loader batch would.
 
 use std::sync::Mutex;
 
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::ids::SfId;
-use super::org::now_ms;
+use super::org::{UpdateItem, now_ms};
 use super::world::World;
 
 /// Events generated per lock acquisition.
@@ -36,8 +38,13 @@ const CITIES: [(&str, &str, &str); 8] = [
 pub struct BulkReport {
     /// Order CREATE events.
     pub created: usize,
-    /// Order UPDATE events setting `Status` to `Approved`.
+    /// Orders approved (each by an UPDATE setting `Status` to `Approved`, alone or in a mass
+    /// approval).
     pub approved: usize,
+    /// Mass approvals: one event each, for several orders.
+    pub mass_approvals: usize,
+    /// Orders approved in mass approvals (counted in `approved` too).
+    pub mass_approved: usize,
     /// Order UPDATE events changing the billing address.
     pub address_changes: usize,
     /// Ids of the approved orders, in order.
@@ -49,7 +56,9 @@ pub struct BulkReport {
 impl BulkReport {
     /// Events appended to `/data/OrderChangeEvent`.
     pub fn events(&self) -> usize {
-        self.created + self.approved + self.address_changes
+        self.created + self.approved - self.mass_approved
+            + self.mass_approvals
+            + self.address_changes
     }
 }
 
@@ -85,7 +94,34 @@ pub fn generate(world: &Mutex<World>, n: usize) -> BulkReport {
             let now = now_ms();
             let roll = rng.random_range(0..100);
             let (city, postcode, country) = CITIES[rng.random_range(0..CITIES.len())];
-            let result = if roll < 10 && !drafts.is_empty() {
+            let result = if roll < 2 && drafts.len() >= 2 {
+                let k = rng.random_range(2..=5).min(drafts.len());
+                let ids: Vec<SfId> = (0..k)
+                    .map(|_| drafts.swap_remove(rng.random_range(0..drafts.len())))
+                    .collect();
+                let items: Vec<UpdateItem> = ids
+                    .iter()
+                    .map(|id| UpdateItem {
+                        sobject: "Order".into(),
+                        id: Some(id.to_string()),
+                        input: obj(json!({"Status": "Approved"})),
+                    })
+                    .collect();
+                let done = w.mutate(now, |org| {
+                    let (outcomes, changes) = org.update_many(&items, true, &actor, now);
+                    match outcomes.into_iter().find_map(Result::err) {
+                        Some(e) => Err(e),
+                        None => Ok(((), changes)),
+                    }
+                });
+                if done.is_ok() {
+                    report.approved += k;
+                    report.mass_approvals += 1;
+                    report.mass_approved += k;
+                    report.approved_ids.extend(ids.iter().map(SfId::to_string));
+                }
+                done
+            } else if roll < 10 && !drafts.is_empty() {
                 let id = drafts.swap_remove(rng.random_range(0..drafts.len()));
                 report.approved += 1;
                 report.approved_ids.push(id.to_string());

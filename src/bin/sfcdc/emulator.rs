@@ -168,20 +168,27 @@ pub async fn run_emulator(
         (None, Some(_)) => "not written (use --ca-out FILE)".to_owned(),
         (_, None) => "none (plaintext)".to_owned(),
     };
-    println!(
+    // One write, whose failure (a reader that went away) is not the emulator's problem: the
+    // banner is for people and scripts that read its first line.
+    use std::fmt::Write as _;
+    let mut banner = String::new();
+    let _ = writeln!(
+        banner,
         "sfcdc emulator ready: grpc={} rest={} ca={}",
         emulator.grpc_url(),
         emulator.instance_url(),
         ca
     );
-    println!("  Pub/Sub API (gRPC):  {}", emulator.grpc_url());
-    println!("  REST, OAuth, login:  {}", emulator.instance_url());
-    println!(
+    let _ = writeln!(banner, "  Pub/Sub API (gRPC):  {}", emulator.grpc_url());
+    let _ = writeln!(banner, "  REST, OAuth, login:  {}", emulator.instance_url());
+    let _ = writeln!(
+        banner,
         "  Control API:         {}/emulator/",
         emulator.instance_url()
     );
     let fulfilment = emulator.fulfilment().config();
-    println!(
+    let _ = writeln!(
+        banner,
         "  Fulfilment API:      {} (token {}; {}ms latency, {} progress steps, batch status {})",
         emulator.fulfilment_url(),
         fulfilment.token.as_deref().unwrap_or("none"),
@@ -189,29 +196,34 @@ pub async fn run_emulator(
         fulfilment.progress_steps,
         if fulfilment.batch { "on" } else { "off" }
     );
-    println!(
+    let _ = writeln!(
+        banner,
         "  Webhook sink:        {}/hooks/{{name}} (secret {})",
         emulator.instance_url(),
         webhook_secret
             .as_deref()
             .unwrap_or("none: unsigned requests accepted")
     );
-    println!(
+    let _ = writeln!(
+        banner,
         "  GitHub API:          {}/repos/{{owner}}/{{repo}}/dispatches (token {})",
         emulator.github_api_url(),
         github_token
     );
-    println!("  CA certificate:      {ca}");
-    println!("  Org id:              {}", emulator.org_id());
-    println!(
+    let _ = writeln!(banner, "  CA certificate:      {ca}");
+    let _ = writeln!(banner, "  Org id:              {}", emulator.org_id());
+    let _ = writeln!(
+        banner,
         "  client credentials:  client id {} / secret {}",
         creds.client_id, creds.client_secret
     );
-    println!(
+    let _ = writeln!(
+        banner,
         "  password login:      user {} / password {}",
         creds.username, creds.password
     );
-    println!(
+    let _ = writeln!(
+        banner,
         "  jwt bearer:          {}",
         if creds.jwt_public_key.is_some() {
             "enabled (--jwt-public-key)"
@@ -220,7 +232,10 @@ pub async fn run_emulator(
         }
     );
     use std::io::Write;
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(banner.as_bytes());
+    let _ = out.flush();
+    drop(out);
     shutdown.await;
     emulator.shutdown().await;
     Ok(())
