@@ -90,6 +90,9 @@ pub struct Change {
 /// A checked record of a collection update: its object, its id and its typed values.
 type PlannedUpdate = (Arc<SObjectDef>, SfId, Vec<(String, FieldValue)>);
 
+/// A checked record to create: its object and its typed values.
+type PlannedCreate = (Arc<SObjectDef>, Vec<(String, FieldValue)>);
+
 /// One record of a collection update ([`Org::update_many`]): its object and id as the request
 /// names them, and the fields to set.
 #[derive(Debug, Clone)]
@@ -212,6 +215,9 @@ pub enum OrgError {
     /// `MISSING_ARGUMENT`: a record of a collection update without an id.
     #[error("Id not specified in an update call")]
     MissingId,
+    /// `INVALID_FIELD`: an id given on create.
+    #[error("cannot specify Id in an insert call")]
+    IdOnCreate,
     /// `INVALID_TYPE`: a record of a collection names no object the org has.
     #[error("sObject type '{0}' is not supported.")]
     InvalidType(String),
@@ -244,6 +250,7 @@ impl OrgError {
             OrgError::StringTooLong { .. } => "STRING_TOO_LONG",
             OrgError::Duplicate(_) => "DUPLICATE_VALUE",
             OrgError::MissingId => "MISSING_ARGUMENT",
+            OrgError::IdOnCreate => "INVALID_FIELD",
             OrgError::InvalidType(_) => "INVALID_TYPE",
             OrgError::EntityIsDeleted => "ENTITY_IS_DELETED",
             OrgError::InvalidCrossReference => "INVALID_CROSS_REFERENCE_KEY",
@@ -254,7 +261,9 @@ impl OrgError {
     /// The fields the error is about, as a save result's `errors[].fields` lists them.
     pub fn fields(&self) -> Vec<String> {
         match self {
-            OrgError::MalformedId { .. } | OrgError::MissingId => vec!["Id".into()],
+            OrgError::MalformedId { .. } | OrgError::MissingId | OrgError::IdOnCreate => {
+                vec!["Id".into()]
+            }
             OrgError::InvalidField { field, .. }
             | OrgError::BadValue { field, .. }
             | OrgError::RestrictedPicklist { field, .. }
@@ -549,6 +558,55 @@ impl Org {
         actor: &Actor,
         now: i64,
     ) -> Result<(SfId, Vec<Change>), OrgError> {
+        let (def, values) = self.plan_create(sobject, input)?;
+        let tx = self.begin(actor, now);
+        let mut changes = Vec::new();
+        let id = self.apply_create(&tx, &def, values, &mut changes);
+        Ok((id, changes))
+    }
+
+    /// Creates many records in one transaction, as sObject Collections does: each record is
+    /// checked first, then the valid ones are written (all of them, or with `all_or_none` none if
+    /// any is invalid, the valid ones failing as rolled back). Returns each record's outcome, in
+    /// order, and the transaction's changes: one CREATE each, sharing the transaction key.
+    pub fn create_many(
+        &mut self,
+        items: &[UpdateItem],
+        all_or_none: bool,
+        actor: &Actor,
+        now: i64,
+    ) -> (Vec<Result<SfId, OrgError>>, Vec<Change>) {
+        let planned: Vec<_> = items
+            .iter()
+            .map(|item| {
+                if item.id.is_some() {
+                    return Err(OrgError::IdOnCreate);
+                }
+                self.plan_create(&item.sobject, &item.input)
+            })
+            .collect();
+        if all_or_none && planned.iter().any(Result::is_err) {
+            let outcomes = planned
+                .into_iter()
+                .map(|p| Err(p.err().unwrap_or(OrgError::RolledBack)))
+                .collect();
+            return (outcomes, Vec::new());
+        }
+        let tx = self.begin(actor, now);
+        let mut changes = Vec::new();
+        let outcomes = planned
+            .into_iter()
+            .map(|p| p.map(|(def, values)| self.apply_create(&tx, &def, values, &mut changes)))
+            .collect();
+        (outcomes, changes)
+    }
+
+    /// Checks a record to create: its object, its values, its required fields and its parent.
+    fn plan_create(
+        &self,
+        sobject: &str,
+        input: &Map<String, Json>,
+    ) -> Result<PlannedCreate, OrgError> {
         let def = self.require_def(sobject)?;
         let values = self.typed_input(&def, input, true)?;
         let missing: Vec<String> = model::required_on_create(&def.name)
@@ -564,6 +622,18 @@ impl Org {
             "OrderItem" => self.check_parent("OrderId", &values, "Order")?,
             _ => {}
         }
+        Ok((def, values))
+    }
+
+    /// Writes a checked record within `tx`, adding its changes; its new id.
+    fn apply_create(
+        &mut self,
+        tx: &Tx<'_>,
+        def: &SObjectDef,
+        values: Vec<(String, FieldValue)>,
+        changes: &mut Vec<Change>,
+    ) -> SfId {
+        let (actor, now) = (tx.actor, tx.now);
         let id = self.next_id(&def.name);
         let mut fields: BTreeMap<String, FieldValue> =
             values.into_iter().filter(|(_, v)| !v.is_null()).collect();
@@ -596,18 +666,16 @@ impl Org {
             fields,
             deleted: false,
         };
-        let tx = self.begin(actor, now);
-        let mut header = self.header(&tx, &def.name, vec![id.to_string()], ChangeType::Create, 1);
+        let mut header = self.header(tx, &def.name, vec![id.to_string()], ChangeType::Create, 1);
         header.changed.clear();
         let values = cdc_values(
-            &def,
+            def,
             record
                 .fields
                 .iter()
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| (k.as_str(), v)),
         );
-        let mut changes = Vec::new();
         if is_cdc_entity(&def.name) {
             changes.push(Change { header, values });
         }
@@ -616,9 +684,9 @@ impl Org {
             .flatten();
         self.records.insert(id.clone(), record);
         if let Some(order_id) = parent {
-            self.rollup_order_total(&tx, &order_id, &mut changes);
+            self.rollup_order_total(tx, &order_id, changes);
         }
-        Ok((id, changes))
+        id
     }
 
     /// Updates many records in one transaction, as sObject Collections does: each record is

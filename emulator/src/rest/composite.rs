@@ -1,5 +1,6 @@
-//! sObject Collections update: `PATCH /services/data/vNN.N/composite/sobjects` with
-//! `{"allOrNone": bool, "records": [{"attributes": {"type": …}, "id": …, field: value, …}]}`.
+//! sObject Collections: `PATCH /services/data/vNN.N/composite/sobjects` (update) and `POST` on
+//! the same path (create), with `{"allOrNone": bool, "records": [{"attributes": {"type": …},
+//! "id": …, field: value, …}]}` (no `id` on create).
 //!
 //! Up to 200 records, of any objects, updated in one transaction ([`Org::update_many`]). The
 //! answer is 200 with one save result per record, in order: `{"id", "success": true, "errors":
@@ -16,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState, actor, bearer, body_object, check_version};
-use crate::org::{OrgError, UpdateItem, now_ms};
+use crate::ids::SfId;
+use crate::org::{Actor, Change, Org, OrgError, UpdateItem, now_ms};
 
 /// Most records one collection request may hold.
 const MAX_RECORDS: usize = 200;
@@ -35,16 +37,43 @@ pub(super) async fn resources(
     )
 }
 
-/// `PATCH …/composite/sobjects`.
+/// `PATCH …/composite/sobjects`: update up to 200 records in one transaction.
 pub(super) async fn update(
     State(shared): State<AppState>,
     headers: HeaderMap,
     Path(version): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    bearer(&shared, &headers)?;
-    check_version(&version)?;
-    let request = body_object(&body)?;
+    collection(&shared, &headers, &version, &body, Org::update_many)
+}
+
+/// `POST …/composite/sobjects`: create up to 200 records in one transaction; each gets a
+/// CREATE change event, sharing the transaction key with rising sequence numbers.
+pub(super) async fn create(
+    State(shared): State<AppState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    collection(&shared, &headers, &version, &body, Org::create_many)
+}
+
+/// What a collection call does to the org: each record's outcome, and the changes.
+type Apply =
+    fn(&mut Org, &[UpdateItem], bool, &Actor, i64) -> (Vec<Result<SfId, OrgError>>, Vec<Change>);
+
+/// Reads a collection request, applies it in one transaction, and answers a save result per
+/// record, in order.
+fn collection(
+    shared: &AppState,
+    headers: &HeaderMap,
+    version: &str,
+    body: &[u8],
+    apply: Apply,
+) -> Result<Response, ApiError> {
+    bearer(shared, headers)?;
+    check_version(version)?;
+    let request = body_object(body)?;
     let all_or_none = match request.get("allOrNone") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -76,14 +105,14 @@ pub(super) async fn update(
         .iter()
         .map(item)
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let actor = actor(&shared);
+    let actor = actor(shared);
     let now = now_ms();
     let outcomes = shared
         .world
         .lock()
         .expect("world lock")
         .mutate(now, |org| {
-            Ok::<_, OrgError>(org.update_many(&items, all_or_none, &actor, now))
+            Ok::<_, OrgError>(apply(org, &items, all_or_none, &actor, now))
         })?;
     shared.mark_dirty();
     let results: Vec<Value> = outcomes

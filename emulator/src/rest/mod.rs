@@ -169,7 +169,9 @@ pub fn router(shared: AppState) -> Router {
         )
         .route(
             "/services/data/{version}/composite/sobjects",
-            patch(composite::update).fallback(unemulated::answer),
+            patch(composite::update)
+                .post(composite::create)
+                .fallback(unemulated::answer),
         )
         .route(
             "/services/data/{version}/jobs/query",

@@ -112,8 +112,8 @@ pub(super) fn feature(
             }
         }
         ["composite"] if method != Method::GET => "Composite requests (POST composite)",
-        ["composite", "sobjects"] if method != Method::PATCH => {
-            "sObject Collections create, retrieve and delete (composite/sobjects)"
+        ["composite", "sobjects"] if method != Method::PATCH && method != Method::POST => {
+            "sObject Collections retrieve and delete (composite/sobjects)"
         }
         ["composite", "sobjects", _, ..] => {
             "sObject Collections by type and upsert (composite/sobjects/{type})"
@@ -197,16 +197,7 @@ mod tests {
             (Method::POST, "composite", "Composite requests"),
             (Method::POST, "composite/tree/Order", "sObject Tree"),
             (Method::POST, "composite/batch", "Composite batch"),
-            (
-                Method::POST,
-                "composite/sobjects",
-                "create, retrieve and delete",
-            ),
-            (
-                Method::DELETE,
-                "composite/sobjects",
-                "create, retrieve and delete",
-            ),
+            (Method::DELETE, "composite/sobjects", "retrieve and delete"),
             (Method::POST, "composite/sobjects/Order", "by type"),
             (Method::GET, "sobjects/Order/updated", "Get Updated"),
             (Method::GET, "sobjects/Order/deleted", "Get Deleted"),
@@ -234,6 +225,7 @@ mod tests {
             (Method::GET, "nonsense/deeper"),
             (Method::GET, "composite"),
             (Method::PATCH, "composite/sobjects"),
+            (Method::POST, "composite/sobjects"),
             (Method::GET, "composite/nonsense"),
             (Method::GET, "sobjects/Order/801Hs0000000Q0vIAE"),
             (Method::GET, "sobjects/Order/describe"),

@@ -360,6 +360,74 @@ async fn stats_name_the_last_replay_id_of_each_topic() {
     );
 }
 
+/// sObject Collections create (`POST …/composite/sobjects`): one transaction, a save result
+/// with the new id per record, one CREATE event each sharing the transaction key with rising
+/// sequence numbers; with `allOrNone`, one bad record fails them all and nothing is written.
+#[tokio::test]
+async fn a_collection_create_is_one_transaction_of_create_events() {
+    let org = Org::start().await;
+    let mut client = org.client().await;
+    let account = org.first_account().await;
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Latest, vec![], 100),
+    )
+    .await
+    .unwrap();
+    sub.live().await;
+    let order = |name: &str| {
+        json!({"attributes": {"type": "Order"}, "AccountId": account, "EffectiveDate": "2024-06-01",
+               "Status": "Draft", "Name": name})
+    };
+    let path = "/services/data/v62.0/composite/sobjects";
+    let (status, results) = org
+        .rest(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"allOrNone": true, "records": [order("A"), {"attributes": {"type": "Order"}, "Name": "no account"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(
+        results[0]["errors"][0]["statusCode"],
+        "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    );
+    assert_eq!(
+        results[1]["errors"][0]["statusCode"],
+        "REQUIRED_FIELD_MISSING"
+    );
+    let (status, results) = org
+        .rest(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"records": [order("B"), order("C"), {"attributes": {"type": "Order"}, "id": "801Hs0000000Q0vIAE"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{results}");
+    let ids: Vec<String> = results.as_array().unwrap()[..2]
+        .iter()
+        .map(|r| {
+            assert_eq!(r["success"], true, "{r}");
+            r["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(results[2]["errors"][0]["fields"], json!(["Id"]));
+    let events = sub.events(2).await;
+    let d = decode_all(&org, &mut client, &events).await;
+    for (i, e) in d.iter().enumerate() {
+        assert_eq!(e.change_type(), "CREATE");
+        assert_eq!(strings(field(e.header(), "recordIds")), [ids[i].clone()]);
+        assert_eq!(
+            field(e.header(), "sequenceNumber"),
+            &Avro::Int(i as i32 + 1)
+        );
+    }
+    assert_eq!(
+        field(d[0].header(), "transactionKey"),
+        field(d[1].header(), "transactionKey")
+    );
+}
+
 /// sObject Collections update (`PATCH …/composite/sobjects`, as jsforce's multi-record `update`
 /// and simple-salesforce's `restful("composite/sobjects", method="PATCH")` send it): one
 /// transaction, one save result per record, and the same change to several records is one change

@@ -1458,10 +1458,10 @@ async fn salesforce_features_the_emulator_lacks_answer_501_and_unknown_paths_404
             "Composite batch",
         ),
         (
-            Method::POST,
-            "/services/data/v62.0/composite/sobjects".into(),
-            Some(json!({"records": []})),
-            "create, retrieve and delete",
+            Method::DELETE,
+            format!("/services/data/v62.0/composite/sobjects?ids={id}"),
+            None,
+            "retrieve and delete",
         ),
         (
             Method::GET,
