@@ -288,15 +288,17 @@ impl AdminServer {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             ConfigError::new("SFCDC_ADMIN_ADDR", format!("cannot listen on {addr}: {e}"))
         })?;
-        let state = crate::api::AdminState::new(
-            deps.store.clone(),
-            deps.metrics.clone(),
+        let access = crate::api::auth::Access::new(
+            settings.cache.read_token.as_ref(),
             settings.admin.token.as_ref(),
-        )
-        .with_liveness(ingest.source.liveness().clone())
-        .with_clock(deps.clock.clone());
-        let routes =
-            crate::api::router(state).merge(crate::cache::http::router(ingest.cache.clone()));
+            settings.admin.metrics_token.as_ref(),
+        );
+        let state =
+            crate::api::AdminState::new(deps.store.clone(), deps.metrics.clone(), access.clone())
+                .with_liveness(ingest.source.liveness().clone())
+                .with_clock(deps.clock.clone());
+        let routes = crate::api::router(state)
+            .merge(crate::cache::http::router(ingest.cache.clone(), access));
         Ok(Some(AdminServer { listener, routes }))
     }
 }

@@ -46,12 +46,13 @@ pub struct Env {
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// Names of variables whose values are secret: never echoed in errors.
-pub const SECRET_VARS: [&str; 8] = [
+pub const SECRET_VARS: [&str; 9] = [
     "SF_CLIENT_SECRET",
     "SF_PASSWORD",
     "SF_ACCESS_TOKEN",
     "SFCDC_ADMIN_TOKEN",
     "SFCDC_READ_TOKEN",
+    "SFCDC_METRICS_TOKEN",
     "SFCDC_FULFILMENT_TOKEN",
     "SFCDC_WEBHOOK_SECRET",
     "SFCDC_GITHUB_TOKEN",

@@ -1,13 +1,14 @@
 //! The admin HTTP API on `SFCDC_ADMIN_ADDR`: health, metrics, and the operator controls of jobs
 //! and outbox deliveries (the same operations as `sfcdc jobs …` and `sfcdc deliveries …`).
 //!
-//! **Reads are open, changes are guarded.** Anything that changes state requires
-//! `Authorization: Bearer $SFCDC_ADMIN_TOKEN`, compared in constant time; without the header the
-//! answer is 401, with a wrong token 401 too, and when no token is configured changes are
-//! refused with 403. **Bad requests get a reason**: every error is JSON `{"error": "…"}` with a
+//! **Nothing but the probes answers without a token** (see [`auth`]): reads need the viewer
+//! token (`SFCDC_READ_TOKEN`) or the operator token (`SFCDC_ADMIN_TOKEN`), changes the operator
+//! token, and `/metrics` its own token when `SFCDC_METRICS_TOKEN` is set. **Bad requests get a reason**: every error is JSON `{"error": "…"}` with a
 //! 4xx status that says what to fix; path ids, query parameters and bodies are parsed here,
 //! never by an extractor that would answer in its own words. The server is plain HTTP and binds
 //! to loopback by default: put it behind a TLS-terminating proxy to expose it.
+
+pub mod auth;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,8 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -41,8 +41,10 @@ const MAX_LIMIT: i64 = 1000;
 pub struct AdminConfig {
     /// `SFCDC_ADMIN_ADDR`; `None` when set to `off`.
     pub addr: Option<SocketAddr>,
-    /// `SFCDC_ADMIN_TOKEN`: required for changes.
+    /// `SFCDC_ADMIN_TOKEN`: the operator role (reads and changes).
     pub token: Option<SecretString>,
+    /// `SFCDC_METRICS_TOKEN`: when set, `/metrics` needs it.
+    pub metrics_token: Option<SecretString>,
 }
 
 impl AdminConfig {
@@ -58,7 +60,12 @@ impl AdminConfig {
             }
         })?;
         let token = env.token("SFCDC_ADMIN_TOKEN", 16)?;
-        Ok(AdminConfig { addr, token })
+        let metrics_token = env.token("SFCDC_METRICS_TOKEN", 16)?;
+        Ok(AdminConfig {
+            addr,
+            token,
+            metrics_token,
+        })
     }
 }
 
@@ -73,8 +80,8 @@ pub struct AdminState {
     pub store: Arc<AnyStore>,
     /// The metrics to expose.
     pub metrics: Arc<Metrics>,
-    /// The admin token.
-    token: Bearer,
+    /// Who may do what.
+    access: auth::Access,
     /// The channels' liveness; `None` when no subscriber runs in this process.
     liveness: Option<Arc<Liveness>>,
     /// Ages and operator actions are judged by it.
@@ -82,12 +89,12 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    /// State for a server guarded by `token`.
-    pub fn new(store: Arc<AnyStore>, metrics: Arc<Metrics>, token: Option<&SecretString>) -> Self {
+    /// State for a server guarded by `access`.
+    pub fn new(store: Arc<AnyStore>, metrics: Arc<Metrics>, access: auth::Access) -> Self {
         AdminState {
             store,
             metrics,
-            token: Bearer::new(token, "SFCDC_ADMIN_TOKEN", "changes"),
+            access,
             liveness: None,
             clock: Clock::system(),
         }
@@ -105,65 +112,16 @@ impl AdminState {
         self
     }
 
-    /// Checks the bearer token of a request that changes state.
+    /// Checks that the request's token may change state.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        self.token.check(headers)
-    }
-}
-
-/// A bearer token guarding some routes, held as its SHA-256 and compared in constant time.
-#[derive(Clone)]
-pub struct Bearer {
-    digest: Option<[u8; 32]>,
-    var: &'static str,
-    what: &'static str,
-}
-
-impl Bearer {
-    /// The token of variable `var` (unset: `what` is refused with 403).
-    pub fn new(token: Option<&SecretString>, var: &'static str, what: &'static str) -> Bearer {
-        Bearer {
-            digest: token.map(|t| Sha256::digest(t.expose_secret().trim().as_bytes()).into()),
-            var,
-            what,
-        }
+        self.access
+            .require(headers, auth::Role::Operator)
+            .map(|_| ())
     }
 
-    /// 401 without the header or with a wrong token, 403 when no token is configured.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.digest else {
-            return Err(ApiError(
-                StatusCode::FORBIDDEN,
-                format!("{} are disabled: {} is not set", self.what, self.var),
-            ));
-        };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError(
-                    StatusCode::UNAUTHORIZED,
-                    format!(
-                        "{} need a token: send Authorization: Bearer <{}>",
-                        self.what, self.var
-                    ),
-                )
-            })?;
-        let digest: [u8; 32] = Sha256::digest(given.trim().as_bytes()).into();
-        // Equal-length digests, compared without an early exit.
-        let diff = digest
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff == 0 {
-            Ok(())
-        } else {
-            Err(ApiError(
-                StatusCode::UNAUTHORIZED,
-                format!("the bearer token is not {}", self.var),
-            ))
-        }
+    /// Checks that the request's token may read.
+    fn may_read(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.access.require(headers, auth::Role::Viewer).map(|_| ())
     }
 }
 
@@ -175,6 +133,11 @@ impl ApiError {
     /// An answer with `status` and `reason`.
     pub fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
         ApiError(status, reason.into())
+    }
+
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        self.0
     }
 }
 
@@ -317,7 +280,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 
 /// Refreshes the figures read at scrape time (rows by state, channel ages, memory), then
 /// renders every metric.
-async fn metrics(State(s): State<AdminState>) -> Response {
+async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(e) = s.access.metrics(&headers) {
+        return e.into_response();
+    }
     let m = &s.metrics;
     m.observe_memory();
     let now = s.clock.now_ms();
@@ -426,8 +392,10 @@ fn states<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
 
 async fn list_jobs(
     State(s): State<AdminState>,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Vec<crate::store::JobRow>> {
+    s.may_read(&headers)?;
     let p = Params::new(q, &["state", "order_id", "limit"])?;
     let filter = JobFilter {
         state: p.parse("state", JobState::parse, &job_states())?,
@@ -439,8 +407,10 @@ async fn list_jobs(
 
 async fn show_job(
     State(s): State<AdminState>,
+    headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<crate::store::JobRow> {
+    s.may_read(&headers)?;
     let id = id("job", &raw)?;
     let job = s.store.job(id).await?;
     job.map(axum::Json)
@@ -509,8 +479,10 @@ async fn cancel_job(
 
 async fn list_deliveries(
     State(s): State<AdminState>,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Vec<crate::store::queue::DeliveryRow>> {
+    s.may_read(&headers)?;
     let p = Params::new(q, &["state", "job_id", "limit"])?;
     let filter = DeliveryFilter {
         state: p.parse("state", DeliveryState::parse, &delivery_states())?,
@@ -522,8 +494,10 @@ async fn list_deliveries(
 
 async fn show_delivery(
     State(s): State<AdminState>,
+    headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<crate::store::queue::DeliveryRow> {
+    s.may_read(&headers)?;
     let id = id("delivery", &raw)?;
     let d = s.store.delivery(id).await?;
     d.map(axum::Json)

@@ -1,8 +1,9 @@
 //! The read API on the admin server: `GET /orders/{id}` and `GET /accounts/{id}/orders`, served
 //! from the [`OrderCache`](super::OrderCache).
 //!
-//! Order data is customer data, so every read needs `Authorization: Bearer $SFCDC_READ_TOKEN`
-//! (401 without it or with a wrong one, 403 when no read token is configured). The token is
+//! Order data is customer data, so every read needs the viewer token (`SFCDC_READ_TOKEN`) or the
+//! operator token (`SFCDC_ADMIN_TOKEN`): 401 without one or with a wrong one, 403 when neither
+//! is configured (see `api::auth`). The token is
 //! checked first and the id second, both before the cache is touched: a refused request never
 //! reaches Salesforce. Ids must be Salesforce ids of the right object (15 or 18 letters and
 //! digits, the checksum of an 18-character id matching, `801` for an order and `001` for an
@@ -18,7 +19,8 @@ use axum::routing::get;
 use serde_json::{Map, Value as Json, json};
 
 use super::{LoadError, OrderCache, OrderSource};
-use crate::api::{ApiError, Bearer};
+use crate::api::ApiError;
+use crate::api::auth::{Access, Role};
 use crate::sfid::SfId;
 
 /// Key prefix of Order ids.
@@ -28,29 +30,24 @@ const ACCOUNT_PREFIX: &str = "001";
 
 struct ReadState<S> {
     cache: Arc<OrderCache<S>>,
-    token: Bearer,
+    access: Access,
 }
 
 impl<S> Clone for ReadState<S> {
     fn clone(&self) -> Self {
         ReadState {
             cache: self.cache.clone(),
-            token: self.token.clone(),
+            access: self.access.clone(),
         }
     }
 }
 
-/// The read routes, to merge into the admin router.
-pub fn router<S: OrderSource>(cache: Arc<OrderCache<S>>) -> Router {
-    let token = Bearer::new(
-        cache.config().read_token.as_ref(),
-        "SFCDC_READ_TOKEN",
-        "order reads",
-    );
+/// The read routes, to merge into the admin router, guarded by `access`.
+pub fn router<S: OrderSource>(cache: Arc<OrderCache<S>>, access: Access) -> Router {
     Router::new()
         .route("/orders/{id}", get(order::<S>))
         .route("/accounts/{id}/orders", get(account_orders::<S>))
-        .with_state(ReadState { cache, token })
+        .with_state(ReadState { cache, access })
 }
 
 /// Parses a path id of the object with key prefix `prefix`.
@@ -100,7 +97,7 @@ async fn order<S: OrderSource>(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Response {
-    if let Err(e) = state.token.check(&headers) {
+    if let Err(e) = state.access.require(&headers, Role::Viewer) {
         return e.into_response();
     }
     let id = match parse_id(&raw, ORDER_PREFIX, "Order") {
@@ -129,7 +126,7 @@ async fn account_orders<S: OrderSource>(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Response {
-    if let Err(e) = state.token.check(&headers) {
+    if let Err(e) = state.access.require(&headers, Role::Viewer) {
         return e.into_response();
     }
     let id = match parse_id(&raw, ACCOUNT_PREFIX, "Account") {

@@ -14,6 +14,7 @@ use sfcdc::store::{AnyStore, JobFilter, JobRow, JobState, Store};
 use crate::common::*;
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+const READ_TOKEN: &str = "read-token-for-tests-0123456789";
 
 /// Settings that run the worker against `org`'s fulfilment system, with quick polls and
 /// retries, both notifiers, and `extra` on top.
@@ -38,6 +39,7 @@ pub(crate) fn worker_env(org: &Org, extra: &[(&str, &str)]) -> Vec<(String, Stri
         ("SFCDC_GITHUB_TOKEN".into(), "github-dev-token".into()),
         ("SFCDC_GITHUB_API_URL".into(), org.emu.github_api_url()),
         ("SFCDC_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()),
+        ("SFCDC_READ_TOKEN".into(), READ_TOKEN.into()),
     ];
     for (k, v) in extra {
         env.retain(|(key, _)| key != k);
@@ -371,10 +373,38 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
     )
     .await;
     assert_eq!(status, 404);
-    let (status, body) = admin(&r, reqwest::Method::GET, "/jobs?state=deadish", None).await;
-    assert_eq!(status, 400, "{body}");
+    // Reads need a token too: the viewer's or the operator's; the viewer may not change.
     let (status, body) = admin(&r, reqwest::Method::GET, "/jobs?state=dead", None).await;
-    assert_eq!((status, body.as_array().unwrap().len()), (200, 1));
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = admin(
+        &r,
+        reqwest::Method::GET,
+        &format!("/jobs/{}", dead.id),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = admin(&r, reqwest::Method::POST, &path, Some(READ_TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("SFCDC_ADMIN_TOKEN"),
+        "{body}"
+    );
+    let (status, body) = admin(
+        &r,
+        reqwest::Method::GET,
+        "/jobs?state=deadish",
+        Some(READ_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    for token in [READ_TOKEN, ADMIN_TOKEN] {
+        let (status, body) = admin(&r, reqwest::Method::GET, "/jobs?state=dead", Some(token)).await;
+        assert_eq!((status, body.as_array().unwrap().len()), (200, 1));
+    }
 
     // The storm passes; a manual retry succeeds.
     org.emu.fulfilment().update(|c| c.error_rate = 0.0);

@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod decode;
 pub mod memory;
+pub mod reconcile;
 pub mod report;
 pub mod service;
 pub mod worker;
@@ -75,6 +76,13 @@ pub struct BenchArgs {
     /// Events of the backlog catch-up in `--report` (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: usize,
+    /// Orders in the org of the reconcile benchmark (`--report`, `--reconcile-only`); a run
+    /// over a tenth as many comes first.
+    #[arg(long, default_value_t = 100_000)]
+    pub reconcile_orders: usize,
+    /// Only the reconcile benchmark.
+    #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report"])]
+    pub reconcile_only: bool,
     /// Print the results as JSON as well.
     #[arg(long)]
     pub json: bool,
@@ -98,9 +106,19 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         decode: args.report,
         backlog: if args.report { args.backlog } else { 0 },
     };
+    if args.reconcile_only {
+        let runs = reconcile::run(args.reconcile_orders).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&runs)?);
+        }
+        return Ok(());
+    }
     let started = std::time::Instant::now();
     let load_at_start = report::load_average();
     let results = run(options.clone()).await?;
+    if args.report && args.reconcile_orders > 0 {
+        reconcile::run(args.reconcile_orders).await?;
+    }
     if args.report {
         let machine = report::Machine::detect(load_at_start);
         let seconds = started.elapsed().as_secs_f64();
