@@ -98,6 +98,25 @@ impl ReconcileConfig {
     }
 }
 
+/// An order's `LastModifiedDate` as the key of its reconcile trigger: one form whatever the API
+/// that read it (REST writes `…000+0000`, Bulk API 2.0's CSV may write `…000Z`), so a scan over
+/// SOQL and one over Bulk API 2.0 make the same key for the same state. A value that does not
+/// parse is kept as it is.
+pub fn stamp(raw: &str) -> String {
+    let b = raw.as_bytes();
+    // `+hhmm` is RFC 3339's `+hh:mm` without its colon.
+    let fixed = match b.len().checked_sub(5).map(|i| (i, b[i])) {
+        Some((i, b'+' | b'-')) if raw[i + 1..].bytes().all(|c| c.is_ascii_digit()) => {
+            format!("{}:{}", &raw[..i + 3], &raw[i + 3..])
+        }
+        _ => raw.to_owned(),
+    };
+    time::OffsetDateTime::parse(&fixed, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .map_or_else(|| raw.to_owned(), crate::clock::rfc3339)
+}
+
 /// Which orders a scan reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -331,11 +350,12 @@ impl Reconciler {
                 Some(Scanned {
                     id: record_id(r)?,
                     facts: order_facts(fields, &self.rules),
-                    stamp: fields
-                        .get("LastModifiedDate")
-                        .and_then(Json::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    stamp: stamp(
+                        fields
+                            .get("LastModifiedDate")
+                            .and_then(Json::as_str)
+                            .unwrap_or_default(),
+                    ),
                 })
             })
             .collect();
@@ -417,5 +437,21 @@ impl Reconciler {
             wake.notify_one();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp;
+
+    #[test]
+    fn stamps_from_rest_and_bulk_are_one_form() {
+        let rest = stamp("2024-03-01T14:25:51.000+0000");
+        assert_eq!(rest, "2024-03-01T14:25:51.000Z");
+        assert_eq!(stamp("2024-03-01T14:25:51.000Z"), rest);
+        assert_eq!(stamp("2024-03-01T14:25:51Z"), rest);
+        assert_eq!(stamp("2024-03-01T15:25:51.000+0100"), rest);
+        assert_eq!(stamp("not a time"), "not a time");
+        assert_eq!(stamp(""), "");
     }
 }

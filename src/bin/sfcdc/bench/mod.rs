@@ -83,6 +83,9 @@ pub struct BenchArgs {
     /// Only the reconcile benchmark.
     #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report"])]
     pub reconcile_only: bool,
+    /// Only the service memory run (`sfcdc run` as a child over `--backlog` events).
+    #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report", "reconcile_only"])]
+    pub service_only: bool,
     /// Print the results as JSON as well.
     #[arg(long)]
     pub json: bool,
@@ -106,6 +109,13 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         decode: args.report,
         backlog: if args.report { args.backlog } else { 0 },
     };
+    if args.service_only {
+        let memory = service::run(args.backlog).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&memory)?);
+        }
+        return Ok(());
+    }
     if args.reconcile_only {
         let runs = reconcile::run(args.reconcile_orders).await?;
         if args.json {

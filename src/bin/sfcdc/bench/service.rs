@@ -165,6 +165,7 @@ pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
         .env("SFCDC_FULFILMENT_URL", &emu.fulfilment)
         .env("SFCDC_FULFILMENT_TOKEN", "fulfilment-dev-token")
         .env("SFCDC_LOG", "warn")
+        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
