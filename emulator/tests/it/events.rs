@@ -61,6 +61,29 @@ async fn decode_all(org: &Org, client: &mut Client, events: &[ConsumerEvent]) ->
     out
 }
 
+/// [`decode_all`] for many events: each schema fetched once.
+async fn decode_cached(org: &Org, client: &mut Client, events: &[ConsumerEvent]) -> Vec<Decoded> {
+    let mut schemas = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        let ev = e.event.as_ref().unwrap();
+        if !schemas.contains_key(&ev.schema_id) {
+            let json = org.schema_json(client, &ev.schema_id).await;
+            let schema = apache_avro::Schema::parse_str(&json).unwrap();
+            schemas.insert(ev.schema_id.clone(), schema);
+        }
+        let schema = &schemas[&ev.schema_id];
+        let mut reader = &ev.payload[..];
+        let value = try_decode(schema, &mut reader).expect("payload decodes");
+        assert!(reader.is_empty(), "trailing bytes after the datum");
+        out.push(Decoded {
+            value,
+            schema: schema.clone(),
+        });
+    }
+    out
+}
+
 #[tokio::test]
 async fn create_update_delete_undelete_round_trip_through_avro() {
     let org = Org::start().await;
@@ -303,20 +326,51 @@ async fn bulk_generation_mixes_creates_approvals_and_address_changes() {
         hex::encode(&events[999].replay_id),
         report.last_replay_id.clone().unwrap()
     );
-    let d = decode_all(&org, &mut client, &events[..200]).await;
+    // Every approval the report counts is on the wire, each order in exactly one event; a mass
+    // approval is one event listing its orders, with identical changes and one transaction.
+    let d = decode_cached(&org, &mut client, &events).await;
     let approvals: Vec<&Decoded> = d
         .iter()
         .filter(|e| {
             e.change_type() == "UPDATE" && e.bitmap("changedFields").contains(&"Status".to_string())
         })
         .collect();
-    assert!(!approvals.is_empty());
-    for a in approvals {
+    assert_eq!(approvals.len(), approval_events);
+    let mut on_the_wire = Vec::new();
+    let mut merged = 0;
+    for a in &approvals {
         assert_eq!(string(field(&a.value, "Status")), "Approved");
-        for id in strings(field(a.header(), "recordIds")) {
-            assert!(report.approved_ids.contains(&id));
+        assert_eq!(field(a.header(), "sequenceNumber"), &Avro::Int(1));
+        let ids = strings(field(a.header(), "recordIds"));
+        if ids.len() > 1 {
+            merged += 1;
+            assert!((2..=5).contains(&ids.len()), "{ids:?}");
+            let mut changed = a.bitmap("changedFields");
+            changed.sort();
+            assert_eq!(changed, ["LastModifiedDate", "Status"]);
         }
+        on_the_wire.extend(ids);
     }
+    assert_eq!(merged, report.mass_approvals);
+    assert_eq!(
+        on_the_wire, report.approved_ids,
+        "the same orders, in order"
+    );
+    let distinct: std::collections::BTreeSet<&String> = on_the_wire.iter().collect();
+    assert_eq!(distinct.len(), report.approved, "each order approved once");
+    // Every approved order reads Approved.
+    let sample = &report.approved_ids[..report.approved_ids.len().min(50)];
+    let listed = sample
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let r = org
+        .query(&format!(
+            "SELECT Id FROM Order WHERE Status = 'Approved' AND Id IN ({listed})"
+        ))
+        .await;
+    assert_eq!(r["totalSize"], sample.len());
     let control = org
         .http
         .post(org.url("/emulator/bulk"))
