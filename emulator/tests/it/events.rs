@@ -482,6 +482,93 @@ async fn a_collection_create_is_one_transaction_of_create_events() {
     );
 }
 
+/// The most a collection create holds, 200 records of mixed objects with `allOrNone`, is one
+/// transaction: 200 save results in order, the Orders' CREATE events numbered 1 to 200 under one
+/// transaction key (the Account has no change events). A record more is refused whole.
+#[tokio::test]
+async fn a_collection_create_of_200_records_is_one_transaction() {
+    let org = Org::start().await;
+    let mut client = org.client().await;
+    let account = org.first_account().await;
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Latest, vec![], 100),
+    )
+    .await
+    .unwrap();
+    sub.live().await;
+    let path = "/services/data/v62.0/composite/sobjects";
+    let before = org.emu.stats().events_retained.get(ORDERS).copied();
+    let mut records: Vec<_> = (0..199)
+        .map(|i| {
+            json!({"attributes": {"type": "Order"}, "AccountId": account, "EffectiveDate": "2024-06-01",
+                   "Status": "Draft", "Name": format!("Collection order {i}")})
+        })
+        .collect();
+    records.insert(
+        100,
+        json!({"attributes": {"type": "Account"}, "Name": "Collection account"}),
+    );
+    let mut too_many = records.clone();
+    too_many.push(records[0].clone());
+    let (status, body) = org
+        .rest(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"allOrNone": true, "records": too_many})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body[0]["errorCode"], "EXCEEDED_ID_LIMIT");
+    assert_eq!(
+        org.emu.stats().events_retained.get(ORDERS).copied(),
+        before,
+        "nothing written"
+    );
+
+    let (status, results) = org
+        .rest(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"allOrNone": true, "records": records})),
+        )
+        .await;
+    assert_eq!(status, 200, "{results}");
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 200);
+    let ids: Vec<String> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (r["success"].as_bool(), r["errors"].as_array().map(Vec::len)),
+                (Some(true), Some(0)),
+                "{r}"
+            );
+            r["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(ids[100].starts_with("001"), "{}", ids[100]);
+    let order_ids: Vec<&String> = ids.iter().filter(|id| id.starts_with("801")).collect();
+    assert_eq!(order_ids.len(), 199);
+    let mut events = sub.events(100).await;
+    sub.send(more(100)).await;
+    events.extend(sub.events(99).await);
+    let d = decode_cached(&org, &mut client, &events).await;
+    let key = field(d[0].header(), "transactionKey").clone();
+    for (i, e) in d.iter().enumerate() {
+        assert_eq!(e.change_type(), "CREATE");
+        assert_eq!(
+            strings(field(e.header(), "recordIds")),
+            [order_ids[i].clone()]
+        );
+        assert_eq!(
+            field(e.header(), "sequenceNumber"),
+            &Avro::Int(i as i32 + 1)
+        );
+        assert_eq!(field(e.header(), "transactionKey"), &key);
+    }
+}
+
 /// sObject Collections update (`PATCH …/composite/sobjects`, as jsforce's multi-record `update`
 /// and simple-salesforce's `restful("composite/sobjects", method="PATCH")` send it): one
 /// transaction, one save result per record, and the same change to several records is one change
