@@ -36,7 +36,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, bearer, check_version};
@@ -608,24 +607,25 @@ pub(super) async fn list(
     Ok(Json(json!({"done": true, "records": records, "nextRecordsUrl": null})).into_response())
 }
 
-/// `maxRecords` and `locator`.
-#[derive(Debug, Deserialize)]
-pub(super) struct ResultsParams {
-    #[serde(rename = "maxRecords")]
-    max_records: Option<String>,
-    locator: Option<String>,
-}
-
 /// `GET …/jobs/query/{id}/results`.
 pub(super) async fn results(
     State(shared): State<AppState>,
     headers: HeaderMap,
     Path((version, id)): Path<(String, String)>,
-    Query(params): Query<ResultsParams>,
+    Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     bearer(&shared, &headers)?;
     check_version(&version)?;
-    let max = match params.max_records.as_deref() {
+    // `maxRecords` and `locator`, the first of each; read by hand, so that no query string is
+    // refused otherwise than Salesforce refuses it.
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (max_records, locator) = (param("maxRecords"), param("locator"));
+    let max = match max_records {
         None => DEFAULT_PAGE,
         Some(m) => m
             .parse::<usize>()
@@ -646,7 +646,7 @@ pub(super) async fn results(
             format!("Invalid locator: {l}"),
         )
     };
-    let offset = match params.locator.as_deref() {
+    let offset = match locator {
         None | Some("") => 0,
         Some(l) => decode_locator(l).ok_or_else(|| bad_locator(l))?,
     };
@@ -659,7 +659,7 @@ pub(super) async fn results(
         ))),
     })?;
     if offset > snapshot.len() {
-        return Err(bad_locator(params.locator.as_deref().unwrap_or_default()));
+        return Err(bad_locator(locator.unwrap_or_default()));
     }
     let end = offset.saturating_add(max).min(snapshot.len());
     let locator = if end < snapshot.len() {

@@ -503,6 +503,24 @@ async fn a_failed_job_says_why_and_the_next_is_healthy() {
     assert_eq!(p.status, 400, "{}", p.body);
     let p = page(&org, &id, &[("maxRecords", "0")]).await;
     assert_eq!(p.status, 400, "{}", p.body);
+    let p = page(
+        &org,
+        &id,
+        &[("maxRecords", "1"), ("maxRecords", "2"), ("other", "x")],
+    )
+    .await;
+    assert_eq!(
+        (p.status, p.count.as_str()),
+        (200, "1"),
+        "the first of each, others ignored"
+    );
+    let p = page(&org, &id, &[("maxRecords", "lots")]).await;
+    assert_eq!(p.status, 400);
+    let error: Value = serde_json::from_str(&p.body).unwrap();
+    assert_eq!(
+        error[0]["errorCode"], "INVALIDREQUEST",
+        "Salesforce-shaped: {error}"
+    );
 }
 
 #[tokio::test]
