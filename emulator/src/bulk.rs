@@ -3,10 +3,14 @@
 //! Events go through the org model exactly like REST changes (so records, bitmaps and schemas
 //! stay consistent) but without HTTP round trips, and the world lock is taken per chunk so
 //! subscribers keep streaming while a large backlog is generated. The mix is about 30% creates,
-//! 10% status updates to `Approved` (each of a different Draft order, so each is a provisioning
-//! trigger), and 60% address changes. One approval event in five is a mass approval: two to five
-//! drafts approved in one transaction, which Salesforce reports as one change event listing every
-//! order, as a list-view mass action or a Data Loader batch would.
+//! 10% status updates to `Approved` (each of a different order still Draft when it is approved,
+//! so each is a provisioning trigger), and 60% address changes. One approval event in five is a
+//! mass approval: two to five drafts approved in one transaction, which Salesforce reports as one
+//! change event listing every order, as a list-view mass action or a Data Loader batch would.
+//!
+//! The [`BulkReport`] counts what was committed, nothing else: benchmarks and tests expect one
+//! provisioning job per order in `approved_ids`, and [`BulkReport::events`] is the number of
+//! events appended to `/data/OrderChangeEvent`.
 
 use std::sync::Mutex;
 
@@ -16,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::ids::SfId;
-use super::org::{UpdateItem, now_ms};
+use super::org::{Actor, Org, OrgError, UpdateItem, now_ms};
 use super::world::World;
 
 /// Events generated per lock acquisition.
@@ -69,6 +73,63 @@ fn obj(v: Value) -> Map<String, Value> {
     }
 }
 
+/// Takes up to `k` random orders from `drafts` that are still Draft in the org (a REST client
+/// may have deleted or approved one since the list was made); the others leave the list.
+fn take_drafts(org: &Org, drafts: &mut Vec<SfId>, k: usize, rng: &mut ChaCha8Rng) -> Vec<SfId> {
+    let mut out = Vec::with_capacity(k.min(drafts.len()));
+    while out.len() < k && !drafts.is_empty() {
+        let id = drafts.swap_remove(rng.random_range(0..drafts.len()));
+        if org
+            .get(&id)
+            .is_some_and(|r| r.text("Status") == Some("Draft"))
+        {
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// Approves `ids` in one transaction: one order alone, or several as a mass approval, whose
+/// identical changes Salesforce (and [`World::commit`]) merges into one change event listing
+/// them all. Counted in `report` once committed.
+fn approve(
+    w: &mut World,
+    ids: &[SfId],
+    actor: &Actor,
+    now: i64,
+    report: &mut BulkReport,
+) -> Result<(), OrgError> {
+    let input = obj(json!({"Status": "Approved"}));
+    match ids {
+        [] => return Ok(()),
+        [id] => w.mutate(now, |org| {
+            org.update("Order", id, &input, actor, now).map(|c| ((), c))
+        })?,
+        _ => {
+            let items: Vec<UpdateItem> = ids
+                .iter()
+                .map(|id| UpdateItem {
+                    sobject: "Order".into(),
+                    id: Some(id.to_string()),
+                    input: input.clone(),
+                })
+                .collect();
+            w.mutate(now, |org| {
+                let (outcomes, changes) = org.update_many(&items, true, actor, now);
+                match outcomes.into_iter().find_map(Result::err) {
+                    Some(e) => Err(e),
+                    None => Ok(((), changes)),
+                }
+            })?;
+            report.mass_approvals += 1;
+            report.mass_approved += ids.len();
+        }
+    }
+    report.approved += ids.len();
+    report.approved_ids.extend(ids.iter().map(SfId::to_string));
+    Ok(())
+}
+
 /// Appends `n` order change events to the world.
 pub fn generate(world: &Mutex<World>, n: usize) -> BulkReport {
     let mut report = BulkReport::default();
@@ -96,40 +157,11 @@ pub fn generate(world: &Mutex<World>, n: usize) -> BulkReport {
             let (city, postcode, country) = CITIES[rng.random_range(0..CITIES.len())];
             let result = if roll < 2 && drafts.len() >= 2 {
                 let k = rng.random_range(2..=5).min(drafts.len());
-                let ids: Vec<SfId> = (0..k)
-                    .map(|_| drafts.swap_remove(rng.random_range(0..drafts.len())))
-                    .collect();
-                let items: Vec<UpdateItem> = ids
-                    .iter()
-                    .map(|id| UpdateItem {
-                        sobject: "Order".into(),
-                        id: Some(id.to_string()),
-                        input: obj(json!({"Status": "Approved"})),
-                    })
-                    .collect();
-                let done = w.mutate(now, |org| {
-                    let (outcomes, changes) = org.update_many(&items, true, &actor, now);
-                    match outcomes.into_iter().find_map(Result::err) {
-                        Some(e) => Err(e),
-                        None => Ok(((), changes)),
-                    }
-                });
-                if done.is_ok() {
-                    report.approved += k;
-                    report.mass_approvals += 1;
-                    report.mass_approved += k;
-                    report.approved_ids.extend(ids.iter().map(SfId::to_string));
-                }
-                done
+                let ids = take_drafts(&w.org, &mut drafts, k, &mut rng);
+                approve(&mut w, &ids, &actor, now, &mut report)
             } else if roll < 10 && !drafts.is_empty() {
-                let id = drafts.swap_remove(rng.random_range(0..drafts.len()));
-                report.approved += 1;
-                report.approved_ids.push(id.to_string());
-                let input = obj(json!({"Status": "Approved"}));
-                w.mutate(now, |org| {
-                    org.update("Order", &id, &input, &actor, now)
-                        .map(|c| ((), c))
-                })
+                let ids = take_drafts(&w.org, &mut drafts, 1, &mut rng);
+                approve(&mut w, &ids, &actor, now, &mut report)
             } else if roll < 40 || orders.is_empty() {
                 let Some(account) = accounts.get(rng.random_range(0..accounts.len().max(1))) else {
                     break;
@@ -157,15 +189,18 @@ pub fn generate(world: &Mutex<World>, n: usize) -> BulkReport {
                 }
             } else {
                 let id = &orders[rng.random_range(0..orders.len())];
-                report.address_changes += 1;
                 let street = format!("{} High Street", rng.random_range(1..400));
                 let input = obj(
                     json!({"BillingStreet": street, "BillingCity": city, "BillingPostalCode": postcode}),
                 );
-                w.mutate(now, |org| {
+                let done = w.mutate(now, |org| {
                     org.update("Order", id, &input, &actor, now)
                         .map(|c| ((), c))
-                })
+                });
+                if done.is_ok() {
+                    report.address_changes += 1;
+                }
+                done
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "Bulk generation skipped an event");
@@ -178,4 +213,55 @@ pub fn generate(world: &Mutex<World>, n: usize) -> BulkReport {
         done = end;
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_orders_still_draft_are_taken_for_approval() {
+        let mut world = World::new(7);
+        world.seed_sample_data(0);
+        let actor = world.internal_actor();
+        let mut drafts: Vec<SfId> = world
+            .org
+            .records_of("Order")
+            .filter(|r| r.text("Status") == Some("Draft"))
+            .map(|r| r.id.clone())
+            .collect();
+        assert!(drafts.len() >= 3, "{drafts:?}");
+        // Since the list was made, a client approved one order and deleted another.
+        let (approved, deleted) = (drafts[0].clone(), drafts[1].clone());
+        let input = obj(json!({"Status": "Approved"}));
+        world
+            .mutate(1, |org| {
+                org.update("Order", &approved, &input, &actor, 1)
+                    .map(|c| ((), c))
+            })
+            .unwrap();
+        world
+            .mutate(2, |org| {
+                org.delete("Order", &deleted, &actor, 2).map(|c| ((), c))
+            })
+            .unwrap();
+        let still = drafts.len() - 2;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let taken = take_drafts(&world.org, &mut drafts, usize::MAX, &mut rng);
+        assert_eq!(taken.len(), still);
+        assert!(!taken.contains(&approved) && !taken.contains(&deleted));
+        assert!(drafts.is_empty());
+
+        // Approving them is one mass approval, counted once committed; nothing is counted for
+        // an approval that fails.
+        let mut report = BulkReport::default();
+        approve(&mut world, &taken, &actor, 3, &mut report).unwrap();
+        assert_eq!(
+            (report.approved, report.mass_approvals, report.mass_approved),
+            (still, 1, still)
+        );
+        assert!(approve(&mut world, &[deleted], &actor, 4, &mut report).is_err());
+        assert_eq!(report.approved, still);
+        assert_eq!(report.approved_ids.len(), still);
+    }
 }

@@ -87,10 +87,12 @@ pub enum Fault {
     },
     /// The next Bulk API 2.0 query job ends `Failed`, with an error message.
     BulkFail,
-    /// The next Bulk API 2.0 query job stays `InProgress` for `seconds` (or until aborted).
+    /// The next Bulk API 2.0 query job stays `InProgress` for `seconds` (or until aborted);
+    /// without `seconds`, until aborted.
     BulkStall {
-        /// How long.
-        seconds: f64,
+        /// How long; `None` for as long as it takes to abort it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seconds: Option<f64>,
     },
     /// Set the org's daily API request allocation to `max`, and what has been used of it to
     /// `used` when given: past the allocation, data API requests are refused with 403
@@ -177,9 +179,13 @@ impl FromStr for Fault {
             },
             "bulk-fail" => Fault::BulkFail,
             "bulk-stall" => Fault::BulkStall {
-                seconds: humantime::parse_duration(need("DURATION")?)
-                    .map_err(|e| format!("fault '{name}': {e}"))?
-                    .as_secs_f64(),
+                seconds: value
+                    .map(|v| {
+                        humantime::parse_duration(v)
+                            .map(|d| d.as_secs_f64())
+                            .map_err(|e| format!("fault '{name}': {e}"))
+                    })
+                    .transpose()?,
             },
             "rest-unavailable" => Fault::RestUnavailable {
                 count: value.map_or(Ok(1), |_| num("COUNT").map(|n| n as u32))?,
@@ -204,7 +210,7 @@ impl FromStr for Fault {
             }
             other => {
                 return Err(format!(
-                    "unknown fault '{other}'; known: disconnect-after=N, refuse-subscriptions=DURATION, expire-tokens, corrupt-next[=N], gap=GAP_TYPE[:ID], schema-change[=FIELD], delay=DURATION, long-replay-ids[=off], expire-events, wildcard-ids[=N], bulk-fail, bulk-stall=DURATION, rest-unavailable[=N], api-limit=[USED/]MAX"
+                    "unknown fault '{other}'; known: disconnect-after=N, refuse-subscriptions=DURATION, expire-tokens, corrupt-next[=N], gap=GAP_TYPE[:ID], schema-change[=FIELD], delay=DURATION, long-replay-ids[=off], expire-events, wildcard-ids[=N], bulk-fail, bulk-stall[=DURATION], rest-unavailable[=N], api-limit=[USED/]MAX"
                 ));
             }
         })
@@ -238,13 +244,27 @@ impl FromStr for ScheduledFault {
     }
 }
 
+/// What "for ever" means for a fault given a duration too long to add to the clock.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A fault's duration in seconds, as given on the control API: a non-negative number; one too
+/// large for the clock is as good as for ever.
+pub fn duration(seconds: f64) -> Result<Duration, String> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(format!(
+            "seconds must be a non-negative number, got {seconds}"
+        ));
+    }
+    Ok(Duration::try_from_secs_f64(seconds).map_or(FOREVER, |d| d.min(FOREVER)))
+}
+
 /// What happens to the next Bulk API 2.0 query job.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BulkFault {
     /// It ends `Failed`.
     Fail,
-    /// It stays `InProgress` this long.
-    Stall(Duration),
+    /// It stays `InProgress` this long, or (`None`) until it is aborted.
+    Stall(Option<Duration>),
 }
 
 /// Fault state read by the service layers.
@@ -285,7 +305,9 @@ impl FaultState {
 
     /// Refuses subscriptions until `for_` from now.
     pub fn refuse_for(&self, for_: Duration) {
-        *self.refuse_until.lock().expect("fault lock") = Some(Instant::now() + for_);
+        *self.refuse_until.lock().expect("fault lock") = Instant::now()
+            .checked_add(for_)
+            .or_else(|| Instant::now().checked_add(FOREVER));
     }
 
     /// Whether new subscriptions are being refused.
@@ -373,6 +395,7 @@ mod tests {
             ("wildcard-ids=2", r#"{"kind":"wildcard_ids","count":2}"#),
             ("bulk-fail", r#"{"kind":"bulk_fail"}"#),
             ("bulk-stall=2s", r#"{"kind":"bulk_stall","seconds":2.0}"#),
+            ("bulk-stall", r#"{"kind":"bulk_stall"}"#),
             ("rest-unavailable", r#"{"kind":"rest_unavailable"}"#),
             (
                 "rest-unavailable=3",
@@ -420,6 +443,20 @@ mod tests {
         let s: ScheduledFault = "expire-tokens@30s".parse().unwrap();
         assert_eq!(s.after, Duration::from_secs(30));
         assert!(serde_json::from_str::<Fault>(r#"{"kind":"delay","ms":1,"x":2}"#).is_err());
+    }
+
+    #[test]
+    fn durations_too_long_for_the_clock_mean_for_ever_and_never_panic() {
+        assert_eq!(duration(1.5), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration(1e300), Ok(FOREVER));
+        assert_eq!(duration(f64::INFINITY), Ok(FOREVER));
+        assert!(duration(-1.0).is_err());
+        assert!(duration(f64::NAN).is_err());
+        let f = FaultState::default();
+        f.refuse_for(Duration::MAX);
+        assert!(f.refusing());
+        f.clear();
+        assert!(!f.refusing());
     }
 
     #[test]

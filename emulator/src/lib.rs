@@ -845,12 +845,7 @@ fn inject(shared: &Shared, fault: Fault) -> Result<FaultOutcome, String> {
             ))
         }
         Fault::RefuseSubscriptions { seconds } => {
-            if !(seconds.is_finite() && seconds >= 0.0) {
-                return Err(format!(
-                    "seconds must be a non-negative number, got {seconds}"
-                ));
-            }
-            shared.faults.refuse_for(Duration::from_secs_f64(seconds));
+            shared.faults.refuse_for(faults::duration(seconds)?);
             outcome(format!("new subscriptions are refused for {seconds}s"))
         }
         Fault::ExpireTokens => {
@@ -872,17 +867,12 @@ fn inject(shared: &Shared, fault: Fault) -> Result<FaultOutcome, String> {
             outcome("the next Bulk API 2.0 query job will fail".into())
         }
         Fault::BulkStall { seconds } => {
-            if !(seconds.is_finite() && seconds >= 0.0) {
-                return Err(format!(
-                    "seconds must be a non-negative number, got {seconds}"
-                ));
-            }
-            shared
-                .faults
-                .arm_bulk(faults::BulkFault::Stall(Duration::from_secs_f64(seconds)));
-            outcome(format!(
-                "the next Bulk API 2.0 query job stays InProgress for {seconds}s"
-            ))
+            let stall = seconds.map(faults::duration).transpose()?;
+            shared.faults.arm_bulk(faults::BulkFault::Stall(stall));
+            outcome(match seconds {
+                Some(s) => format!("the next Bulk API 2.0 query job stays InProgress for {s}s"),
+                None => "the next Bulk API 2.0 query job stays InProgress until aborted".into(),
+            })
         }
         Fault::CorruptNext { count } => {
             shared.world.lock().expect("world lock").corrupt_next(count);

@@ -822,6 +822,17 @@ impl QueryResult<'_> {
                 .render(org, api_version, row.record, &row.children));
         }
     }
+
+    /// The plain fields of the select list, canonical, in select order.
+    pub fn fields(&self) -> &[String] {
+        &self.plan.fields
+    }
+}
+
+/// Checks a query against the org without running it; the plain fields of its select list,
+/// canonical, in select order.
+pub fn check(org: &Org, q: &Query) -> Result<Vec<String>, SoqlError> {
+    Ok(Plan::resolve(org, &q.object, q, false)?.fields)
 }
 
 /// Runs a query; returns the matching records (in order) with their subqueries' children.

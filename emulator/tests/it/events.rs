@@ -61,6 +61,29 @@ async fn decode_all(org: &Org, client: &mut Client, events: &[ConsumerEvent]) ->
     out
 }
 
+/// [`decode_all`] for many events: each schema fetched once.
+async fn decode_cached(org: &Org, client: &mut Client, events: &[ConsumerEvent]) -> Vec<Decoded> {
+    let mut schemas = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        let ev = e.event.as_ref().unwrap();
+        if !schemas.contains_key(&ev.schema_id) {
+            let json = org.schema_json(client, &ev.schema_id).await;
+            let schema = apache_avro::Schema::parse_str(&json).unwrap();
+            schemas.insert(ev.schema_id.clone(), schema);
+        }
+        let schema = &schemas[&ev.schema_id];
+        let mut reader = &ev.payload[..];
+        let value = try_decode(schema, &mut reader).expect("payload decodes");
+        assert!(reader.is_empty(), "trailing bytes after the datum");
+        out.push(Decoded {
+            value,
+            schema: schema.clone(),
+        });
+    }
+    out
+}
+
 #[tokio::test]
 async fn create_update_delete_undelete_round_trip_through_avro() {
     let org = Org::start().await;
@@ -303,20 +326,51 @@ async fn bulk_generation_mixes_creates_approvals_and_address_changes() {
         hex::encode(&events[999].replay_id),
         report.last_replay_id.clone().unwrap()
     );
-    let d = decode_all(&org, &mut client, &events[..200]).await;
+    // Every approval the report counts is on the wire, each order in exactly one event; a mass
+    // approval is one event listing its orders, with identical changes and one transaction.
+    let d = decode_cached(&org, &mut client, &events).await;
     let approvals: Vec<&Decoded> = d
         .iter()
         .filter(|e| {
             e.change_type() == "UPDATE" && e.bitmap("changedFields").contains(&"Status".to_string())
         })
         .collect();
-    assert!(!approvals.is_empty());
-    for a in approvals {
+    assert_eq!(approvals.len(), approval_events);
+    let mut on_the_wire = Vec::new();
+    let mut merged = 0;
+    for a in &approvals {
         assert_eq!(string(field(&a.value, "Status")), "Approved");
-        for id in strings(field(a.header(), "recordIds")) {
-            assert!(report.approved_ids.contains(&id));
+        assert_eq!(field(a.header(), "sequenceNumber"), &Avro::Int(1));
+        let ids = strings(field(a.header(), "recordIds"));
+        if ids.len() > 1 {
+            merged += 1;
+            assert!((2..=5).contains(&ids.len()), "{ids:?}");
+            let mut changed = a.bitmap("changedFields");
+            changed.sort();
+            assert_eq!(changed, ["LastModifiedDate", "Status"]);
         }
+        on_the_wire.extend(ids);
     }
+    assert_eq!(merged, report.mass_approvals);
+    assert_eq!(
+        on_the_wire, report.approved_ids,
+        "the same orders, in order"
+    );
+    let distinct: std::collections::BTreeSet<&String> = on_the_wire.iter().collect();
+    assert_eq!(distinct.len(), report.approved, "each order approved once");
+    // Every approved order reads Approved.
+    let sample = &report.approved_ids[..report.approved_ids.len().min(50)];
+    let listed = sample
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let r = org
+        .query(&format!(
+            "SELECT Id FROM Order WHERE Status = 'Approved' AND Id IN ({listed})"
+        ))
+        .await;
+    assert_eq!(r["totalSize"], sample.len());
     let control = org
         .http
         .post(org.url("/emulator/bulk"))
@@ -426,6 +480,93 @@ async fn a_collection_create_is_one_transaction_of_create_events() {
         field(d[0].header(), "transactionKey"),
         field(d[1].header(), "transactionKey")
     );
+}
+
+/// The most a collection create holds, 200 records of mixed objects with `allOrNone`, is one
+/// transaction: 200 save results in order, the Orders' CREATE events numbered 1 to 200 under one
+/// transaction key (the Account has no change events). A record more is refused whole.
+#[tokio::test]
+async fn a_collection_create_of_200_records_is_one_transaction() {
+    let org = Org::start().await;
+    let mut client = org.client().await;
+    let account = org.first_account().await;
+    let mut sub = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Latest, vec![], 100),
+    )
+    .await
+    .unwrap();
+    sub.live().await;
+    let path = "/services/data/v62.0/composite/sobjects";
+    let before = org.emu.stats().events_retained.get(ORDERS).copied();
+    let mut records: Vec<_> = (0..199)
+        .map(|i| {
+            json!({"attributes": {"type": "Order"}, "AccountId": account, "EffectiveDate": "2024-06-01",
+                   "Status": "Draft", "Name": format!("Collection order {i}")})
+        })
+        .collect();
+    records.insert(
+        100,
+        json!({"attributes": {"type": "Account"}, "Name": "Collection account"}),
+    );
+    let mut too_many = records.clone();
+    too_many.push(records[0].clone());
+    let (status, body) = org
+        .rest(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"allOrNone": true, "records": too_many})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body[0]["errorCode"], "EXCEEDED_ID_LIMIT");
+    assert_eq!(
+        org.emu.stats().events_retained.get(ORDERS).copied(),
+        before,
+        "nothing written"
+    );
+
+    let (status, results) = org
+        .rest(
+            reqwest::Method::POST,
+            path,
+            Some(json!({"allOrNone": true, "records": records})),
+        )
+        .await;
+    assert_eq!(status, 200, "{results}");
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 200);
+    let ids: Vec<String> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (r["success"].as_bool(), r["errors"].as_array().map(Vec::len)),
+                (Some(true), Some(0)),
+                "{r}"
+            );
+            r["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(ids[100].starts_with("001"), "{}", ids[100]);
+    let order_ids: Vec<&String> = ids.iter().filter(|id| id.starts_with("801")).collect();
+    assert_eq!(order_ids.len(), 199);
+    let mut events = sub.events(100).await;
+    sub.send(more(100)).await;
+    events.extend(sub.events(99).await);
+    let d = decode_cached(&org, &mut client, &events).await;
+    let key = field(d[0].header(), "transactionKey").clone();
+    for (i, e) in d.iter().enumerate() {
+        assert_eq!(e.change_type(), "CREATE");
+        assert_eq!(
+            strings(field(e.header(), "recordIds")),
+            [order_ids[i].clone()]
+        );
+        assert_eq!(
+            field(e.header(), "sequenceNumber"),
+            &Avro::Int(i as i32 + 1)
+        );
+        assert_eq!(field(e.header(), "transactionKey"), &key);
+    }
 }
 
 /// sObject Collections update (`PATCH …/composite/sobjects`, as jsforce's multi-record `update`

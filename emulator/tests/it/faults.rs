@@ -478,3 +478,104 @@ async fn clearing_faults_ends_rest_unavailability() {
     assert_eq!(resp.status(), 204);
     assert_eq!(org.rest(reqwest::Method::GET, query, None).await.0, 200);
 }
+
+/// `wildcard-ids=N`: the next N Order change events, as subscribers receive them over gRPC on the
+/// entity channel and on `/data/ChangeEvents`, name their records by the key prefix and a
+/// wildcard (`801*`), a merged event included; other entities' events do not use up the count,
+/// and the events after it name their records again.
+#[tokio::test]
+async fn wildcard_ids_name_the_next_order_changes_by_their_key_prefix() {
+    let org = Org::start().await;
+    let a = org.create_order(json!({})).await;
+    let b = org.create_order(json!({})).await;
+    let mut client = org.client().await;
+    let mut orders = Sub::open(
+        &mut client,
+        fetch(ORDERS, ReplayPreset::Latest, vec![], 100),
+    )
+    .await
+    .unwrap();
+    orders.live().await;
+    let mut all_client = org.client().await;
+    let mut all = Sub::open(
+        &mut all_client,
+        fetch("/data/ChangeEvents", ReplayPreset::Latest, vec![], 100),
+    )
+    .await
+    .unwrap();
+    all.live().await;
+    let outcome = org.fault(json!({"kind": "wildcard_ids", "count": 2})).await;
+    assert!(
+        outcome["applied"].as_str().unwrap().contains("801*"),
+        "{outcome}"
+    );
+
+    // An item: its own event keeps its id; the order's roll-up is the first wildcard.
+    let (status, item) = org
+        .rest(
+            reqwest::Method::POST,
+            "/services/data/v60.0/sobjects/OrderItem",
+            Some(json!({"OrderId": a, "Quantity": 2.0, "UnitPrice": 5.0})),
+        )
+        .await;
+    assert_eq!(status, 201, "{item}");
+    // A mass approval, merged into one event: the second.
+    let (status, saved) = org
+        .rest(
+            reqwest::Method::PATCH,
+            "/services/data/v60.0/composite/sobjects",
+            Some(json!({"allOrNone": true, "records": [
+                {"attributes": {"type": "Order"}, "id": a, "Status": "Approved"},
+                {"attributes": {"type": "Order"}, "id": b, "Status": "Approved"},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    // The count is spent: ids again.
+    org.patch_order(&a, json!({"Description": "named again"}))
+        .await;
+
+    let record_ids = async |client: &mut Client, sub: &mut Sub, n: usize| {
+        let events = sub.events(n).await;
+        let mut out = Vec::new();
+        for e in &events {
+            let ev = e.event.as_ref().unwrap();
+            let schema = org.schema_json(client, &ev.schema_id).await;
+            let v = decode(&schema, &ev.payload);
+            let h = field(&v, "ChangeEventHeader");
+            out.push((
+                string(field(h, "entityName")).to_owned(),
+                strings(field(h, "recordIds")),
+                match field(h, "changeType") {
+                    Avro::Enum(_, s) => s.clone(),
+                    other => panic!("changeType {other:?}"),
+                },
+            ));
+        }
+        out
+    };
+    let wild = vec!["801*".to_owned()];
+    let on_orders = record_ids(&mut client, &mut orders, 3).await;
+    assert_eq!(
+        on_orders,
+        [
+            ("Order".to_owned(), wild.clone(), "UPDATE".to_owned()),
+            ("Order".to_owned(), wild.clone(), "UPDATE".to_owned()),
+            ("Order".to_owned(), vec![a.clone()], "UPDATE".to_owned()),
+        ]
+    );
+    let on_all = record_ids(&mut all_client, &mut all, 4).await;
+    assert_eq!(
+        on_all[0],
+        (
+            "OrderItem".to_owned(),
+            vec![item["id"].as_str().unwrap().to_owned()],
+            "CREATE".to_owned()
+        )
+    );
+    assert_eq!(
+        on_all[1..],
+        on_orders[..],
+        "the same events on both channels"
+    );
+}
