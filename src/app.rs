@@ -296,7 +296,11 @@ impl AdminServer {
         let state =
             crate::api::AdminState::new(deps.store.clone(), deps.metrics.clone(), access.clone())
                 .with_liveness(ingest.source.liveness().clone())
-                .with_clock(deps.clock.clone());
+                .with_clock(deps.clock.clone())
+                .with_channels(
+                    settings.source.channels.clone(),
+                    settings.fleet.instance_id.clone(),
+                );
         let routes = crate::api::router(state)
             .merge(crate::cache::http::router(ingest.cache.clone(), access));
         Ok(Some(AdminServer { listener, routes }))

@@ -1,5 +1,6 @@
-//! The admin HTTP API on `SFCDC_ADMIN_ADDR`: health, metrics, and the operator controls of jobs
-//! and outbox deliveries (the same operations as `sfcdc jobs …` and `sfcdc deliveries …`).
+//! The admin HTTP API on `SFCDC_ADMIN_ADDR`: health, metrics, the channels and quarantined
+//! events, and the operator controls of jobs and outbox deliveries (the same operations as
+//! `sfcdc jobs …` and `sfcdc deliveries …`).
 //!
 //! **Nothing but the probes answers without a token** (see [`auth`]): reads need the viewer
 //! token (`SFCDC_READ_TOKEN`) or the operator token (`SFCDC_ADMIN_TOKEN`), changes the operator
@@ -86,6 +87,8 @@ pub struct AdminState {
     liveness: Option<Arc<Liveness>>,
     /// Ages and operator actions are judged by it.
     clock: Clock,
+    /// The configured channels and this instance's id, for the channel views.
+    fleet: Arc<(Vec<String>, String)>,
 }
 
 impl AdminState {
@@ -97,7 +100,14 @@ impl AdminState {
             access,
             liveness: None,
             clock: Clock::system(),
+            fleet: Arc::new((Vec::new(), String::new())),
         }
+    }
+
+    /// The configured `channels`, seen from instance `instance_id` (`GET /channels`).
+    pub fn with_channels(mut self, channels: Vec<String>, instance_id: String) -> Self {
+        self.fleet = Arc::new((channels, instance_id));
+        self
     }
 
     /// Makes `/readyz` and `/metrics` report these channels.
@@ -190,6 +200,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/deliveries/{id}", get(show_delivery))
         .route("/deliveries/{id}/retry", post(retry_delivery))
         .route("/deliveries/{id}/cancel", post(cancel_delivery))
+        .route("/channels", get(list_channels))
+        .route("/quarantine", get(list_quarantine))
+        .route("/quarantine/{id}", get(show_quarantine))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -526,6 +539,76 @@ async fn cancel_delivery(
     Ok(axum::Json(
         s.store.cancel_delivery(id, s.clock.now_ms()).await?,
     ))
+}
+
+async fn list_channels(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+) -> ApiResult<Vec<crate::store::lease::ChannelView>> {
+    s.may_read(&headers)?;
+    Ok(axum::Json(s.channel_views().await?))
+}
+
+impl AdminState {
+    /// Every configured channel: its holder, generation, checkpoint and age.
+    pub async fn channel_views(
+        &self,
+    ) -> Result<Vec<crate::store::lease::ChannelView>, crate::store::StoreError> {
+        use crate::store::lease::Leases;
+        let leases = self.store.leases().await?;
+        let checkpoints = self.store.checkpoints().await?;
+        let (channels, me) = &*self.fleet;
+        Ok(crate::store::lease::channel_views(
+            channels,
+            me,
+            &leases,
+            &checkpoints,
+            self.clock.now_ms(),
+        ))
+    }
+}
+
+async fn list_quarantine(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::store::QuarantineRow>> {
+    s.may_read(&headers)?;
+    let p = Params::new(q, &["state", "limit"])?;
+    let open_only = p
+        .parse(
+            "state",
+            |v| match v {
+                "open" => Some(true),
+                "all" => Some(false),
+                _ => None,
+            },
+            "open or all",
+        )?
+        .unwrap_or(true);
+    let limit = p.limit()? as usize;
+    let mut rows = s.store.quarantined(open_only).await?;
+    rows.truncate(limit);
+    Ok(axum::Json(rows))
+}
+
+async fn show_quarantine(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::QuarantineRow> {
+    s.may_read(&headers)?;
+    let id = id("quarantined event", &raw)?;
+    s.store
+        .quarantine_entry(id)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("there is no quarantined event {id}"),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ mod architecture;
 mod auth;
 mod cache;
 mod common;
+mod console;
 // `sfcdc emulator` is one of the binary's tools.
 #[cfg(feature = "tools")]
 mod emulator_cli;

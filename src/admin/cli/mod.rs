@@ -15,7 +15,8 @@ mod reconcile;
 
 use clap::Args;
 
-pub use channels::{ChannelView, run_channels};
+pub use crate::store::lease::ChannelView;
+pub use channels::run_channels;
 pub use checkpoints::{CheckpointsCommand, run_checkpoints};
 pub use jobs::{DeliveriesCommand, JobsCommand, run_deliveries, run_jobs};
 pub use quarantine::{QuarantineCommand, run_quarantine};
