@@ -268,6 +268,32 @@ impl Ingest {
     }
 }
 
+/// The quarantine re-drive, as the admin API asks for it.
+struct AdminRedrive(Arc<Redriver<AnyStore, CachedLookup<RestOrderSource>>>);
+
+impl crate::api::actions::Redrive for AdminRedrive {
+    fn redrive(
+        &self,
+        id: i64,
+    ) -> futures_util::future::BoxFuture<'_, Result<String, crate::api::ApiError>> {
+        use axum::http::StatusCode;
+        Box::pin(async move {
+            self.0.redrive(id).await.map_err(|e| {
+                let status = match &e {
+                    RedriveError::NotFound(_) => StatusCode::NOT_FOUND,
+                    RedriveError::AlreadyResolved(_) | RedriveError::StillFails { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                    RedriveError::Transient { .. } | RedriveError::Store(_) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                };
+                crate::api::ApiError::new(status, e.to_string())
+            })
+        })
+    }
+}
+
 /// The admin API, bound but not serving yet.
 struct AdminServer {
     listener: tokio::net::TcpListener,
@@ -300,7 +326,8 @@ impl AdminServer {
                 .with_channels(
                     settings.source.channels.clone(),
                     settings.fleet.instance_id.clone(),
-                );
+                )
+                .with_redrive(Arc::new(AdminRedrive(Arc::new(ingest.redriver(deps)))));
         let routes = crate::api::router(state)
             .merge(crate::cache::http::router(ingest.cache.clone(), access));
         Ok(Some(AdminServer { listener, routes }))

@@ -9,6 +9,7 @@
 //! never by an extractor that would answer in its own words. The server is plain HTTP and binds
 //! to loopback by default: put it behind a TLS-terminating proxy to expose it.
 
+pub mod actions;
 pub mod auth;
 
 use std::collections::HashMap;
@@ -89,6 +90,8 @@ pub struct AdminState {
     clock: Clock,
     /// The configured channels and this instance's id, for the channel views.
     fleet: Arc<(Vec<String>, String)>,
+    /// The re-drive of quarantined events, when the ingest side runs in this process.
+    redriver: Option<actions::SharedRedrive>,
 }
 
 impl AdminState {
@@ -101,7 +104,24 @@ impl AdminState {
             liveness: None,
             clock: Clock::system(),
             fleet: Arc::new((Vec::new(), String::new())),
+            redriver: None,
         }
+    }
+
+    /// Re-drives quarantined events with `redriver`.
+    pub fn with_redrive(mut self, redriver: actions::SharedRedrive) -> Self {
+        self.redriver = Some(redriver);
+        self
+    }
+
+    /// Who may do what.
+    pub fn access(&self) -> &auth::Access {
+        &self.access
+    }
+
+    /// The time operator actions and ages are judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The configured `channels`, seen from instance `instance_id` (`GET /channels`).
@@ -122,11 +142,11 @@ impl AdminState {
         self
     }
 
-    /// Checks that the request's token may change state.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// The operator behind the request's token (401 or 403 otherwise).
+    fn authorize(&self, headers: &HeaderMap) -> Result<actions::Actor, ApiError> {
         self.access
             .require(headers, auth::Role::Operator)
-            .map(|_| ())
+            .map(actions::Actor::api)
     }
 
     /// Checks that the request's token may read.
@@ -148,6 +168,11 @@ impl ApiError {
     /// The answer's status.
     pub fn status(&self) -> StatusCode {
         self.0
+    }
+
+    /// Why.
+    pub fn reason(&self) -> &str {
+        &self.1
     }
 }
 
@@ -203,6 +228,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/channels", get(list_channels))
         .route("/quarantine", get(list_quarantine))
         .route("/quarantine/{id}", get(show_quarantine))
+        .route("/quarantine/{id}/redrive", post(redrive_quarantine))
+        .route("/channels/reset", post(reset_channel))
+        .route("/audit", get(list_audit))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -435,11 +463,9 @@ async fn retry_job(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<crate::store::JobRow> {
-    s.authorize(&headers)?;
+    let actor = s.authorize(&headers)?;
     let id = id("job", &raw)?;
-    let job = s.store.retry_job(id, s.clock.now_ms()).await?;
-    tracing::info!(job_id = id, "Job re-driven by an operator (admin API)");
-    Ok(axum::Json(job))
+    Ok(axum::Json(s.retry_job(&actor, id).await?))
 }
 
 /// Most characters an operator's cancel reason may have.
@@ -482,12 +508,10 @@ async fn cancel_job(
     Path(raw): Path<String>,
     body: Bytes,
 ) -> ApiResult<crate::store::JobRow> {
-    s.authorize(&headers)?;
+    let actor = s.authorize(&headers)?;
     let id = id("job", &raw)?;
     let reason = cancel_reason(&body)?;
-    let job = s.store.cancel_job(id, &reason, s.clock.now_ms()).await?;
-    tracing::info!(job_id = id, "Job cancelled by an operator (admin API)");
-    Ok(axum::Json(job))
+    Ok(axum::Json(s.cancel_job(&actor, id, &reason).await?))
 }
 
 async fn list_deliveries(
@@ -522,11 +546,9 @@ async fn retry_delivery(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<crate::store::queue::DeliveryRow> {
-    s.authorize(&headers)?;
+    let actor = s.authorize(&headers)?;
     let id = id("delivery", &raw)?;
-    Ok(axum::Json(
-        s.store.retry_delivery(id, s.clock.now_ms()).await?,
-    ))
+    Ok(axum::Json(s.retry_delivery(&actor, id).await?))
 }
 
 async fn cancel_delivery(
@@ -534,11 +556,9 @@ async fn cancel_delivery(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<crate::store::queue::DeliveryRow> {
-    s.authorize(&headers)?;
+    let actor = s.authorize(&headers)?;
     let id = id("delivery", &raw)?;
-    Ok(axum::Json(
-        s.store.cancel_delivery(id, s.clock.now_ms()).await?,
-    ))
+    Ok(axum::Json(s.cancel_delivery(&actor, id).await?))
 }
 
 async fn list_channels(
@@ -609,6 +629,84 @@ async fn show_quarantine(
                 format!("there is no quarantined event {id}"),
             )
         })
+}
+
+async fn redrive_quarantine(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let actor = s.authorize(&headers)?;
+    let id = id("quarantined event", &raw)?;
+    let outcome = s.redrive(&actor, id).await?;
+    Ok(axum::Json(
+        serde_json::json!({ "id": id, "outcome": outcome }),
+    ))
+}
+
+/// `earliest`, `latest` or a replay id in hex.
+pub fn parse_position(s: &str) -> Option<crate::decode::Position> {
+    use crate::decode::{Position, ReplayId};
+    match s.trim() {
+        "earliest" => Some(Position::Earliest),
+        "latest" => Some(Position::Latest),
+        hex => ReplayId::from_hex(hex)
+            .ok()
+            .filter(|r| !r.is_empty())
+            .map(Position::After),
+    }
+}
+
+async fn reset_channel(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Reset {
+        channel: String,
+        to: String,
+    }
+    let actor = s.authorize(&headers)?;
+    let r: Reset = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body must be JSON like {{\"channel\": \"/data/OrderChangeEvent\", \"to\": \"earliest\"}}: {e}"
+            ),
+        )
+    })?;
+    let to = parse_position(&r.to).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "to: '{}' is not earliest, latest or a replay id in hex",
+                r.to
+            ),
+        )
+    })?;
+    s.reset_checkpoint(&actor, &r.channel, &to).await?;
+    Ok(axum::Json(serde_json::json!({
+        "channel": r.channel,
+        "to": actions::position_name(&to),
+    })))
+}
+
+async fn list_audit(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::store::audit::AuditRow>> {
+    use crate::store::audit::Audit;
+    s.may_read(&headers)?;
+    let p = Params::new(q, &["limit", "before"])?;
+    let before = p.parse(
+        "before",
+        |v| v.parse::<i64>().ok().filter(|n| *n > 0),
+        "an audit entry id",
+    )?;
+    Ok(axum::Json(s.store.audit_trail(p.limit()?, before).await?))
 }
 
 #[cfg(test)]

@@ -114,3 +114,148 @@ async fn metrics_need_their_own_token_when_one_is_set() {
     let _ = r.app.store().backend();
     r.stop().await;
 }
+
+/// Plants a dead job for `order` in the running service's store, as a worker would leave it.
+pub(crate) async fn plant_dead_job(r: &Running, order: &str, error: &str) -> i64 {
+    use sfcdc::store::queue::{JobChange, JobEnd, JobUpdate, Queue};
+    use sfcdc::store::{NewJob, NewTrigger, StoreBatch};
+    let store = r.app.store();
+    let now = sfcdc::clock::now_ms();
+    let key = format!("planted:{order}");
+    let batch = StoreBatch {
+        channel: ORDERS.into(),
+        triggers: vec![NewTrigger {
+            key: key.clone(),
+            order_id: order.into(),
+            skipped: None,
+        }],
+        jobs: vec![NewJob {
+            key,
+            order_id: order.into(),
+            account_id: None,
+            trigger_status: "Approved".into(),
+            trigger_kind: "status_change".into(),
+            channel: ORDERS.into(),
+            replay_id: vec![0, 0, 0, 0, 0, 0, 0x12, 0x34],
+            event_id: "planted-event".into(),
+            payload: "{}".into(),
+            max_attempts: 3,
+        }],
+        now_ms: now,
+        ..StoreBatch::default()
+    };
+    let id = store.commit_batch(&batch).await.unwrap().created[0].0;
+    let job = store
+        .claim_jobs("planter", 50, now + 1, 60_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.id == id)
+        .expect("the planted job is claimable");
+    let update = JobUpdate {
+        id,
+        owner: "planter".into(),
+        change: JobChange::End {
+            end: JobEnd::Dead {
+                error: error.into(),
+            },
+            errors: job.errors_with(error, now + 2),
+            deliveries: vec![],
+        },
+    };
+    assert_eq!(store.update_jobs(&[update], now + 2).await.unwrap(), [true]);
+    id
+}
+
+#[tokio::test]
+async fn operator_actions_are_in_the_audit_trail_without_a_token() {
+    use reqwest::Method as M;
+    use sfcdc::store::audit::Audit;
+    let org = Org::start().await;
+    let r = service(&org, &[]).await;
+    live(&**r.app.store(), &[ORDERS]).await;
+    let id = plant_dead_job(&r, "801Hs00000AUDIT1", "HTTP 503").await;
+    let retry = format!("/jobs/{id}/retry");
+    assert_eq!(call(&r, M::POST, &retry, Some(ADMIN_TOKEN)).await.0, 200);
+    let (status, body) = call(&r, M::POST, &retry, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 409, "{body}");
+    let cancel = format!("/jobs/{id}/cancel");
+    assert_eq!(call(&r, M::POST, &cancel, Some(ADMIN_TOKEN)).await.0, 200);
+    let (status, body) = call(&r, M::POST, "/quarantine/99/redrive", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 404, "{body}");
+    let addr = r.app.admin_addr().unwrap();
+    let reset = reqwest::Client::new()
+        .post(format!("http://{addr}/channels/reset"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"channel": ORDERS, "to": "earliest"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), 200);
+    let bad = reqwest::Client::new()
+        .post(format!("http://{addr}/channels/reset"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"channel": ORDERS, "to": "yesterday"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let (status, trail) = call(&r, M::GET, "/audit", Some(READ_TOKEN)).await;
+    assert_eq!(status, 200, "{trail}");
+    let got: Vec<(String, String, String)> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_owned(),
+                a["target"].as_str().unwrap().to_owned(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let job = format!("job {id}");
+    let expected = [
+        ("checkpoint.reset", ORDERS, "ok"),
+        ("quarantine.redrive", "quarantined event 99", "refused"),
+        ("job.cancel", job.as_str(), "ok"),
+        ("job.retry", job.as_str(), "refused"),
+        ("job.retry", job.as_str(), "ok"),
+    ]
+    .map(|(a, t, o)| (a.to_owned(), t.to_owned(), o.to_owned()));
+    assert_eq!(got, expected);
+    for entry in trail.as_array().unwrap() {
+        assert_eq!(entry["role"], "operator");
+        assert_eq!(entry["via"], "api");
+        assert!(!entry.to_string().contains(ADMIN_TOKEN));
+    }
+    // The command line records its own actions, and `sfcdc audit` shows them all.
+    let (_, dir) = r.stop().await;
+    let db = format!("sqlite://{}", dir.path().join("sfcdc.db").display());
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sfcdc"))
+            .args(args)
+            .env_clear()
+            .env("SFCDC_DATABASE_URL", &db)
+            .env("USER", "alice")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["jobs", "retry", &id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let out = cli(&["audit", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let trail: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(trail.as_array().unwrap().len(), 6);
+    assert_eq!(trail[0]["action"], "job.retry");
+    assert_eq!(trail[0]["via"], "cli");
+    assert_eq!(trail[0]["session"], "alice");
+    assert_eq!(trail[0]["outcome"], "ok");
+    let out = cli(&["audit"]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("ID"), "{table}");
+    assert_eq!(table.lines().count(), 7, "{table}");
+    let store = sfcdc::store::AnyStore::open(&db).await.unwrap();
+    assert_eq!(store.audit_trail(100, None).await.unwrap().len(), 6);
+}
