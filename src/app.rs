@@ -58,6 +58,8 @@ pub struct Settings {
     pub worker: Option<WorkerConfig>,
     /// The admin HTTP API.
     pub admin: AdminConfig,
+    /// The console's sessions.
+    pub console: crate::console::ConsoleConfig,
     /// The order cache and its read API.
     pub cache: CacheConfig,
     /// `SFCDC_SHUTDOWN_TIMEOUT`: how long a shutdown may take to commit the batches in hand and
@@ -83,6 +85,7 @@ impl Settings {
             max_attempts: env.int_or("SFCDC_MAX_ATTEMPTS", 8, 1..=100)? as i32,
             worker: WorkerConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
+            console: crate::console::ConsoleConfig::from_env(env)?,
             cache: CacheConfig::from_env(env)?,
             shutdown_timeout: env.positive_duration_or(
                 "SFCDC_SHUTDOWN_TIMEOUT",
@@ -328,7 +331,8 @@ impl AdminServer {
                     settings.fleet.instance_id.clone(),
                 )
                 .with_redrive(Arc::new(AdminRedrive(Arc::new(ingest.redriver(deps)))));
-        let routes = crate::api::router(state)
+        let routes = crate::api::router(state.clone())
+            .merge(crate::console::router(state, &settings.console))
             .merge(crate::cache::http::router(ingest.cache.clone(), access));
         Ok(Some(AdminServer { listener, routes }))
     }

@@ -126,6 +126,24 @@ impl Access {
         Ok(role)
     }
 
+    /// The role a token given outside a header (the console's login form) grants, if any; both
+    /// tokens are compared in constant time, whichever matches.
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        let given = digest(token);
+        let operator = self.operator.as_ref().is_some_and(|d| same(d, &given));
+        let viewer = self.viewer.as_ref().is_some_and(|d| same(d, &given));
+        match (operator, viewer) {
+            (true, _) => Some(Role::Operator),
+            (false, true) => Some(Role::Viewer),
+            (false, false) => None,
+        }
+    }
+
+    /// Whether any role can log in at all.
+    pub fn any_role(&self) -> bool {
+        self.viewer.is_some() || self.operator.is_some()
+    }
+
     /// Whether `/metrics` may be read: always, unless `SFCDC_METRICS_TOKEN` is set.
     pub fn metrics(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(expected) = &self.metrics else {

@@ -119,6 +119,11 @@ impl AdminState {
         &self.access
     }
 
+    /// The channels' liveness, when a subscriber runs in this process.
+    pub fn liveness(&self) -> Option<&Arc<Liveness>> {
+        self.liveness.as_ref()
+    }
+
     /// The time operator actions and ages are judged by.
     pub fn clock(&self) -> &Clock {
         &self.clock
@@ -248,7 +253,8 @@ pub fn router(state: AdminState) -> Router {
 
 /// Serves `router` on `listener` until `cancel`.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router, cancel: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
     {

@@ -259,3 +259,207 @@ async fn operator_actions_are_in_the_audit_trail_without_a_token() {
     let store = sfcdc::store::AnyStore::open(&db).await.unwrap();
     assert_eq!(store.audit_trail(100, None).await.unwrap().len(), 6);
 }
+
+/// A console user: a client that keeps its session cookie and follows no redirect.
+pub(crate) struct Browser {
+    base: String,
+    client: reqwest::Client,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    pub(crate) fn new(r: &Running) -> Browser {
+        Browser {
+            base: format!("http://{}", r.app.admin_addr().unwrap()),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    /// Logs in with `token`: the status and the Set-Cookie header.
+    pub(crate) async fn login(&mut self, token: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .post(format!("{}/console/login", self.base))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let set = resp
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        if let Some(pair) = set.split(';').next().filter(|p| p.contains('=')) {
+            self.cookie = Some(pair.to_owned());
+        }
+        (status, set)
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> (u16, String, reqwest::header::HeaderMap) {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", c),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, resp.text().await.unwrap(), headers)
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (u16, String) {
+        let (s, b, _) = self
+            .send(self.client.get(format!("{}{path}", self.base)))
+            .await;
+        (s, b)
+    }
+
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String, String) {
+        let (s, b, h) = self
+            .send(self.client.post(format!("{}{path}", self.base)).form(form))
+            .await;
+        let location = h
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (s, b, location)
+    }
+
+    /// The CSRF token of the page at `path`.
+    pub(crate) async fn csrf(&self, path: &str) -> String {
+        let (_, page) = self.get(path).await;
+        let at = page
+            .find("name=\"csrf\" value=\"")
+            .expect("a form with a CSRF token");
+        let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+}
+
+#[tokio::test]
+async fn console_sessions_csrf_roles_and_escaping() {
+    let org = Org::start().await;
+    let r = service(&org, &[("SFCDC_ADMIN_INSECURE_COOKIES", "true")]).await;
+    live(&**r.app.store(), &[ORDERS]).await;
+    let hostile = "<script>alert('x')</script> & \"quotes\"";
+    let id = plant_dead_job(&r, "801Hs00000CONSOL", hostile).await;
+
+    // Without a session: the login form, and changes are refused.
+    let mut anon = Browser::new(&r);
+    let (status, _) = anon.get("/console").await;
+    assert_eq!(status, 303);
+    let (status, page) = anon.get("/console/login").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("name=\"token\""));
+    let (status, _, _) = anon
+        .post(&format!("/console/jobs/{id}/retry"), &[("csrf", "x")])
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = anon.login("wrong-token-wrong-token").await;
+    assert_eq!(status, 401);
+
+    // The operator: a session cookie with the right attributes, the overview, the job.
+    let mut op = Browser::new(&r);
+    let (status, set) = op.login(ADMIN_TOKEN).await;
+    assert_eq!(status, 303, "{set}");
+    for attr in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/console",
+        "Max-Age=28800",
+    ] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "SFCDC_ADMIN_INSECURE_COOKIES leaves it off"
+    );
+    assert!(!set.contains(ADMIN_TOKEN));
+    let (status, page) = op.get("/console").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(ORDERS) && page.contains("<svg"), "{page}");
+    let (status, page) = op.get(&format!("/console/jobs/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("<script>alert"), "escaped");
+    assert!(
+        page.contains("&lt;script&gt;alert('x')&lt;/script&gt; &amp; &quot;quotes&quot;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"retry\""),
+        "the operator sees the button"
+    );
+    let (status, page) = op.get("/console/jobs?state=dead&error=SCRIPT").await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&format!("data-job=\"{id}\"")), "{page}");
+    let (status, _) = op.get("/console/jobs?state=deadish").await;
+    assert_eq!(status, 400);
+    // A form without its CSRF token changes nothing.
+    let (status, _, _) = op.post(&format!("/console/jobs/{id}/retry"), &[]).await;
+    assert_eq!(status, 403);
+    let csrf = op.csrf(&format!("/console/jobs/{id}")).await;
+    let (status, _, location) = op
+        .post(&format!("/console/jobs/{id}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, format!("/console/jobs/{id}?done=retried").as_str())
+    );
+    let job = sfcdc::store::queue::Queue::job(&**r.app.store(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state, sfcdc::store::JobState::Available);
+
+    // The viewer: no buttons, and a forged POST (with the viewer's own CSRF token) is refused.
+    let mut viewer = Browser::new(&r);
+    assert_eq!(viewer.login(READ_TOKEN).await.0, 303);
+    let (status, page) = viewer.get(&format!("/console/jobs/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(!page.contains("id=\"cancel\"") && !page.contains("id=\"retry\""));
+    let (_, page) = viewer.get("/console/jobs").await;
+    assert!(!page.contains("bulk-retry"));
+    let csrf = viewer.csrf("/console").await;
+    let (status, _, _) = viewer
+        .post(&format!("/console/jobs/{id}/cancel"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(status, 403);
+    let job = sfcdc::store::queue::Queue::job(&**r.app.store(), id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state, sfcdc::store::JobState::Available, "unchanged");
+    let trail = sfcdc::store::audit::Audit::audit_trail(&**r.app.store(), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(trail[0].action, "job.cancel");
+    assert_eq!(
+        (trail[0].role.as_str(), trail[0].outcome.as_str()),
+        ("viewer", "refused")
+    );
+    assert_eq!(trail[1].action, "job.retry");
+    assert_eq!(trail[1].via, "console");
+    assert!(trail[1].session.as_deref().is_some_and(|s| s.len() == 12));
+
+    // Logout ends the session.
+    let csrf = op.csrf("/console").await;
+    let (status, _, _) = op.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    assert_eq!(op.get("/console").await.0, 303, "back to the login form");
+
+    // Failed logins are limited per address.
+    let mut guesser = Browser::new(&r);
+    for _ in 0..5 {
+        assert_eq!(guesser.login("guess-guess-guess-guess").await.0, 401);
+    }
+    let (status, _) = guesser.login(ADMIN_TOKEN).await;
+    assert_eq!(status, 429, "even the right token waits out the window");
+    r.stop().await;
+}
