@@ -480,7 +480,7 @@ pub(super) async fn job(
                 }
                 @for d in &deliveries {
                     li.done[d.state == DeliveryState::Delivered] {
-                        b { "Notified " (d.notifier) } " (" (d.event) ") "
+                        b { "Notified " (d.notifier) } " of job." (d.event) " "
                         a href={ "/console/deliveries/" (d.id) } { "delivery " (d.id) } " " (badge(d.state.as_str()))
                     }
                 }

@@ -6,8 +6,9 @@ use sfcdc::store::Store;
 
 use crate::common::*;
 
-pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-console-0123456789";
-pub(crate) const READ_TOKEN: &str = "read-token-for-console-0123456789";
+/// The suite's tokens, which the secret scan (`tests/secrets_in_logs.rs`) looks for.
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+pub(crate) const READ_TOKEN: &str = "read-token-for-tests-0123456789";
 
 /// A service with both tokens, on a SQLite file, against a fresh emulator.
 pub(crate) async fn service(org: &Org, extra: &[(&str, &str)]) -> Running {
@@ -102,7 +103,7 @@ async fn only_the_probes_and_metrics_answer_without_a_token() {
 #[tokio::test]
 async fn metrics_need_their_own_token_when_one_is_set() {
     let org = Org::start().await;
-    let metrics = "metrics-token-for-console-0123456789";
+    let metrics = "metrics-token-for-tests-0123456789";
     let r = service(&org, &[("SFCDC_METRICS_TOKEN", metrics)]).await;
     use reqwest::Method as M;
     assert_eq!(call(&r, M::GET, "/metrics", None).await.0, 401);
