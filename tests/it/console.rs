@@ -2,7 +2,7 @@
 //! viewer and the operator may do, the audit trail of operator actions, and the console.
 
 use serde_json::Value;
-use sfcdc::store::Store;
+use sfcdc::store::{JobState, Store};
 
 use crate::common::*;
 
@@ -462,5 +462,121 @@ async fn console_sessions_csrf_roles_and_escaping() {
     }
     let (status, _) = guesser.login(ADMIN_TOKEN).await;
     assert_eq!(status, 429, "even the right token waits out the window");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn console_bulk_actions_and_checkpoint_resets_confirm_then_act() {
+    use sfcdc::store::audit::Audit;
+    use sfcdc::store::queue::Queue;
+    let org = Org::start().await;
+    let r = service(&org, &[("SFCDC_ADMIN_INSECURE_COOKIES", "true")]).await;
+    live(&**r.app.store(), &[ORDERS]).await;
+    let store = r.app.store().clone();
+    let a = plant_dead_job(&r, "801Hs00000BULK01", "fulfilment said 503").await;
+    let b = plant_dead_job(&r, "801Hs00000BULK02", "fulfilment said 503").await;
+    let c = plant_dead_job(&r, "801Hs00000BULK03", "bad address").await;
+    let mut op = Browser::new(&r);
+    assert_eq!(op.login(ADMIN_TOKEN).await.0, 303);
+
+    // Every page answers.
+    for page in [
+        "/console",
+        "/console/jobs",
+        "/console/deliveries",
+        "/console/deliveries?state=dead",
+        "/console/quarantine?state=all",
+        "/console/channels",
+        "/console/audit",
+        "/console/assets/console.css",
+        "/console/assets/console.js",
+    ] {
+        assert_eq!(op.get(page).await.0, 200, "{page}");
+    }
+    assert_eq!(op.get("/console/jobs/999999").await.0, 404);
+    assert_eq!(op.get("/console/deliveries/abc").await.0, 400);
+    assert_eq!(op.get("/console/channel?channel=/data/Nope").await.0, 404);
+
+    // A bulk retry states its count first, then retries exactly what matches.
+    let (status, page) = op
+        .get("/console/jobs/bulk?action=retry&state=dead&error=503")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Retry 2 jobs matching state=dead error~"),
+        "{page}"
+    );
+    let csrf = op.csrf("/console/jobs").await;
+    let (status, page, _) = op
+        .post(
+            "/console/jobs/bulk",
+            &[
+                ("csrf", &csrf),
+                ("action", "retry"),
+                ("state", "dead"),
+                ("error", "503"),
+                ("order", ""),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("2 jobs matched"), "{page}");
+    for (id, state) in [
+        (a, JobState::Available),
+        (b, JobState::Available),
+        (c, JobState::Dead),
+    ] {
+        assert_eq!(store.job(id).await.unwrap().unwrap().state, state);
+    }
+    let (status, _, _) = op
+        .post(
+            "/console/jobs/bulk",
+            &[("csrf", &csrf), ("action", "explode")],
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    // A checkpoint reset says what it replays, then goes through the fenced reset.
+    let (status, page) = op
+        .get(&format!(
+            "/console/channel/reset?channel={ORDERS}&to=earliest"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("replay every event"), "{page}");
+    let (status, page) = op
+        .get(&format!(
+            "/console/channel/reset?channel={ORDERS}&to=latest"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("sfcdc reconcile --since"), "{page}");
+    let (status, _, location) = op
+        .post(
+            "/console/channel/reset",
+            &[("csrf", &csrf), ("channel", ORDERS), ("to", "earliest")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(location.contains("done=reset"), "{location}");
+    let trail = store.audit_trail(10, None).await.unwrap();
+    assert_eq!(trail[0].action, "checkpoint.reset");
+    assert_eq!(trail[0].detail.as_deref(), Some("to earliest"));
+    assert_eq!(trail[1].action, "jobs.bulk_retry");
+    assert_eq!(
+        trail[1].detail.as_deref(),
+        Some("2 matched, 2 changed, 0 refused")
+    );
+    assert_eq!(trail[1].target, "state=dead error~\"503\"");
+    // The viewer may not even see the confirmations.
+    let mut viewer = Browser::new(&r);
+    assert_eq!(viewer.login(READ_TOKEN).await.0, 303);
+    assert_eq!(
+        viewer
+            .get("/console/jobs/bulk?action=cancel&state=dead")
+            .await
+            .0,
+        403
+    );
     r.stop().await;
 }
