@@ -58,6 +58,8 @@ pub struct Settings {
     pub worker: Option<WorkerConfig>,
     /// The admin HTTP API.
     pub admin: AdminConfig,
+    /// The console's sessions.
+    pub console: crate::console::ConsoleConfig,
     /// The order cache and its read API.
     pub cache: CacheConfig,
     /// `SFCDC_SHUTDOWN_TIMEOUT`: how long a shutdown may take to commit the batches in hand and
@@ -83,6 +85,7 @@ impl Settings {
             max_attempts: env.int_or("SFCDC_MAX_ATTEMPTS", 8, 1..=100)? as i32,
             worker: WorkerConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
+            console: crate::console::ConsoleConfig::from_env(env)?,
             cache: CacheConfig::from_env(env)?,
             shutdown_timeout: env.positive_duration_or(
                 "SFCDC_SHUTDOWN_TIMEOUT",
@@ -268,6 +271,32 @@ impl Ingest {
     }
 }
 
+/// The quarantine re-drive, as the admin API asks for it.
+struct AdminRedrive(Arc<Redriver<AnyStore, CachedLookup<RestOrderSource>>>);
+
+impl crate::api::actions::Redrive for AdminRedrive {
+    fn redrive(
+        &self,
+        id: i64,
+    ) -> futures_util::future::BoxFuture<'_, Result<String, crate::api::ApiError>> {
+        use axum::http::StatusCode;
+        Box::pin(async move {
+            self.0.redrive(id).await.map_err(|e| {
+                let status = match &e {
+                    RedriveError::NotFound(_) => StatusCode::NOT_FOUND,
+                    RedriveError::AlreadyResolved(_) | RedriveError::StillFails { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                    RedriveError::Transient { .. } | RedriveError::Store(_) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                };
+                crate::api::ApiError::new(status, e.to_string())
+            })
+        })
+    }
+}
+
 /// The admin API, bound but not serving yet.
 struct AdminServer {
     listener: tokio::net::TcpListener,
@@ -296,8 +325,14 @@ impl AdminServer {
         let state =
             crate::api::AdminState::new(deps.store.clone(), deps.metrics.clone(), access.clone())
                 .with_liveness(ingest.source.liveness().clone())
-                .with_clock(deps.clock.clone());
-        let routes = crate::api::router(state)
+                .with_clock(deps.clock.clone())
+                .with_channels(
+                    settings.source.channels.clone(),
+                    settings.fleet.instance_id.clone(),
+                )
+                .with_redrive(Arc::new(AdminRedrive(Arc::new(ingest.redriver(deps)))));
+        let routes = crate::api::router(state.clone())
+            .merge(crate::console::router(state, &settings.console))
             .merge(crate::cache::http::router(ingest.cache.clone(), access));
         Ok(Some(AdminServer { listener, routes }))
     }

@@ -3,7 +3,8 @@
 //! The library holds the product that operators deploy: the service (`app`) and its operator
 //! commands (`admin::cli`). Data flows `source` (Pub/Sub API) → `decode` (Avro, bitmaps) →
 //! `ingest` (rules, one store transaction per batch) → `store` → `worker` (fulfilment,
-//! notifications), with `cache` serving order reads and `admin` the HTTP API. The binary's
+//! notifications), with `cache` serving order reads, `api` the admin HTTP API and `console` its
+//! pages for people. The binary's
 //! top-level parser and the developer tools (emulator, demo, bench) live in `src/bin/sfcdc/`;
 //! the stand-in for Salesforce is a crate of its own, `sfcdc-emulator` (`emulator/`), which
 //! shares nothing with this one but the proto.
@@ -14,6 +15,7 @@ pub mod app;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod decode;
 pub mod deps;
 pub mod fleet;

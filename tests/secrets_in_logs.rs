@@ -1,7 +1,7 @@
 //! The secret scan: every log line the integration suite produced (in process, and from every
 //! `sfcdc` child process, collected by `tests/it/common/logs.rs`) is searched for the secrets the
 //! suite configures — client secret, password, private key, access tokens, admin and read
-//! tokens, the fulfilment token, the webhook secret, the GitHub token. Any hit fails the run.
+//! tokens, the metrics token, the fulfilment token, the webhook secret, the GitHub token. Any hit fails the run.
 //!
 //! Cargo runs this target after `it` (targets run in name order), so `cargo test` scans the logs
 //! of the run it belongs to; the logs are removed after a clean scan. Run alone, with no logs
@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 /// Each configured secret, by what it is (the name is what a report prints, never the value).
-const SECRETS: [(&str, &str); 9] = [
+const SECRETS: [(&str, &str); 10] = [
     ("client secret (SF_CLIENT_SECRET)", "sfcdc-demo-secret"),
     ("password (SF_PASSWORD)", "sfcdc-demo-password"),
     (
@@ -20,6 +20,10 @@ const SECRETS: [(&str, &str); 9] = [
     (
         "read token (SFCDC_READ_TOKEN)",
         "read-token-for-tests-0123456789",
+    ),
+    (
+        "metrics token (SFCDC_METRICS_TOKEN)",
+        "metrics-token-for-tests-0123456789",
     ),
     (
         "fulfilment token (SFCDC_FULFILMENT_TOKEN)",

@@ -4,14 +4,16 @@
 //! orders; the **operator** (`SFCDC_ADMIN_TOKEN`) does everything a viewer does, plus changes.
 //! Only the probes (`/healthz`, `/readyz`) answer without a token, and `/metrics` unless
 //! `SFCDC_METRICS_TOKEN` is set. Tokens are held as SHA-256 digests and every configured digest
-//! is compared, without an early exit, whatever the request sends; a token never appears in an
-//! answer or a log line. Without the header, or with a token that is none of them, the answer
+//! is compared in constant time (`subtle`), whatever the request sends, so neither the timing
+//! nor the order of the checks tells which token came close; a token never appears in an answer
+//! or a log line. Without the header, or with a token that is none of them, the answer
 //! is 401; a viewer asking for a change, or a role whose token is not configured, gets 403 with
 //! the variable to set.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::ApiError;
 
@@ -40,9 +42,9 @@ fn digest(token: &str) -> Digest32 {
     Sha256::digest(token.trim().as_bytes()).into()
 }
 
-/// Equal-length digests, compared without an early exit.
+/// Equal-length digests, compared in constant time.
 fn same(a: &Digest32, b: &Digest32) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 /// The admin server's tokens.
@@ -122,6 +124,24 @@ impl Access {
             ));
         }
         Ok(role)
+    }
+
+    /// The role a token given outside a header (the console's login form) grants, if any; both
+    /// tokens are compared in constant time, whichever matches.
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        let given = digest(token);
+        let operator = self.operator.as_ref().is_some_and(|d| same(d, &given));
+        let viewer = self.viewer.as_ref().is_some_and(|d| same(d, &given));
+        match (operator, viewer) {
+            (true, _) => Some(Role::Operator),
+            (false, true) => Some(Role::Viewer),
+            (false, false) => None,
+        }
+    }
+
+    /// Whether any role can log in at all.
+    pub fn any_role(&self) -> bool {
+        self.viewer.is_some() || self.operator.is_some()
     }
 
     /// Whether `/metrics` may be read: always, unless `SFCDC_METRICS_TOKEN` is set.

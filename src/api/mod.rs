@@ -1,5 +1,6 @@
-//! The admin HTTP API on `SFCDC_ADMIN_ADDR`: health, metrics, and the operator controls of jobs
-//! and outbox deliveries (the same operations as `sfcdc jobs …` and `sfcdc deliveries …`).
+//! The admin HTTP API on `SFCDC_ADMIN_ADDR`: health, metrics, the channels and quarantined
+//! events, and the operator controls of jobs and outbox deliveries (the same operations as
+//! `sfcdc jobs …` and `sfcdc deliveries …`).
 //!
 //! **Nothing but the probes answers without a token** (see [`auth`]): reads need the viewer
 //! token (`SFCDC_READ_TOKEN`) or the operator token (`SFCDC_ADMIN_TOKEN`), changes the operator
@@ -8,6 +9,7 @@
 //! never by an extractor that would answer in its own words. The server is plain HTTP and binds
 //! to loopback by default: put it behind a TLS-terminating proxy to expose it.
 
+pub mod actions;
 pub mod auth;
 
 use std::collections::HashMap;
@@ -86,6 +88,10 @@ pub struct AdminState {
     liveness: Option<Arc<Liveness>>,
     /// Ages and operator actions are judged by it.
     clock: Clock,
+    /// The configured channels and this instance's id, for the channel views.
+    fleet: Arc<(Vec<String>, String)>,
+    /// The re-drive of quarantined events, when the ingest side runs in this process.
+    redriver: Option<actions::SharedRedrive>,
 }
 
 impl AdminState {
@@ -97,7 +103,36 @@ impl AdminState {
             access,
             liveness: None,
             clock: Clock::system(),
+            fleet: Arc::new((Vec::new(), String::new())),
+            redriver: None,
         }
+    }
+
+    /// Re-drives quarantined events with `redriver`.
+    pub fn with_redrive(mut self, redriver: actions::SharedRedrive) -> Self {
+        self.redriver = Some(redriver);
+        self
+    }
+
+    /// Who may do what.
+    pub fn access(&self) -> &auth::Access {
+        &self.access
+    }
+
+    /// The channels' liveness, when a subscriber runs in this process.
+    pub fn liveness(&self) -> Option<&Arc<Liveness>> {
+        self.liveness.as_ref()
+    }
+
+    /// The time operator actions and ages are judged by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The configured `channels`, seen from instance `instance_id` (`GET /channels`).
+    pub fn with_channels(mut self, channels: Vec<String>, instance_id: String) -> Self {
+        self.fleet = Arc::new((channels, instance_id));
+        self
     }
 
     /// Makes `/readyz` and `/metrics` report these channels.
@@ -112,11 +147,11 @@ impl AdminState {
         self
     }
 
-    /// Checks that the request's token may change state.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// The operator behind the request's token (401 or 403 otherwise).
+    fn authorize(&self, headers: &HeaderMap) -> Result<actions::Actor, ApiError> {
         self.access
             .require(headers, auth::Role::Operator)
-            .map(|_| ())
+            .map(actions::Actor::api)
     }
 
     /// Checks that the request's token may read.
@@ -138,6 +173,11 @@ impl ApiError {
     /// The answer's status.
     pub fn status(&self) -> StatusCode {
         self.0
+    }
+
+    /// Why.
+    pub fn reason(&self) -> &str {
+        &self.1
     }
 }
 
@@ -190,6 +230,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/deliveries/{id}", get(show_delivery))
         .route("/deliveries/{id}/retry", post(retry_delivery))
         .route("/deliveries/{id}/cancel", post(cancel_delivery))
+        .route("/channels", get(list_channels))
+        .route("/quarantine", get(list_quarantine))
+        .route("/quarantine/{id}", get(show_quarantine))
+        .route("/quarantine/{id}/redrive", post(redrive_quarantine))
+        .route("/channels/reset", post(reset_channel))
+        .route("/audit", get(list_audit))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -207,7 +253,8 @@ pub fn router(state: AdminState) -> Router {
 
 /// Serves `router` on `listener` until `cancel`.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router, cancel: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
     {
@@ -422,11 +469,9 @@ async fn retry_job(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<crate::store::JobRow> {
-    s.authorize(&headers)?;
+    let actor = s.authorize(&headers)?;
     let id = id("job", &raw)?;
-    let job = s.store.retry_job(id, s.clock.now_ms()).await?;
-    tracing::info!(job_id = id, "Job re-driven by an operator (admin API)");
-    Ok(axum::Json(job))
+    Ok(axum::Json(s.retry_job(&actor, id).await?))
 }
 
 /// Most characters an operator's cancel reason may have.
@@ -469,12 +514,10 @@ async fn cancel_job(
     Path(raw): Path<String>,
     body: Bytes,
 ) -> ApiResult<crate::store::JobRow> {
-    s.authorize(&headers)?;
+    let actor = s.authorize(&headers)?;
     let id = id("job", &raw)?;
     let reason = cancel_reason(&body)?;
-    let job = s.store.cancel_job(id, &reason, s.clock.now_ms()).await?;
-    tracing::info!(job_id = id, "Job cancelled by an operator (admin API)");
-    Ok(axum::Json(job))
+    Ok(axum::Json(s.cancel_job(&actor, id, &reason).await?))
 }
 
 async fn list_deliveries(
@@ -509,11 +552,9 @@ async fn retry_delivery(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<crate::store::queue::DeliveryRow> {
-    s.authorize(&headers)?;
+    let actor = s.authorize(&headers)?;
     let id = id("delivery", &raw)?;
-    Ok(axum::Json(
-        s.store.retry_delivery(id, s.clock.now_ms()).await?,
-    ))
+    Ok(axum::Json(s.retry_delivery(&actor, id).await?))
 }
 
 async fn cancel_delivery(
@@ -521,11 +562,157 @@ async fn cancel_delivery(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> ApiResult<crate::store::queue::DeliveryRow> {
-    s.authorize(&headers)?;
+    let actor = s.authorize(&headers)?;
     let id = id("delivery", &raw)?;
+    Ok(axum::Json(s.cancel_delivery(&actor, id).await?))
+}
+
+async fn list_channels(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+) -> ApiResult<Vec<crate::store::lease::ChannelView>> {
+    s.may_read(&headers)?;
+    Ok(axum::Json(s.channel_views().await?))
+}
+
+impl AdminState {
+    /// Every configured channel: its holder, generation, checkpoint and age.
+    pub async fn channel_views(
+        &self,
+    ) -> Result<Vec<crate::store::lease::ChannelView>, crate::store::StoreError> {
+        use crate::store::lease::Leases;
+        let leases = self.store.leases().await?;
+        let checkpoints = self.store.checkpoints().await?;
+        let (channels, me) = &*self.fleet;
+        Ok(crate::store::lease::channel_views(
+            channels,
+            me,
+            &leases,
+            &checkpoints,
+            self.clock.now_ms(),
+        ))
+    }
+}
+
+async fn list_quarantine(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::store::QuarantineRow>> {
+    s.may_read(&headers)?;
+    let p = Params::new(q, &["state", "limit"])?;
+    let open_only = p
+        .parse(
+            "state",
+            |v| match v {
+                "open" => Some(true),
+                "all" => Some(false),
+                _ => None,
+            },
+            "open or all",
+        )?
+        .unwrap_or(true);
+    let limit = p.limit()? as usize;
+    let mut rows = s.store.quarantined(open_only).await?;
+    rows.truncate(limit);
+    Ok(axum::Json(rows))
+}
+
+async fn show_quarantine(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<crate::store::QuarantineRow> {
+    s.may_read(&headers)?;
+    let id = id("quarantined event", &raw)?;
+    s.store
+        .quarantine_entry(id)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("there is no quarantined event {id}"),
+            )
+        })
+}
+
+async fn redrive_quarantine(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    let actor = s.authorize(&headers)?;
+    let id = id("quarantined event", &raw)?;
+    let outcome = s.redrive(&actor, id).await?;
     Ok(axum::Json(
-        s.store.cancel_delivery(id, s.clock.now_ms()).await?,
+        serde_json::json!({ "id": id, "outcome": outcome }),
     ))
+}
+
+/// `earliest`, `latest` or a replay id in hex.
+pub fn parse_position(s: &str) -> Option<crate::decode::Position> {
+    use crate::decode::{Position, ReplayId};
+    match s.trim() {
+        "earliest" => Some(Position::Earliest),
+        "latest" => Some(Position::Latest),
+        hex => ReplayId::from_hex(hex)
+            .ok()
+            .filter(|r| !r.is_empty())
+            .map(Position::After),
+    }
+}
+
+async fn reset_channel(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<serde_json::Value> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Reset {
+        channel: String,
+        to: String,
+    }
+    let actor = s.authorize(&headers)?;
+    let r: Reset = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body must be JSON like {{\"channel\": \"/data/OrderChangeEvent\", \"to\": \"earliest\"}}: {e}"
+            ),
+        )
+    })?;
+    let to = parse_position(&r.to).ok_or_else(|| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "to: '{}' is not earliest, latest or a replay id in hex",
+                r.to
+            ),
+        )
+    })?;
+    s.reset_checkpoint(&actor, &r.channel, &to).await?;
+    Ok(axum::Json(serde_json::json!({
+        "channel": r.channel,
+        "to": actions::position_name(&to),
+    })))
+}
+
+async fn list_audit(
+    State(s): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Vec<crate::store::audit::AuditRow>> {
+    use crate::store::audit::Audit;
+    s.may_read(&headers)?;
+    let p = Params::new(q, &["limit", "before"])?;
+    let before = p.parse(
+        "before",
+        |v| v.parse::<i64>().ok().filter(|n| *n > 0),
+        "an audit entry id",
+    )?;
+    Ok(axum::Json(s.store.audit_trail(p.limit()?, before).await?))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 
 use std::collections::HashSet;
 
+use super::audit::{Audit, AuditRow, NewAudit};
+use super::insight::{Insights, JobQuery, Minute};
 use super::lease::{Fence, LeaseRow, Leases, Takeover};
 use super::postgres::PgStore;
 use super::queue::{
@@ -365,6 +367,61 @@ impl Recoveries for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.last_commit(channel).await,
             AnyStore::Postgres(p) => p.last_commit(channel).await,
+        }
+    }
+}
+
+impl Audit for AnyStore {
+    async fn record_audit(&self, entry: &NewAudit) -> Result<i64, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.record_audit(entry).await,
+            AnyStore::Postgres(p) => p.record_audit(entry).await,
+        }
+    }
+
+    async fn audit_trail(
+        &self,
+        limit: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.audit_trail(limit, before).await,
+            AnyStore::Postgres(p) => p.audit_trail(limit, before).await,
+        }
+    }
+}
+
+impl Insights for AnyStore {
+    async fn job_page(
+        &self,
+        query: &JobQuery,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<JobRow>, i64), StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.job_page(query, limit, offset).await,
+            AnyStore::Postgres(p) => p.job_page(query, limit, offset).await,
+        }
+    }
+
+    async fn job_ids(&self, query: &JobQuery, limit: i64) -> Result<Vec<i64>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.job_ids(query, limit).await,
+            AnyStore::Postgres(p) => p.job_ids(query, limit).await,
+        }
+    }
+
+    async fn throughput(&self, since_ms: i64) -> Result<Vec<Minute>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.throughput(since_ms).await,
+            AnyStore::Postgres(p) => p.throughput(since_ms).await,
+        }
+    }
+
+    async fn channel_events(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.channel_events(since_ms).await,
+            AnyStore::Postgres(p) => p.channel_events(since_ms).await,
         }
     }
 }

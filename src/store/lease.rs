@@ -83,6 +83,66 @@ impl LeaseRow {
     }
 }
 
+/// One configured channel as the fleet sees it: `sfcdc channels`, `GET /channels` and the
+/// console show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChannelView {
+    /// The topic.
+    pub channel: String,
+    /// The lease holder, if the lease is live.
+    pub holder: Option<String>,
+    /// The lease generation (0: never leased).
+    pub generation: i64,
+    /// Seconds until the lease expires (negative: expired that long ago), if leased.
+    pub lease_expires_in_seconds: Option<f64>,
+    /// The stored checkpoint's replay id (hex), or its preset.
+    pub checkpoint: Option<String>,
+    /// Seconds since the checkpoint was written.
+    pub checkpoint_age_seconds: Option<f64>,
+    /// `holder`, `standby`, or `unheld` for the asking instance.
+    pub role: &'static str,
+}
+
+/// The view of each of `channels` from instance `me`, out of the stored leases and checkpoints.
+/// Ages are judged by the database's clock when the leases were read (`now_ms` if none is).
+pub fn channel_views(
+    channels: &[String],
+    me: &str,
+    leases: &[LeaseRow],
+    checkpoints: &[super::Checkpoint],
+    now_ms: i64,
+) -> Vec<ChannelView> {
+    use crate::decode::Position;
+    let now = leases.first().map_or(now_ms, |l| l.read_at);
+    channels
+        .iter()
+        .map(|channel| {
+            let lease = leases.iter().find(|l| &l.channel == channel);
+            let checkpoint = checkpoints.iter().find(|c| &c.channel == channel);
+            let holder = lease.filter(|l| l.is_live()).and_then(|l| l.holder.clone());
+            let role = match &holder {
+                Some(h) if h == me => "holder",
+                Some(_) => "standby",
+                None => "unheld",
+            };
+            ChannelView {
+                channel: channel.clone(),
+                holder,
+                generation: lease.map_or(0, |l| l.generation),
+                lease_expires_in_seconds: lease.map(|l| (l.expires_at - l.read_at) as f64 / 1000.0),
+                checkpoint: checkpoint.map(|c| match &c.position {
+                    Position::After(r) => r.to_hex(),
+                    Position::Earliest => "earliest".to_owned(),
+                    Position::Latest => "latest".to_owned(),
+                }),
+                checkpoint_age_seconds: checkpoint
+                    .map(|c| ((now - c.updated_at).max(0)) as f64 / 1000.0),
+                role,
+            }
+        })
+        .collect()
+}
+
 /// What the previous holder left, and whether `holder` may take the lease now.
 pub(crate) fn takeover_reason(
     previous: Option<(Option<String>, i64, i64)>,

@@ -150,6 +150,27 @@ pub const SQLITE: &[Migration] = &[
             )",
         ],
     ),
+    (
+        5,
+        &[
+            // The audit trail of operator actions (see store::audit).
+            "CREATE TABLE sfcdc_audit (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at INTEGER NOT NULL,
+                role TEXT NOT NULL,
+                session TEXT,
+                via TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                detail TEXT
+            )",
+            // The console's throughput chart and rates look back an hour (see store::insight);
+            // retention's purge of old triggers walks the same index.
+            "CREATE INDEX sfcdc_triggers_created ON sfcdc_triggers (created_at)",
+            "CREATE INDEX sfcdc_jobs_finished ON sfcdc_jobs (finished_at) WHERE finished_at IS NOT NULL",
+        ],
+    ),
 ];
 
 /// PostgreSQL migrations, the same tables with PostgreSQL types.
@@ -286,6 +307,24 @@ pub const POSTGRES: &[Migration] = &[
                 scanned BIGINT,
                 created BIGINT
             )",
+        ],
+    ),
+    (
+        5,
+        &[
+            "CREATE TABLE sfcdc_audit (
+                id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                at BIGINT NOT NULL,
+                role TEXT NOT NULL,
+                session TEXT,
+                via TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                detail TEXT
+            )",
+            "CREATE INDEX sfcdc_triggers_created ON sfcdc_triggers (created_at)",
+            "CREATE INDEX sfcdc_jobs_finished ON sfcdc_jobs (finished_at) WHERE finished_at IS NOT NULL",
         ],
     ),
 ];

@@ -23,11 +23,14 @@
 //! backends run as written. `sqlite.rs` and `postgres.rs`, each with its `queue.rs`: a backend's
 //! connection and its implementation of both contracts, as plain functions. `leased.rs`: the
 //! batched lease-guarded writes, generic over the backend. `recovery.rs`: the log of reconcile
-//! scans the service asked for itself. `any.rs`: [`AnyStore`].
+//! scans the service asked for itself. `audit.rs`: the trail of operator actions. `insight.rs`:
+//! the console's reads (job pages, throughput). `any.rs`: [`AnyStore`].
 //! `migrations.rs`: the schema. The conformance suites (`tests/it/store.rs`, `tests/it/queue.rs`)
 //! run on both backends and keep them in step.
 
 mod any;
+pub mod audit;
+pub mod insight;
 pub mod lease;
 mod leased;
 pub mod migrations;
@@ -81,7 +84,9 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// The storage contract both backends meet.
-pub trait Store: recovery::Recoveries + Send + Sync + 'static {
+pub trait Store:
+    recovery::Recoveries + audit::Audit + insight::Insights + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

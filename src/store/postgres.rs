@@ -344,6 +344,8 @@ impl Store for PgStore {
 }
 
 recovery::recoveries_on_pool!(PgStore);
+super::audit::audit_on_pool!(PgStore);
+super::insight::insights_on_pool!(PgStore);
 
 /// Opens a write transaction.
 async fn begin_write(

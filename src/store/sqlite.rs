@@ -363,6 +363,8 @@ impl Store for SqliteStore {
 }
 
 recovery::recoveries_on_pool!(SqliteStore);
+super::audit::audit_on_pool!(SqliteStore);
+super::insight::insights_on_pool!(SqliteStore);
 
 /// Opens a write transaction, taking the write lock up front.
 async fn begin_write(

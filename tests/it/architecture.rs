@@ -14,6 +14,7 @@ const PRODUCT: &[&str] = &[
     "cache",
     "clock",
     "config",
+    "console",
     "decode",
     "deps",
     "fleet",

@@ -4,6 +4,8 @@ mod architecture;
 mod auth;
 mod cache;
 mod common;
+mod console;
+mod console_browser;
 // `sfcdc emulator` is one of the binary's tools.
 #[cfg(feature = "tools")]
 mod emulator_cli;

@@ -445,3 +445,158 @@ async fn bad_urls_are_refused_with_the_variable_name_and_no_password() {
         .to_string();
     assert!(err.contains("file"), "{err}");
 }
+
+async fn the_audit_trail_keeps_every_action_newest_first<S: Store>(store: S) {
+    use sfcdc::store::audit::NewAudit;
+    assert!(store.audit_trail(10, None).await.unwrap().is_empty());
+    let entry = |i: i64, outcome: &str| NewAudit {
+        at_ms: 1_700_000_000_000 + i,
+        role: "operator".into(),
+        session: (i % 2 == 0).then(|| format!("s{i}")),
+        via: "console".into(),
+        action: "job.retry".into(),
+        target: format!("job {i}"),
+        outcome: outcome.into(),
+        detail: (outcome != "ok").then(|| "the job is completed: <b>no</b>".into()),
+    };
+    let mut ids = Vec::new();
+    for i in 1..=5 {
+        let outcome = if i == 3 { "refused" } else { "ok" };
+        ids.push(store.record_audit(&entry(i, outcome)).await.unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let all = store.audit_trail(10, None).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[0].target, "job 5");
+    assert_eq!(all[4].target, "job 1");
+    let refused = all.iter().find(|a| a.outcome == "refused").unwrap();
+    assert_eq!(refused.target, "job 3");
+    assert_eq!(
+        refused.detail.as_deref(),
+        Some("the job is completed: <b>no</b>"),
+        "kept as given"
+    );
+    assert_eq!(all[1].session.as_deref(), Some("s4"));
+    assert_eq!(all[0].session, None);
+    assert_eq!(all[0].at, 1_700_000_000_005);
+    // Paging: older than an id, at most a limit.
+    let page = store.audit_trail(2, Some(all[1].id)).await.unwrap();
+    let targets: Vec<&str> = page.iter().map(|a| a.target.as_str()).collect();
+    assert_eq!(targets, ["job 3", "job 2"]);
+}
+conformance!(the_audit_trail_keeps_every_action_newest_first);
+
+async fn the_console_finds_jobs_by_error_text_a_page_at_a_time<
+    S: Store + sfcdc::store::queue::Queue,
+>(
+    store: S,
+) {
+    use sfcdc::store::insight::JobQuery;
+    use sfcdc::store::queue::{JobChange, JobEnd, JobUpdate};
+    const T0: i64 = 1_700_000_000_000;
+    let mut b = batch(1);
+    b.now_ms = T0;
+    for i in 0..5 {
+        let (key, order) = (format!("k{i}"), format!("801Hs00000000{i}"));
+        b.triggers.push(trigger(&key, &order, None));
+        b.jobs.push(job(&key, &order, "Approved"));
+    }
+    b.triggers.push(trigger(
+        "skipped",
+        "801Hs00000000X",
+        Some(SkipReason::StatusUnchanged),
+    ));
+    store.commit_batch(&b).await.unwrap();
+    // Three jobs die, with different errors; one of them at a later minute.
+    let claimed = store.claim_jobs("w", 5, T0, 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    let errors = [
+        "HTTP 503: 50% of <script>",
+        "timeout after 30s",
+        "HTTP 503 again",
+    ];
+    for (j, error) in claimed.iter().zip(errors) {
+        let now = if error == "timeout after 30s" {
+            T0 + 120_000
+        } else {
+            T0 + 1
+        };
+        let update = JobUpdate {
+            id: j.id,
+            owner: "w".into(),
+            change: JobChange::End {
+                end: JobEnd::Dead {
+                    error: error.into(),
+                },
+                errors: j.errors_with(error, now),
+                deliveries: vec![],
+            },
+        };
+        assert_eq!(store.update_jobs(&[update], now).await.unwrap(), [true]);
+    }
+    let dead = JobQuery {
+        state: Some(JobState::Dead),
+        ..JobQuery::default()
+    };
+    let (page, total) = store.job_page(&dead, 2, 0).await.unwrap();
+    assert_eq!((page.len(), total), (2, 3));
+    let (rest, _) = store.job_page(&dead, 2, 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(
+        page[0].id > page[1].id && page[1].id > rest[0].id,
+        "newest first"
+    );
+    // Error text: any case, a substring, and `%` or `_` match only themselves.
+    let by_error = |e: &str| JobQuery {
+        error: Some(e.into()),
+        ..JobQuery::default()
+    };
+    assert_eq!(
+        store
+            .job_page(&by_error("http 503"), 10, 0)
+            .await
+            .unwrap()
+            .1,
+        2
+    );
+    assert_eq!(store.job_page(&by_error("50%"), 10, 0).await.unwrap().1, 1);
+    assert_eq!(store.job_page(&by_error("5_3"), 10, 0).await.unwrap().1, 0);
+    assert_eq!(
+        store
+            .job_page(&by_error("<SCRIPT>"), 10, 0)
+            .await
+            .unwrap()
+            .1,
+        1
+    );
+    let one_order = JobQuery {
+        order_id: Some("801Hs000000004".into()),
+        ..JobQuery::default()
+    };
+    assert_eq!(store.job_page(&one_order, 10, 0).await.unwrap().1, 1);
+    assert_eq!(store.job_ids(&dead, 10).await.unwrap().len(), 3);
+    assert_eq!(store.job_ids(&dead, 2).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .job_ids(&JobQuery::default(), 100)
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    // Throughput: six events in the first minute; two jobs finished then, one two minutes on.
+    let minutes = store.throughput(T0 - 60_000).await.unwrap();
+    let at = |m: i64| {
+        minutes
+            .iter()
+            .find(|x| x.at_ms == (T0 + m * 60_000) / 60_000 * 60_000)
+    };
+    assert_eq!(at(0).map(|m| (m.events, m.finished)), Some((6, 2)));
+    assert_eq!(at(2).map(|m| (m.events, m.finished)), Some((0, 1)));
+    assert!(store.throughput(T0 + 600_000).await.unwrap().is_empty());
+    assert_eq!(
+        store.channel_events(T0 - 1).await.unwrap(),
+        [("/data/OrderChangeEvent".to_owned(), 6)]
+    );
+}
+conformance!(the_console_finds_jobs_by_error_text_a_page_at_a_time);

@@ -57,9 +57,14 @@ pub async fn run_checkpoints(cmd: CheckpointsCommand) -> anyhow::Result<()> {
             if !(channel.starts_with("/data/") || channel.starts_with("/event/")) {
                 anyhow::bail!("'{channel}' is not a topic name such as /data/OrderChangeEvent");
             }
-            store
+            let r = store
                 .set_checkpoint(&channel, &position, crate::clock::now_ms())
-                .await?;
+                .await
+                .map_err(anyhow::Error::from);
+            super::audit::audited(&store, "checkpoint.reset", channel.clone(), r, |_| {
+                Some(format!("to {to}"))
+            })
+            .await?;
             println!("{channel}: the next run resumes at {to}");
         }
     }

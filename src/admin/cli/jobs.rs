@@ -4,6 +4,7 @@
 
 use clap::Subcommand;
 
+use super::audit::audited;
 use super::{OutputFormat, iso, open_store, print_table};
 use crate::api::{delivery_states, job_states, operator_reason};
 use crate::store::queue::{DeliveryFilter, DeliveryRow, DeliveryState, Queue};
@@ -142,7 +143,14 @@ pub async fn run_jobs(cmd: JobsCommand) -> anyhow::Result<()> {
         }
         JobsCommand::Retry { id } => {
             let store = open_store().await?;
-            let job = store.retry_job(id, crate::clock::now_ms()).await?;
+            let job = store
+                .retry_job(id, crate::clock::now_ms())
+                .await
+                .map_err(anyhow::Error::from);
+            let job = audited(&store, "job.retry", format!("job {id}"), job, |j| {
+                Some(format!("{}, key {}", j.state.as_str(), j.operation_key()))
+            })
+            .await?;
             println!(
                 "job {id} is {} again: up to {} attempts, new idempotency key {}",
                 job.state.as_str(),
@@ -153,9 +161,14 @@ pub async fn run_jobs(cmd: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Cancel { id, reason } => {
             let reason = operator_reason(reason.as_deref()).map_err(anyhow::Error::msg)?;
             let store = open_store().await?;
-            store
+            let r = store
                 .cancel_job(id, &reason, crate::clock::now_ms())
-                .await?;
+                .await
+                .map_err(anyhow::Error::from);
+            audited(&store, "job.cancel", format!("job {id}"), r, |_| {
+                Some(reason.clone())
+            })
+            .await?;
             println!("job {id} cancelled");
         }
     }
@@ -319,14 +332,36 @@ pub async fn run_deliveries(cmd: DeliveriesCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&d)?);
         }
         DeliveriesCommand::Retry { id } => {
-            let d = store.retry_delivery(id, crate::clock::now_ms()).await?;
+            let d = store
+                .retry_delivery(id, crate::clock::now_ms())
+                .await
+                .map_err(anyhow::Error::from);
+            let d = audited(
+                &store,
+                "delivery.retry",
+                format!("delivery {id}"),
+                d,
+                |_| None,
+            )
+            .await?;
             println!(
                 "delivery {id} ({} for job {}) is pending again with {} attempts",
                 d.notifier, d.job_id, d.max_attempts
             );
         }
         DeliveriesCommand::Cancel { id } => {
-            store.cancel_delivery(id, crate::clock::now_ms()).await?;
+            let r = store
+                .cancel_delivery(id, crate::clock::now_ms())
+                .await
+                .map_err(anyhow::Error::from);
+            audited(
+                &store,
+                "delivery.cancel",
+                format!("delivery {id}"),
+                r,
+                |_| None,
+            )
+            .await?;
             println!("delivery {id} cancelled");
         }
     }

@@ -1,5 +1,6 @@
 //! The product's operator commands: the clap types and the run functions of `sfcdc run` (the
-//! service), `tail`, `checkpoints`, `jobs`, `deliveries` and `quarantine`. The binary's top-level
+//! service), `tail`, `checkpoints`, `jobs`, `deliveries`, `quarantine` and `audit`. Every change
+//! they make is recorded in the audit trail. The binary's top-level
 //! parser embeds these types and calls these functions; nothing here knows of it.
 //!
 //! Every command reads the same configuration as the service. The store commands open the store
@@ -7,6 +8,7 @@
 //! service's next claim or start. Errors are `anyhow` here, at the edge: the binary turns them
 //! into a message and an exit code.
 
+mod audit;
 mod channels;
 mod checkpoints;
 mod jobs;
@@ -15,7 +17,9 @@ mod reconcile;
 
 use clap::Args;
 
-pub use channels::{ChannelView, run_channels};
+pub use crate::store::lease::ChannelView;
+pub use audit::run_audit;
+pub use channels::run_channels;
 pub use checkpoints::{CheckpointsCommand, run_checkpoints};
 pub use jobs::{DeliveriesCommand, JobsCommand, run_deliveries, run_jobs};
 pub use quarantine::{QuarantineCommand, run_quarantine};

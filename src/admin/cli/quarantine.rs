@@ -68,7 +68,20 @@ pub async fn run_quarantine(cmd: QuarantineCommand) -> anyhow::Result<()> {
             // Only the ingest side: no admin server, worker or subscription.
             let deps = crate::app::deps(&settings).await?;
             let ingest = crate::app::Ingest::build(&settings, &deps)?;
-            let outcome = ingest.redriver(&deps).redrive(id).await?;
+            let outcome = ingest
+                .redriver(&deps)
+                .redrive(id)
+                .await
+                .map_err(anyhow::Error::from);
+            let target = format!("quarantined event {id}");
+            let outcome = super::audit::audited(
+                &deps.store,
+                "quarantine.redrive",
+                target,
+                outcome,
+                |o: &String| Some(o.clone()),
+            )
+            .await?;
             println!("{outcome}");
         }
     }

@@ -65,6 +65,15 @@ pub enum Command {
     Quarantine(admin::QuarantineCommand),
     /// Find every approved order without a job and create the job (safe beside the service).
     Reconcile(admin::ReconcileArgs),
+    /// Show the trail of operator actions (API, console and command line), newest first.
+    Audit {
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: admin::OutputFormat,
+    },
 }
 
 impl Command {
@@ -146,6 +155,7 @@ fn main() -> std::process::ExitCode {
             Command::Deliveries(cmd) => admin::run_deliveries(cmd).await,
             Command::Quarantine(cmd) => admin::run_quarantine(cmd).await,
             Command::Reconcile(args) => admin::run_reconcile(args).await,
+            Command::Audit { limit, format } => admin::run_audit(limit, format).await,
         }
     });
     match result {

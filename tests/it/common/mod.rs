@@ -8,6 +8,7 @@ pub mod app;
 pub mod logs;
 pub mod memory_sink;
 pub mod pg;
+pub mod webdriver;
 
 pub use app::*;
 pub use memory_sink::MemorySink;
