@@ -175,7 +175,10 @@ pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
         .env("SFCDC_FULFILMENT_URL", &emu.fulfilment)
         .env("SFCDC_FULFILMENT_TOKEN", "fulfilment-dev-token")
         .env("SFCDC_LOG", "warn")
-        .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("SFCDC_CACHE_")))
+        .envs(
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("SFCDC_CACHE_")),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
