@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The sfcdc reliability suite (see scripts/RELIABILITY.md).
+# The sfcdc reliability suite (see "The reliability suite" in README.md).
 #
-#   scripts/reliability.sh [--quick] [--kills N] [--only crash,faults,retention,postgres,disk]
+#   scripts/reliability.sh [--quick] [--kills N] [--hits N]
+#                          [--only crash,faults,retention,postgres,disk,fleet]
 #                          [--pg system|private] [--pg-url URL] [--seed N] [--keep] [--json FILE]
 #
 # Builds the debug binary (or uses $SFCDC_BIN), then runs scripts/reliability/suite.py, which
@@ -50,9 +51,10 @@ cleanup() {
     $(cat "$work/pg-stopped") || true
   fi
   if [[ -f "$work/pg-scratch" ]]; then
-    read -r url db <"$work/pg-scratch"
-    echo "reliability.sh: dropping the scratch database $db" >&2
-    psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
+    while read -r url db; do
+      echo "reliability.sh: dropping the scratch database $db" >&2
+      psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
+    done <"$work/pg-scratch"
   fi
   if [[ "$keep" == 0 ]]; then rm -rf "$work"; fi
   exit "$status"

@@ -332,10 +332,11 @@ class Service:
     scenario finishes in seconds, and `SFCDC_MAX_ATTEMPTS` high enough that a storm delays jobs
     rather than dead-lettering them."""
 
-    def __init__(self, cleanup, binary, emu, workdir, db_url, extra=None):
+    def __init__(self, cleanup, binary, emu, workdir, db_url, extra=None, name="service"):
         self.cleanup = cleanup
         self.binary = binary
-        self.log = os.path.join(workdir, "service.log")
+        self.name = name
+        self.log = os.path.join(workdir, f"{name}.log")
         self.proc = None
         self.starts = 0
         env = base_env()
@@ -384,6 +385,14 @@ class Service:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def pause(self):
+        """SIGSTOP: the process is frozen (a long GC pause, a stalled VM) but keeps its sockets."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        """SIGCONT after `pause`."""
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self, timeout=60):
         """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
         if self.proc is None:
@@ -418,6 +427,10 @@ class Service:
 
     def quarantined(self):
         return self.admin("quarantine", "list", "--all", "--format", "json")
+
+    def channels(self, timeout=60):
+        """`sfcdc channels --format json`: each channel's holder, generation and checkpoint."""
+        return self.admin("channels", "--format", "json", timeout=timeout)
 
     def log_lines(self, since=0):
         """Lines of the service log from byte offset `since`, and the new offset."""
@@ -507,11 +520,15 @@ class Postgres:
     `system` mode acts on the machine's own server: the Debian cluster listening on the URL's
     port (`pg_ctlcluster VERSION NAME stop|start`), else `service postgresql stop|start`.
     `private` mode creates a throwaway cluster under the work directory (initdb as the
-    postgres user, a free port on 127.0.0.1), so other users of the shared server see nothing."""
+    postgres user, a free port on 127.0.0.1), so other users of the shared server see nothing.
 
-    def __init__(self, cleanup, mode, url, workdir):
+    With `restartable=False` (a scenario that only needs a scratch database) the system
+    server is never stopped, so no way to restart it is looked for."""
+
+    def __init__(self, cleanup, mode, url, workdir, restartable=True):
         self.cleanup = cleanup
         self.mode = mode
+        self.drops = {}
         if mode == "private":
             self._init_private(workdir)
         else:
@@ -520,13 +537,17 @@ class Postgres:
             self.host, self.port = u.hostname or "127.0.0.1", u.port or 5432
             if self.host not in ("127.0.0.1", "localhost", "::1"):
                 raise Fail(f"{self.host} is not this machine: use --pg private, or a local URL")
-            self.stop_cmd, self.start_cmd = self._system_commands()
+            if restartable:
+                self.stop_cmd, self.start_cmd = self._system_commands()
+            else:
+                self.stop_cmd = self.start_cmd = None
             self.cleanup.on_exit("leave PostgreSQL running", self.ensure_up)
-        self.how = (
-            "pg_ctl -m fast stop / pg_ctl start, as postgres, on a cluster of its own (initdb)"
-            if mode == "private"
-            else " / ".join(" ".join(c) for c in (self.stop_cmd, self.start_cmd))
-        )
+        if mode == "private":
+            self.how = "pg_ctl -m fast stop / pg_ctl start, as postgres, on a cluster of its own (initdb)"
+        elif restartable:
+            self.how = " / ".join(" ".join(c) for c in (self.stop_cmd, self.start_cmd))
+        else:
+            self.how = "never (the machine's server, not restarted)"
 
     def _system_commands(self):
         if shutil.which("pg_lsclusters") and shutil.which("pg_ctlcluster"):
@@ -604,13 +625,17 @@ class Postgres:
             pass
 
     def ensure_up(self):
+        if self.start_cmd is None:
+            return
         if not self.is_up():
             say("cleanup: PostgreSQL is down; starting it again")
             self.start()
 
-    def psql(self, sql):
+    def psql(self, sql, url=None):
+        """Runs `sql` on `url` (default: the server's admin database); returns its output
+        (unaligned, tuples only, `|` between fields)."""
         r = subprocess.run(
-            ["psql", self.admin_url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+            ["psql", url or self.admin_url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
             capture_output=True,
             text=True,
             timeout=60,
@@ -620,24 +645,39 @@ class Postgres:
         return r.stdout
 
     def scratch_database(self, name):
-        """Creates database `name` afresh and drops it at exit; returns its URL."""
+        """Creates database `name` afresh and drops it at exit (or at `drop_database`); returns
+        its URL."""
         self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         marker = os.path.join(self.cleanup.workdir, "pg-scratch")
+        line = f"{self.admin_url} {name}\n"
         if self.mode == "system":
-            # For the shell wrapper, should this interpreter die before dropping it.
-            with open(marker, "w") as f:
-                f.write(f"{self.admin_url} {name}\n")
+            # For the shell wrapper, should this interpreter die before dropping it: one line
+            # per scratch database.
+            with open(marker, "a") as f:
+                f.write(line)
         self.psql(f'CREATE DATABASE "{name}"')
 
         def drop():
             self.ensure_up()
             self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             if os.path.exists(marker):
-                os.remove(marker)
+                with open(marker) as f:
+                    rest = [ln for ln in f if ln != line]
+                if rest:
+                    with open(marker, "w") as f:
+                        f.writelines(rest)
+                else:
+                    os.remove(marker)
 
-        self.cleanup.on_exit(f"drop database {name}", drop)
+        self.drops[name] = self.cleanup.on_exit(f"drop database {name}", drop)
         u = urllib.parse.urlparse(self.admin_url)
         return urllib.parse.urlunparse(u._replace(path="/" + name))
+
+    def drop_database(self, name):
+        """Drops a scratch database now (its processes must have stopped)."""
+        entry = self.drops.pop(name, None)
+        if entry is not None:
+            self.cleanup.done(entry)
 
 
 def free_port():
@@ -758,9 +798,38 @@ def print_ledger(rows):
             print(line)
     print(line)
     for r in rows:
+        if "failover" in r:
+            print_fleet(r)
+    for r in rows:
         for n in r["notes"]:
             print(f"  {r['scenario']}: {n}")
         for f in r["failures"]:
             print(f"  {r['scenario']}: FAILURE: {f}")
         for d in r["details"]:
             print(f"  {r['scenario']}: {d}")
+
+
+def print_fleet(r):
+    """The fleet scenario's own ledger: approvals against jobs, checkpoint regressions, and the
+    worst failover per kind of hit."""
+    fo = r["failover"]
+    print()
+    print(
+        f"Fleet ledger ({r['scenario']}): {len(r['hits'])} hits, lease TTL {r['lease_ttl_s']:g}s"
+    )
+    for label, value in (
+        ("approvals made", r["approvals"]),
+        ("jobs expected", r["expected"]),
+        ("jobs created", r["created"]),
+        ("jobs lost", r["lost"]),
+        ("jobs duplicated", r["duplicated"]),
+        ("checkpoint regressions", r["checkpoint_regressions"]),
+    ):
+        print(f"  {label:<24} {value}")
+    for kind, v in fo.items():
+        worst = "-" if v["worst_s"] is None else f"{v['worst_s']:.2f}s"
+        median = "-" if v["median_s"] is None else f"{v['median_s']:.2f}s"
+        print(
+            f"  worst failover, {kind:<8} {worst:>7}  (median {median}; {v['hits']} hits, "
+            f"{v['failovers']} of a holder)"
+        )

@@ -4,11 +4,15 @@ row (see harness.ledger)."""
 
 import os
 import re
+import signal
 import sqlite3
+import statistics
 import subprocess
+import threading
 import time
 
 from harness import (
+    CHANNELS,
     Emulator,
     Fail,
     Postgres,
@@ -581,10 +585,435 @@ def integrity(db):
         con.close()
 
 
+# ---------------------------------------------------------------------------------------------
+
+FLEET_SIZE = 3
+FLEET_TTL = 3.0  # SFCDC_LEASE_TTL, seconds
+HIT_KINDS = ("SIGKILL", "SIGSTOP", "SIGTERM")
+
+# Every write of a channel's checkpoint is audited in the scratch database: a trigger records
+# any update that moves a replay id backwards (or back to a preset), so a regression between
+# two samples is caught too. Replay ids are big-endian positions, sometimes with a zero tail:
+# their first 8 bytes compare as the positions do.
+CHECKPOINT_AUDIT = """
+CREATE TABLE reliability_checkpoint_regressions (
+    channel TEXT, old_replay_id BYTEA, new_replay_id BYTEA, new_preset TEXT,
+    at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp());
+CREATE FUNCTION reliability_checkpoint_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.replay_id IS NOT NULL AND (NEW.replay_id IS NULL
+        OR substring(NEW.replay_id FROM 1 FOR 8) < substring(OLD.replay_id FROM 1 FOR 8)) THEN
+        INSERT INTO reliability_checkpoint_regressions (channel, old_replay_id, new_replay_id,
+            new_preset) VALUES (OLD.channel, OLD.replay_id, NEW.replay_id, NEW.preset);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER reliability_checkpoint_audit BEFORE UPDATE ON sfcdc_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION reliability_checkpoint_audit();
+"""
+
+
+def checkpoint_position(checkpoint):
+    """The position of a checkpoint as `sfcdc channels` shows it (hex), or None for a preset."""
+    if isinstance(checkpoint, str) and len(checkpoint) >= 16:
+        try:
+            return int(checkpoint[:16], 16)
+        except ValueError:
+            return None
+    return None
+
+
+class ChannelWatch(threading.Thread):
+    """Samples `sfcdc channels --format json` back to back (at most every `every` seconds) until
+    stopped: no channel's checkpoint may ever move backwards, and no lease generation either.
+    The first sample per channel is the baseline."""
+
+    def __init__(self, admin, every=0.2):
+        super().__init__(daemon=True)
+        self.admin = admin
+        self.every = every
+        self.stopping = threading.Event()
+        self.samples = 0
+        self.errors = 0
+        self.last_error = None
+        self.checkpoints = {}
+        self.generations = {}
+        self.regressions = []
+        self.generation_regressions = []
+        self.advances = 0
+
+    def run(self):
+        while not self.stopping.is_set():
+            t0 = time.time()
+            try:
+                views = self.admin.channels(timeout=30)
+            except (Fail, subprocess.TimeoutExpired, ValueError) as e:
+                self.errors += 1
+                self.last_error = str(e)[:300]
+            else:
+                self.check(views)
+            self.stopping.wait(max(0.0, self.every - (time.time() - t0)))
+
+    def check(self, views):
+        self.samples += 1
+        for v in views:
+            ch = v["channel"]
+            cp = v.get("checkpoint")
+            pos = checkpoint_position(cp)
+            before = self.checkpoints.get(ch)
+            if before is not None and before[0] is not None and (pos is None or pos < before[0]):
+                self.regressions.append(
+                    f"{ch}: checkpoint {before[1]} -> {cp} (sample {self.samples})"
+                )
+            if before is not None and pos is not None and before[0] is not None and pos > before[0]:
+                self.advances += 1
+            if cp is not None:
+                self.checkpoints[ch] = (pos, cp)
+            g = v.get("generation", 0)
+            if g < self.generations.get(ch, 0):
+                self.generation_regressions.append(
+                    f"{ch}: lease generation {self.generations[ch]} -> {g} (sample {self.samples})"
+                )
+            self.generations[ch] = g
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=60)
+
+
+class Fleet:
+    """`FLEET_SIZE` `sfcdc run` processes on one PostgreSQL database, each with its own
+    SFCDC_INSTANCE_ID and log, and the lease table read straight from the database."""
+
+    def __init__(self, s, pg, url):
+        self.s = s
+        self.pg = pg
+        self.url = url
+        self.members = []
+        for i in range(FLEET_SIZE):
+            name = f"fleet-{i + 1}"
+            extra = {"SFCDC_INSTANCE_ID": name, "SFCDC_LEASE_TTL": f"{FLEET_TTL:g}s"}
+            svc = Service(s.ctx.cleanup, s.ctx.binary, s.emu, s.dir, url, extra, name=name)
+            svc.paused = False
+            self.members.append(svc)
+
+    def start(self):
+        for m in self.members:
+            m.start()
+
+    def leases(self):
+        """The lease rows by channel, with `live` judged by the database's clock."""
+        out = self.pg.psql(
+            "SELECT channel, coalesce(holder, ''), generation, expires_at, acquired_at, "
+            "(extract(epoch FROM clock_timestamp()) * 1000)::bigint FROM sfcdc_leases",
+            self.url,
+        )
+        rows = {}
+        for line in out.splitlines():
+            ch, holder, gen, expires, acquired, now = line.split("|")
+            rows[ch] = {
+                "holder": holder or None,
+                "generation": int(gen),
+                "acquired_at": int(acquired) / 1000.0,
+                "live": bool(holder) and int(expires) > int(now),
+            }
+        return rows
+
+    def keep_alive(self, why):
+        """Restarts a member that exited by itself (a finding, noted), as a supervisor would."""
+        for m in self.members:
+            if not m.paused and not m.alive():
+                code = m.proc.returncode
+                tail = [ln for ln in m.log_lines()[0][-200:] if " ERROR " in ln][-2:]
+                self.s.failures.append(f"{m.name} exited by itself ({why}), code {code}: {tail}")
+                m.start()
+
+    def hold(self, seconds, why):
+        """Waits, restarting any member that exited by itself."""
+        end = time.time() + seconds
+        while time.time() < end:
+            self.keep_alive(why)
+            time.sleep(0.25)
+
+    def close(self):
+        for m in self.members:
+            if m.alive():
+                if m.paused:
+                    m.resume()
+                m.kill()
+
+
+def fleet(ctx):
+    """Three `sfcdc run` processes on one PostgreSQL database with a short lease TTL, approvals
+    arriving throughout, and random hits at random instances and times: SIGKILL (then a
+    restart), SIGSTOP (then SIGCONT after a pause longer than the TTL), SIGTERM (then a
+    restart). Every channel's checkpoint is watched and must never move backwards; each hit's
+    failover is timed; then the fleet drains and the ledger must show nothing lost or
+    duplicated."""
+    s = Scenario(ctx, "fleet")
+    f = None
+    watch = None
+    try:
+        pg = Postgres(ctx.cleanup, ctx.pg_mode, ctx.pg_url, s.dir, restartable=False)
+        url = pg.scratch_database("sfcdc_reliability_fleet")
+        s.notes.append(
+            f"{FLEET_SIZE} instances on PostgreSQL ({ctx.pg_mode}, port {pg.port}), "
+            f"SFCDC_LEASE_TTL={FLEET_TTL:g}s"
+        )
+        s.emu.fulfilment(submit_delay_ms=200, poll_delay_ms=50, sync_rate=0.2)
+        f = Fleet(s, pg, url)
+        f.start()
+        admin = f.members[0]
+        s.service = admin  # for the ledger's store reads
+        # The first instance migrates the store; then the audit trigger goes on its checkpoints.
+        deadline = time.time() + 60
+        while pg.psql("SELECT to_regclass('sfcdc_leases') IS NOT NULL", url).strip() != "t":
+            if time.time() > deadline:
+                raise Fail("the fleet did not create its tables within 60s")
+            f.keep_alive("at start-up")
+            time.sleep(0.2)
+        pg.psql(CHECKPOINT_AUDIT, url)
+        s.produce(ctx.interval)
+        watch = ChannelWatch(admin)
+        watch.start()
+        # Every channel held before the first hit.
+        deadline = time.time() + 60
+        while not all(
+            f.leases().get(ch, {}).get("live") for ch in CHANNELS
+        ):
+            if time.time() > deadline:
+                raise Fail("the fleet did not take every channel within 60s")
+            f.keep_alive("at start-up")
+            time.sleep(0.2)
+        f.hold(2, "before the first hit")
+
+        kinds = [HIT_KINDS[i % len(HIT_KINDS)] for i in range(ctx.fleet_hits)]
+        s.rng.shuffle(kinds)
+        hits = []
+        for n, kind in enumerate(kinds):
+            f.keep_alive(f"before hit {n + 1}")
+            time.sleep(s.rng.uniform(0.5, 3.0))
+            victim = s.rng.choice(f.members)
+            hits.append(fleet_hit(s, f, n + 1, kind, victim))
+        f.hold(2, "after the last hit")
+
+        row = fleet_finish(s, f, watch)
+        watch = None
+        fleet_results(row, hits, pg, url)
+        f = None
+        pg.drop_database("sfcdc_reliability_fleet")
+        return row
+    finally:
+        if watch is not None:
+            watch.stop()
+        if s.producer and s.producer.is_alive():
+            s.producer.stopping.set()
+        if f is not None:
+            f.close()
+        s.service = None
+        s.close()
+
+
+def fleet_hit(s, f, n, kind, victim):
+    """One hit at `victim`; waits until every channel it held is held by another instance,
+    then brings it back (SIGCONT after the pause, or a restart). Returns what happened.
+
+    Failover time: from the signal to the moment another instance acquired the channel's lease
+    (the new lease row's `acquired_at`, by the database's clock on this same machine), for each
+    channel the victim held when it was hit; a hit's failover is the longest of those."""
+    limit = 3 * FLEET_TTL + 10
+    before = f.leases()
+    held = {
+        ch: r["generation"]
+        for ch, r in before.items()
+        if r["live"] and r["holder"] == victim.name
+    }
+    pause = s.rng.uniform(FLEET_TTL + 0.5, FLEET_TTL + 3.0) if kind == "SIGSTOP" else None
+    t_hit = time.time()
+    if kind == "SIGKILL":
+        victim.kill()
+    elif kind == "SIGSTOP":
+        victim.pause()
+        victim.paused = True
+    else:
+        victim.proc.send_signal(signal.SIGTERM)
+    taken = {}
+    while len(taken) < len(held) and time.time() - t_hit < limit:
+        try:
+            rows = f.leases()
+        except Fail:
+            rows = {}
+        for ch, g in held.items():
+            r = rows.get(ch)
+            if ch not in taken and r and r["generation"] > g and r["holder"] not in (None, victim.name):
+                taken[ch] = (max(0.0, r["acquired_at"] - t_hit), r["holder"], r["generation"])
+        time.sleep(0.03)
+    result = {
+        "hit": n,
+        "kind": kind,
+        "instance": victim.name,
+        "held": sorted(held),
+        "failover_s": max((t for t, _, _ in taken.values()), default=None),
+        "taken_by": {ch: {"holder": h, "generation": g, "after_s": round(t, 3)}
+                     for ch, (t, h, g) in taken.items()},
+        "not_taken": sorted(set(held) - set(taken)),
+    }
+    for ch in result["not_taken"]:
+        s.failures.append(
+            f"hit {n} ({kind} {victim.name}): {ch} was not taken over within {limit:.0f}s"
+        )
+    # Bring the victim back.
+    if kind == "SIGSTOP":
+        wait = t_hit + pause - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        result["paused_s"] = round(time.time() - t_hit, 2)
+        victim.resume()
+        victim.paused = False
+    elif kind == "SIGTERM":
+        try:
+            code = victim.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+            victim.kill()
+        result["exit"] = code
+        if code != 0:
+            s.failures.append(f"hit {n}: {victim.name} exited {code} on SIGTERM (expected 0)")
+        time.sleep(s.rng.uniform(0.0, 1.0))
+        victim.start()
+    else:
+        time.sleep(s.rng.uniform(0.0, 1.0))
+        victim.start()
+    fo = result["failover_s"]
+    say(
+        f"fleet: hit {n}/{s.ctx.fleet_hits} {kind} {victim.name} "
+        + (f"holding {', '.join(result['held'])}: failover {fo:.2f}s"
+           if held else "(held no channel)")
+        + (f", paused {result['paused_s']}s" if pause else "")
+    )
+    return result
+
+
+def fleet_finish(s, f, watch):
+    """Stops the approvals, lets the fleet drain, stops the checkpoint watch, then stops every
+    instance with SIGTERM (each must exit 0) and counts."""
+    s.producer.stop()
+    f.keep_alive("while draining")
+    say("fleet: draining")
+    drained, waited, reason = wait_drained(f.members[0], s.emu, s.sf, s.ctx.drain_timeout)
+    if not drained:
+        s.failures.append(f"not drained after {waited:.0f}s: {reason}")
+    else:
+        s.notes.append(f"drained in {waited:.0f}s once the hits stopped")
+    watch.stop()
+    for m in f.members:
+        code = m.stop()
+        if code != 0:
+            s.failures.append(f"{m.name}: the final stop exited {code} on SIGTERM (expected 0)")
+    lines = []
+    for m in f.members:
+        lines += m.log_lines()[0]
+    with open(s.emu.log, errors="replace") as fh:
+        emulator_lines = fh.read().splitlines()
+    for who, log in (("fleet", lines), ("emulator", emulator_lines)):
+        panics = [ln for ln in log if "panicked" in ln]
+        if panics:
+            s.failures.append(f"{len(panics)} panics in the {who} logs, first: {panics[0]}")
+    seen = tally(
+        lines,
+        {
+            "takeovers (first)": r"Lease taken; subscribing.*reason=\S*first",
+            "takeovers (released)": r"Lease taken; subscribing.*reason=\S*released",
+            "takeovers (expired)": r"Lease taken; subscribing.*reason=\S*expired",
+            "leases lost": r"Lease lost; standing by",
+            "commits refused by the fence": r"no longer held at generation",
+        },
+    )
+    errors = sum(1 for ln in lines if " ERROR " in ln)
+    s.notes.append("the fleet's logs show " + ", ".join(f"{v} {k}" for k, v in seen.items()))
+    s.notes.append(
+        f"{sum(m.starts for m in f.members)} starts, {errors} ERROR log lines; producer: "
+        f"{len(s.producer.approved)} REST approvals, {s.producer.noise} address changes"
+    )
+    s.notes.append(
+        f"checkpoint watch: {watch.samples} samples of sfcdc channels ({watch.errors} failed"
+        + (f", last: {watch.last_error}" if watch.errors else "")
+        + f"), {watch.advances} advances seen, {len(watch.regressions)} regressions"
+    )
+    row = ledger(s.name, s.emu, s.sf, f.members[0], drained, s.notes)
+    row["failures"] += s.failures
+    row["approvals"] = len(s.producer.approved)
+    row["regressions"] = list(watch.regressions) + list(watch.generation_regressions)
+    row["watch_samples"] = watch.samples
+    return row
+
+
+def fleet_results(row, hits, pg, url):
+    """Adds the audited regressions, the failover figures per hit kind and the verdict."""
+    audited = pg.psql(
+        "SELECT channel, encode(old_replay_id, 'hex'), coalesce(encode(new_replay_id, 'hex'), "
+        "new_preset) FROM reliability_checkpoint_regressions ORDER BY at",
+        url,
+    ).splitlines()
+    row["regressions"] += [f"audited write: {ln}" for ln in audited]
+    row["checkpoint_regressions"] = len(row["regressions"])
+    row["hits"] = hits
+    per_kind = {}
+    for k in HIT_KINDS:
+        times = [h["failover_s"] for h in hits if h["kind"] == k and h["failover_s"] is not None]
+        per_kind[k] = {
+            "hits": sum(1 for h in hits if h["kind"] == k),
+            "failovers": len(times),
+            "worst_s": round(max(times), 3) if times else None,
+            "median_s": round(statistics.median(times), 3) if times else None,
+        }
+    row["failover"] = per_kind
+    row["lease_ttl_s"] = FLEET_TTL
+    row["notes"].append(
+        f"{len(hits)} hits ("
+        + ", ".join(f"{v['hits']} {k}" for k, v in per_kind.items())
+        + f"); checkpoint regressions: {row['checkpoint_regressions']} "
+        f"({row['watch_samples']} samples, every write audited by a trigger)"
+    )
+    row["notes"].append(
+        "failover (signal to another instance holding the lease, TTL "
+        f"{FLEET_TTL:g}s), worst / median: "
+        + "; ".join(
+            f"{k} {fmt_s(v['worst_s'])} / {fmt_s(v['median_s'])} over {v['failovers']}"
+            for k, v in per_kind.items()
+        )
+    )
+    for h in hits:
+        row["details"].append(
+            f"hit {h['hit']}: {h['kind']} {h['instance']}"
+            + (
+                f" holding {', '.join(h['held'])}: "
+                + ", ".join(
+                    f"{ch} to {t['holder']} (generation {t['generation']}) after {t['after_s']:.2f}s"
+                    for ch, t in sorted(h["taken_by"].items())
+                )
+                if h["held"]
+                else ": held no channel"
+            )
+            + (f"; paused {h['paused_s']}s" if "paused_s" in h else "")
+        )
+    for r in row["regressions"][:10]:
+        row["failures"].append(f"checkpoint moved backwards: {r}")
+    if row["checkpoint_regressions"] > 10:
+        row["failures"].append(f"... {row['checkpoint_regressions'] - 10} more regressions")
+    bad = row["lost"] or row["duplicated"] or not row["drained"] or row["failures"]
+    row["verdict"] = "FAIL" if bad else "PASS"
+
+
+def fmt_s(v):
+    return "-" if v is None else f"{v:.2f}s"
+
+
 ALL = {
     "crash": crash,
     "faults": faults,
     "retention": retention,
     "postgres": postgres,
     "disk": disk,
+    "fleet": fleet,
 }

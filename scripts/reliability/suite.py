@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The sfcdc reliability suite: crash loops, emulator fault storms, a PostgreSQL restart and a
-full or read-only disk, against `sfcdc emulator` and `sfcdc run` as separate processes on
-loopback, ending with one ledger of events, jobs expected, created, lost and duplicated.
+"""The sfcdc reliability suite: crash loops, emulator fault storms, downtime past retention, a
+PostgreSQL restart, a full or read-only disk, and a fleet of three instances hit at random,
+against `sfcdc emulator` and `sfcdc run` as separate processes on loopback, ending with one
+ledger of events, jobs expected, created, lost and duplicated.
 
 Run it through scripts/reliability.sh, which builds the binary. Exit status: 0 when nothing was
 lost or duplicated and every scenario drained, 1 otherwise, 2 on a usage or harness error.
@@ -33,8 +34,9 @@ def parse(argv):
     env = os.environ.get
     p = argparse.ArgumentParser(
         prog="scripts/reliability.sh",
-        description="Reliability suite: crash loops, fault storms, a PostgreSQL restart, a full "
-        "or read-only disk; prints a ledger and fails on any lost or duplicated job.",
+        description="Reliability suite: crash loops, fault storms, downtime past retention, a "
+        "PostgreSQL restart, a full or read-only disk, a fleet hit at random; prints a ledger and "
+        "fails on any lost or duplicated job.",
     )
     p.add_argument("--bin", default=env("SFCDC_BIN", "target/debug/sfcdc"), help="the sfcdc binary")
     p.add_argument("--quick", action="store_true", help="small sizes: about a minute and a half")
@@ -43,14 +45,20 @@ def parse(argv):
         help="SIGKILLs in the crash loop (default 20, --quick 8; env SFCDC_RELIABILITY_KILLS)",
     )
     p.add_argument(
+        "--hits", type=int, default=int(env("SFCDC_RELIABILITY_HITS", "0")) or None,
+        help="random hits (SIGKILL, SIGSTOP, SIGTERM) in the fleet scenario (default 20, "
+        "--quick 6; env SFCDC_RELIABILITY_HITS)",
+    )
+    p.add_argument(
         "--only", default=env("SFCDC_RELIABILITY_SCENARIOS", ",".join(scenarios.ALL)),
-        help="comma-separated scenarios to run: crash,faults,retention,postgres,disk",
+        help="comma-separated scenarios to run: " + ",".join(scenarios.ALL),
     )
     p.add_argument(
         "--pg-url",
         default=env("SFCDC_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
-        help="the PostgreSQL server to restart (any database on it; the suite creates and drops "
-        "sfcdc_reliability); default SFCDC_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test",
+        help="the PostgreSQL server (any database on it; the suite creates and drops "
+        "sfcdc_reliability and sfcdc_reliability_fleet, and the postgres scenario restarts it); "
+        "default SFCDC_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test",
     )
     p.add_argument(
         "--pg", dest="pg_mode", choices=("system", "private"),
@@ -70,6 +78,7 @@ def configure(args):
     q = args.quick
     ctx.binary = os.path.abspath(args.bin)
     ctx.kills = args.kills or (8 if q else 20)
+    ctx.fleet_hits = args.hits or (6 if q else 20)
     ctx.storms = 3 if q else 6
     ctx.storm_seconds = 3
     ctx.downtimes = 1 if q else 3
@@ -114,6 +123,7 @@ def main(argv):
     rows = []
     say(
         f"reliability suite: {', '.join(names)}; seed {ctx.seed}; {ctx.kills} kills; "
+        f"{ctx.fleet_hits} fleet hits; "
         f"{'quick' if args.quick else 'default'} sizes; binary {args.bin}; work dir {ctx.workdir}"
     )
     started = time.time()
