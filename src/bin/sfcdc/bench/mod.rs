@@ -15,11 +15,13 @@
 //! topped up to `backlog` events and a fresh store subscribes from EARLIEST again.
 //!
 //! Then the order cache (see [`cache`]): read latency in process and over the read API, and the
-//! REST calls it saves under a mixed workload. [`decode`] times the decoder against apache-avro,
-//! and [`report`] puts everything in one table.
+//! REST calls it saves under a mixed workload. [`failover`] times the handover between two
+//! `sfcdc run` processes on PostgreSQL and what fenced commits cost. [`decode`] times the decoder
+//! against apache-avro, and [`report`] puts everything in one table.
 
 pub mod cache;
 pub mod decode;
+pub mod failover;
 pub mod memory;
 pub mod reconcile;
 pub mod report;
@@ -60,18 +62,25 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub concurrency: u64,
     /// Only the worker benchmark.
-    #[arg(long, conflicts_with = "cache_only")]
+    #[arg(long, conflicts_with_all = ["cache_only", "failover_only"])]
     pub worker_only: bool,
     /// In-process reads in the cache benchmark; its HTTP runs and its mixed workload each make
     /// a tenth as many (0 skips it).
     #[arg(long, default_value_t = 200_000)]
     pub reads: usize,
     /// Only the cache benchmark.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "failover_only")]
     pub cache_only: bool,
+    /// Handovers per signal (SIGTERM, SIGKILL) in the failover benchmark of `--report` and
+    /// `--failover-only` (0 skips it, fencing included).
+    #[arg(long, default_value_t = 5)]
+    pub failover_runs: usize,
+    /// Only the failover benchmark: handovers on PostgreSQL, fenced against unfenced commits.
+    #[arg(long)]
+    pub failover_only: bool,
     /// Run every benchmark (decode next to apache-avro, ingest, backlog catch-up, worker, cache,
-    /// memory) and end with one table of the results.
-    #[arg(long, conflicts_with_all = ["worker_only", "cache_only"])]
+    /// failover, memory) and end with one table of the results.
+    #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "failover_only"])]
     pub report: bool,
     /// Events of the backlog catch-up in `--report` (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
@@ -102,12 +111,25 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         events: args.events,
         postgres,
         batch_size: args.batch_size,
-        jobs: if args.cache_only { 0 } else { args.jobs },
+        jobs: if args.cache_only || args.failover_only {
+            0
+        } else {
+            args.jobs
+        },
         concurrency: args.concurrency as usize,
-        skip_ingest: args.worker_only || args.cache_only,
-        reads: if args.worker_only { 0 } else { args.reads },
+        skip_ingest: args.worker_only || args.cache_only || args.failover_only,
+        reads: if args.worker_only || args.failover_only {
+            0
+        } else {
+            args.reads
+        },
         decode: args.report,
         backlog: if args.report { args.backlog } else { 0 },
+        failover_runs: if args.report || args.failover_only {
+            args.failover_runs
+        } else {
+            0
+        },
     };
     if args.service_only {
         let memory = service::run(args.backlog).await?;
@@ -165,6 +187,8 @@ pub struct BenchOptions {
     pub decode: bool,
     /// Events of the backlog catch-up (0: skip it).
     pub backlog: usize,
+    /// Handovers per signal in the failover benchmark (0: skip it, fencing included).
+    pub failover_runs: usize,
 }
 
 /// Everything a benchmark run measured.
@@ -186,6 +210,8 @@ pub struct BenchReport {
     pub peak_rss_mib: f64,
     /// The service alone, out of process, over the backlog with the worker on (report only).
     pub service: Option<service::ServiceMemory>,
+    /// Handovers and fencing (none when skipped).
+    pub failover: Option<failover::FailoverBenchResult>,
 }
 
 /// Events appended to the emulator before an ingest run.
@@ -442,6 +468,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     if options.reads > 0 {
         println!();
         report.cache = Some(cache::run(cache::CacheBenchOptions::from_reads(options.reads)).await?);
+    }
+    if options.failover_runs > 0 {
+        println!();
+        report.failover =
+            Some(failover::run(options.postgres.as_deref(), options.failover_runs).await?);
     }
     report.peak_rss_mib = memory::process_peak_mib();
     println!();

@@ -135,6 +135,8 @@ pub struct Sizes {
     pub concurrency: usize,
     /// In-process cache reads.
     pub cache_reads: usize,
+    /// Handovers per signal in the failover part.
+    pub failover_runs: usize,
     /// Whether PostgreSQL was measured.
     pub postgres: bool,
 }
@@ -410,6 +412,108 @@ fn cache_rows(rows: &mut Vec<Row>, report: &BenchReport) {
     );
 }
 
+fn failover_rows(rows: &mut Vec<Row>, report: &BenchReport, options: &BenchOptions) {
+    if options.failover_runs == 0 {
+        return;
+    }
+    let empty = super::failover::FailoverBenchResult::default();
+    let f = report.failover.as_ref().unwrap_or(&empty);
+    let ttl = super::failover::LEASE_TTL.as_secs_f64();
+    for (signal, metric, variant) in [
+        (
+            "sigterm",
+            "failover after SIGTERM",
+            "PostgreSQL, lease released".to_owned(),
+        ),
+        (
+            "sigkill",
+            "failover after SIGKILL",
+            format!("PostgreSQL, lease expired (TTL {ttl} s)"),
+        ),
+    ] {
+        let Some(h) = f.handover.iter().find(|h| h.signal == signal) else {
+            let why = format!(
+                "{}: handovers are measured on PostgreSQL only",
+                why_missing("postgres", options)
+            );
+            rows.push(Row::skipped(
+                format!("failover.{signal}.median_ms"),
+                metric,
+                &variant,
+                "ms",
+                &why,
+            ));
+            continue;
+        };
+        let runs = h.taken_ms.len();
+        let expected = if signal == "sigkill" {
+            format!(
+                "; expected between the TTL less a renewal interval and the TTL plus one ({:.1} \
+                 to {:.1} s)",
+                ttl * 2.0 / 3.0,
+                ttl * 4.0 / 3.0
+            )
+        } else {
+            String::new()
+        };
+        rows.push(
+            Row::new(
+                format!("failover.{signal}.median_ms"),
+                metric,
+                &format!("{variant}, median"),
+                h.taken_median_ms,
+                "ms",
+            )
+            .notes(format!(
+                "2 sfcdc run processes, {runs} runs: from the signal to the standby holding the \
+                 lease (its acquired_at, database clock); its stream open after a median {:.0} ms",
+                h.subscribed_median_ms
+            )),
+        );
+        rows.push(
+            Row::new(
+                format!("failover.{signal}.max_ms"),
+                metric,
+                &format!("{variant}, max"),
+                h.taken_max_ms,
+                "ms",
+            )
+            .notes(format!(
+                "the slowest of {runs} runs; its stream open after at most {:.0} ms{expected}",
+                h.subscribed_max_ms
+            )),
+        );
+    }
+    for (backend, name) in BACKENDS {
+        let key = format!("fencing.{backend}.ratio");
+        let variant = format!("{name}, fenced / unfenced commits");
+        let Some(r) = f.fencing.iter().find(|r| r.backend == backend) else {
+            rows.push(Row::skipped(
+                key,
+                "fencing cost",
+                &variant,
+                "×",
+                why_missing(backend, options),
+            ));
+            continue;
+        };
+        rows.push(
+            Row::new(key, "fencing cost", &variant, r.ratio, "×").notes(format!(
+                "throughput at the median commit: p50 fenced {:.3} ms, unfenced {:.3} ms; mean \
+                 {} / {} commits/s ({:.2}); {} commits of {} triggers and jobs per mode, \
+                 interleaved, one committer",
+                r.fenced_p50_ms,
+                r.unfenced_p50_ms,
+                thousands(r.fenced_per_second),
+                thousands(r.unfenced_per_second),
+                r.mean_ratio,
+                thousands(r.commits as f64),
+                r.jobs_per_commit
+            )),
+        );
+    }
+}
+
 fn memory_rows(rows: &mut Vec<Row>, report: &BenchReport) {
     let total_events = report.preloads.last().map_or(0, |p| p.total_events);
     rows.push(
@@ -526,6 +630,7 @@ impl Report {
         }
         worker_rows(&mut rows, &details, options);
         cache_rows(&mut rows, &details);
+        failover_rows(&mut rows, &details, options);
         memory_rows(&mut rows, &details);
         Report {
             machine,
@@ -540,6 +645,7 @@ impl Report {
                 jobs: options.jobs,
                 concurrency: options.concurrency,
                 cache_reads: options.reads,
+                failover_runs: options.failover_runs,
                 postgres: options.postgres.is_some(),
             },
             seconds,
@@ -630,6 +736,7 @@ mod tests {
             reads: 0,
             decode: false,
             backlog: 5_000,
+            failover_runs: 0,
         }
     }
 
@@ -766,6 +873,126 @@ mod tests {
             .unwrap();
         assert_eq!(pg["value"], serde_json::Value::Null);
         assert_eq!(pg["notes"], "skipped: not run");
+    }
+
+    fn failover() -> crate::bench::failover::FailoverBenchResult {
+        use crate::bench::failover::{Fencing, Handover};
+        let handover = |signal: &str, taken: f64| Handover {
+            signal: signal.into(),
+            lease_ttl_s: 2.0,
+            taken_ms: vec![taken; 5],
+            subscribed_ms: vec![taken + 10.0; 5],
+            taken_median_ms: taken,
+            taken_max_ms: taken * 1.5,
+            subscribed_median_ms: taken + 10.0,
+            subscribed_max_ms: taken * 1.5 + 10.0,
+        };
+        crate::bench::failover::FailoverBenchResult {
+            handover: vec![handover("sigterm", 30.0), handover("sigkill", 2_100.0)],
+            fencing: vec![Fencing {
+                backend: "sqlite".into(),
+                commits: 2_000,
+                jobs_per_commit: 10,
+                fenced_per_second: 1_900.0,
+                unfenced_per_second: 2_000.0,
+                ratio: 0.95,
+                mean_ratio: 0.9,
+                fenced_p50_ms: 0.5,
+                unfenced_p50_ms: 0.475,
+            }],
+        }
+    }
+
+    #[test]
+    fn failover_rows_without_postgres_say_so_and_keep_the_sqlite_fencing() {
+        let options = BenchOptions {
+            failover_runs: 5,
+            ..options(false)
+        };
+        let details = BenchReport {
+            failover: Some(crate::bench::failover::FailoverBenchResult {
+                handover: Vec::new(),
+                ..failover()
+            }),
+            ..details()
+        };
+        let report = Report::new(details, &options, machine(), 3.0);
+        let rows: Vec<&Row> = report
+            .rows
+            .iter()
+            .filter(|r| r.key.starts_with("failover.") || r.key.starts_with("fencing."))
+            .collect();
+        let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "failover.sigterm.median_ms",
+                "failover.sigkill.median_ms",
+                "fencing.sqlite.ratio",
+                "fencing.postgres.ratio",
+            ]
+        );
+        for r in [rows[0], rows[1], rows[3]] {
+            assert_eq!(r.value, None);
+            assert!(
+                r.notes.starts_with("skipped: no PostgreSQL URL"),
+                "{}",
+                r.notes
+            );
+        }
+        assert!(
+            rows[0]
+                .notes
+                .ends_with("handovers are measured on PostgreSQL only")
+        );
+        assert_eq!(rows[2].value, Some(0.95));
+        let table = report.table();
+        let fencing = table
+            .lines()
+            .find(|l| l.starts_with("fencing cost") && l.contains("SQLite"))
+            .unwrap();
+        assert!(fencing.contains(" 0.95  × "), "{fencing}");
+        assert!(
+            fencing.contains(
+                "  throughput at the median commit: p50 fenced 0.500 ms, unfenced 0.475 ms; mean \
+                 1,900 / 2,000 commits/s (0.90); 2,000 commits of 10"
+            ),
+            "{fencing}"
+        );
+    }
+
+    #[test]
+    fn failover_rows_give_the_median_and_the_max_per_signal() {
+        let options = BenchOptions {
+            failover_runs: 5,
+            ..options(true)
+        };
+        let details = BenchReport {
+            failover: Some(failover()),
+            ..details()
+        };
+        let report = Report::new(details, &options, machine(), 3.0);
+        let row = |key: &str| report.rows.iter().find(|r| r.key == key).unwrap();
+        assert_eq!(row("failover.sigterm.median_ms").value, Some(30.0));
+        assert_eq!(row("failover.sigterm.max_ms").value, Some(45.0));
+        assert_eq!(row("failover.sigkill.median_ms").value, Some(2_100.0));
+        assert_eq!(row("failover.sigkill.max_ms").value, Some(3_150.0));
+        let kill = row("failover.sigkill.max_ms");
+        assert_eq!(kill.variant, "PostgreSQL, lease expired (TTL 2 s), max");
+        assert!(kill.notes.contains("(1.3 to 2.7 s)"), "{}", kill.notes);
+        assert!(
+            row("failover.sigterm.median_ms")
+                .notes
+                .starts_with("2 sfcdc run processes, 5 runs:")
+        );
+        // PostgreSQL was asked for, but its fencing did not run.
+        assert_eq!(row("fencing.postgres.ratio").notes, "skipped: not run");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["sizes"]["failover_runs"], 5);
+        assert_eq!(
+            json["details"]["failover"]["handover"][0]["signal"],
+            "sigterm"
+        );
     }
 
     #[test]
