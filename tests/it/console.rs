@@ -60,6 +60,8 @@ async fn only_the_probes_and_metrics_answer_without_a_token() {
         "/quarantine/1",
         "/orders/801000000000001",
         "/accounts/001000000000001/orders",
+        "/audit",
+        "/openapi.json",
     ];
     let changes = [
         "/jobs/1/retry",
@@ -87,6 +89,12 @@ async fn only_the_probes_and_metrics_answer_without_a_token() {
         assert_eq!(status, 403, "POST {path} as a viewer: {body}");
         let (status, body) = call(&r, M::POST, path, Some(ADMIN_TOKEN)).await;
         assert_eq!(status, 404, "POST {path} as the operator: {body}");
+    }
+    // The contract covers the order reads too, merged from their module.
+    let (status, doc) = call(&r, M::GET, "/openapi.json", Some(READ_TOKEN)).await;
+    assert_eq!(status, 200);
+    for path in ["/jobs", "/orders/{id}", "/accounts/{id}/orders", "/audit"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} in {doc}");
     }
     // The channel view and the quarantine read as the CLI shows them.
     let (status, body) = call(&r, M::GET, "/channels", Some(READ_TOKEN)).await;
