@@ -24,6 +24,7 @@
 # target/api-fuzz-venv on first use. Needs python3 with venv and pip, and PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$PWD"
 
 examples=25
 seed=20261206
@@ -111,11 +112,19 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 [[ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" == 200 ]] || { echo "api-fuzz.sh: sfcdc run is not ready; see $work/run.log" >&2; exit 1; }
-# Let the service take in the demo data before the snapshot.
+# Let the service take in the demo data: jobs exist, and the checkpoints stand still.
+positions() { curl -fsS -H "Authorization: Bearer $read_token" "$base/channels" | python3 -c 'import json,sys; print([c["checkpoint"] for c in json.load(sys.stdin)])'; }
 for _ in $(seq 100); do
   n="$(curl -fsS -H "Authorization: Bearer $read_token" "$base/jobs?limit=1000" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')"
-  [[ "$n" -gt 0 ]] && sleep 1 && break
+  [[ "$n" -gt 0 ]] && break
   sleep 0.2
+done
+last=""
+for _ in $(seq 30); do
+  now="$(positions)"
+  [[ "$now" == "$last" ]] && break
+  last="$now"
+  sleep 1
 done
 curl -fsS -H "Authorization: Bearer $admin_token" "$base/openapi.json" -o "$work/openapi.json"
 
@@ -135,12 +144,13 @@ snapshot() {
 
 fuzz() {
   local mode="$1" name="$2"
-  timeout 600 "$venv/bin/st" --config-file scripts/api-fuzz.toml run "$work/openapi.json" --url "$base" \
+  # From the scratch directory, so schemathesis's cache stays out of the work tree.
+  (cd "$work" && timeout 600 "$venv/bin/st" --config-file "$repo/scripts/api-fuzz.toml" run "$work/openapi.json" --url "$base" \
     -H "Authorization: Bearer $admin_token" \
     --mode "$mode" --checks all --phases examples,coverage,fuzzing \
     --max-examples "$examples" --seed "$seed" "${generation[@]}" --workers 1 \
     --request-timeout 10 --no-color \
-    --report junit,har --report-dir "$work/$name" >"$work/$name.out" 2>&1
+    --report junit,har --report-dir "$work/$name" >"$work/$name.out" 2>&1)
   local status=$?
   local requests
   requests="$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["log"]["entries"]))' "$(ls "$work/$name"/har-*.json | head -1)" 2>/dev/null || echo "?")"
