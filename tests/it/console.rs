@@ -105,6 +105,17 @@ async fn only_the_probes_and_metrics_answer_without_a_token() {
     assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)));
     let (status, body) = call(&r, M::GET, "/quarantine?state=bad", Some(READ_TOKEN)).await;
     assert_eq!(status, 400, "{body}");
+    // The console: its pages need a session, and by default the session cookie is Secure.
+    // (A bearer token is no session: both land on the login form.)
+    for token in [None, Some(ADMIN_TOKEN)] {
+        let (status, page) = call(&r, M::GET, "/console/jobs", token).await;
+        assert_eq!(status, 200);
+        assert!(page.as_str().unwrap().contains("name=\"token\""), "{page}");
+    }
+    let mut browser = Browser::new(&r);
+    let (status, set) = browser.login(READ_TOKEN).await;
+    assert_eq!(status, 303);
+    assert!(set.contains("; Secure"), "{set}");
     r.stop().await;
 }
 
