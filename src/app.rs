@@ -330,7 +330,8 @@ impl AdminServer {
                     settings.source.channels.clone(),
                     settings.fleet.instance_id.clone(),
                 )
-                .with_redrive(Arc::new(AdminRedrive(Arc::new(ingest.redriver(deps)))));
+                .with_redrive(Arc::new(AdminRedrive(Arc::new(ingest.redriver(deps)))))
+                .with_openapi(<crate::cache::http::ReadApi as utoipa::OpenApi>::openapi());
         let routes = crate::api::router(state.clone())
             .merge(crate::console::router(state, &settings.console))
             .merge(crate::cache::http::router(ingest.cache.clone(), access));

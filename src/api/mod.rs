@@ -11,6 +11,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod openapi;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,6 +38,12 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9180";
 
 /// Most rows a list returns.
 const MAX_LIMIT: i64 = 1000;
+
+/// The query parameters each list accepts (and `openapi` documents).
+const JOB_PARAMS: &[&str] = &["state", "order_id", "limit"];
+const DELIVERY_PARAMS: &[&str] = &["state", "job_id", "limit"];
+const QUARANTINE_PARAMS: &[&str] = &["state", "limit"];
+const AUDIT_PARAMS: &[&str] = &["limit", "before"];
 
 /// Admin settings.
 #[derive(Debug, Clone)]
@@ -92,6 +99,8 @@ pub struct AdminState {
     fleet: Arc<(Vec<String>, String)>,
     /// The re-drive of quarantined events, when the ingest side runs in this process.
     redriver: Option<actions::SharedRedrive>,
+    /// The OpenAPI document served at `/openapi.json`.
+    openapi: Arc<String>,
 }
 
 impl AdminState {
@@ -105,7 +114,15 @@ impl AdminState {
             clock: Clock::system(),
             fleet: Arc::new((Vec::new(), String::new())),
             redriver: None,
+            openapi: Arc::new(openapi::document(None)),
         }
+    }
+
+    /// Serves the API's document with `extra` (the routes other modules merge in) at
+    /// `/openapi.json`.
+    pub fn with_openapi(mut self, extra: utoipa::openapi::OpenApi) -> Self {
+        self.openapi = Arc::new(openapi::document(Some(extra)));
+        self
     }
 
     /// Re-drives quarantined events with `redriver`.
@@ -236,6 +253,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/quarantine/{id}/redrive", post(redrive_quarantine))
         .route("/channels/reset", post(reset_channel))
         .route("/audit", get(list_audit))
+        .route("/openapi.json", get(serve_openapi))
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -262,6 +280,8 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, cancel: Ca
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "probes", security(()),
+    responses((status = 200, description = "The process is up", body = openapi::Health)))]
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
@@ -285,6 +305,10 @@ async fn probe<T>(
 
 /// Ready when the store answers and every channel had a live stream within the keepalive
 /// bound; otherwise 503 naming what fails.
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(()),
+    responses(
+        (status = 200, description = "The store answers and every channel is live", body = openapi::Ready),
+        (status = 503, description = "Not ready; `error` says why", body = openapi::Ready)))]
 async fn readyz(State(s): State<AdminState>) -> Response {
     let now = s.clock.now_ms();
     let channels = s
@@ -327,6 +351,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 
 /// Refreshes the figures read at scrape time (rows by state, channel ages, memory), then
 /// renders every metric.
+#[utoipa::path(get, path = "/metrics", tag = "probes", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text (OpenMetrics)", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "SFCDC_METRICS_TOKEN is set and was not sent", body = openapi::ErrorBody)))]
 async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     if let Err(e) = s.access.metrics(&headers) {
         return e.into_response();
@@ -400,7 +428,10 @@ impl Params {
         f: impl FnOnce(&str) -> Option<T>,
         expected: &str,
     ) -> Result<Option<T>, ApiError> {
-        self.get(key)
+        // A typed parameter given empty is a mistake, not an absent filter.
+        self.0
+            .get(key)
+            .map(String::as_str)
             .map(|v| {
                 f(v).ok_or_else(|| {
                     ApiError(
@@ -437,13 +468,20 @@ fn states<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
     all.iter().map(|s| name(*s)).collect::<Vec<_>>().join(", ")
 }
 
+#[utoipa::path(get, path = "/jobs", tag = "jobs", security(("bearer" = [])), params(openapi::JobsQuery),
+    responses(
+        (status = 200, description = "Jobs, newest first", body = Vec<crate::store::JobRow>),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn list_jobs(
     State(s): State<AdminState>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Vec<crate::store::JobRow>> {
     s.may_read(&headers)?;
-    let p = Params::new(q, &["state", "order_id", "limit"])?;
+    let p = Params::new(q, JOB_PARAMS)?;
     let filter = JobFilter {
         state: p.parse("state", JobState::parse, &job_states())?,
         order_id: p.get("order_id").map(str::to_owned),
@@ -452,6 +490,15 @@ async fn list_jobs(
     Ok(axum::Json(s.store.jobs(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = crate::store::JobRow),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
+        (status = 404, description = "No such row", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn show_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -464,6 +511,16 @@ async fn show_job(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("there is no job {id}")))
 }
 
+#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The job id")),
+    responses(
+        (status = 200, description = "The job, available again with fresh attempts", body = crate::store::JobRow),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
+        (status = 404, description = "No such row", body = openapi::ErrorBody),
+        (status = 409, description = "The action does not apply in the row's state", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn retry_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -491,23 +548,32 @@ pub(crate) fn operator_reason(reason: Option<&str>) -> Result<String, String> {
 
 /// The body of a cancel: optional, `{"reason": "…"}`.
 fn cancel_reason(body: &Bytes) -> Result<String, ApiError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Cancel {
-        reason: Option<String>,
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // No body at all, or `null`, is no reason. Anything else must be the JSON object: a body
+    // of only whitespace is not JSON, and an invalid request never acts.
+    if body.is_empty() {
         return operator_reason(None).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e));
     }
-    let c: Cancel = serde_json::from_slice(body).map_err(|e| {
+    let c: Option<openapi::CancelBody> = serde_json::from_slice(body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("the body must be JSON like {{\"reason\": \"…\"}}: {e}"),
         )
     })?;
-    operator_reason(c.reason.as_deref()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+    operator_reason(c.and_then(|c| c.reason).as_deref())
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
 }
 
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The job id")),
+    request_body(content = Option<openapi::CancelBody>, description = "Optional: why"),
+    responses(
+        (status = 200, description = "The job, cancelled", body = crate::store::JobRow),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
+        (status = 404, description = "No such row", body = openapi::ErrorBody),
+        (status = 409, description = "The action does not apply in the row's state", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn cancel_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -520,13 +586,20 @@ async fn cancel_job(
     Ok(axum::Json(s.cancel_job(&actor, id, &reason).await?))
 }
 
+#[utoipa::path(get, path = "/deliveries", tag = "deliveries", security(("bearer" = [])), params(openapi::DeliveriesQuery),
+    responses(
+        (status = 200, description = "Deliveries, newest first", body = Vec<crate::store::queue::DeliveryRow>),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn list_deliveries(
     State(s): State<AdminState>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Vec<crate::store::queue::DeliveryRow>> {
     s.may_read(&headers)?;
-    let p = Params::new(q, &["state", "job_id", "limit"])?;
+    let p = Params::new(q, DELIVERY_PARAMS)?;
     let filter = DeliveryFilter {
         state: p.parse("state", DeliveryState::parse, &delivery_states())?,
         job_id: p.parse("job_id", |v| v.parse().ok(), "a job id")?,
@@ -535,6 +608,15 @@ async fn list_deliveries(
     Ok(axum::Json(s.store.deliveries(&filter).await?))
 }
 
+#[utoipa::path(get, path = "/deliveries/{id}", tag = "deliveries", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The delivery id")),
+    responses(
+        (status = 200, description = "The delivery", body = crate::store::queue::DeliveryRow),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
+        (status = 404, description = "No such row", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn show_delivery(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -547,6 +629,16 @@ async fn show_delivery(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("there is no delivery {id}")))
 }
 
+#[utoipa::path(post, path = "/deliveries/{id}/retry", tag = "deliveries", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The delivery id")),
+    responses(
+        (status = 200, description = "The delivery, pending again", body = crate::store::queue::DeliveryRow),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
+        (status = 404, description = "No such row", body = openapi::ErrorBody),
+        (status = 409, description = "The action does not apply in the row's state", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn retry_delivery(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -557,6 +649,16 @@ async fn retry_delivery(
     Ok(axum::Json(s.retry_delivery(&actor, id).await?))
 }
 
+#[utoipa::path(post, path = "/deliveries/{id}/cancel", tag = "deliveries", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The delivery id")),
+    responses(
+        (status = 200, description = "The delivery, cancelled", body = crate::store::queue::DeliveryRow),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
+        (status = 404, description = "No such row", body = openapi::ErrorBody),
+        (status = 409, description = "The action does not apply in the row's state", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn cancel_delivery(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -567,6 +669,13 @@ async fn cancel_delivery(
     Ok(axum::Json(s.cancel_delivery(&actor, id).await?))
 }
 
+#[utoipa::path(get, path = "/channels", tag = "channels", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every configured channel", body = Vec<crate::store::lease::ChannelView>),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn list_channels(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -594,13 +703,20 @@ impl AdminState {
     }
 }
 
+#[utoipa::path(get, path = "/quarantine", tag = "quarantine", security(("bearer" = [])), params(openapi::QuarantineQuery),
+    responses(
+        (status = 200, description = "Quarantined events, oldest first", body = Vec<crate::store::QuarantineRow>),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn list_quarantine(
     State(s): State<AdminState>,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Vec<crate::store::QuarantineRow>> {
     s.may_read(&headers)?;
-    let p = Params::new(q, &["state", "limit"])?;
+    let p = Params::new(q, QUARANTINE_PARAMS)?;
     let open_only = p
         .parse(
             "state",
@@ -618,6 +734,15 @@ async fn list_quarantine(
     Ok(axum::Json(rows))
 }
 
+#[utoipa::path(get, path = "/quarantine/{id}", tag = "quarantine", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The entry id")),
+    responses(
+        (status = 200, description = "The quarantined event", body = crate::store::QuarantineRow),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
+        (status = 404, description = "No such row", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn show_quarantine(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -637,6 +762,16 @@ async fn show_quarantine(
         })
 }
 
+#[utoipa::path(post, path = "/quarantine/{id}/redrive", tag = "quarantine", security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, description = "The entry id")),
+    responses(
+        (status = 200, description = "Decoded and evaluated again; the entry is resolved", body = openapi::Redriven),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
+        (status = 404, description = "No such row", body = openapi::ErrorBody),
+        (status = 409, description = "Already resolved, or it still fails (the reason is recorded)", body = openapi::ErrorBody),
+        (status = 503, description = "The store, Salesforce or the schema is unavailable for now", body = openapi::ErrorBody)))]
 async fn redrive_quarantine(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -663,19 +798,22 @@ pub fn parse_position(s: &str) -> Option<crate::decode::Position> {
     }
 }
 
+#[utoipa::path(post, path = "/channels/reset", tag = "channels", security(("bearer" = [])),
+    request_body = openapi::ResetBody,
+    responses(
+        (status = 200, description = "The checkpoint is reset and the holder fenced out", body = openapi::ResetBody),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
+        (status = 404, description = "Not a configured channel", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn reset_channel(
     State(s): State<AdminState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<serde_json::Value> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Reset {
-        channel: String,
-        to: String,
-    }
     let actor = s.authorize(&headers)?;
-    let r: Reset = serde_json::from_slice(&body).map_err(|e| {
+    let r: openapi::ResetBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
             format!(
@@ -699,6 +837,29 @@ async fn reset_channel(
     })))
 }
 
+#[utoipa::path(get, path = "/openapi.json", tag = "contract", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "This document", content_type = "application/json", body = Object),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody)))]
+async fn serve_openapi(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Err(e) = s.may_read(&headers) {
+        return e.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.openapi.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])), params(openapi::AuditQuery),
+    responses(
+        (status = 200, description = "The audit trail, newest first", body = Vec<crate::store::audit::AuditRow>),
+        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
+        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
 async fn list_audit(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -706,7 +867,7 @@ async fn list_audit(
 ) -> ApiResult<Vec<crate::store::audit::AuditRow>> {
     use crate::store::audit::Audit;
     s.may_read(&headers)?;
-    let p = Params::new(q, &["limit", "before"])?;
+    let p = Params::new(q, AUDIT_PARAMS)?;
     let before = p.parse(
         "before",
         |v| v.parse::<i64>().ok().filter(|n| *n > 0),
@@ -743,6 +904,15 @@ mod tests {
         assert_eq!(
             cancel_reason(&Bytes::from_static(br#"{"reason":"duplicate"}"#)).unwrap(),
             "cancelled by an operator: duplicate"
+        );
+        assert_eq!(
+            cancel_reason(&Bytes::from_static(b"null")).unwrap(),
+            "cancelled by an operator"
+        );
+        assert_eq!(
+            cancel_reason(&Bytes::from_static(b"\n")).unwrap_err().0,
+            StatusCode::BAD_REQUEST,
+            "whitespace is not JSON"
         );
         assert_eq!(
             cancel_reason(&Bytes::from_static(b"not json"))

@@ -92,6 +92,49 @@ fn project(record: &Map<String, Json>, fields: &[String]) -> Json {
     Json::Object(out)
 }
 
+/// An order and its items, as `GET /orders/{id}` answers.
+#[derive(utoipa::ToSchema)]
+pub struct OrderRead {
+    /// The order's configured fields (`SFCDC_ORDER_FIELDS`), with its `Id`.
+    #[schema(value_type = Object)]
+    pub order: Json,
+    /// Its items' configured fields.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Json>,
+    /// When it was read from Salesforce (RFC 3339).
+    pub loaded_at: String,
+}
+
+/// An account's orders, as `GET /accounts/{id}/orders` answers.
+#[derive(utoipa::ToSchema)]
+pub struct AccountOrders {
+    /// The account.
+    pub account_id: String,
+    /// Its orders, newest `EffectiveDate` first.
+    #[schema(value_type = Vec<Object>)]
+    pub orders: Vec<Json>,
+    /// Whether there are more than `SFCDC_ACCOUNT_ORDERS_LIMIT`.
+    pub truncated: bool,
+    /// When the list was read from Salesforce (RFC 3339).
+    pub loaded_at: String,
+}
+
+/// The read API's part of the admin server's OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(order, account_orders))]
+pub struct ReadApi;
+
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, pattern = r"^801[0-9A-Za-z]{12}([0-9A-Za-z]{3})?$",
+        description = "An Order id: 15 or 18 characters beginning 801 (an 18-character id's last three are its checksum; a wrong one is 400)")),
+    responses(
+        (status = 200, description = "The order, from the cache or Salesforce", body = OrderRead),
+        (status = 404, description = "There is no such order", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "Not a Salesforce id of the right object", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = crate::api::openapi::ErrorBody),
+        (status = 502, description = "Salesforce refused the read", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Salesforce is unavailable for now; try again", body = crate::api::openapi::ErrorBody)))]
 async fn order<S: OrderSource>(
     State(state): State<ReadState<S>>,
     headers: HeaderMap,
@@ -121,6 +164,16 @@ async fn order<S: OrderSource>(
     .into_response()
 }
 
+#[utoipa::path(get, path = "/accounts/{id}/orders", tag = "orders", security(("bearer" = [])),
+    params(("id" = String, Path, pattern = r"^001[0-9A-Za-z]{12}([0-9A-Za-z]{3})?$",
+        description = "An Account id: 15 or 18 characters beginning 001 (an 18-character id's last three are its checksum; a wrong one is 400)")),
+    responses(
+        (status = 200, description = "The account's orders (empty for an unknown account)", body = AccountOrders),
+        (status = 400, description = "Not a Salesforce id of the right object", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "No token, or one that is neither role's", body = crate::api::openapi::ErrorBody),
+        (status = 403, description = "No role's token is configured", body = crate::api::openapi::ErrorBody),
+        (status = 502, description = "Salesforce refused the read", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Salesforce is unavailable for now; try again", body = crate::api::openapi::ErrorBody)))]
 async fn account_orders<S: OrderSource>(
     State(state): State<ReadState<S>>,
     headers: HeaderMap,

@@ -37,7 +37,7 @@ pub struct NewAudit {
 }
 
 /// A recorded action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     /// Id, in the order actions were recorded.
     pub id: i64,

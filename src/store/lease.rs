@@ -85,7 +85,7 @@ impl LeaseRow {
 
 /// One configured channel as the fleet sees it: `sfcdc channels`, `GET /channels` and the
 /// console show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ChannelView {
     /// The topic.
     pub channel: String,

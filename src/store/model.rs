@@ -25,7 +25,9 @@ pub struct Checkpoint {
 }
 
 /// The lifecycle of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting to run.
@@ -200,7 +202,7 @@ pub struct BatchOutcome {
 }
 
 /// A stored job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct JobRow {
     /// Id.
     pub id: i64,
@@ -241,6 +243,7 @@ pub struct JobRow {
     pub progress: Option<i32>,
     /// The fulfilment system's result (JSON), once completed.
     #[serde(serialize_with = "raw_json_opt")]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<String>,
     /// The external id written back to Salesforce.
     pub external_id: Option<String>,
@@ -248,6 +251,7 @@ pub struct JobRow {
     pub last_error: Option<String>,
     /// Every error so far (a JSON array of `{at, attempt, error}`).
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = serde_json::Value)]
     pub errors: String,
     /// The source channel.
     pub channel: String,
@@ -299,7 +303,7 @@ fn raw_json_opt<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok,
 }
 
 /// A quarantined event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QuarantineRow {
     /// Id.
     pub id: i64,
@@ -311,8 +315,9 @@ pub struct QuarantineRow {
     pub schema_id: String,
     /// Event id.
     pub event_id: String,
-    /// Raw payload.
+    /// Raw payload, in hex.
     #[serde(serialize_with = "hex_bytes")]
+    #[schema(value_type = String)]
     pub payload: Vec<u8>,
     /// Why.
     pub reason: String,

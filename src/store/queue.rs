@@ -123,7 +123,9 @@ pub struct NewDelivery {
 }
 
 /// The lifecycle of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Waiting to be sent (or to be sent again).
@@ -164,7 +166,7 @@ impl DeliveryState {
 }
 
 /// A stored delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeliveryRow {
     /// Id.
     pub id: i64,
@@ -176,6 +178,7 @@ pub struct DeliveryRow {
     pub event: String,
     /// What is sent (JSON).
     #[serde(serialize_with = "super::model::raw_json")]
+    #[schema(value_type = serde_json::Value)]
     pub payload: String,
     /// State.
     pub state: DeliveryState,
@@ -189,6 +192,7 @@ pub struct DeliveryRow {
     pub last_error: Option<String>,
     /// Every error so far (JSON array).
     #[serde(serialize_with = "super::model::raw_json")]
+    #[schema(value_type = serde_json::Value)]
     pub errors: String,
     /// Created, epoch ms.
     pub created_at: i64,

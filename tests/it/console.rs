@@ -60,6 +60,8 @@ async fn only_the_probes_and_metrics_answer_without_a_token() {
         "/quarantine/1",
         "/orders/801000000000001",
         "/accounts/001000000000001/orders",
+        "/audit",
+        "/openapi.json",
     ];
     let changes = [
         "/jobs/1/retry",
@@ -88,6 +90,12 @@ async fn only_the_probes_and_metrics_answer_without_a_token() {
         let (status, body) = call(&r, M::POST, path, Some(ADMIN_TOKEN)).await;
         assert_eq!(status, 404, "POST {path} as the operator: {body}");
     }
+    // The contract covers the order reads too, merged from their module.
+    let (status, doc) = call(&r, M::GET, "/openapi.json", Some(READ_TOKEN)).await;
+    assert_eq!(status, 200);
+    for path in ["/jobs", "/orders/{id}", "/accounts/{id}/orders", "/audit"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} in {doc}");
+    }
     // The channel view and the quarantine read as the CLI shows them.
     let (status, body) = call(&r, M::GET, "/channels", Some(READ_TOKEN)).await;
     assert_eq!(status, 200, "{body}");
@@ -97,6 +105,17 @@ async fn only_the_probes_and_metrics_answer_without_a_token() {
     assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(0)));
     let (status, body) = call(&r, M::GET, "/quarantine?state=bad", Some(READ_TOKEN)).await;
     assert_eq!(status, 400, "{body}");
+    // The console: its pages need a session, and by default the session cookie is Secure.
+    // (A bearer token is no session: both land on the login form.)
+    for token in [None, Some(ADMIN_TOKEN)] {
+        let (status, page) = call(&r, M::GET, "/console/jobs", token).await;
+        assert_eq!(status, 200);
+        assert!(page.as_str().unwrap().contains("name=\"token\""), "{page}");
+    }
+    let mut browser = Browser::new(&r);
+    let (status, set) = browser.login(READ_TOKEN).await;
+    assert_eq!(status, 303);
+    assert!(set.contains("; Secure"), "{set}");
     r.stop().await;
 }
 
