@@ -161,6 +161,14 @@ impl Recovery {
             // Another instance is scanning; it takes these too.
             return Ok(());
         };
+        // Read again under the lease: another instance may have run them meanwhile.
+        let pending = match self.store().pending_recoveries().await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.store().release(LEASE, &taken.fence).await;
+                return Err(e.to_string());
+            }
+        };
         let held = CancellationToken::new();
         let renewal = tokio::spawn(renew(
             self.store().clone(),

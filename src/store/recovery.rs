@@ -160,8 +160,11 @@ pub(crate) const HISTORY: &str = concat!(
     " FROM sfcdc_recoveries ORDER BY id DESC LIMIT $1"
 );
 
-/// Finishes a request: `$1` id, `$2` time, `$3` scanned, `$4` created.
-pub(crate) const FINISH: &str = "UPDATE sfcdc_recoveries SET finished_at = $2, scanned = $3, created = $4, last_error = NULL WHERE id = $1";
+/// Finishes a request: `$1` id, `$2` time, `$3` scanned, `$4` created. A request already
+/// finished keeps its first outcome.
+pub(crate) const FINISH: &str =
+    "UPDATE sfcdc_recoveries SET finished_at = $2, scanned = $3, created = $4, last_error = NULL
+    WHERE id = $1 AND finished_at IS NULL";
 
 /// Counts a failed attempt: `$1` id, `$2` error.
 pub(crate) const FAIL: &str =
