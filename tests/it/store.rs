@@ -246,6 +246,11 @@ async fn the_recovery_log_keeps_requests_until_finished_and_the_last_commit<S: S
         .finish_recovery(pending[1].id, 20, 100, 3)
         .await
         .unwrap();
+    // A second finish (another instance that ran it too) does not overwrite the first.
+    store
+        .finish_recovery(pending[1].id, 30, 100, 0)
+        .await
+        .unwrap();
     let pending = store.pending_recoveries().await.unwrap();
     assert_eq!(pending.len(), 2);
     assert_eq!(pending[0].attempts, 1);
