@@ -298,6 +298,40 @@ impl World {
         Ok(self.current["Order"].id.clone())
     }
 
+    /// Plants `n` orders of one account straight into the org, without events (as if made
+    /// before any subscription), for reconcile tests and benchmarks: every tenth `Approved`, a
+    /// third of those already fulfilled (`WHMCS_Order_ID__c` set), the rest `Draft`. Returns the
+    /// approved orders without an external id: the ones a reconcile should give a job.
+    pub fn plant_orders(&mut self, n: usize, now_ms: i64) -> Vec<super::ids::SfId> {
+        let account = self
+            .org
+            .pick("Account", |_| true)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut candidates = Vec::new();
+        for i in 0..n {
+            let approved = i % 10 == 0;
+            let fulfilled = approved && i % 30 == 0;
+            let mut o = BTreeMap::new();
+            o.insert("AccountId".into(), FieldValue::Str(account.clone()));
+            o.insert("Name".into(), FieldValue::Str(format!("Planted {i}")));
+            o.insert("EffectiveDate".into(), FieldValue::Long(now_ms));
+            let status = if approved { "Approved" } else { "Draft" };
+            o.insert("Status".into(), FieldValue::Str(status.into()));
+            if fulfilled {
+                o.insert(
+                    "WHMCS_Order_ID__c".into(),
+                    FieldValue::Str(format!("WH-{i}")),
+                );
+            }
+            let id = self.org.seed_record("Order", o, now_ms);
+            if approved && !fulfilled {
+                candidates.push(id);
+            }
+        }
+        candidates
+    }
+
     /// Creates the deterministic sample data: accounts, orders and items, without events (they
     /// predate any subscription).
     pub fn seed_sample_data(&mut self, now_ms: i64) {

@@ -363,6 +363,17 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         Ok(out)
     }
 
+    /// Where a loss on `channel` starts: its last committed event, less the margin; `None` when
+    /// nothing was committed on it yet.
+    async fn lost_window_start(&self, channel: &str) -> Result<Option<i64>, SinkError> {
+        let last = self
+            .store
+            .last_commit(channel)
+            .await
+            .map_err(|e| store_failure("reading the channel's last commit", e))?;
+        Ok(last.map(|t| t.saturating_sub(self.recovery_margin_ms)))
+    }
+
     /// A `GAP_OVERFLOW` loses every change since the channel's last committed event, which may
     /// be earlier than the inline window (`since_ms`) reaches: the rest is scanned by a reconcile
     /// asked for with the batch (once per overflow event, however often it is replayed).
@@ -372,12 +383,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         e: &DecodedEvent,
         since_ms: i64,
     ) -> Result<Option<NewRecovery>, SinkError> {
-        let last = self
-            .store
-            .last_commit(channel)
-            .await
-            .map_err(|e| store_failure("reading the channel's last commit", e))?;
-        let Some(from) = last.map(|t| t.saturating_sub(self.recovery_margin_ms)) else {
+        let Some(from) = self.lost_window_start(channel).await? else {
             return Ok(None);
         };
         if from >= since_ms {
@@ -517,12 +523,7 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
         channel: &str,
         policy: ReplayRecovery,
     ) -> Result<Option<i64>, SinkError> {
-        let last = self
-            .store
-            .last_commit(channel)
-            .await
-            .map_err(|e| store_failure("reading the channel's last commit", e))?;
-        let since = last.map(|t| t.saturating_sub(self.recovery_margin_ms));
+        let since = self.lost_window_start(channel).await?;
         if policy == ReplayRecovery::Fail {
             return Ok(since);
         }

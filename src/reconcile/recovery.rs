@@ -11,6 +11,7 @@
 //! reconcile is idempotent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -38,6 +39,9 @@ pub struct Recovery {
     instance: String,
     lease_ttl: Duration,
     wake: Arc<Notify>,
+    /// The last period of `SFCDC_RECONCILE_EVERY` this instance recorded its scan for, so the
+    /// store is asked once per period, not every round.
+    planned_period: AtomicI64,
 }
 
 impl Recovery {
@@ -54,6 +58,7 @@ impl Recovery {
             instance: instance.to_owned(),
             lease_ttl,
             wake,
+            planned_period: AtomicI64::new(i64::MIN),
         }
     }
 
@@ -101,7 +106,7 @@ impl Recovery {
     }
 
     /// Records this period's `SFCDC_RECONCILE_EVERY` scan (of the period and the margin before
-    /// it), once per period for the store.
+    /// it), once per period for the store (a unique key), and asks the store once per period.
     async fn plan_periodic(&self) -> Result<(), StoreError> {
         let Some(every) = self.reconciler.config().every else {
             return Ok(());
@@ -109,15 +114,20 @@ impl Recovery {
         let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX).max(1);
         let margin_ms = i64::try_from(self.reconciler.config().margin.as_millis()).unwrap_or(0);
         let now = self.reconciler.clock().now_ms();
+        let period = now / every_ms;
+        if self.planned_period.load(Ordering::Relaxed) == period {
+            return Ok(());
+        }
         self.store()
             .request_recovery(&NewRecovery {
                 reason: ReconcileReason::Periodic.as_str().to_owned(),
                 channel: None,
                 since_ms: Some(now.saturating_sub(every_ms).saturating_sub(margin_ms)),
-                once_key: Some(format!("periodic:{}", now / every_ms)),
+                once_key: Some(format!("periodic:{period}")),
                 requested_ms: now,
             })
             .await?;
+        self.planned_period.store(period, Ordering::Relaxed);
         Ok(())
     }
 

@@ -141,22 +141,31 @@ async fn recoveries_for(
     rows
 }
 
+/// Runs the service from the latest position, with `extra` settings, and waits until its
+/// order channel is live: a change made after this is streamed.
+async fn run_live(org: &Org, extra: &[(&str, &str)]) -> (Running, std::sync::Arc<AnyStore>) {
+    let mut env = vec![("SFCDC_REPLAY_PRESET", "latest")];
+    env.extend_from_slice(extra);
+    let r = run_app(org, tempfile::tempdir().unwrap(), &env).await;
+    let store = r.app.store().clone();
+    live(store.as_ref(), &[ORDERS]).await;
+    (r, store)
+}
+
+/// Waits until `order` has exactly one job.
+async fn one_job(store: &AnyStore, order: &str, what: &str) {
+    eventually(what, async || {
+        (jobs_of(store, order).await.len() == 1).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn approvals_made_while_down_past_retention_each_get_one_job_with_no_operator_action() {
     let org = Org::start().await;
-    let r = run_app(
-        &org,
-        tempfile::tempdir().unwrap(),
-        &[("SFCDC_REPLAY_PRESET", "latest")],
-    )
-    .await;
-    let store = r.app.store().clone();
-    live(store.as_ref(), &[ORDERS]).await;
+    let (r, store) = run_live(&org, &[]).await;
     let streamed = approve(&org, 1).await;
-    eventually("the streamed approval's job", async || {
-        (jobs_of(&store, &streamed[0]).await.len() == 1).then_some(())
-    })
-    .await;
+    one_job(&store, &streamed[0], "the streamed approval's job").await;
     let (_, dir) = r.stop().await;
 
     // Down: approvals and other changes, then the retained events expire.
@@ -169,10 +178,7 @@ async fn approvals_made_while_down_past_retention_each_get_one_job_with_no_opera
     let r = run_app(&org, dir, &[]).await;
     let store = r.app.store().clone();
     for id in &lost {
-        eventually("a job for each approval lost with the events", async || {
-            (jobs_of(&store, id).await.len() == 1).then_some(())
-        })
-        .await;
+        one_job(&store, id, "a job for each approval lost with the events").await;
     }
     let done = eventually("the recovery recorded as finished", async || {
         recoveries_for(&store, "replay_lost")
@@ -216,10 +222,7 @@ async fn the_first_start_backfills_once() {
     .await;
     let store = r.app.store().clone();
     for id in &before {
-        eventually("a backfilled job", async || {
-            (jobs_of(&store, id).await.len() == 1).then_some(())
-        })
-        .await;
+        one_job(&store, id, "a backfilled job").await;
         assert_eq!(jobs_of(&store, id).await[0].trigger_kind, "reconcile");
     }
     let backfills = eventually("the backfill recorded as finished", async || {
@@ -249,14 +252,7 @@ async fn the_first_start_backfills_once() {
 #[tokio::test]
 async fn one_collections_update_approving_many_orders_is_one_event_and_one_job_each() {
     let org = Org::start().await;
-    let r = run_app(
-        &org,
-        tempfile::tempdir().unwrap(),
-        &[("SFCDC_REPLAY_PRESET", "latest")],
-    )
-    .await;
-    let store = r.app.store().clone();
-    live(store.as_ref(), &[ORDERS]).await;
+    let (r, store) = run_live(&org, &[]).await;
     let events_before = org.sequence(ORDERS).len();
     let picked: Vec<String> = drafts(&org).await.into_iter().take(5).collect();
     let records: Vec<Value> = picked
@@ -289,17 +285,7 @@ async fn one_collections_update_approving_many_orders_is_one_event_and_one_job_e
 async fn a_gap_overflow_reaching_past_the_window_asks_for_a_scan_from_the_last_commit() {
     let org = Org::start().await;
     // A window too short to cover anything: only the scan from the last commit can.
-    let r = run_app(
-        &org,
-        tempfile::tempdir().unwrap(),
-        &[
-            ("SFCDC_REPLAY_PRESET", "latest"),
-            ("SFCDC_RECONCILE_WINDOW", "1ms"),
-        ],
-    )
-    .await;
-    let store = r.app.store().clone();
-    live(store.as_ref(), &[ORDERS]).await;
+    let (r, store) = run_live(&org, &[("SFCDC_RECONCILE_WINDOW", "1ms")]).await;
     let streamed = approve(&org, 1).await;
     caught_up(&org, store.as_ref(), &[ORDERS]).await;
     let last = store
@@ -394,32 +380,12 @@ async fn the_periodic_check_runs_once_per_period_across_instances() {
 /// already fulfilled (an external id); the rest drafts. Returns the approved ones without an
 /// external id: the candidates.
 fn plant_orders(org: &Org, n: usize) -> BTreeSet<String> {
-    use sfcdc_emulator::schema::FieldValue;
-    org.emu.with_world(|w| {
-        let account = w.org.pick("Account", |_| true).unwrap().to_string();
-        let now = sfcdc::clock::now_ms();
-        let mut planted = BTreeSet::new();
-        for i in 0..n {
-            let mut o = std::collections::BTreeMap::new();
-            o.insert("AccountId".into(), FieldValue::Str(account.clone()));
-            o.insert("Name".into(), FieldValue::Str(format!("Planted {i}")));
-            o.insert("EffectiveDate".into(), FieldValue::Long(now));
-            let approved = i % 10 == 0;
-            let status = if approved { "Approved" } else { "Draft" };
-            o.insert("Status".into(), FieldValue::Str(status.into()));
-            if approved && i % 30 == 0 {
-                o.insert(
-                    "WHMCS_Order_ID__c".into(),
-                    FieldValue::Str(format!("WH-{i}")),
-                );
-            }
-            let id = w.org.seed_record("Order", o, now);
-            if approved && i % 30 != 0 {
-                planted.insert(id.to_string());
-            }
-        }
-        planted
-    })
+    let now = sfcdc::clock::now_ms();
+    org.emu
+        .with_world(|w| w.plant_orders(n, now))
+        .into_iter()
+        .map(|id| id.to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -478,14 +444,7 @@ async fn a_failed_bulk_query_job_fails_the_reconcile_with_its_name_and_a_rerun_c
 #[tokio::test]
 async fn wildcard_record_ids_are_reconciled_not_quarantined() {
     let org = Org::start().await;
-    let r = run_app(
-        &org,
-        tempfile::tempdir().unwrap(),
-        &[("SFCDC_REPLAY_PRESET", "latest")],
-    )
-    .await;
-    let store = r.app.store().clone();
-    live(store.as_ref(), &[ORDERS]).await;
+    let (r, store) = run_live(&org, &[]).await;
     let order = drafts(&org).await.remove(0);
     org.fault(json!({"kind": "wildcard_ids", "count": 1})).await;
     org.patch_order(&order, json!({"Status": "Approved"})).await;

@@ -38,7 +38,7 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, bearer, check_version};
+use super::{ApiError, AppState, bearer, body_object, check_version};
 use crate::faults::BulkFault;
 use crate::model::FieldType;
 use crate::org::{Org, format_datetime, now_ms, value_to_json};
@@ -289,22 +289,6 @@ fn job_not_found() -> ApiError {
     )
 }
 
-fn json_body(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "JSON_PARSER_ERROR",
-            "The request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "JSON_PARSER_ERROR",
-            e.to_string(),
-        )),
-    }
-}
-
 /// A text property of a request body, if given.
 fn text<'a>(
     body: &'a serde_json::Map<String, Value>,
@@ -367,7 +351,7 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     bearer(&shared, &headers)?;
     check_version(&version)?;
-    let body = json_body(&body)?;
+    let body = body_object(&body)?;
     match text(&body, "operation")? {
         Some("query") => {}
         Some("queryAll") => {
@@ -548,7 +532,7 @@ pub(super) async fn abort(
 ) -> Result<Response, ApiError> {
     bearer(&shared, &headers)?;
     check_version(&version)?;
-    let body = json_body(&body)?;
+    let body = body_object(&body)?;
     if text(&body, "state")? != Some("Aborted") {
         return Err(invalid_state(
             "InvalidJobState : a query job's state can only be set to Aborted",

@@ -109,23 +109,9 @@ pub async fn run_reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
     print(&summary, args.format)
 }
 
-/// This process's peak resident set size in bytes (Linux; `None` elsewhere).
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 fn print(s: &Summary, format: OutputFormat) -> anyhow::Result<()> {
     let rate = s.counts.scanned as f64 / s.seconds.max(1e-9);
-    let peak = peak_rss_bytes();
+    let peak = crate::telemetry::metrics::process_memory().map(|(_, peak)| peak);
     match format {
         OutputFormat::Json => {
             let mut v = serde_json::to_value(s)?;

@@ -5,11 +5,9 @@
 //! missing jobs) and peak RSS (`VmHWM`), so the figure is sfcdc's alone. Two org sizes, a tenth
 //! and the whole, show whether memory grows with the org.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 
 use anyhow::Context;
-use sfcdc_emulator::schema::FieldValue;
 use sfcdc_emulator::{Emulator, EmulatorConfig};
 
 /// One reconcile run.
@@ -27,34 +25,6 @@ pub struct ReconcileRun {
     pub orders_per_second: f64,
     /// The child's peak RSS, MiB.
     pub peak_rss_mib: f64,
-}
-
-/// Plants `n` orders into the org without events.
-fn plant(emu: &Emulator, n: usize) {
-    emu.with_world(|w| {
-        let account = w
-            .org
-            .pick("Account", |_| true)
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let now = sfcdc::clock::now_ms();
-        for i in 0..n {
-            let mut o = BTreeMap::new();
-            o.insert("AccountId".into(), FieldValue::Str(account.clone()));
-            o.insert("Name".into(), FieldValue::Str(format!("Planted {i}")));
-            o.insert("EffectiveDate".into(), FieldValue::Long(now));
-            let approved = i % 10 == 0;
-            let status = if approved { "Approved" } else { "Draft" };
-            o.insert("Status".into(), FieldValue::Str(status.into()));
-            if approved && i % 30 == 0 {
-                o.insert(
-                    "WHMCS_Order_ID__c".into(),
-                    FieldValue::Str(format!("WH-{i}")),
-                );
-            }
-            w.org.seed_record("Order", o, now);
-        }
-    });
 }
 
 /// Runs `sfcdc reconcile --all` reading via SOQL (`bulk == false`) or Bulk API 2.0.
@@ -107,7 +77,8 @@ pub async fn run(orders: usize) -> anyhow::Result<Vec<ReconcileRun>> {
     for size in [orders / 10, orders] {
         let emu = Emulator::start(EmulatorConfig::ephemeral()).await?;
         std::fs::write(&ca, emu.ca_pem().unwrap_or_default())?;
-        plant(&emu, size);
+        let now = sfcdc::clock::now_ms();
+        emu.with_world(|w| w.plant_orders(size, now));
         for bulk in [false, true] {
             let r = reconcile(&emu, dir.path(), &ca, size, bulk).await?;
             println!(
