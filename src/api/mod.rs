@@ -471,10 +471,7 @@ fn states<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
 #[utoipa::path(get, path = "/jobs", tag = "jobs", security(("bearer" = [])), params(openapi::JobsQuery),
     responses(
         (status = 200, description = "Jobs, newest first", body = Vec<crate::store::JobRow>),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ReadErrors))]
 async fn list_jobs(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -494,11 +491,8 @@ async fn list_jobs(
     params(("id" = i64, Path, minimum = 1, description = "The job id")),
     responses(
         (status = 200, description = "The job", body = crate::store::JobRow),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
         (status = 404, description = "No such row", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ReadErrors))]
 async fn show_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -515,12 +509,9 @@ async fn show_job(
     params(("id" = i64, Path, minimum = 1, description = "The job id")),
     responses(
         (status = 200, description = "The job, available again with fresh attempts", body = crate::store::JobRow),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
         (status = 404, description = "No such row", body = openapi::ErrorBody),
         (status = 409, description = "The action does not apply in the row's state", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ChangeErrors))]
 async fn retry_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -568,12 +559,9 @@ fn cancel_reason(body: &Bytes) -> Result<String, ApiError> {
     request_body(content = Option<openapi::CancelBody>, description = "Optional: why"),
     responses(
         (status = 200, description = "The job, cancelled", body = crate::store::JobRow),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
         (status = 404, description = "No such row", body = openapi::ErrorBody),
         (status = 409, description = "The action does not apply in the row's state", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ChangeErrors))]
 async fn cancel_job(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -589,10 +577,7 @@ async fn cancel_job(
 #[utoipa::path(get, path = "/deliveries", tag = "deliveries", security(("bearer" = [])), params(openapi::DeliveriesQuery),
     responses(
         (status = 200, description = "Deliveries, newest first", body = Vec<crate::store::queue::DeliveryRow>),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ReadErrors))]
 async fn list_deliveries(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -612,11 +597,8 @@ async fn list_deliveries(
     params(("id" = i64, Path, minimum = 1, description = "The delivery id")),
     responses(
         (status = 200, description = "The delivery", body = crate::store::queue::DeliveryRow),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
         (status = 404, description = "No such row", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ReadErrors))]
 async fn show_delivery(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -633,12 +615,9 @@ async fn show_delivery(
     params(("id" = i64, Path, minimum = 1, description = "The delivery id")),
     responses(
         (status = 200, description = "The delivery, pending again", body = crate::store::queue::DeliveryRow),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
         (status = 404, description = "No such row", body = openapi::ErrorBody),
         (status = 409, description = "The action does not apply in the row's state", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ChangeErrors))]
 async fn retry_delivery(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -653,12 +632,9 @@ async fn retry_delivery(
     params(("id" = i64, Path, minimum = 1, description = "The delivery id")),
     responses(
         (status = 200, description = "The delivery, cancelled", body = crate::store::queue::DeliveryRow),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
         (status = 404, description = "No such row", body = openapi::ErrorBody),
         (status = 409, description = "The action does not apply in the row's state", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ChangeErrors))]
 async fn cancel_delivery(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -672,10 +648,7 @@ async fn cancel_delivery(
 #[utoipa::path(get, path = "/channels", tag = "channels", security(("bearer" = [])),
     responses(
         (status = 200, description = "Every configured channel", body = Vec<crate::store::lease::ChannelView>),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ReadErrors))]
 async fn list_channels(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -706,10 +679,7 @@ impl AdminState {
 #[utoipa::path(get, path = "/quarantine", tag = "quarantine", security(("bearer" = [])), params(openapi::QuarantineQuery),
     responses(
         (status = 200, description = "Quarantined events, oldest first", body = Vec<crate::store::QuarantineRow>),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ReadErrors))]
 async fn list_quarantine(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -738,11 +708,8 @@ async fn list_quarantine(
     params(("id" = i64, Path, minimum = 1, description = "The entry id")),
     responses(
         (status = 200, description = "The quarantined event", body = crate::store::QuarantineRow),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
         (status = 404, description = "No such row", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ReadErrors))]
 async fn show_quarantine(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -802,11 +769,8 @@ pub fn parse_position(s: &str) -> Option<crate::decode::Position> {
     request_body = openapi::ResetBody,
     responses(
         (status = 200, description = "The checkpoint is reset and the holder fenced out", body = openapi::ResetBody),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set", body = openapi::ErrorBody),
         (status = 404, description = "Not a configured channel", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ChangeErrors))]
 async fn reset_channel(
     State(s): State<AdminState>,
     headers: HeaderMap,
@@ -856,10 +820,7 @@ async fn serve_openapi(State(s): State<AdminState>, headers: HeaderMap) -> Respo
 #[utoipa::path(get, path = "/audit", tag = "audit", security(("bearer" = [])), params(openapi::AuditQuery),
     responses(
         (status = 200, description = "The audit trail, newest first", body = Vec<crate::store::audit::AuditRow>),
-        (status = 400, description = "A bad id, parameter or body; the reason says what to fix", body = openapi::ErrorBody),
-        (status = 401, description = "No token, or one that is neither role's", body = openapi::ErrorBody),
-        (status = 403, description = "No role's token is configured", body = openapi::ErrorBody),
-        (status = 503, description = "The store is unavailable", body = openapi::ErrorBody)))]
+        openapi::ReadErrors))]
 async fn list_audit(
     State(s): State<AdminState>,
     headers: HeaderMap,

@@ -8,7 +8,7 @@
 //! contract and the code cannot drift apart unnoticed.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::store::JobState;
 use crate::store::queue::DeliveryState;
@@ -18,6 +18,51 @@ use crate::store::queue::DeliveryState;
 pub struct ErrorBody {
     /// What went wrong, and what is accepted.
     pub error: String,
+}
+
+/// The errors every read can answer (a viewer's or an operator's token).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // described in the document, never built
+pub enum ReadErrors {
+    /// A bad id, parameter or body.
+    #[response(
+        status = 400,
+        description = "A bad id, parameter or body; the reason says what to fix"
+    )]
+    BadRequest(ErrorBody),
+    /// No token, or a wrong one.
+    #[response(status = 401, description = "No token, or one that is neither role's")]
+    Unauthorized(ErrorBody),
+    /// No role's token is configured.
+    #[response(status = 403, description = "No role's token is configured")]
+    Forbidden(ErrorBody),
+    /// The store is unavailable.
+    #[response(status = 503, description = "The store is unavailable")]
+    Unavailable(ErrorBody),
+}
+
+/// The errors every change can answer (the operator's token).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // described in the document, never built
+pub enum ChangeErrors {
+    /// A bad id, parameter or body.
+    #[response(
+        status = 400,
+        description = "A bad id, parameter or body; the reason says what to fix"
+    )]
+    BadRequest(ErrorBody),
+    /// No token, or a wrong one.
+    #[response(status = 401, description = "No token, or one that is neither role's")]
+    Unauthorized(ErrorBody),
+    /// A viewer asked, or no operator token is configured.
+    #[response(
+        status = 403,
+        description = "A viewer asked for a change, or SFCDC_ADMIN_TOKEN is not set"
+    )]
+    Forbidden(ErrorBody),
+    /// The store is unavailable.
+    #[response(status = 503, description = "The store is unavailable")]
+    Unavailable(ErrorBody),
 }
 
 /// `/healthz`.
