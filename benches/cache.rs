@@ -40,6 +40,10 @@ impl OrderSource for Immediate {
             .collect())
     }
 
+    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
+        self.orders(ids).await
+    }
+
     async fn account_orders(&self, _account: &SfId, _limit: usize) -> Result<Vec<Json>, RestError> {
         Ok(Vec::new())
     }

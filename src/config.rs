@@ -219,6 +219,30 @@ impl Env {
         })
     }
 
+    /// A size in bytes such as `16MiB`, `512KiB` or `1000000`, within `range`.
+    pub fn bytes_or(
+        &self,
+        key: &str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        self.parse_or(key, default, |s| {
+            let n = s
+                .parse::<bytesize::ByteSize>()
+                .map_err(|_| "expected a size such as 16MiB, 512KiB or 1000000".to_owned())?
+                .as_u64();
+            if range.contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!(
+                    "must be from {} to {}",
+                    bytesize::ByteSize::b(*range.start()).display().iec(),
+                    bytesize::ByteSize::b(*range.end()).display().iec()
+                ))
+            }
+        })
+    }
+
     /// One of a fixed set of words.
     pub fn choice_or<T: Copy>(
         &self,
@@ -291,6 +315,25 @@ pub fn parse_file(text: &str) -> Result<HashMap<String, String>, (usize, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_with_or_without_a_unit_and_errors_name_the_variable() {
+        let env = Env::from_pairs([
+            ("A", "16MiB"),
+            ("B", "512 KiB"),
+            ("C", "1000"),
+            ("D", "lots"),
+        ]);
+        let range = 1..=u64::MAX;
+        assert_eq!(env.bytes_or("A", 0, range.clone()).unwrap(), 16 << 20);
+        assert_eq!(env.bytes_or("B", 0, range.clone()).unwrap(), 512 << 10);
+        assert_eq!(env.bytes_or("C", 0, range.clone()).unwrap(), 1000);
+        assert_eq!(env.bytes_or("UNSET", 7, range).unwrap(), 7);
+        let e = env.bytes_or("D", 0, 1..=10).unwrap_err().to_string();
+        assert!(e.contains('D') && e.contains("lots"), "{e}");
+        let e = env.bytes_or("A", 0, 1..=1024).unwrap_err().to_string();
+        assert!(e.contains("1 KiB") || e.contains("1.0 KiB"), "{e}");
+    }
 
     #[test]
     fn the_file_format_reads_what_the_sample_uses() {

@@ -8,17 +8,22 @@
 //! **Freshness.** Entries live for `SFCDC_CACHE_TTL`, or `SFCDC_CACHE_IDLE` without a read.
 //! Change events invalidate them through the [`invalidate::Invalidator`], which coalesces a burst
 //! for one key into one invalidation. A load that was already running when its key was
-//! invalidated may finish afterwards with what it read before the change; every invalidation is
-//! therefore stamped, and an entry whose load started before its key's last stamp is treated as
-//! a miss. Only customer-facing fields invalidate (`SFCDC_CUSTOMER_FIELDS`), so the read API
+//! invalidated may finish afterwards with what it read before the change; the loads running are
+//! therefore registered per key, an invalidation flags those of its key, and an entry from a
+//! flagged load is treated as a miss. Only customer-facing fields invalidate (`SFCDC_CUSTOMER_FIELDS`), so the read API
 //! shows only the fields it is configured to (`SFCDC_ORDER_READ_FIELDS`,
 //! `SFCDC_ORDER_ITEM_READ_FIELDS`): an entry may hold a stale activation status, which no reader
 //! sees.
 //!
+//! **Bounds.** Orders and account lists are bounded in bytes (`SFCDC_CACHE_MAX_BYTES`, half
+//! each, by an estimate of what each entry holds), guard facts and the account of each order read
+//! in entries (`SFCDC_CACHE_MAX_ENTRIES`); moka evicts the least useful entries past the bound.
+//! Nothing is kept per invalidation: the registry of running loads is as large as the loads.
+//!
 //! **Guard lookups** ([`CachedLookup`]) keep their own facts (status, activation status, external
 //! id, account) from every load, for `SFCDC_GUARD_MAX_AGE`, and load every other order of a batch
-//! in one SOQL query, so a burst of events for one order costs one REST read. Customer-facing
-//! invalidations do not touch these facts; an event that changes a guard field does, at once and
+//! in one SOQL query of those fields alone, so a burst of events for one order costs one REST
+//! read, and the stream fills no read cache entry. Customer-facing invalidations do not touch these facts; an event that changes a guard field does, at once and
 //! before the lookup of its batch ([`OrderLookup::forget`]). The guard is a filter, not the last
 //! word: the worker reads the order again, uncached, before it submits anything.
 
@@ -53,8 +58,12 @@ pub const DEFAULT_ORDER_ITEM_READ_FIELDS: &str = "Product2Id,PricebookEntryId,Qu
 /// Cache settings.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// `SFCDC_CACHE_MAX_ENTRIES`: orders held (account lists count separately, as many again).
+    /// `SFCDC_CACHE_MAX_ENTRIES`: orders whose guard facts are held; the account of as many
+    /// orders read, four times over.
     pub max_entries: u64,
+    /// `SFCDC_CACHE_MAX_BYTES`: what the read cache's orders and account lists may hold, by the
+    /// estimate of [`weight`]; each kind gets half.
+    pub max_bytes: u64,
     /// `SFCDC_CACHE_TTL`: the longest an entry lives.
     pub ttl: Duration,
     /// `SFCDC_CACHE_IDLE`: an entry not read for this long is dropped.
@@ -92,6 +101,7 @@ impl CacheConfig {
         let positive = |key: &str, default: Duration| env.positive_duration_or(key, default);
         Ok(CacheConfig {
             max_entries: env.int_or("SFCDC_CACHE_MAX_ENTRIES", 10_000, 1..=10_000_000)?,
+            max_bytes: env.bytes_or("SFCDC_CACHE_MAX_BYTES", 16 << 20, 64 << 10..=64 << 30)?,
             ttl: positive("SFCDC_CACHE_TTL", Duration::from_secs(300))?,
             idle: positive("SFCDC_CACHE_IDLE", Duration::from_secs(60))?,
             invalidation_window: env
@@ -119,6 +129,13 @@ pub trait OrderSource: Send + Sync + 'static {
     /// `OrderItems`, as one SOQL query returns them.
     fn orders(&self, ids: &[SfId]) -> impl Future<Output = Result<Vec<Json>, RestError>> + Send;
 
+    /// The orders with these ids (absent ones are left out), with at least `Id`, `AccountId`,
+    /// `Status` and the rules' activation and external-id fields: what a guard decides on.
+    fn guard_orders(
+        &self,
+        ids: &[SfId],
+    ) -> impl Future<Output = Result<Vec<Json>, RestError>> + Send;
+
     /// Up to `limit` orders of an account, newest first, without items.
     fn account_orders(
         &self,
@@ -131,34 +148,29 @@ pub trait OrderSource: Send + Sync + 'static {
 pub struct RestOrderSource {
     rest: Arc<SalesforceRest>,
     order_select: String,
+    guard_select: String,
     list_select: String,
 }
 
 impl RestOrderSource {
     /// Reads the configured read fields plus the fields the rules guard on.
     pub fn new(rest: Arc<SalesforceRest>, config: &CacheConfig, rules: &RulesConfig) -> Self {
-        let mut order_fields = vec!["Id".to_owned()];
-        for f in config.order_fields.iter().chain([
-            &"AccountId".to_owned(),
-            &"Status".to_owned(),
+        let guard_fields = [
+            "AccountId",
+            "Status",
             &rules.activation_field,
             &rules.external_id_field,
-        ]) {
-            if !order_fields.contains(f) {
-                order_fields.push(f.clone());
-            }
-        }
+        ];
+        let order_fields = distinct(
+            std::iter::once("Id")
+                .chain(config.order_fields.iter().map(String::as_str))
+                .chain(guard_fields),
+        );
+        let guard_select = distinct(std::iter::once("Id").chain(guard_fields));
         let mut item_fields = vec!["Id".to_owned()];
         item_fields.extend(config.item_fields.iter().filter(|f| *f != "Id").cloned());
-        let list_fields: Vec<&str> = std::iter::once("Id")
-            .chain(
-                config
-                    .order_fields
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|f| *f != "Id"),
-            )
-            .collect();
+        let list_fields =
+            distinct(std::iter::once("Id").chain(config.order_fields.iter().map(String::as_str)));
         RestOrderSource {
             rest,
             order_select: format!(
@@ -166,6 +178,7 @@ impl RestOrderSource {
                 order_fields.join(", "),
                 item_fields.join(", ")
             ),
+            guard_select: format!("SELECT {} FROM Order", guard_select.join(", ")),
             list_select: format!("SELECT {} FROM Order", list_fields.join(", ")),
         }
     }
@@ -174,6 +187,10 @@ impl RestOrderSource {
 impl OrderSource for RestOrderSource {
     async fn orders(&self, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
         self.rest.query_by_ids(&self.order_select, ids).await
+    }
+
+    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
+        self.rest.query_by_ids(&self.guard_select, ids).await
     }
 
     async fn account_orders(&self, account: &SfId, limit: usize) -> Result<Vec<Json>, RestError> {
@@ -236,82 +253,188 @@ pub enum CacheKey {
     Guard(SfId),
 }
 
-/// An order's guard facts, with when their load started.
+/// An order's guard facts (`None`: the order does not exist).
 #[derive(Debug)]
 pub struct GuardEntry {
     facts: Option<OrderFacts>,
-    loaded_at: Instant,
 }
 
-/// An entry that knows when its load began.
+/// A cache entry that knows about how much memory it holds.
 pub trait Loaded: Send + Sync + 'static {
-    /// When the load began: what the entry reflects is at least this fresh.
-    fn loaded_at(&self) -> Instant;
+    /// An estimate of the bytes the entry holds, the cache's own bookkeeping included.
+    fn weight(&self) -> u32;
 }
 
 impl Loaded for OrderEntry {
-    fn loaded_at(&self) -> Instant {
-        self.loaded_at
+    fn weight(&self) -> u32 {
+        let items: usize = self.items.iter().map(map_bytes).sum();
+        clamp_weight(self.record.as_ref().map_or(0, map_bytes) + items)
     }
 }
 
 impl Loaded for AccountOrders {
-    fn loaded_at(&self) -> Instant {
-        self.loaded_at
+    fn weight(&self) -> u32 {
+        clamp_weight(self.orders.iter().map(map_bytes).sum())
     }
 }
 
 impl Loaded for GuardEntry {
-    fn loaded_at(&self) -> Instant {
-        self.loaded_at
+    fn weight(&self) -> u32 {
+        let text = |t: &Option<String>| t.as_ref().map_or(0, String::capacity);
+        let heap = self.facts.as_ref().map_or(0, |f| {
+            text(&f.status) + text(&f.activation) + text(&f.external_id) + text(&f.account_id)
+        });
+        clamp_weight(std::mem::size_of::<GuardEntry>() + heap)
     }
 }
 
-/// One kind of entry: the entries, when each key was last invalidated, and the counters.
+/// What moka keeps for each entry besides the value: key, timers, frequency sketch, about.
+const ENTRY_OVERHEAD: usize = 160;
+
+fn clamp_weight(bytes: usize) -> u32 {
+    u32::try_from(bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
+/// The bytes a JSON object holds: per field, its slot in the ordered map (hash, key, value and
+/// index, about 80 bytes) plus the key's text and whatever the value holds on the heap.
+fn map_bytes(m: &Map<String, Json>) -> usize {
+    m.iter().map(|(k, v)| 80 + k.len() + json_heap(v)).sum()
+}
+
+fn json_heap(v: &Json) -> usize {
+    match v {
+        Json::Null | Json::Bool(_) | Json::Number(_) => 0,
+        Json::String(s) => s.capacity(),
+        Json::Array(a) => a.iter().map(|v| 32 + json_heap(v)).sum(),
+        Json::Object(m) => map_bytes(m),
+    }
+}
+
+/// How many entries of one kind a cache may hold.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// At most this many entries.
+    Entries(u64),
+    /// At most this many bytes, by [`Loaded::weight`].
+    Bytes(u64),
+}
+
+/// An entry, and the flag an invalidation sets when it outdates the load the entry came from.
+struct Slot<V> {
+    value: Arc<V>,
+    outdated: Arc<AtomicBool>,
+}
+
+impl<V> Clone for Slot<V> {
+    fn clone(&self) -> Self {
+        Slot {
+            value: self.value.clone(),
+            outdated: self.outdated.clone(),
+        }
+    }
+}
+
+/// The loads of one key running now. They share one flag: an invalidation of the key sets it
+/// and forgets it, so loads that begin afterwards get a new one.
+struct Running {
+    outdated: Arc<AtomicBool>,
+    loads: usize,
+}
+
+/// A load in progress, registered until it is dropped (finished, failed or cancelled).
+struct Load<'a, V> {
+    entries: &'a Entries<V>,
+    id: SfId,
+    outdated: Arc<AtomicBool>,
+}
+
+impl<V> Drop for Load<'_, V> {
+    fn drop(&mut self) {
+        let mut running = self
+            .entries
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = running.get_mut(&self.id)
+            && Arc::ptr_eq(&r.outdated, &self.outdated)
+        {
+            r.loads -= 1;
+            if r.loads == 0 {
+                running.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// One kind of entry: the entries, the loads running now, and the counters.
+///
+/// An invalidation drops the key's entry and flags every load of the key already running, so
+/// what such a load read before the change is born outdated and a read treats it as a miss.
+/// Only running loads are tracked, so a hit costs one lookup and the bookkeeping is as large as
+/// the loads in flight, not as the keys ever invalidated.
 struct Entries<V> {
-    entries: Cache<SfId, Arc<V>>,
-    /// A stamp only matters while a load that began before it may still finish, and no entry
-    /// outlives the TTL.
-    stamps: Cache<SfId, Instant>,
+    entries: Cache<SfId, Slot<V>>,
+    running: std::sync::Mutex<std::collections::HashMap<SfId, Running>>,
     counters: CacheReads,
 }
 
 impl<V: Loaded> Entries<V> {
     fn new(
-        capacity: u64,
+        bound: Bound,
         ttl: Duration,
         idle: Option<Duration>,
         metrics: &Metrics,
         kind: CacheKind,
     ) -> Self {
-        let mut entries = Cache::builder().max_capacity(capacity).time_to_live(ttl);
+        let mut entries = Cache::builder().time_to_live(ttl);
+        entries = match bound {
+            Bound::Entries(n) => entries.max_capacity(n),
+            Bound::Bytes(n) => entries
+                .max_capacity(n)
+                .weigher(|_: &SfId, s: &Slot<V>| s.value.weight()),
+        };
         if let Some(idle) = idle {
             entries = entries.time_to_idle(idle);
         }
         Entries {
             entries: entries.build(),
-            stamps: Cache::builder()
-                .max_capacity(capacity.saturating_mul(4))
-                .time_to_live(ttl)
-                .build(),
+            running: Default::default(),
             counters: CacheReads::new(metrics, kind),
         }
     }
 
-    /// The entry for `id`, unless there is none or its load began before `id`'s last
-    /// invalidation.
+    /// Registers a load of `id` that is about to read Salesforce.
+    fn begin(&self, id: &SfId) -> Load<'_, V> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let r = running.entry(id.clone()).or_insert_with(|| Running {
+            outdated: Arc::new(AtomicBool::new(false)),
+            loads: 0,
+        });
+        r.loads += 1;
+        Load {
+            entries: self,
+            id: id.clone(),
+            outdated: r.outdated.clone(),
+        }
+    }
+
+    /// The entry for `id`, unless there is none or an invalidation outdated its load.
     async fn fresh(&self, id: &SfId) -> Option<Arc<V>> {
-        let e = self.entries.get(id).await?;
-        let outdated = self
-            .stamps
-            .get(id)
-            .await
-            .is_some_and(|t| t >= e.loaded_at());
-        if outdated {
+        let slot = self.entries.get(id).await?;
+        if slot.outdated.load(Ordering::Acquire) {
             self.entries.invalidate(id).await;
             return None;
         }
-        Some(e)
+        Some(slot.value)
+    }
+
+    /// Keeps what `load` read.
+    async fn insert(&self, load: &Load<'_, V>, value: Arc<V>) {
+        let slot = Slot {
+            value,
+            outdated: load.outdated.clone(),
+        };
+        self.entries.insert(load.id.clone(), slot).await;
     }
 
     /// The entry for `id`, loaded by `load` on a miss; concurrent misses share one load.
@@ -327,26 +450,46 @@ impl<V: Loaded> Entries<V> {
         }
         c.misses(1);
         let ran = AtomicBool::new(false);
+        let registered = self.begin(id);
         let result = self
             .entries
             .try_get_with_by_ref(id, async {
                 ran.store(true, Ordering::Relaxed);
                 c.load();
-                load.await.map(Arc::new)
+                load.await.map(|v| Slot {
+                    value: Arc::new(v),
+                    outdated: registered.outdated.clone(),
+                })
             })
             .await;
+        drop(registered);
         if !ran.load(Ordering::Relaxed) {
             c.coalesced();
         } else if result.is_err() {
             c.load_failed();
         }
-        result
+        result.map(|slot| slot.value)
     }
 
-    /// Drops `id` now and stamps it, so a load that began before this moment is not trusted.
+    /// Drops `id` now, and outdates every load of it already running.
     async fn invalidate(&self, id: &SfId) {
-        self.stamps.insert(id.clone(), Instant::now()).await;
+        let running = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.remove(id)
+        };
+        if let Some(r) = running {
+            r.outdated.store(true, Ordering::Release);
+        }
         self.entries.invalidate(id).await;
+    }
+
+    /// Drops every entry and outdates every running load.
+    fn invalidate_all(&self) {
+        let running = std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        for r in running.into_values() {
+            r.outdated.store(true, Ordering::Release);
+        }
+        self.entries.invalidate_all();
     }
 }
 
@@ -384,13 +527,14 @@ impl<S: OrderSource> OrderCache<S> {
         metrics: &Metrics,
     ) -> OrderCache<S> {
         let (capacity, ttl, idle) = (config.max_entries, config.ttl, Some(config.idle));
+        let half = Bound::Bytes(config.max_bytes / 2);
         OrderCache {
             source,
-            orders: Entries::new(capacity, ttl, idle, metrics, CacheKind::Order),
-            accounts: Entries::new(capacity, ttl, idle, metrics, CacheKind::AccountOrders),
+            orders: Entries::new(half, ttl, idle, metrics, CacheKind::Order),
+            accounts: Entries::new(half, ttl, idle, metrics, CacheKind::AccountOrders),
             guards: (!config.guard_max_age.is_zero()).then(|| {
                 Entries::new(
-                    capacity,
+                    Bound::Entries(capacity),
                     config.guard_max_age,
                     None,
                     metrics,
@@ -418,8 +562,10 @@ impl<S: OrderSource> OrderCache<S> {
         &self.config
     }
 
-    /// One order with its items (`record: None` when it does not exist).
+    /// One order with its items (`record: None` when it does not exist). The load keeps the
+    /// order's guard facts too.
     pub async fn order(&self, id: &SfId) -> Result<Arc<OrderEntry>, Arc<LoadError>> {
+        let guard_load = self.guards.as_ref().map(|g| g.begin(id));
         self.orders
             .get_or_load(id, async {
                 let loaded_at = Instant::now();
@@ -432,12 +578,17 @@ impl<S: OrderSource> OrderCache<S> {
                 let record = records
                     .into_iter()
                     .find(|r| record_id(r).as_ref() == Some(id));
-                Ok(self.order_entry(id, record, loaded_at, loaded_at_ms).await)
+                let entry = self.order_entry(id, record, loaded_at, loaded_at_ms).await;
+                if let (Some(guards), Some(load)) = (&self.guards, &guard_load) {
+                    let facts = entry.record.as_ref().map(|r| order_facts(r, &self.rules));
+                    guards.insert(load, Arc::new(GuardEntry { facts })).await;
+                }
+                Ok(entry)
             })
             .await
     }
 
-    /// An order entry from its REST record; the order's guard facts and account are kept too.
+    /// An order entry from its REST record; the order's account is kept too.
     async fn order_entry(
         &self,
         id: &SfId,
@@ -464,13 +615,6 @@ impl<S: OrderSource> OrderCache<S> {
             }
             _ => (None, Vec::new()),
         };
-        if let Some(guards) = &self.guards {
-            let entry = GuardEntry {
-                facts: record.as_ref().map(|r| order_facts(r, &self.rules)),
-                loaded_at,
-            };
-            guards.entries.insert(id.clone(), Arc::new(entry)).await;
-        }
         OrderEntry {
             record,
             items,
@@ -512,8 +656,8 @@ impl<S: OrderSource> OrderCache<S> {
             .await
     }
 
-    /// Drops a key now and stamps it, so a load that began before this moment is not trusted.
-    /// An order's invalidation returns its account, when a load showed it.
+    /// Drops a key now, and outdates the loads of it already running: what they read before this
+    /// moment is not trusted. An order's invalidation returns its account, when a load showed it.
     pub async fn invalidate(&self, key: &CacheKey) -> Option<SfId> {
         match key {
             CacheKey::Order(id) => {
@@ -534,7 +678,9 @@ impl<S: OrderSource> OrderCache<S> {
     }
 
     /// Guard facts for `ids`: cached facts younger than `SFCDC_GUARD_MAX_AGE` where there are,
-    /// one query for the rest.
+    /// one query of the guard fields alone for the rest. The read cache is not filled from it:
+    /// it holds only what readers asked for, so a stream of events for orders nobody reads
+    /// costs a few dozen bytes an order, not a whole order with its items.
     pub async fn guard_facts(&self, ids: &[SfId]) -> Result<Facts, RestError> {
         let mut facts = Facts::with_capacity(ids.len());
         let mut missing = Vec::new();
@@ -561,9 +707,11 @@ impl<S: OrderSource> OrderCache<S> {
             c.misses(missing.len() as u64);
             c.load();
         }
-        let loaded_at = Instant::now();
-        let loaded_at_ms = self.clock.now_ms();
-        let records = match self.source.orders(&missing).await {
+        let loads: Vec<_> = match &self.guards {
+            Some(guards) => missing.iter().map(|id| guards.begin(id)).collect(),
+            None => Vec::new(),
+        };
+        let records = match self.source.guard_orders(&missing).await {
             Ok(r) => r,
             Err(e) => {
                 if let Some(c) = counters {
@@ -577,21 +725,26 @@ impl<S: OrderSource> OrderCache<S> {
             .filter_map(|r| Some((record_id(&r)?, r)))
             .collect();
         for id in missing {
-            let entry = self
-                .order_entry(&id, by_id.remove(&id), loaded_at, loaded_at_ms)
-                .await;
-            facts.insert(
-                id.clone(),
-                entry.record.as_ref().map(|r| order_facts(r, &self.rules)),
-            );
-            // Fresher than anything a reader holds: the read cache takes it too.
-            self.orders.entries.insert(id, Arc::new(entry)).await;
+            let found = by_id
+                .remove(&id)
+                .as_ref()
+                .and_then(Json::as_object)
+                .map(|r| order_facts(r, &self.rules));
+            facts.insert(id, found);
+        }
+        if let Some(guards) = &self.guards {
+            for load in &loads {
+                let entry = GuardEntry {
+                    facts: facts.get(&load.id).cloned().flatten(),
+                };
+                guards.insert(load, Arc::new(entry)).await;
+            }
         }
         Ok(facts)
     }
 
-    /// Drops the guard facts of `ids`, and stamps them so that a load already running does not
-    /// bring back what it read before.
+    /// Drops the guard facts of `ids`, and outdates the loads of them already running, so that
+    /// such a load does not bring back what it read before.
     pub async fn forget_guards(&self, ids: &[SfId]) {
         for id in ids {
             self.invalidate(&CacheKey::Guard(id.clone())).await;
@@ -600,9 +753,20 @@ impl<S: OrderSource> OrderCache<S> {
 
     /// Drops every entry (the invalidation backlog overflowed).
     pub async fn invalidate_all(&self) {
-        self.orders.entries.invalidate_all();
-        self.accounts.entries.invalidate_all();
+        self.orders.invalidate_all();
+        self.accounts.invalidate_all();
     }
+}
+
+/// The names in their first-seen order, each once.
+fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
 }
 
 fn strip(r: Json) -> Option<Map<String, Json>> {

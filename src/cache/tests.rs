@@ -25,6 +25,8 @@ fn id(s: &str) -> SfId {
 struct Fake {
     calls: AtomicUsize,
     ids_asked: Mutex<Vec<usize>>,
+    /// Loads of guard fields alone.
+    guards_asked: AtomicUsize,
     gate: Option<Arc<Semaphore>>,
     fail: AtomicBool,
     status: Mutex<String>,
@@ -88,6 +90,11 @@ impl OrderSource for Arc<Fake> {
             .collect();
         self.pass().await?;
         Ok(records)
+    }
+
+    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
+        self.guards_asked.fetch_add(1, Ordering::SeqCst);
+        self.orders(ids).await
     }
 
     async fn account_orders(&self, _: &SfId, _: usize) -> Result<Vec<Json>, RestError> {
@@ -227,6 +234,68 @@ async fn a_load_that_began_before_an_invalidation_is_not_trusted() {
 }
 
 #[tokio::test]
+async fn only_running_loads_are_tracked_and_a_cancelled_one_leaves_nothing() {
+    let (fake, gate) = Fake::gated();
+    let fake = Arc::new(fake);
+    let (cache, _) = cache(&fake, CacheConfig::defaults());
+    let running = |c: &OrderCache<Arc<Fake>>| c.orders.running.lock().unwrap().len();
+    let reader = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.order(&id(ORDER)).await })
+    };
+    settle().await;
+    assert_eq!(running(&cache), 1);
+    reader.abort();
+    assert!(reader.await.unwrap_err().is_cancelled());
+    assert_eq!(running(&cache), 0, "the cancelled load is forgotten");
+    // Invalidations keep nothing per key.
+    for n in 0..1_000 {
+        let order = format!("8010000000{n:05}AAA");
+        cache.invalidate(&CacheKey::Order(id(&order))).await;
+    }
+    assert_eq!(running(&cache), 0);
+    gate.add_permits(1);
+    cache.order(&id(ORDER)).await.unwrap();
+    assert_eq!(running(&cache), 0);
+}
+
+#[tokio::test]
+async fn a_load_that_began_after_an_invalidation_is_trusted_though_an_older_one_is_not() {
+    let (fake, gate) = Fake::gated();
+    let fake = Arc::new(fake);
+    let (cache, _) = cache(&fake, CacheConfig::defaults());
+    // An old guard load is held at the gate while the order changes.
+    let old = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.guard_facts(&[id(ORDER)]).await })
+    };
+    settle().await;
+    *fake.status.lock().unwrap() = "Approved".into();
+    cache.forget_guards(&[id(ORDER)]).await;
+    // A new one begins after the change and finishes first.
+    let new = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.guard_facts(&[id(ORDER)]).await })
+    };
+    settle().await;
+    gate.add_permits(2);
+    let (old, new) = (old.await.unwrap().unwrap(), new.await.unwrap().unwrap());
+    let status = |f: &Facts| f[&id(ORDER)].as_ref().unwrap().status.clone();
+    assert_eq!(status(&new).as_deref(), Some("Approved"));
+    // Whichever finished last, the cache answers with the new status, or reloads it.
+    assert_eq!(
+        status(&old).as_deref(),
+        Some("Draft"),
+        "read before the change"
+    );
+    let calls = fake.calls();
+    gate.add_permits(1);
+    let again = cache.guard_facts(&[id(ORDER)]).await.unwrap();
+    assert_eq!(status(&again).as_deref(), Some("Approved"));
+    assert!(fake.calls() <= calls + 1);
+}
+
+#[tokio::test]
 async fn guard_lookups_use_fresh_entries_and_load_the_rest_in_one_query() {
     let fake = Arc::new(Fake::default());
     let (cache, _) = cache(&fake, CacheConfig::defaults());
@@ -256,6 +325,47 @@ async fn guard_lookups_use_fresh_entries_and_load_the_rest_in_one_query() {
 }
 
 #[tokio::test]
+async fn guard_lookups_read_the_guard_fields_alone_and_leave_the_read_cache_to_readers() {
+    let fake = Arc::new(Fake::default());
+    let (cache, _) = cache(&fake, CacheConfig::defaults());
+    let facts = cache.guard_facts(&[id(ORDER)]).await.unwrap();
+    assert_eq!(
+        facts[&id(ORDER)].as_ref().unwrap().account_id.as_deref(),
+        Some(ACCOUNT)
+    );
+    assert_eq!(fake.guards_asked.load(Ordering::SeqCst), 1);
+    assert!(cache.orders.entries.get(&id(ORDER)).await.is_none());
+    // The first read loads the whole order; the guard lookup kept its account for invalidations.
+    cache.order(&id(ORDER)).await.unwrap();
+    assert_eq!(fake.calls(), 2);
+    assert_eq!(
+        cache.invalidate(&CacheKey::Order(id(ORDER))).await,
+        Some(id(ACCOUNT))
+    );
+}
+
+#[tokio::test]
+async fn the_read_cache_holds_at_most_its_bytes() {
+    let fake = Arc::new(Fake::default());
+    let config = CacheConfig {
+        max_bytes: 64 << 10,
+        ..CacheConfig::defaults()
+    };
+    let (cache, _) = cache(&fake, config);
+    let one = cache.order(&id(ORDER)).await.unwrap().weight();
+    assert!(one > 500, "an order with an item weighs {one} bytes");
+    for n in 0..400 {
+        let order = format!("8010000000{n:05}AAA");
+        cache.order(&id(&order)).await.unwrap();
+    }
+    cache.orders.entries.run_pending_tasks().await;
+    let held = cache.orders.entries.weighted_size();
+    assert!(held <= 32 << 10, "{held} bytes held");
+    let count = cache.orders.entries.entry_count();
+    assert!(count > 0 && count < 400, "{count} orders held");
+}
+
+#[tokio::test]
 async fn guard_lookups_reload_entries_older_than_their_bound() {
     let fake = Arc::new(Fake::default());
     let config = CacheConfig {
@@ -267,7 +377,8 @@ async fn guard_lookups_reload_entries_older_than_their_bound() {
     tokio::time::sleep(Duration::from_millis(2)).await;
     cache.guard_facts(&[id(ORDER)]).await.unwrap();
     assert_eq!(fake.calls(), 2, "no guard facts are kept at a zero bound");
-    // The reload refreshed the entry for readers too.
+    assert_eq!(fake.guards_asked.load(Ordering::SeqCst), 1);
+    // The reader's entry is still the one it loaded.
     cache.order(&id(ORDER)).await.unwrap();
     assert_eq!(fake.calls(), 2);
 }
