@@ -16,8 +16,14 @@ rounds="${2:-3}"
 work="$(mktemp -d)"
 trap 'kill "${emu:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 command -v node >/dev/null || { echo "compare_node: SKIPPED: node is not installed" >&2; exit 0; }
-cargo build --quiet --release --bin sfcdc --manifest-path "$root/Cargo.toml"
-bin="$root/target/release/sfcdc"
+# SFCDC_BIN: a built sfcdc to measure (sfcdc bench --report passes itself); otherwise a release
+# build of this tree.
+if [ -n "${SFCDC_BIN:-}" ]; then
+  bin="$SFCDC_BIN"
+else
+  cargo build --quiet --release --bin sfcdc --manifest-path "$root/Cargo.toml"
+  bin="$root/target/release/sfcdc"
+fi
 cp "$here"/package.json "$here"/pubsub_pozil_count.mjs "$work"/
 (cd "$work" && npm install --silent --no-audit --no-fund >/dev/null)
 
@@ -72,4 +78,5 @@ med = {n: [statistics.median(float(r[i]) for r in rows if r[0] == n) for i in (1
 (nr, nc, nm), (sr, sc, sm) = med["node"], med["sfcdc"]
 print(f"median  node {nr:.0f} events/s, {nc:.2f} s CPU, {nm:.1f} MiB; sfcdc {sr:.0f} events/s, {sc:.2f} s CPU, {sm:.1f} MiB")
 print(f"ratio   sfcdc/node: {sr / nr:.1f}x events/s, {nc / sc:.1f}x less CPU per event, {nm / sm:.1f}x less memory")
+print(f"RESULT node_eps={nr:.0f} node_cpu={nc:.3f} node_mib={nm:.1f} sfcdc_eps={sr:.0f} sfcdc_cpu={sc:.3f} sfcdc_mib={sm:.1f}")
 PY

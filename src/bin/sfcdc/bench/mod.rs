@@ -23,6 +23,7 @@ pub mod cache;
 pub mod decode;
 pub mod failover;
 pub mod memory;
+pub mod node;
 pub mod reconcile;
 pub mod report;
 pub mod service;
@@ -92,9 +93,21 @@ pub struct BenchArgs {
     /// Only the reconcile benchmark.
     #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report"])]
     pub reconcile_only: bool,
-    /// Only the service memory run (`sfcdc run` as a child over `--backlog` events).
+    /// Only the service memory run (`sfcdc run` as a child over `--backlog` events; past a
+    /// million, the emulator is topped up a million at a time).
     #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report", "reconcile_only"])]
     pub service_only: bool,
+    /// Run the service memory run with the worker off: ingest alone.
+    #[arg(long, requires = "service_only")]
+    pub no_worker: bool,
+    /// Write the service memory run's samples (seconds, RSS MiB, checkpoint position) to this
+    /// CSV file, for `scripts/plot_rss.py`.
+    #[arg(long, value_name = "FILE")]
+    pub rss_csv: Option<PathBuf>,
+    /// Events of the stream `--report` reads with the reference Node client and with `sfcdc
+    /// tail` (0 skips it; it needs Node.js and npm, and installs the client from npm).
+    #[arg(long, default_value_t = 100_000)]
+    pub node_events: usize,
     /// Print the results as JSON as well.
     #[arg(long)]
     pub json: bool,
@@ -130,9 +143,10 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         } else {
             0
         },
+        node_events: if args.report { args.node_events } else { 0 },
     };
     if args.service_only {
-        let memory = service::run(args.backlog).await?;
+        let memory = service::run(args.backlog, !args.no_worker, args.rss_csv.as_deref()).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&memory)?);
         }
@@ -189,6 +203,8 @@ pub struct BenchOptions {
     pub backlog: usize,
     /// Handovers per signal in the failover benchmark (0: skip it, fencing included).
     pub failover_runs: usize,
+    /// Events of the comparison with the reference Node client (0: skip it).
+    pub node_events: usize,
 }
 
 /// Everything a benchmark run measured.
@@ -210,8 +226,13 @@ pub struct BenchReport {
     pub peak_rss_mib: f64,
     /// The service alone, out of process, over the backlog with the worker on (report only).
     pub service: Option<service::ServiceMemory>,
+    /// The same with the worker off: ingest alone (report only).
+    pub service_ingest: Option<service::ServiceMemory>,
     /// Handovers and fencing (none when skipped).
     pub failover: Option<failover::FailoverBenchResult>,
+    /// The reference Node client next to `sfcdc tail`, or why it was skipped (none when not
+    /// asked for).
+    pub node: Option<node::Outcome>,
 }
 
 /// Events appended to the emulator before an ingest run.
@@ -459,7 +480,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     if options.backlog > 0 {
         println!();
-        report.service = Some(service::run(options.backlog).await?);
+        report.service_ingest = Some(service::run(options.backlog, false, None).await?);
+        println!();
+        report.service = Some(service::run(options.backlog, true, None).await?);
     }
     if options.jobs > 0 {
         println!();
@@ -473,6 +496,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         println!();
         report.failover =
             Some(failover::run(options.postgres.as_deref(), options.failover_runs).await?);
+    }
+    if options.node_events > 0 {
+        println!();
+        let outcome = node::run(options.node_events, 3).await;
+        if let Err(why) = &outcome {
+            println!("The reference Node client: SKIPPED: {why}");
+        }
+        report.node = Some(outcome);
     }
     report.peak_rss_mib = memory::process_peak_mib();
     println!();

@@ -578,6 +578,51 @@ fn memory_rows(rows: &mut Vec<Row>, report: &BenchReport) {
                 "median VmRSS sampled every 100 ms after the first tenth of the run; {notes}"
             )),
         );
+        rows.push(
+            Row::new(
+                "cpu.service.worker_on.us_per_event".into(),
+                "CPU per event, service",
+                &variant,
+                m.cpu_us_per_event(),
+                "us",
+            )
+            .notes(format!(
+                "user+system time of sfcdc run over the events, jobs and write-backs; {notes}"
+            )),
+        );
+    }
+    if let Some(m) = &report.service_ingest {
+        let variant = format!(
+            "sfcdc run alone, worker off, {} events",
+            thousands(m.events as f64)
+        );
+        let notes = format!(
+            "SQLite, emulator in its own process; {} jobs created; peak RSS {:.0} MiB",
+            thousands(m.jobs as f64),
+            m.peak_mib
+        );
+        rows.push(
+            Row::new(
+                "ingest.service.events_per_second".into(),
+                "ingest, service",
+                &variant,
+                m.ingest_events_per_second,
+                "events/s",
+            )
+            .notes(format!(
+                "from start to the checkpoint at the first million's last event; {notes}"
+            )),
+        );
+        rows.push(
+            Row::new(
+                "cpu.service.ingest.us_per_event".into(),
+                "CPU per event, service",
+                &variant,
+                m.cpu_us_per_event(),
+                "us",
+            )
+            .notes(format!("user+system time of sfcdc run; {notes}")),
+        );
     }
     for (part, results) in [("ingest", &report.ingest), ("backlog", &report.backlog)] {
         for r in results {
@@ -608,6 +653,58 @@ fn memory_rows(rows: &mut Vec<Row>, report: &BenchReport) {
     }
 }
 
+/// The ratio to the reference Node client, or one line saying why it was skipped.
+fn node_rows(rows: &mut Vec<Row>, details: &BenchReport) {
+    let metric = "sfcdc tail / Node client";
+    match &details.node {
+        None => {}
+        Some(Err(why)) => rows.push(Row::skipped(
+            "node.ratio.events_per_second".into(),
+            metric,
+            "events/s, same stream",
+            "x",
+            why,
+        )),
+        Some(Ok(c)) => {
+            let notes = format!(
+                "medians of {} alternated runs over {} events: Node {} events/s, {:.2} s CPU, \
+                 {:.0} MiB; sfcdc tail --format none {} events/s, {:.2} s CPU, {:.0} MiB",
+                c.rounds,
+                thousands(c.events as f64),
+                thousands(c.node_events_per_second),
+                c.node_cpu_seconds,
+                c.node_peak_mib,
+                thousands(c.sfcdc_events_per_second),
+                c.sfcdc_cpu_seconds,
+                c.sfcdc_peak_mib
+            );
+            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+            for (key, variant, value) in [
+                (
+                    "events_per_second",
+                    "events/s, same stream",
+                    ratio(c.sfcdc_events_per_second, c.node_events_per_second),
+                ),
+                (
+                    "cpu_per_event",
+                    "less CPU per event",
+                    ratio(c.node_cpu_seconds, c.sfcdc_cpu_seconds),
+                ),
+                (
+                    "peak_rss",
+                    "less peak memory",
+                    ratio(c.node_peak_mib, c.sfcdc_peak_mib),
+                ),
+            ] {
+                rows.push(
+                    Row::new(format!("node.ratio.{key}"), metric, variant, value, "x")
+                        .notes(notes.clone()),
+                );
+            }
+        }
+    }
+}
+
 impl Report {
     /// The rows of a finished run.
     pub fn new(
@@ -632,6 +729,7 @@ impl Report {
         cache_rows(&mut rows, &details);
         failover_rows(&mut rows, &details, options);
         memory_rows(&mut rows, &details);
+        node_rows(&mut rows, &details);
         Report {
             machine,
             sizes: Sizes {
@@ -737,6 +835,7 @@ mod tests {
             decode: false,
             backlog: 5_000,
             failover_runs: 0,
+            node_events: 0,
         }
     }
 
@@ -959,6 +1058,43 @@ mod tests {
             ),
             "{fencing}"
         );
+    }
+
+    #[test]
+    fn the_node_comparison_gives_three_ratios_or_one_skipped_line() {
+        let comparison = crate::bench::node::NodeComparison {
+            events: 100_000,
+            rounds: 3,
+            node_events_per_second: 25_000.0,
+            node_cpu_seconds: 4.0,
+            node_peak_mib: 128.0,
+            sfcdc_events_per_second: 250_000.0,
+            sfcdc_cpu_seconds: 0.25,
+            sfcdc_peak_mib: 16.0,
+        };
+        let measured = BenchReport {
+            node: Some(Ok(comparison)),
+            ..details()
+        };
+        let report = Report::new(measured, &options(false), machine(), 3.0);
+        let row = |key: &str| report.rows.iter().find(|r| r.key == key).unwrap();
+        assert_eq!(row("node.ratio.events_per_second").value, Some(10.0));
+        assert_eq!(row("node.ratio.cpu_per_event").value, Some(16.0));
+        assert_eq!(row("node.ratio.peak_rss").value, Some(8.0));
+        let skipped = BenchReport {
+            node: Some(Err("node is not installed".into())),
+            ..details()
+        };
+        let report = Report::new(skipped, &options(false), machine(), 3.0);
+        let skipped: Vec<&Row> = report
+            .rows
+            .iter()
+            .filter(|r| r.key.starts_with("node."))
+            .collect();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].value, None);
+        assert!(skipped[0].notes.contains("node is not installed"));
+        assert!(report.table().contains("node is not installed"));
     }
 
     #[test]

@@ -1,11 +1,17 @@
-//! The service's own memory: `sfcdc run` as a child process, against `sfcdc emulator` in another,
-//! so what is measured is sfcdc alone (the emulator's event log, 2 GiB for a million events, is
-//! not in it). The emulator is preloaded with N order change events (about 10% approvals) and
-//! fulfils synchronously; the service subscribes from EARLIEST on a fresh SQLite file with the
-//! worker running, and the run ends when the checkpoint has reached the channel's last event and
-//! every job is finished (the write-backs add events of their own, which it also ingests).
+//! The service's own memory and CPU: `sfcdc run` as a child process, against `sfcdc emulator` in
+//! another, so what is measured is sfcdc alone (the emulator's event log, about 2 GiB a million
+//! events, is not in it). The emulator starts with up to one chunk (a million) of order change
+//! events (about 10% approvals) and fulfils synchronously; the service subscribes from EARLIEST
+//! on a fresh SQLite file with the worker running. Larger runs are topped up a chunk at a time
+//! whenever the service has caught up to within half a chunk, and the emulator keeps events for
+//! ten minutes only, so ten million events fit on one machine. The run ends when every event is
+//! appended, the checkpoint has reached the channel's last event and every job is finished (the
+//! write-backs add events of their own, which it also ingests).
+//!
 //! `VmRSS` is sampled every 100 ms from `/proc/<pid>/status`; the peak is the child's `VmHWM`, and
-//! the steady figure the median sample after the first tenth of the run.
+//! the steady figure the median sample after the first tenth of the run. CPU is the child's user
+//! plus system time from `/proc/<pid>/stat`. `--rss-csv` writes every sample (seconds, RSS,
+//! checkpoint position), which `scripts/plot_rss.py` draws.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -19,12 +25,17 @@ use tokio::process::{Child, Command};
 
 const CHANNEL: &str = "/data/OrderChangeEvent";
 
+/// Events appended to the emulator at a time.
+const CHUNK: usize = 1_000_000;
+
 /// What one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ServiceMemory {
     /// Events preloaded in the emulator.
     pub events: usize,
-    /// Jobs the service created and finished.
+    /// Whether the worker ran (off: ingest alone).
+    pub worker: bool,
+    /// Jobs the service created (and, with the worker on, finished).
     pub jobs: i64,
     /// From the service's start to the last job finished, seconds.
     pub seconds: f64,
@@ -32,8 +43,33 @@ pub struct ServiceMemory {
     pub peak_mib: f64,
     /// The median RSS after the first tenth of the run, MiB.
     pub steady_mib: f64,
-    /// `(seconds since start, RSS MiB)` every 100 ms.
-    pub samples: Vec<(f64, f64)>,
+    /// The service's CPU time (user and system) over the run, seconds.
+    pub cpu_seconds: f64,
+    /// From the service's start to its checkpoint reaching the first chunk's last event: events
+    /// per second of ingest with the worker running beside it.
+    pub ingest_events_per_second: f64,
+    /// `(seconds since start, RSS MiB, checkpoint position)` every 100 ms (the emulator's
+    /// replay numbers are shared by every channel, so a position shows progress, not a count).
+    pub samples: Vec<(f64, f64, u64)>,
+}
+
+impl ServiceMemory {
+    /// CPU microseconds per event taken in (jobs, polls and write-backs included).
+    pub fn cpu_us_per_event(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.events.max(1) as f64
+    }
+}
+
+/// The user plus system CPU seconds of `pid`, from `/proc/<pid>/stat`.
+fn cpu_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // In clock ticks of USER_HZ, which Linux fixes at 100 for what it reports to user space.
+    Some(ticks / 100.0)
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, MiB.
@@ -58,6 +94,8 @@ struct Emulator {
 }
 
 async fn start_emulator(exe: &Path, ca: &Path, events: usize) -> anyhow::Result<Emulator> {
+    // Events older than this are purged: with top-ups, the log holds about two chunks.
+    let retention = if events > CHUNK { "10m" } else { "72h" };
     let mut child = Command::new(exe)
         .args([
             "emulator",
@@ -68,7 +106,8 @@ async fn start_emulator(exe: &Path, ca: &Path, events: usize) -> anyhow::Result<
         ])
         .arg("--ca-out")
         .arg(ca)
-        .args(["--bulk", &events.to_string()])
+        .args(["--bulk", &events.min(CHUNK).to_string()])
+        .args(["--retention", retention])
         .args(["--fulfilment-sync-rate", "1", "--fulfilment-latency", "0s"])
         // A sandbox's daily API allocation: a Developer Edition's 15,000 (the emulator's
         // default) runs out a few thousand jobs in, and the rest would dead-letter.
@@ -119,12 +158,49 @@ async fn last_position(http: &reqwest::Client, rest: &str) -> anyhow::Result<u64
     Ok(u64::from_str_radix(hex, 16)?)
 }
 
-/// Whether the service has taken in every event and finished every job; the jobs if so.
-async fn settled(store: &AnyStore, last: u64) -> anyhow::Result<Option<i64>> {
-    let at = match store.checkpoint(CHANNEL).await? {
+/// The position of the service's checkpoint (0 before its first commit).
+async fn committed_position(store: &AnyStore) -> anyhow::Result<u64> {
+    Ok(match store.checkpoint(CHANNEL).await? {
         Some(Position::After(r)) => r.position().unwrap_or(0),
-        _ => return Ok(None),
-    };
+        _ => 0,
+    })
+}
+
+/// Appends `count` events to the emulator (in the background: generating a million takes a
+/// while, and the sampling goes on).
+fn top_up(
+    http: &reqwest::Client,
+    rest: &str,
+    count: usize,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let (http, url) = (http.clone(), format!("{rest}/emulator/bulk"));
+    tokio::spawn(async move {
+        let response = http
+            .post(url)
+            .json(&serde_json::json!({ "count": count }))
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "the emulator refused a top-up: {}",
+            response.status()
+        );
+        Ok(())
+    })
+}
+
+/// Whether the service has taken in every event and (with the worker on) finished every job;
+/// the jobs if so.
+async fn settled(
+    store: &AnyStore,
+    at: u64,
+    last: u64,
+    worker: bool,
+) -> anyhow::Result<Option<i64>> {
+    if at == 0 {
+        return Ok(None);
+    }
     let counts = store.state_counts().await?;
     // A dead-lettered job means the run measured failures, not the service: stop, saying so.
     for (state, n) in &counts.jobs {
@@ -133,7 +209,11 @@ async fn settled(store: &AnyStore, last: u64) -> anyhow::Result<Option<i64>> {
             "{n} jobs dead-lettered: the run is void (see the service's log)"
         );
     }
-    let open = ["available", "running", "polling", "retryable"];
+    let open: &[&str] = if worker {
+        &["available", "running", "polling", "retryable"]
+    } else {
+        &[]
+    };
     let unfinished: i64 = counts
         .jobs
         .iter()
@@ -144,8 +224,9 @@ async fn settled(store: &AnyStore, last: u64) -> anyhow::Result<Option<i64>> {
     Ok((at >= last && unfinished == 0 && all > 0).then_some(all))
 }
 
-/// Runs the service over `events` preloaded events; prints and returns what it measured.
-pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
+/// Runs the service over `events` events, with the worker on or (ingest alone) off; prints and
+/// returns what it measured, and writes the samples to `csv` when given.
+pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Result<ServiceMemory> {
     let exe = std::env::current_exe()?;
     let dir = tempfile::Builder::new()
         .prefix("sfcdc-bench-service-")
@@ -154,7 +235,8 @@ pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
     let preload = Instant::now();
     let mut emu = start_emulator(&exe, &ca, events).await?;
     println!(
-        "Service memory: the emulator (its own process) preloaded {events} events in {:.1} s",
+        "Service memory: the emulator (its own process) preloaded {} of {events} events in {:.1} s",
+        events.min(CHUNK),
         preload.elapsed().as_secs_f64()
     );
     let db = dir.path().join("service.db");
@@ -172,8 +254,15 @@ pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
         .env("SFCDC_REPLAY_PRESET", "earliest")
         .env("SFCDC_DATABASE_URL", &url)
         .env("SFCDC_ADMIN_ADDR", "off")
-        .env("SFCDC_FULFILMENT_URL", &emu.fulfilment)
-        .env("SFCDC_FULFILMENT_TOKEN", "fulfilment-dev-token")
+        // Without a fulfilment URL the service runs no worker: ingest alone.
+        .envs(
+            [
+                ("SFCDC_FULFILMENT_URL", emu.fulfilment.as_str()),
+                ("SFCDC_FULFILMENT_TOKEN", "fulfilment-dev-token"),
+            ]
+            .into_iter()
+            .filter(|_| worker),
+        )
         .env("SFCDC_LOG", "warn")
         .envs(
             std::env::vars()
@@ -199,20 +288,39 @@ pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
     let mut samples = Vec::new();
     let mut peak = 0.0f64;
     let mut next_check = Instant::now();
+    let mut appended = events.min(CHUNK);
+    let mut filling: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
+    let (mut at, mut first_caught_up) = (0u64, None);
+    let first_last = last_position(&http, &emu.rest).await?;
     let jobs = loop {
         if let Some((rss, hwm)) = memory_of(pid) {
-            samples.push((started.elapsed().as_secs_f64(), rss));
+            samples.push((started.elapsed().as_secs_f64(), rss, at));
             peak = peak.max(hwm);
         }
         anyhow::ensure!(service.try_wait()?.is_none(), "the service stopped early");
         anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(1800),
-            "the service did not finish within 30 minutes"
+            started.elapsed() < Duration::from_secs(3 * 3600),
+            "the service did not finish within 3 hours"
         );
         if Instant::now() >= next_check {
             next_check = Instant::now() + Duration::from_millis(500);
+            at = committed_position(&store).await?;
+            if first_caught_up.is_none() && at >= first_last {
+                first_caught_up = Some(started.elapsed().as_secs_f64());
+            }
             let last = last_position(&http, &emu.rest).await?;
-            if let Some(jobs) = settled(&store, last).await? {
+            if let Some(f) = filling.take_if(|f| f.is_finished()) {
+                f.await??;
+            }
+            if filling.is_none() && appended < events {
+                if last.saturating_sub(at) < (CHUNK / 2) as u64 {
+                    let n = (events - appended).min(CHUNK);
+                    filling = Some(top_up(&http, &emu.rest, n));
+                    appended += n;
+                }
+            } else if filling.is_none()
+                && let Some(jobs) = settled(&store, at, last, worker).await?
+            {
                 break jobs;
             }
         }
@@ -222,6 +330,7 @@ pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
     if let Some((_, hwm)) = memory_of(pid) {
         peak = peak.max(hwm);
     }
+    let cpu_seconds = cpu_of(pid).unwrap_or(0.0);
     // SIGTERM: the service's own graceful stop.
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -231,34 +340,52 @@ pub async fn run(events: usize) -> anyhow::Result<ServiceMemory> {
     let _ = emu.child.kill().await;
     let mut steady: Vec<f64> = samples
         .iter()
-        .filter(|(t, _)| *t >= seconds / 10.0)
-        .map(|(_, rss)| *rss)
+        .filter(|(t, _, _)| *t >= seconds / 10.0)
+        .map(|(_, rss, _)| *rss)
         .collect();
     steady.sort_by(f64::total_cmp);
     let steady_mib = steady.get(steady.len() / 2).copied().unwrap_or(0.0);
     let result = ServiceMemory {
         events,
+        worker,
         jobs,
         seconds,
         peak_mib: peak,
         steady_mib,
+        cpu_seconds,
+        ingest_events_per_second: events.min(CHUNK) as f64 / first_caught_up.unwrap_or(seconds),
         samples,
     };
     print(&result);
+    if let Some(csv) = csv {
+        let mut out = String::from("seconds,rss_mib,checkpoint_position\n");
+        for (t, rss, at) in &result.samples {
+            out.push_str(&format!("{t:.2},{rss:.2},{at}\n"));
+        }
+        std::fs::write(csv, out).with_context(|| format!("writing {}", csv.display()))?;
+        println!("  samples written to {}", csv.display());
+    }
     Ok(result)
 }
 
 fn print(r: &ServiceMemory) {
+    let worker = if r.worker { "on" } else { "off" };
     println!(
-        "sfcdc run alone, SQLite, worker on: {} events and {} jobs in {:.1} s; peak RSS {:.0} MiB, steady {:.0} MiB",
+        "sfcdc run alone, SQLite, worker {worker}: {} events and {} jobs in {:.1} s; peak RSS {:.0} MiB, steady {:.0} MiB",
         r.events, r.jobs, r.seconds, r.peak_mib, r.steady_mib
+    );
+    println!(
+        "  ingest {:.0} events/s to the first chunk's end; CPU {:.1} s, {:.1} us per event",
+        r.ingest_events_per_second,
+        r.cpu_seconds,
+        r.cpu_us_per_event()
     );
     let tenth = (r.samples.len() / 10).max(1);
     let line: Vec<String> = r
         .samples
         .iter()
         .step_by(tenth)
-        .map(|(t, rss)| format!("{t:.0}s {rss:.0}"))
+        .map(|(t, rss, _)| format!("{t:.0}s {rss:.0}"))
         .collect();
     println!("  RSS over time (s MiB): {}", line.join(", "));
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Where the time goes: `perf record` (CPU-clock sampling, which works where hardware counters do
+# not) over `sfcdc tail` and over `sfcdc run`, each reading the same stream of EVENTS order change
+# events from EARLIEST out of one `sfcdc emulator` process, then a table of the samples by part
+# (TLS, h2/tonic/prost framing, Avro decode, JSON rendering, rules and lookups, the store, the
+# allocator, the kernel, ...), from scripts/profile_table.py.
+#
+#   scripts/profile.sh [EVENTS (100000)]
+#
+# Three runs: `tail --format json > /dev/null`, `tail --format none`, and `sfcdc run` (SQLite,
+# no fulfilment URL so no worker: only ingest is measured) until its checkpoint reaches the last event. Needs perf
+# (Debian's linux-perf) and a release build (built here unless $SFCDC_BIN names one). Not part of
+# the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+events="${1:-100000}"
+command -v perf >/dev/null || { echo "profile.sh: perf is not installed (apt-get install linux-perf)" >&2; exit 1; }
+if [ -n "${SFCDC_BIN:-}" ]; then
+  bin="$SFCDC_BIN"
+else
+  cargo build --quiet --release --bin sfcdc
+  bin="$PWD/target/release/sfcdc"
+fi
+work="$(mktemp -d)"
+trap 'kill "${emu:-0}" "${svc:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+"$bin" emulator --grpc-addr 127.0.0.1:0 --rest-addr 127.0.0.1:0 --ca-out "$work/ca.pem" \
+  --bulk "$events" --fault api-limit=5000000 >"$work/emulator.out" 2>"$work/emulator.err" &
+emu=$!
+for _ in $(seq 600); do grep -q ready "$work/emulator.out" 2>/dev/null && break; sleep 0.5; done
+line="$(head -1 "$work/emulator.out")"
+grpc="$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")"
+rest="$(sed -E 's/.* rest=([^ ]+).*/\1/' <<<"$line")"
+export SFCDC_PUBSUB_ENDPOINT="$grpc" SFCDC_CA_CERT="$work/ca.pem" SF_AUTH=client-credentials \
+  SF_LOGIN_URL="$rest" SF_CLIENT_ID=sfcdc-demo SF_CLIENT_SECRET=sfcdc-demo-secret SFCDC_LOG=warn
+channel=/data/OrderChangeEvent
+record() { perf record -q -e cpu-clock -F 1999 -g -o "$work/$1.data" -- "${@:2}"; }
+
+echo "profile: $events events; perf $(perf version | awk '{print $3}')"
+record tail-json "$bin" tail "$channel" --from earliest --count "$events" >/dev/null
+record tail-none "$bin" tail "$channel" --from earliest --count "$events" --format none
+
+# sfcdc run, ingest only, until the checkpoint holds the channel's last event.
+last="$(curl -sf --cacert "$work/ca.pem" "$rest/emulator/stats" | python3 -c \
+  "import json,sys; print(int(json.load(sys.stdin)['last_replay_ids']['$channel'], 16))")"
+db="sqlite://$work/run.db"
+SFCDC_CHANNELS="$channel" SFCDC_REPLAY_PRESET=earliest SFCDC_DATABASE_URL="$db" \
+  SFCDC_ADMIN_ADDR=off \
+  perf record -q -e cpu-clock -F 1999 -g -o "$work/run.data" -- "$bin" run 2>"$work/run.err" &
+svc=$!
+started=$(date +%s.%N)
+while :; do
+  sleep 0.5
+  at="$(SFCDC_DATABASE_URL="$db" "$bin" channels --format json 2>/dev/null | python3 -c \
+    "import json,sys
+rows = json.load(sys.stdin)
+hexes = [r.get('checkpoint') or '' for r in rows]
+print(max([int(h[:16], 16) for h in hexes if len(h) >= 16 and h.isalnum()] + [0]))" 2>/dev/null || echo 0)"
+  [ "$at" -ge "$last" ] && break
+  kill -0 "$svc" 2>/dev/null || { echo "sfcdc run stopped:"; tail -20 "$work/run.err"; exit 1; }
+done
+ended=$(date +%s.%N)
+pkill -TERM -f "$bin run" || true
+wait "$svc" || true
+echo "sfcdc run caught up to replay position $last in $(echo "$ended - $started" | bc) s (checked every 0.5 s)"
+
+for run in tail-json tail-none run; do
+  perf report -i "$work/$run.data" --no-children --sort dso,sym --stdio -q -g none 2>/dev/null \
+    >"$work/$run.txt" || true
+done
+python3 scripts/profile_table.py "$work/tail-json.txt" "$work/tail-none.txt" "$work/run.txt"
+# PROFILE_KEEP=DIR keeps each run's perf data and report there.
+if [ -n "${PROFILE_KEEP:-}" ]; then
+  mkdir -p "$PROFILE_KEEP" && cp "$work"/*.data "$work"/*.txt "$PROFILE_KEEP"/
+fi
