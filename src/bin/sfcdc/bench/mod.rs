@@ -94,7 +94,7 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report"])]
     pub reconcile_only: bool,
     /// Only the service memory run (`sfcdc run` as a child over `--backlog` events; past a
-    /// million, the emulator is topped up a million at a time).
+    /// million, the emulator is fed 250,000 at a time).
     #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report", "reconcile_only"])]
     pub service_only: bool,
     /// Run the service memory run with the worker off: ingest alone.

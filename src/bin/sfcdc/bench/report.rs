@@ -610,7 +610,7 @@ fn memory_rows(rows: &mut Vec<Row>, report: &BenchReport) {
                 "events/s",
             )
             .notes(format!(
-                "from start to the checkpoint at the first million's last event; {notes}"
+                "from start to the checkpoint at the preloaded events' last (up to a million); {notes}"
             )),
         );
         rows.push(

@@ -1,10 +1,10 @@
 //! The service's own memory and CPU: `sfcdc run` as a child process, against `sfcdc emulator` in
 //! another, so what is measured is sfcdc alone (the emulator's event log, about 2 GiB a million
-//! events, is not in it). The emulator starts with up to one chunk (a million) of order change
-//! events (about 10% approvals) and fulfils synchronously; the service subscribes from EARLIEST
-//! on a fresh SQLite file with the worker running. Larger runs are topped up a chunk at a time
-//! whenever the service has caught up to within half a chunk, and the emulator keeps events for
-//! ten minutes only, so ten million events fit on one machine. The run ends when every event is
+//! events, is not in it). The emulator starts with up to a million order change events (about 10% approvals) and fulfils synchronously; the service subscribes from EARLIEST
+//! on a fresh SQLite file with the worker running. A larger run starts with 250,000 and is topped
+//! up 250,000 at a time whenever the service is within that many of the last event, and the
+//! emulator keeps two minutes of events, so ten million events fit on one machine (its org still
+//! grows by every order created, about 3 million then). The run ends when every event is
 //! appended, the checkpoint has reached the channel's last event and every job is finished (the
 //! write-backs add events of their own, which it also ingests).
 //!
@@ -25,8 +25,22 @@ use tokio::process::{Child, Command};
 
 const CHANNEL: &str = "/data/OrderChangeEvent";
 
-/// Events appended to the emulator at a time.
-const CHUNK: usize = 1_000_000;
+/// The most events preloaded at once; a larger run is fed in [`TOP_UP`]s instead.
+const PRELOAD: usize = 1_000_000;
+
+/// Events appended at a time in a run larger than [`PRELOAD`], once the service is within one
+/// top-up of the last event.
+const TOP_UP: usize = 250_000;
+
+/// How long the emulator keeps events in a run larger than [`PRELOAD`]: at most two top-ups
+/// behind, the service needs events about half a minute old, and a longer retention would hold
+/// gigabytes in the emulator.
+const TOP_UP_RETENTION: &str = "2m";
+
+/// The events the emulator starts with.
+fn first_load(events: usize) -> usize {
+    if events > PRELOAD { TOP_UP } else { events }
+}
 
 /// What one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -45,7 +59,7 @@ pub struct ServiceMemory {
     pub steady_mib: f64,
     /// The service's CPU time (user and system) over the run, seconds.
     pub cpu_seconds: f64,
-    /// From the service's start to its checkpoint reaching the first chunk's last event: events
+    /// From the service's start to its checkpoint reaching the preloaded events' last: events
     /// per second of ingest with the worker running beside it.
     pub ingest_events_per_second: f64,
     /// `(seconds since start, RSS MiB, checkpoint position)` every 100 ms (the emulator's
@@ -95,7 +109,11 @@ struct Emulator {
 
 async fn start_emulator(exe: &Path, ca: &Path, events: usize) -> anyhow::Result<Emulator> {
     // Events older than this are purged: with top-ups, the log holds about two chunks.
-    let retention = if events > CHUNK { "10m" } else { "72h" };
+    let retention = if events > PRELOAD {
+        TOP_UP_RETENTION
+    } else {
+        "72h"
+    };
     let mut child = Command::new(exe)
         .args([
             "emulator",
@@ -106,7 +124,7 @@ async fn start_emulator(exe: &Path, ca: &Path, events: usize) -> anyhow::Result<
         ])
         .arg("--ca-out")
         .arg(ca)
-        .args(["--bulk", &events.min(CHUNK).to_string()])
+        .args(["--bulk", &first_load(events).to_string()])
         .args(["--retention", retention])
         .args(["--fulfilment-sync-rate", "1", "--fulfilment-latency", "0s"])
         // A sandbox's daily API allocation: a Developer Edition's 15,000 (the emulator's
@@ -236,7 +254,7 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
     let mut emu = start_emulator(&exe, &ca, events).await?;
     println!(
         "Service memory: the emulator (its own process) preloaded {} of {events} events in {:.1} s",
-        events.min(CHUNK),
+        first_load(events),
         preload.elapsed().as_secs_f64()
     );
     let db = dir.path().join("service.db");
@@ -288,7 +306,7 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
     let mut samples = Vec::new();
     let mut peak = 0.0f64;
     let mut next_check = Instant::now();
-    let mut appended = events.min(CHUNK);
+    let mut appended = first_load(events);
     let mut filling: Option<tokio::task::JoinHandle<anyhow::Result<()>>> = None;
     let (mut at, mut first_caught_up) = (0u64, None);
     let first_last = last_position(&http, &emu.rest).await?;
@@ -313,8 +331,8 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
                 f.await??;
             }
             if filling.is_none() && appended < events {
-                if last.saturating_sub(at) < (CHUNK / 2) as u64 {
-                    let n = (events - appended).min(CHUNK);
+                if last.saturating_sub(at) < TOP_UP as u64 {
+                    let n = (events - appended).min(TOP_UP);
                     filling = Some(top_up(&http, &emu.rest, n));
                     appended += n;
                 }
@@ -353,7 +371,7 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
         peak_mib: peak,
         steady_mib,
         cpu_seconds,
-        ingest_events_per_second: events.min(CHUNK) as f64 / first_caught_up.unwrap_or(seconds),
+        ingest_events_per_second: first_load(events) as f64 / first_caught_up.unwrap_or(seconds),
         samples,
     };
     print(&result);
@@ -375,7 +393,7 @@ fn print(r: &ServiceMemory) {
         r.events, r.jobs, r.seconds, r.peak_mib, r.steady_mib
     );
     println!(
-        "  ingest {:.0} events/s to the first chunk's end; CPU {:.1} s, {:.1} us per event",
+        "  ingest {:.0} events/s over the preloaded events; CPU {:.1} s, {:.1} us per event",
         r.ingest_events_per_second,
         r.cpu_seconds,
         r.cpu_us_per_event()
