@@ -4,7 +4,8 @@
 
 Each CSV has the columns seconds, rss_mib, checkpoint_position (written every 100 ms). The plot
 has one line per run: RSS (MiB) against minutes since the service started, labelled with the
-event count in the file's name (rss-<EVENTS>.csv), with the 64 MiB aim drawn across.
+event count in the file's name (rss-<EVENTS>.csv, or rss-<EVENTS>-noworker.csv for a run with the
+worker off), with the 64 MiB aim drawn across.
 """
 
 import csv
@@ -24,8 +25,9 @@ def read(path):
         for row in csv.DictReader(f):
             xs.append(float(row["seconds"]) / 60)
             ys.append(float(row["rss_mib"]))
-    m = re.search(r"(\d+)", os.path.basename(path))
-    return xs, ys, int(m.group(1)) if m else 0
+    name = os.path.basename(path)
+    m = re.search(r"(\d+)", name)
+    return xs, ys, int(m.group(1)) if m else 0, "noworker" not in name
 
 
 def main():
@@ -34,8 +36,11 @@ def main():
     out, runs = sys.argv[1], sys.argv[2:]
     fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
     for path in runs:
-        xs, ys, events = read(path)
-        label = f"{events / 1e6:g}M events (highest sample {max(ys, default=0):.0f} MiB)"
+        xs, ys, events, worker = read(path)
+        label = (
+            f"{events / 1e6:g}M events, worker {'on' if worker else 'off'} "
+            f"(highest sample {max(ys, default=0):.0f} MiB)"
+        )
         ax.plot(xs, ys, linewidth=1.2, label=label)
     ax.axhline(64, color="grey", linestyle="--", linewidth=0.8, label="64 MiB aim")
     ax.set_xlabel("minutes since start")

@@ -6,9 +6,12 @@
 # docs/service-rss.png (matplotlib from PyPI, installed into target/plot-venv on first use).
 #
 #   scripts/service-rss.sh [EVENTS...]        (default: 1000000)
-#   scripts/service-rss.sh 1000000 10000000   (the ten-million run takes about an hour here)
+#   scripts/service-rss.sh 1000000 10000000   (worker on: the 1.5 million jobs of ten million
+#                                               events take well over an hour on 2 cores)
+#   NO_WORKER=1 scripts/service-rss.sh 10000000   (ingest alone, about 15 minutes here)
 #
-# Not part of the test suite. Settings of the service pass through: MALLOC_* and SFCDC_CACHE_*.
+# Each run appends to the plot the runs already in target/service-rss. Not part of the test
+# suite. Settings of the service pass through: MALLOC_* and SFCDC_CACHE_*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts=("$@")
@@ -16,11 +19,12 @@ counts=("$@")
 cargo build --quiet --release --bin sfcdc
 out=target/service-rss
 mkdir -p "$out"
-csvs=()
+flags=() suffix=""
+if [ -n "${NO_WORKER:-}" ]; then flags=(--no-worker) suffix="-noworker"; fi
 for n in "${counts[@]}"; do
-  target/release/sfcdc bench --service-only --backlog "$n" --rss-csv "$out/rss-$n.csv"
-  csvs+=("$out/rss-$n.csv")
+  target/release/sfcdc bench --service-only --backlog "$n" "${flags[@]}" --rss-csv "$out/rss-$n$suffix.csv"
 done
+csvs=("$out"/rss-*.csv)
 venv=target/plot-venv
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"

@@ -303,6 +303,19 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let store = AnyStore::open(&url).await?;
+    // Each sample is written as it is taken, so a run stopped early still leaves its curve.
+    let mut csv_out = match csv {
+        Some(path) => {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            );
+            writeln!(f, "seconds,rss_mib,checkpoint_position")?;
+            Some(f)
+        }
+        None => None,
+    };
     let mut samples = Vec::new();
     let mut peak = 0.0f64;
     let mut next_check = Instant::now();
@@ -312,7 +325,13 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
     let first_last = last_position(&http, &emu.rest).await?;
     let jobs = loop {
         if let Some((rss, hwm)) = memory_of(pid) {
-            samples.push((started.elapsed().as_secs_f64(), rss, at));
+            let t = started.elapsed().as_secs_f64();
+            samples.push((t, rss, at));
+            if let Some(f) = &mut csv_out {
+                use std::io::Write;
+                writeln!(f, "{t:.2},{rss:.2},{at}")?;
+                f.flush()?;
+            }
             peak = peak.max(hwm);
         }
         anyhow::ensure!(service.try_wait()?.is_none(), "the service stopped early");
@@ -376,11 +395,6 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
     };
     print(&result);
     if let Some(csv) = csv {
-        let mut out = String::from("seconds,rss_mib,checkpoint_position\n");
-        for (t, rss, at) in &result.samples {
-            out.push_str(&format!("{t:.2},{rss:.2},{at}\n"));
-        }
-        std::fs::write(csv, out).with_context(|| format!("writing {}", csv.display()))?;
         println!("  samples written to {}", csv.display());
     }
     Ok(result)
