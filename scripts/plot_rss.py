@@ -45,7 +45,7 @@ def main():
     ax.axhline(64, color="grey", linestyle="--", linewidth=0.8, label="64 MiB aim")
     ax.set_xlabel("minutes since start")
     ax.set_ylabel("RSS of sfcdc run (MiB)")
-    ax.set_title("sfcdc run, SQLite, worker on, emulator in its own process")
+    ax.set_title("sfcdc run on SQLite, the emulator in its own process")
     ax.set_ylim(bottom=0)
     ax.grid(True, linewidth=0.3)
     ax.legend(loc="lower right")
