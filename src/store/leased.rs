@@ -1,6 +1,8 @@
-//! Batched writes to leased rows, the same statements on both backends: a worker's step updates
-//! ([`Queue::update_jobs`](super::queue::Queue::update_jobs)) and the outbox's delivery outcomes
-//! ([`Queue::end_deliveries`](super::queue::Queue::end_deliveries)).
+//! Batched writes to leased rows: a worker's step updates
+//! ([`Queue::update_jobs`](super::queue::Queue::update_jobs)) on SQLite, and the outbox's delivery
+//! outcomes ([`Queue::end_deliveries`](super::queue::Queue::end_deliveries)) on both backends.
+//! PostgreSQL writes step updates with a statement of its own (`postgres/steps.rs`), one round
+//! trip a batch, over the same [`rounds`] and the same columns ([`JobEnd::columns`]).
 //!
 //! Each change joins its row to a `VALUES` list and names the lease owner, so it applies only
 //! while that owner still holds the lease; the ids returned say which did. Changes are grouped
@@ -195,7 +197,7 @@ where
 
 /// Splits `items` into consecutive runs in which no id repeats, so that a batch applied one
 /// statement per kind of change still applies two changes of one row in order.
-fn rounds<T>(items: &[T], id: impl Fn(&T) -> i64) -> Vec<&[T]> {
+pub(crate) fn rounds<T>(items: &[T], id: impl Fn(&T) -> i64) -> Vec<&[T]> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < items.len() {
@@ -211,18 +213,26 @@ fn rounds<T>(items: &[T], id: impl Fn(&T) -> i64) -> Vec<&[T]> {
 }
 
 /// The columns of a job end, bound in [`sql::END_SET`]'s order.
-struct EndColumns<'a> {
-    state: &'static str,
-    run_at: Option<i64>,
-    error: Option<&'a str>,
-    result: Option<&'a str>,
-    external_id: Option<&'a str>,
-    finished_at: Option<i64>,
-    new_operation: i32,
+pub(crate) struct EndColumns<'a> {
+    /// The job's new state.
+    pub(crate) state: &'static str,
+    /// When a retry runs.
+    pub(crate) run_at: Option<i64>,
+    /// The last error.
+    pub(crate) error: Option<&'a str>,
+    /// The fulfilment result.
+    pub(crate) result: Option<&'a str>,
+    /// The external id.
+    pub(crate) external_id: Option<&'a str>,
+    /// When the job finished, unless it retries.
+    pub(crate) finished_at: Option<i64>,
+    /// 1 when the operation is abandoned (the next attempt submits anew), else 0.
+    pub(crate) new_operation: i32,
 }
 
 impl JobEnd {
-    fn columns(&self, now_ms: i64) -> EndColumns<'_> {
+    /// The columns this end writes.
+    pub(crate) fn columns(&self, now_ms: i64) -> EndColumns<'_> {
         let base = EndColumns {
             state: "",
             run_at: None,

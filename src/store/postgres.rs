@@ -8,6 +8,7 @@
 pub mod lease;
 pub mod notify;
 mod queue;
+mod steps;
 
 use std::collections::HashSet;
 

@@ -21,8 +21,9 @@
 //!
 //! This file holds the contract and its types. Each backend implements it in its own
 //! `queue.rs` (`sqlite/queue.rs`, `postgres/queue.rs`) with the statements of `sql.rs` and its
-//! own claims; the batched writes are shared in `leased.rs`. The queue conformance suite, run
-//! on both, keeps them in step.
+//! own claims; the batched writes are shared in `leased.rs`, but for PostgreSQL's step updates,
+//! which are one statement a batch (`postgres/steps.rs`). The queue conformance suite, run on
+//! both, keeps them in step.
 
 use std::future::Future;
 

@@ -654,3 +654,147 @@ async fn concurrent_claimers_never_share_a_job<S: Store + Queue>(store: S) {
     assert!(left.is_empty());
 }
 conformance!(concurrent_claimers_never_share_a_job);
+
+fn poll_change(operation: &str, run_at: i64) -> JobChange {
+    JobChange::Poll(PollUpdate {
+        operation_id: operation.into(),
+        progress: Some(10),
+        run_at,
+        error: None,
+    })
+}
+
+/// One batch of every kind of change, as the worker's writer sends it: each row is written
+/// only by its lease holder, the refused ones change nothing (not even their deliveries), and
+/// a job changed twice in the batch gets both changes in order.
+async fn a_mixed_batch_applies_the_held_writes_and_refuses_the_others<S: Store + Queue>(store: S) {
+    let id = create(
+        &store,
+        &[
+            ("k1", "ORDER_A", "Approved"),
+            ("k2", "ORDER_B", "Approved"),
+            ("k3", "ORDER_C", "Approved"),
+            ("k4", "ORDER_D", "Approved"),
+            ("k5", "ORDER_E", "Approved"),
+        ],
+    )
+    .await;
+    let w1 = store.claim_jobs("w1", 3, T0, LEASE).await.unwrap();
+    let w2 = store.claim_jobs("w2", 2, T0, LEASE).await.unwrap();
+    assert_eq!((ids(&w1), ids(&w2)), (id[..3].to_vec(), id[3..].to_vec()));
+    let (a, b, c) = (&w1[0], &w1[1], &w1[2]);
+    let (d, e) = (&w2[0], &w2[1]);
+    let batch = [
+        update(a, "w1", JobChange::Phase("activating")),
+        update(b, "w1", JobChange::Operation("op_b".into())),
+        update(c, "w1", poll_change("op_c", T0 + 500)),
+        end(d, "w2", completed(), deliveries()),
+        // w1 does not hold e: refused, and its deliveries are not written.
+        end(e, "w1", completed(), deliveries()),
+        update(d, "w1", JobChange::Phase("activating")),
+        // a again: applied after its phase, in a round of its own.
+        end(a, "w1", completed(), deliveries()),
+    ];
+    let held = store.update_jobs(&batch, T0 + 1).await.unwrap();
+    assert_eq!(held, [true, true, true, true, false, false, true]);
+
+    let job = |id| {
+        let store = &store;
+        async move { store.job(id).await.unwrap().unwrap() }
+    };
+    let a = job(a.id).await;
+    assert_eq!(
+        (a.state, a.phase.as_deref(), a.progress),
+        (JobState::Completed, Some("activating"), Some(100))
+    );
+    let b = job(b.id).await;
+    assert_eq!(
+        (b.state, b.operation_id.as_deref(), b.phase.as_deref()),
+        (JobState::Running, Some("op_b"), Some("submitted"))
+    );
+    assert_eq!(
+        (b.submitted_at, b.lease_owner.as_deref()),
+        (Some(T0 + 1), Some("w1")),
+        "a recorded operation keeps the lease"
+    );
+    let c = job(c.id).await;
+    assert_eq!(
+        (c.state, c.operation_id.as_deref(), c.run_at, c.polls),
+        (JobState::Polling, Some("op_c"), T0 + 500, 1)
+    );
+    assert!(c.lease_owner.is_none());
+    let d = job(d.id).await;
+    assert_eq!(
+        (d.state, d.phase.as_deref(), d.external_id.as_deref()),
+        (JobState::Completed, None, Some("WH-1")),
+        "w1's phase for d was refused"
+    );
+    let e = job(e.id).await;
+    assert_eq!(
+        (e.state, e.lease_owner.as_deref(), e.finished_at),
+        (JobState::Running, Some("w2"), None),
+        "e is w2's and untouched"
+    );
+    let mut sent: Vec<i64> = store
+        .deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.job_id)
+        .collect();
+    sent.sort_unstable();
+    let mut want = vec![a.id, a.id, d.id, d.id];
+    want.sort_unstable();
+    assert_eq!(sent, want, "deliveries only for the recorded ends");
+}
+conformance!(a_mixed_batch_applies_the_held_writes_and_refuses_the_others);
+
+/// A worker whose leases all expired and went to another sends a batch of every kind of
+/// change: nothing of it is written, and its jobs read exactly as the new holder left them.
+async fn a_fenced_off_owners_batch_writes_nothing<S: Store + Queue>(store: S) {
+    create(
+        &store,
+        &[
+            ("k1", "ORDER_A", "Approved"),
+            ("k2", "ORDER_B", "Approved"),
+            ("k3", "ORDER_C", "Approved"),
+            ("k4", "ORDER_D", "Approved"),
+        ],
+    )
+    .await;
+    let stale = store.claim_jobs("w1", 4, T0, 1_000).await.unwrap();
+    assert_eq!(stale.len(), 4);
+    let taken = store.claim_jobs("w2", 4, T0 + 1_001, LEASE).await.unwrap();
+    assert_eq!(ids(&taken), ids(&stale), "w2 took every job over");
+    let before = store.jobs(&Default::default()).await.unwrap();
+    let retry = JobEnd::Retry {
+        run_at: T0 + 5_000,
+        error: "late".into(),
+        new_operation: true,
+    };
+    let batch = [
+        update(&stale[0], "w1", JobChange::Phase("activating")),
+        update(&stale[1], "w1", JobChange::Operation("op_1".into())),
+        update(&stale[2], "w1", poll_change("op_2", T0 + 2_000)),
+        end(&stale[3], "w1", completed(), deliveries()),
+        // A second round, for the same jobs.
+        end(&stale[0], "w1", retry, vec![]),
+        end(&stale[1], "w1", completed(), deliveries()),
+    ];
+    let held = store.update_jobs(&batch, T0 + 1_002).await.unwrap();
+    assert_eq!(held, [false; 6]);
+    assert_eq!(store.jobs(&Default::default()).await.unwrap(), before);
+    assert!(
+        store
+            .deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.update_jobs(&[], T0 + 1_003).await.unwrap(),
+        Vec::<bool>::new(),
+        "an empty batch is no error"
+    );
+}
+conformance!(a_fenced_off_owners_batch_writes_nothing);

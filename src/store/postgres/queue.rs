@@ -2,8 +2,8 @@
 //!
 //! Claims lock the rows they pick with `FOR UPDATE SKIP LOCKED`, so concurrent claimers on other
 //! instances pass over each other's rows instead of waiting for them or taking them twice; the
-//! lease then fences a worker that lost its row. Writes that span statements (step updates,
-//! delivery outcomes) run in one transaction.
+//! lease then fences a worker that lost its row. Step updates are one statement a batch
+//! (`steps.rs`); delivery outcomes that span statements run in one transaction.
 
 use super::{PgStore, begin_write};
 use crate::store::model::job_from_row;
@@ -86,10 +86,7 @@ impl Queue for PgStore {
         updates: &[JobUpdate],
         now_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
-        let held = leased::update_jobs(&mut tx, updates, now_ms).await?;
-        tx.commit().await?;
-        Ok(held)
+        super::steps::update_jobs(&self.pool, updates, now_ms).await
     }
 
     async fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
