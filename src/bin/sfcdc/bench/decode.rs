@@ -8,8 +8,12 @@
 //! them, then the bulk mix the ingest benchmark uses (creates, approvals, address changes).
 //!
 //! The paths, each over the same bytes with the same writer schema:
-//! - **sfcdc**: [`CompiledSchema::decode`]: the Avro payload, the header as typed fields, and the
-//!   three field bitmaps expanded to names.
+//! - **sfcdc full decode**: [`CompiledSchema::decode`]: the Avro payload, the header as typed
+//!   fields, and the three field bitmaps expanded to names (what `sfcdc tail` and the quarantine
+//!   re-drive use).
+//! - **sfcdc ingest projection**: [`CompiledSchema::decode_projected`], as `sfcdc run` decodes:
+//!   the same header and bitmaps, the body fields the default rules read
+//!   ([`RulesConfig::event_fields`]), every other field skipped.
 //! - **apache-avro `Value`**: `GenericDatumReader::read_value`, the reader built once: the Avro
 //!   payload only, as a tree of `Value`s with owned field names and union wrappers.
 //! - **apache-avro `Value` + header + bitmaps**: the same, then what it takes to get sfcdc's
@@ -29,6 +33,7 @@ use bytes::Bytes;
 
 use sfcdc::decode::bitmap::{self, FieldLayout, FieldName};
 use sfcdc::decode::event::{CompiledSchema, EventBody};
+use sfcdc::rules::RulesConfig;
 use sfcdc_emulator::org::{Actor, now_ms};
 use sfcdc_emulator::world::World;
 
@@ -125,6 +130,8 @@ impl Corpus {
 pub struct Decoders {
     /// sfcdc's compiled plan.
     pub compiled: CompiledSchema,
+    /// The same, with the projection of the default rules' fields.
+    pub projected: CompiledSchema,
     /// apache-avro's parsed schema (a [`GenericDatumReader`] borrows it: see [`Decoders::reader`]).
     pub avro_schema: apache_avro::Schema,
     /// The topic handed to sfcdc's decoder.
@@ -136,6 +143,8 @@ impl Decoders {
     pub fn new(corpus: &Corpus) -> anyhow::Result<Decoders> {
         Ok(Decoders {
             compiled: CompiledSchema::compile(&corpus.schema_id, &corpus.schema_json)?,
+            projected: CompiledSchema::compile(&corpus.schema_id, &corpus.schema_json)?
+                .with_projection(&RulesConfig::defaults().event_fields()),
             avro_schema: apache_avro::Schema::parse_str(&corpus.schema_json)?,
             topic: Arc::from(CHANNEL),
         })
@@ -149,6 +158,19 @@ impl Decoders {
     /// sfcdc's decoder.
     pub fn sfcdc(&self, payload: &Bytes) -> anyhow::Result<EventBody> {
         Ok(self.compiled.decode(&self.topic, payload)?)
+    }
+
+    /// sfcdc's decoder as ingest runs it: projected on the rules' fields.
+    pub fn ingest(&self, payload: &Bytes) -> anyhow::Result<EventBody> {
+        Ok(self.projected.decode_projected(&self.topic, payload)?)
+    }
+
+    /// The body fields the projection keeps in this schema (the header aside).
+    pub fn projected_fields(&self) -> Vec<&str> {
+        let kept = self.projected.projected_fields().unwrap_or_default();
+        kept.into_iter()
+            .filter(|f| *f != "ChangeEventHeader")
+            .collect()
     }
 
     /// apache-avro's one-call form, deprecated since 0.22: it builds a reader per call.
@@ -271,8 +293,8 @@ pub fn avro_change(
 /// One path's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DecodePath {
-    /// Stable name: `sfcdc`, `apache_avro_value`, `apache_avro_value_header_bitmaps`,
-    /// `apache_avro_from_avro_datum`.
+    /// Stable name: `sfcdc` (the full decode), `sfcdc_ingest`, `apache_avro_value`,
+    /// `apache_avro_value_header_bitmaps`, `apache_avro_from_avro_datum`.
     pub path: String,
     /// The same, for people.
     pub label: String,
@@ -361,7 +383,8 @@ fn time_path<T>(
 }
 
 /// Checks that sfcdc and the completed apache-avro path read the same header and field names
-/// from every payload, so that the two are compared on equal output.
+/// from every payload, so that the two are compared on equal output, and that the projection
+/// reads the same header and, for each field it keeps, the same value as the full decode.
 fn check_agree(
     corpus: &Corpus,
     decoders: &Decoders,
@@ -371,6 +394,21 @@ fn check_agree(
         let EventBody::Change(ours) = decoders.sfcdc(payload)? else {
             anyhow::bail!("payload {i} is not a change event");
         };
+        let EventBody::Change(projected) = decoders.ingest(payload)? else {
+            anyhow::bail!("payload {i} is not a change event when projected");
+        };
+        anyhow::ensure!(
+            projected.record_ids == ours.record_ids
+                && projected.transaction_key == ours.transaction_key
+                && projected.changed_fields == ours.changed_fields
+                && projected.nulled_fields == ours.nulled_fields
+                && projected.fields.len() < ours.fields.len()
+                && projected
+                    .fields
+                    .iter()
+                    .all(|(name, v)| ours.fields.get(name) == Some(v)),
+            "payload {i}: the projection and the full decode disagree"
+        );
         let theirs = avro_change(reader, decoders.compiled.layout(), payload)?;
         anyhow::ensure!(
             ours.entity == theirs.entity
@@ -404,11 +442,21 @@ pub fn run(corpus: &Corpus, budget: Duration) -> anyhow::Result<DecodeBenchResul
     ];
     for set in sets {
         paths.push(time_path(
-            ("sfcdc", "sfcdc CompiledSchema::decode"),
+            ("sfcdc", "sfcdc full decode"),
             "Avro + typed header + 3 bitmaps as names",
             set,
             budget,
             |p| decoders.sfcdc(p),
+        )?);
+        paths.push(time_path(
+            ("sfcdc_ingest", "sfcdc ingest projection"),
+            &format!(
+                "the same, the body projected on {} (the rules' fields), the rest skipped",
+                decoders.projected_fields().join(", ")
+            ),
+            set,
+            budget,
+            |p| decoders.ingest(p),
         )?);
         paths.push(time_path(
             ("apache_avro_value", "apache-avro read_value"),
@@ -479,6 +527,16 @@ mod tests {
         let decoders = Decoders::new(&corpus).unwrap();
         let reader = decoders.reader().unwrap();
         check_agree(&corpus, &decoders, &reader).unwrap();
+        assert!(decoders.ingest(&corpus.representative).is_ok());
+        let kept = decoders.projected_fields();
+        for f in [
+            "Status",
+            "AccountId",
+            "Activation_Status__c",
+            "WHMCS_Order_ID__c",
+        ] {
+            assert!(kept.contains(&f), "{f} in {kept:?}");
+        }
         let change =
             avro_change(&reader, decoders.compiled.layout(), &corpus.representative).unwrap();
         assert_eq!(change.change_type, "UPDATE");
