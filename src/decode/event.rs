@@ -440,11 +440,17 @@ impl CompiledSchema {
             }
             _ => return Err(DecodeError::Header("changeType")),
         };
-        let nulled = strings(header.take(h.nulled), "nulledFields")?;
-        let diff = strings(header.take(h.diff), "diffFields")?;
-        let changed = strings(header.take(h.changed), "changedFields")?;
-        let names =
-            |v: Vec<CompactString>| -> Result<_, BitmapError> { bitmap::decode(&self.layout, &v) };
+        let bitmap_items = |v: Value, name: &'static str| match v {
+            Value::Array(items) if items.iter().all(|i| matches!(i, Value::String(_))) => Ok(items),
+            _ => Err(DecodeError::Header(name)),
+        };
+        let nulled = bitmap_items(header.take(h.nulled), "nulledFields")?;
+        let diff = bitmap_items(header.take(h.diff), "diffFields")?;
+        let changed = bitmap_items(header.take(h.changed), "changedFields")?;
+        // Expanded straight from the decoded items, without a list of their strings first.
+        let names = |items: Vec<Value>| -> Result<_, BitmapError> {
+            bitmap::decode(&self.layout, items.iter().filter_map(Value::as_str))
+        };
         Ok(EventBody::Change(ChangeEvent {
             entity: string(header.take(h.entity), "entityName")?,
             record_ids: strings(header.take(h.record_ids), "recordIds")?,

@@ -24,13 +24,24 @@ use bytes::Bytes;
 
 use super::{AvroError, FieldPlan, Op, Plan, Reader, Record, RecordPlan, Step, Stop};
 
+/// What a projection does with one top-level field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Decode it.
+    Keep,
+    /// Skip it.
+    Skip,
+    /// Skip a `["null", T]` union, which is most often null: one byte, this one, decided here.
+    SkipNullable(u8),
+}
+
 /// A plan that decodes some top-level fields of a record schema and skips the others.
 #[derive(Debug, Clone)]
 pub struct Projection {
     /// The writer schema's top-level record: every field is read, in order.
     source: Arc<RecordPlan>,
-    /// Per field of `source`: whether it is decoded.
-    keep: Box<[bool]>,
+    /// Per field of `source`: what to do with it.
+    actions: Box<[Action]>,
     /// The record the kept fields decode into (same name, kept fields in schema order).
     out: Arc<RecordPlan>,
 }
@@ -42,16 +53,21 @@ impl Projection {
     pub fn compile<'a>(plan: &Plan, keep: impl IntoIterator<Item = &'a str>) -> Projection {
         let source = plan.root().clone();
         let wanted: Vec<&str> = keep.into_iter().collect();
-        let flags: Box<[bool]> = source
+        let actions: Box<[Action]> = source
             .fields
             .iter()
-            .map(|f| wanted.contains(&&*f.name))
+            .map(|f| match &f.op {
+                _ if wanted.contains(&&*f.name) => Action::Keep,
+                // The zigzag varint of the null branch's index (0 or 1) is one byte: 0 or 2.
+                Op::Nullable { null_index, .. } => Action::SkipNullable(*null_index as u8 * 2),
+                _ => Action::Skip,
+            })
             .collect();
         let fields: Vec<FieldPlan> = source
             .fields
             .iter()
-            .zip(flags.iter())
-            .filter(|(_, k)| **k)
+            .zip(actions.iter())
+            .filter(|(_, a)| **a == Action::Keep)
             .map(|(f, _)| f.clone())
             .collect();
         let index: HashMap<Arc<str>, usize> = fields
@@ -66,7 +82,7 @@ impl Projection {
         });
         Projection {
             source,
-            keep: flags,
+            actions,
             out,
         }
     }
@@ -94,13 +110,21 @@ impl Projection {
 impl Reader<'_> {
     fn projected(&mut self, p: &Projection) -> Step<Record> {
         let mut values = Vec::with_capacity(p.out.fields.len());
-        for (f, &keep) in p.source.fields.iter().zip(p.keep.iter()) {
-            match (&f.op, keep) {
-                (Op::Nullable { null_index, inner }, true) => {
+        for (f, action) in p.source.fields.iter().zip(p.actions.iter()) {
+            match (action, &f.op) {
+                // Most fields of an event are skipped nulls: one byte compared, no call.
+                (Action::SkipNullable(null), op) => {
+                    if self.buf.get(self.pos) == Some(null) {
+                        self.pos += 1;
+                    } else {
+                        self.skip(op)?;
+                    }
+                }
+                (Action::Skip, op) => self.skip(op)?,
+                (Action::Keep, Op::Nullable { null_index, inner }) => {
                     values.push(self.nullable(*null_index, inner)?)
                 }
-                (op, true) => values.push(self.value(op)?),
-                (op, false) => self.skip(op)?,
+                (Action::Keep, op) => values.push(self.value(op)?),
             }
         }
         Ok(Record {
