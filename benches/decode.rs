@@ -1,5 +1,5 @@
-//! Decoding speed: sfcdc's compiled-plan decoder next to apache-avro's generic `Value` reader on
-//! the same bytes, and bitmap expansion. Run with `cargo bench --bench decode`; the event, the
+//! Decoding speed: sfcdc's compiled-plan decoder (in full, and projected as ingest runs it) next
+//! to apache-avro's generic `Value` reader on the same bytes, and bitmap expansion. Run with `cargo bench --bench decode`; the event, the
 //! decoders and the paths are those of `sfcdc bench --report`, which times them over a mix of
 //! events instead of one: this bench compiles that module of the binary
 //! (src/bin/sfcdc/bench/decode.rs) as its own, so both time the same code.
@@ -32,6 +32,9 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("sfcdc_compiled_plan", |b| {
         b.iter(|| decoders.sfcdc(std::hint::black_box(payload)).unwrap())
+    });
+    g.bench_function("sfcdc_ingest_projection", |b| {
+        b.iter(|| decoders.ingest(std::hint::black_box(payload)).unwrap())
     });
     g.bench_function("apache_avro_value", |b| {
         b.iter(|| avro_value(&reader, std::hint::black_box(payload)).unwrap())

@@ -217,6 +217,7 @@ impl Ingest {
             sink.clone(),
             deps.metrics.clone(),
         )?
+        .with_projection(deps.rules.event_fields())
         .with_clock(deps.clock.clone());
         let fleet = Fleet::new(
             settings.fleet.clone(),

@@ -1,7 +1,8 @@
 //! `sfcdc tail`: subscribe to one channel and print each event as one JSON line, from a chosen
 //! position, without storing anything. The printer is a [`Sink`] that commits by writing: the
 //! subscription asks for more only once a batch is printed, so a slow reader slows the stream
-//! instead of filling memory. Decoded and failed events interleave in replay order.
+//! instead of filling memory. Decoded and failed events interleave in replay order. Its source
+//! has no projection, so every field of every event is decoded and printed.
 //!
 //! Lines are serialized straight from the decoded event into a buffered writer (no JSON tree per
 //! event), flushed once per batch. `--format none` prints nothing per event: it counts, and ends

@@ -10,6 +10,14 @@
 //! Decoding is strict where apache-avro's generic reader is lenient: running out of bytes, a
 //! union or enum index out of range, a negative or oversized length, invalid UTF-8 and trailing
 //! bytes after the datum are all typed errors. Nothing here panics on input.
+//!
+//! [`project`] compiles a second plan over the same tree that decodes only chosen top-level
+//! fields and skips the rest without allocating, keeping every check above but UTF-8 of what it
+//! skips.
+
+pub mod project;
+
+pub use project::Projection;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -187,7 +195,7 @@ impl Record {
     }
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Op {
     Null,
     Boolean,
@@ -244,7 +252,7 @@ impl RecordPlan {
     }
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct FieldPlan {
     name: Arc<str>,
     op: Op,

@@ -136,7 +136,7 @@ fn strip_hex_prefix(s: &str) -> Option<&str> {
 /// nested fields as `Parent.Child` in the order of the array.
 pub fn decode<S: AsRef<str>>(
     layout: &FieldLayout,
-    values: &[S],
+    values: impl IntoIterator<Item = S>,
 ) -> Result<Vec<FieldName>, BitmapError> {
     let mut top = Vec::new();
     let mut nested = Vec::new();

@@ -3,6 +3,13 @@
 //! A [`CompiledSchema`] is built once per schema id from the JSON `GetSchema` returns: the
 //! decoding plan, the bitmap layout, and the positions of the ChangeEventHeader fields. Every
 //! event is decoded with the schema its own `schema_id` names, never the topic's.
+//!
+//! A schema compiled [with a projection](CompiledSchema::with_projection) also holds a plan that
+//! decodes only the header and the named body fields ([`avro::project`](super::avro::project)):
+//! the ingest path reads events through it ([`CompiledSchema::decode_projected`]), while
+//! `sfcdc tail` and the quarantine re-drive decode in full ([`CompiledSchema::decode`]). Both
+//! give the same header, the same field names and, for every field the projected record holds,
+//! the same value; a projected record holds no other field ([`Record::get`] answers `None`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,7 +19,7 @@ use compact_str::CompactString;
 use serde::Serialize;
 
 use super::ChangeType;
-use super::avro::{AvroError, Plan, Record, Value};
+use super::avro::{AvroError, Plan, Projection, Record, Value};
 use super::bitmap::{self, BitmapError, FieldLayout, FieldName};
 
 /// A replay id: opaque bytes, stored and sent back exactly as received (8 or 10 bytes in
@@ -289,6 +296,10 @@ struct HeaderPositions {
     changed: usize,
 }
 
+/// The top-level fields decoding itself reads, kept by every projection: the change event
+/// header, and a platform event's `CreatedDate` ([`DecodedEvent::commit_ms`]).
+pub const DECODER_FIELDS: [&str; 2] = ["ChangeEventHeader", "CreatedDate"];
+
 /// Everything needed to decode events of one schema id.
 #[derive(Debug)]
 pub struct CompiledSchema {
@@ -297,6 +308,8 @@ pub struct CompiledSchema {
     plan: Plan,
     layout: FieldLayout,
     header: Option<HeaderPositions>,
+    /// The plan of [`CompiledSchema::decode_projected`], when one was asked for.
+    projection: Option<Projection>,
 }
 
 impl CompiledSchema {
@@ -334,7 +347,32 @@ impl CompiledSchema {
             plan,
             layout,
             header,
+            projection: None,
         })
+    }
+
+    /// Adds a projection that keeps the named top-level fields (and [`DECODER_FIELDS`]) and
+    /// skips the others, for [`CompiledSchema::decode_projected`]. Names this schema lacks are
+    /// ignored.
+    ///
+    /// Platform events are projected like change events, with the same names: the rules read
+    /// one field of them (the fulfilment event's order field) and decoding reads `CreatedDate`,
+    /// so `CreatedById` and any other custom field are skipped. They are small, but one plan
+    /// for every schema keeps a single rule (decode what is read) and a single tested path.
+    pub fn with_projection<S: AsRef<str>>(mut self, fields: &[S]) -> Self {
+        let names = DECODER_FIELDS
+            .into_iter()
+            .chain(fields.iter().map(AsRef::as_ref));
+        self.projection = Some(Projection::compile(&self.plan, names));
+        self
+    }
+
+    /// The top-level fields [`CompiledSchema::decode_projected`] keeps, in schema order (`None`
+    /// without a projection: it decodes every field).
+    pub fn projected_fields(&self) -> Option<Vec<&str>> {
+        self.projection
+            .as_ref()
+            .map(|p| p.root().field_names().collect())
     }
 
     /// Whether events of this schema are change events.
@@ -347,9 +385,29 @@ impl CompiledSchema {
         &self.layout
     }
 
-    /// Decodes one payload.
+    /// Decodes one payload in full: every field of the body.
     pub fn decode(&self, topic: &Arc<str>, payload: &Bytes) -> Result<EventBody, DecodeError> {
-        let mut record = self.plan.decode(payload)?;
+        self.event(topic, self.plan.decode(payload)?)
+    }
+
+    /// Decodes one payload with the projection: the header in full, the body's projected fields
+    /// only (see [`CompiledSchema::with_projection`]). Without a projection, the same as
+    /// [`CompiledSchema::decode`]. It fails exactly when the full decode does, except for
+    /// invalid UTF-8 in a skipped field, which is not looked at.
+    pub fn decode_projected(
+        &self,
+        topic: &Arc<str>,
+        payload: &Bytes,
+    ) -> Result<EventBody, DecodeError> {
+        match &self.projection {
+            Some(p) => self.event(topic, p.decode(payload)?),
+            None => self.decode(topic, payload),
+        }
+    }
+
+    /// The event from its decoded top-level record (full or projected: the header is the first
+    /// field of both).
+    fn event(&self, topic: &Arc<str>, mut record: Record) -> Result<EventBody, DecodeError> {
         let Some(h) = self.header else {
             return Ok(EventBody::Platform(PlatformEvent {
                 topic: topic.clone(),
@@ -387,11 +445,17 @@ impl CompiledSchema {
             }
             _ => return Err(DecodeError::Header("changeType")),
         };
-        let nulled = strings(header.take(h.nulled), "nulledFields")?;
-        let diff = strings(header.take(h.diff), "diffFields")?;
-        let changed = strings(header.take(h.changed), "changedFields")?;
-        let names =
-            |v: Vec<CompactString>| -> Result<_, BitmapError> { bitmap::decode(&self.layout, &v) };
+        let bitmap_items = |v: Value, name: &'static str| match v {
+            Value::Array(items) if items.iter().all(|i| matches!(i, Value::String(_))) => Ok(items),
+            _ => Err(DecodeError::Header(name)),
+        };
+        let nulled = bitmap_items(header.take(h.nulled), "nulledFields")?;
+        let diff = bitmap_items(header.take(h.diff), "diffFields")?;
+        let changed = bitmap_items(header.take(h.changed), "changedFields")?;
+        // Expanded straight from the decoded items, without a list of their strings first.
+        let names = |items: Vec<Value>| -> Result<_, BitmapError> {
+            bitmap::decode(&self.layout, items.iter().filter_map(Value::as_str))
+        };
         Ok(EventBody::Change(ChangeEvent {
             entity: string(header.take(h.entity), "entityName")?,
             record_ids: strings(header.take(h.record_ids), "recordIds")?,

@@ -95,6 +95,8 @@ impl<S: Store, L: OrderLookup> Redriver<S, L> {
                 })?;
         let channel: Arc<str> = Arc::from(entry.channel.as_str());
         let payload = bytes::Bytes::from(entry.payload.clone());
+        // In full, not projected: a re-drive is rare, and whatever made the event fail, no
+        // field of it is left out of a second look.
         let body = match resolved.as_ref() {
             Ok(schema) => schema.decode(&channel, &payload),
             Err(e) => Err(e.clone()),

@@ -47,6 +47,13 @@ pub struct RulesConfig {
     pub reconcile_window_ms: i64,
 }
 
+/// An order's status field.
+const STATUS: &str = "Status";
+/// An order's account field.
+const ACCOUNT: &str = "AccountId";
+/// An order item's order field.
+const ITEM_ORDER: &str = "OrderId";
+
 /// The default customer-facing fields: what an order page shows. Left out on purpose:
 /// `LastModifiedDate`, `LastModifiedById`, `SystemModstamp`, `OwnerId` and the activation and
 /// external-id fields, which change as sfcdc works and mean nothing to a customer.
@@ -132,6 +139,28 @@ impl RulesConfig {
     /// The defaults, as documented.
     pub fn defaults() -> RulesConfig {
         RulesConfig::from_env(&Env::default()).expect("the defaults are valid")
+    }
+
+    /// The top-level event fields the rules read a value of (a change event's `Status`,
+    /// `AccountId` and guard fields, an item's `OrderId`, the fulfilment event's order field):
+    /// ingest decodes these and skips every other body field. Changed, nulled and diff field
+    /// *names* come from the header, which is always decoded. Keep in step with every
+    /// `fields.get` and [`carried`] below; the projection tests evaluate every rule both ways.
+    pub fn event_fields(&self) -> Vec<String> {
+        let mut fields: Vec<String> = [STATUS, ACCOUNT, ITEM_ORDER]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        for f in [
+            &self.activation_field,
+            &self.external_id_field,
+            &self.fulfilment_order_field,
+        ] {
+            if !fields.contains(f) {
+                fields.push(f.clone());
+            }
+        }
+        fields
     }
 
     fn is_trigger(&self, status: Option<&str>) -> bool {
@@ -577,7 +606,7 @@ fn evaluate_order_change(
         });
     }
     let ids = parse_ids(&c.record_ids)?;
-    let account = carried(c, "AccountId").flatten();
+    let account = carried(c, ACCOUNT).flatten();
     let mut d = Decision {
         invalidations: invalidations(cfg, c, &ids, account.clone()),
         ..Decision::default()
@@ -592,12 +621,12 @@ fn evaluate_order_change(
             } else {
                 TriggerKind::StatusChange
             };
-            if c.change_type == ChangeType::Update && !c.changed("Status") {
+            if c.change_type == ChangeType::Update && !c.changed(STATUS) {
                 d.skips
                     .extend(ids.iter().map(|_| SkipReason::StatusUnchanged));
                 return Ok(Evaluation::Done(d));
             }
-            let status = text(c.fields.get("Status"));
+            let status = text(c.fields.get(STATUS));
             if kind.needs_trigger_status() && !cfg.is_trigger(status.as_deref()) {
                 d.skips
                     .extend(ids.iter().map(|_| SkipReason::StatusNotTrigger));
@@ -694,7 +723,7 @@ fn evaluate_item_change(cfg: &RulesConfig, c: &ChangeEvent) -> Evaluation {
     // An item's order is known only when the event carries OrderId; otherwise the roll-up of
     // TotalAmount onto the order brings its own Order event.
     let mut d = Decision::default();
-    if let Some(Some(order)) = carried(c, "OrderId")
+    if let Some(Some(order)) = carried(c, ITEM_ORDER)
         && let Ok(order_id) = SfId::parse(&order)
     {
         let relevant = c.change_type != ChangeType::Update

@@ -820,3 +820,324 @@ fn a_reconcile_scan_keys_jobs_by_the_order_and_the_state_that_qualified_it() {
     let draft = reconcile_scan(&cfg, &[scanned("Draft", None, "x")]);
     assert!(draft.jobs.is_empty() && draft.triggers.is_empty());
 }
+
+/// Ingest decodes through a projection built from [`RulesConfig::event_fields`]: on the
+/// emulator's events, decoded in full and projected, the header, every projected value and
+/// every rule's answer are the same, and a damaged payload fails both ways alike (but for
+/// invalid UTF-8 in a skipped field, which the projection does not look at).
+mod projection {
+    use std::sync::{Mutex, OnceLock};
+
+    use proptest::prelude::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::decode::DecodeError;
+    use crate::decode::avro::AvroError;
+    use crate::decode::event::DECODER_FIELDS;
+
+    /// One event as the bus holds it, with its writer schema.
+    struct Sample {
+        topic: Arc<str>,
+        schema_id: String,
+        schema_json: String,
+        payload: bytes::Bytes,
+        event_id: String,
+    }
+
+    /// A configuration whose guards are custom fields the emulator's Order is given.
+    fn custom_config() -> RulesConfig {
+        RulesConfig::from_env(&Env::from_pairs([
+            ("SFCDC_ACTIVATION_FIELD", "Provision_State__c"),
+            ("SFCDC_EXTERNAL_ID_FIELD", "Fulfilment_Ref__c"),
+            ("SFCDC_FULFILMENT_EVENT_ORDER_FIELD", "OrderId__c"),
+        ]))
+        .unwrap()
+    }
+
+    /// Every kind of event the emulator makes: the bulk mix, guard changes of both
+    /// configurations (set and nulled), creates with a trigger status, items, deletes,
+    /// undeletes, every gap type and the fulfilment event.
+    fn samples() -> &'static [Sample] {
+        static SAMPLES: OnceLock<Vec<Sample>> = OnceLock::new();
+        SAMPLES.get_or_init(|| {
+            let now = 1_700_000_000_000;
+            let mut world = World::new(23);
+            for f in ["Provision_State__c", "Fulfilment_Ref__c", "Custom_X__c"] {
+                world.add_order_field(f).unwrap();
+            }
+            world.seed_sample_data(now);
+            let world = Mutex::new(world);
+            sfcdc_emulator::bulk::generate(&world, 300);
+            let mut world = world.into_inner().unwrap();
+            let actor = Actor {
+                user_id: world.org.user_id.to_string(),
+                origin: "test".into(),
+            };
+            let account = world.org.pick("Account", |_| true).unwrap().to_string();
+            let draft = world
+                .org
+                .pick("Order", |r| r.text("Status") == Some("Draft"))
+                .unwrap();
+            let patches = [
+                json!({"Status": "Approved", "Provision_State__c": "Pending", "Custom_X__c": "x"}),
+                json!({"Provision_State__c": null, "Fulfilment_Ref__c": "WH-7"}),
+                json!({"Activation_Status__c": "Activated", "Description": "é✓"}),
+                json!({"WHMCS_Order_ID__c": "WH-8", "Status": "Reactivate"}),
+                json!({"WHMCS_Order_ID__c": null, "Fulfilment_Ref__c": null}),
+            ];
+            for (k, patch) in patches.iter().enumerate() {
+                let t = now + k as i64;
+                world
+                    .mutate(t, |o| {
+                        o.update("Order", &draft, patch.as_object().unwrap(), &actor, t)
+                            .map(|c| ((), c))
+                    })
+                    .unwrap();
+            }
+            let body = json!({"AccountId": account, "EffectiveDate": "2024-01-01",
+                "Status": "Approved", "Provision_State__c": "Pending", "Fulfilment_Ref__c": "WH-9"});
+            let created = world
+                .mutate(now + 10, |o| {
+                    o.create("Order", body.as_object().unwrap(), &actor, now + 10)
+                })
+                .unwrap();
+            let item = json!({"OrderId": created.as_str(), "Quantity": 1.0, "UnitPrice": 2.0});
+            world
+                .mutate(now + 11, |o| {
+                    o.create("OrderItem", item.as_object().unwrap(), &actor, now + 11)
+                })
+                .unwrap();
+            world
+                .mutate(now + 12, |o| {
+                    o.delete("Order", &created, &actor, now + 12).map(|c| ((), c))
+                })
+                .unwrap();
+            world
+                .mutate(now + 13, |o| {
+                    o.undelete("Order", &created, &actor, now + 13)
+                        .map(|c| ((), c))
+                })
+                .unwrap();
+            for ct in ChangeType::ALL.into_iter().filter(|c| c.is_gap()) {
+                let id = (ct != ChangeType::GapOverflow).then_some(&draft);
+                let change = world.org.gap(
+                    "Order",
+                    emulated_change_type(ct),
+                    id,
+                    &actor,
+                    now + 20,
+                );
+                world.commit(vec![change], now + 20);
+            }
+            for order in [draft.as_str(), "not an id"] {
+                let fields = BTreeMap::from([(
+                    "OrderId__c".to_string(),
+                    FieldValue::Str(order.to_owned()),
+                )]);
+                world.publish_fulfilment(fields, "005Hs00000000AAAAA", now + 30);
+            }
+            let topics = [
+                "/data/OrderChangeEvent",
+                "/data/OrderItemChangeEvent",
+                "/data/AccountChangeEvent",
+                sfcdc_emulator::world::ALL_CHANGES,
+                "/event/Order_Fulfilment_Requested__e",
+            ];
+            let mut out = Vec::new();
+            for topic in topics {
+                for e in world.bus.read_after(topic, 0, usize::MAX, usize::MAX) {
+                    let schema = world.schema(&e.schema_id).unwrap();
+                    out.push(Sample {
+                        topic: Arc::from(topic),
+                        schema_id: e.schema_id.clone(),
+                        schema_json: schema.json.clone(),
+                        payload: e.payload.clone(),
+                        event_id: e.event_id.clone(),
+                    });
+                }
+            }
+            out
+        })
+    }
+
+    /// Facts for every order an evaluation asks about: approved and unguarded, so that a
+    /// difference in what the event itself carries shows in the decision.
+    fn facts_for(ids: &[SfId]) -> Facts {
+        ids.iter()
+            .map(|id| {
+                let f = OrderFacts {
+                    status: Some("Approved".into()),
+                    activation: None,
+                    external_id: None,
+                    account_id: Some("001Hs00000000AAAAA".into()),
+                };
+                (id.clone(), Some(f))
+            })
+            .collect()
+    }
+
+    /// Everything the rules answer for one event: both evaluation passes, the reconciliation,
+    /// the guard changes and the commit time.
+    fn answers(cfg: &RulesConfig, e: &DecodedEvent) -> String {
+        let first = evaluate(cfg, e, &Facts::new());
+        let second = match &first {
+            Ok(Evaluation::NeedOrders(ids)) => Some(evaluate(cfg, e, &facts_for(ids))),
+            _ => None,
+        };
+        let reconciled = match (&first, &e.body) {
+            (Ok(Evaluation::NeedReconciliation { lost, .. }), EventBody::Change(c)) => {
+                let id = SfId::parse("801Hs0000000Q0vIAE").unwrap();
+                let f = facts_for(std::slice::from_ref(&id)).remove(&id).flatten();
+                Some(reconcile(cfg, c, *lost, &[(id, f.unwrap())]))
+            }
+            _ => None,
+        };
+        format!(
+            "{first:?} {second:?} {reconciled:?} {:?} {:?}",
+            guard_changes(cfg, e),
+            e.commit_ms()
+        )
+    }
+
+    /// The projection's promise on one payload (see the module's doc).
+    fn check(cfg: &RulesConfig, s: &Sample, payload: &bytes::Bytes) -> Result<(), String> {
+        let full_schema = CompiledSchema::compile(&s.schema_id, &s.schema_json).unwrap();
+        let projected = CompiledSchema::compile(&s.schema_id, &s.schema_json)
+            .unwrap()
+            .with_projection(&cfg.event_fields());
+        let full = full_schema.decode(&s.topic, payload);
+        let part = projected.decode_projected(&s.topic, payload);
+        let (full, part) = match (full, part) {
+            (Ok(f), Ok(p)) => (f, p),
+            (Err(a), Err(b)) if a == b => return Ok(()),
+            (Err(DecodeError::Payload(AvroError::Utf8(_))), _) => return Ok(()),
+            (f, p) => return Err(format!("full {f:?}, projected {p:?}")),
+        };
+        let (full_fields, part_fields) = match (&full, &part) {
+            (EventBody::Change(f), EventBody::Change(p)) => {
+                let header = |c: &ChangeEvent| {
+                    format!(
+                        "{} {:?} {} {} {} {} {} {} {} {:?} {:?} {:?}",
+                        c.entity,
+                        c.record_ids,
+                        c.change_type,
+                        c.change_origin,
+                        c.transaction_key,
+                        c.sequence_number,
+                        c.commit_timestamp,
+                        c.commit_number,
+                        c.commit_user,
+                        c.changed_fields,
+                        c.nulled_fields,
+                        c.diff_fields
+                    )
+                };
+                if header(f) != header(p) {
+                    return Err(format!("headers differ: {} / {}", header(f), header(p)));
+                }
+                (&f.fields, &p.fields)
+            }
+            (EventBody::Platform(f), EventBody::Platform(p)) if f.topic == p.topic => {
+                (&f.fields, &p.fields)
+            }
+            _ => return Err("the bodies are of different kinds".into()),
+        };
+        for (name, v) in part_fields.iter() {
+            if full_fields.get(name) != Some(v) {
+                return Err(format!(
+                    "{name}: {v:?}, in full {:?}",
+                    full_fields.get(name)
+                ));
+            }
+        }
+        let wanted = cfg.event_fields();
+        let wanted = wanted.iter().map(String::as_str).chain(DECODER_FIELDS);
+        for name in wanted {
+            if full_fields.get(name).is_some() != part_fields.get(name).is_some() {
+                return Err(format!("{name} is not projected"));
+            }
+        }
+        let event = |body| DecodedEvent {
+            replay_id: ReplayId::default(),
+            schema_id: Arc::from(s.schema_id.as_str()),
+            event_id: s.event_id.clone(),
+            payload: payload.clone(),
+            body,
+        };
+        let (a, b) = (answers(cfg, &event(full)), answers(cfg, &event(part)));
+        if a != b {
+            return Err(format!("the rules answer differently:\n{a}\n{b}"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_emulated_event_evaluates_the_same_projected() {
+        let samples = samples();
+        let (mut jobs, mut carried_guards) = (0, 0);
+        for cfg in [RulesConfig::defaults(), custom_config()] {
+            assert!(cfg.event_fields().contains(&cfg.activation_field));
+            for (i, s) in samples.iter().enumerate() {
+                if let Err(e) = check(&cfg, s, &s.payload) {
+                    panic!("event {i} on {}: {e}", s.topic);
+                }
+                let compiled = CompiledSchema::compile(&s.schema_id, &s.schema_json)
+                    .unwrap()
+                    .with_projection(&cfg.event_fields());
+                let body = compiled.decode_projected(&s.topic, &s.payload).unwrap();
+                if let EventBody::Change(c) = &body
+                    && c.carried(&cfg.activation_field).is_some()
+                {
+                    carried_guards += 1;
+                }
+                let e = DecodedEvent {
+                    replay_id: ReplayId::default(),
+                    schema_id: compiled.id.clone(),
+                    event_id: s.event_id.clone(),
+                    payload: s.payload.clone(),
+                    body,
+                };
+                if let Ok(Evaluation::Done(d)) = evaluate(&cfg, &e, &Facts::new()) {
+                    jobs += d.jobs.len();
+                }
+            }
+        }
+        assert!(samples.len() > 300, "{} events", samples.len());
+        assert!(
+            jobs > 0 && carried_guards > 0,
+            "the events exercise the rules"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn damaged_emulated_events_fail_alike(pick in any::<usize>(), seed in any::<u64>(), custom in any::<bool>()) {
+            let samples = samples();
+            let s = &samples[pick % samples.len()];
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut payload = s.payload.to_vec();
+            for _ in 0..rng.random_range(1..4u8) {
+                if payload.is_empty() {
+                    break;
+                }
+                let at = rng.random_range(0..payload.len());
+                match rng.random_range(0..4u8) {
+                    0 => payload[at] = rng.random(),
+                    1 => payload.insert(at, rng.random()),
+                    2 => {
+                        payload.remove(at);
+                    }
+                    _ => payload.truncate(at),
+                }
+            }
+            let cfg = if custom { custom_config() } else { RulesConfig::defaults() };
+            if let Err(e) = check(&cfg, s, &bytes::Bytes::from(payload)) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+    }
+}

@@ -200,6 +200,15 @@ impl<S: Sink> Source<S> {
         })
     }
 
+    /// Decodes events through a projection that keeps only these top-level body fields (the
+    /// rules' [`event_fields`](crate::rules::RulesConfig::event_fields)) and skips the rest.
+    /// Without it (`sfcdc tail`) every field is decoded. Call it before [`Source::schemas`]:
+    /// it starts a fresh schema registry.
+    pub fn with_projection(mut self, fields: Vec<String>) -> Self {
+        self.schemas = Arc::new(SchemaRegistry::new(self.client.clone()).with_projection(fields));
+        self
+    }
+
     /// Stamps each channel's liveness with `clock`'s time instead of the system clock's.
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;

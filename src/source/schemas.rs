@@ -5,6 +5,10 @@
 //! does not know, or one that does not compile, is remembered as such: its events are
 //! quarantined without asking again. Transient errors are not remembered: the caller's stream
 //! ends and the next attempt asks again.
+//!
+//! A registry built [with a projection](SchemaRegistry::with_projection) compiles each schema's
+//! projected plan too, once, next to the full one: the subscription decodes through it, and
+//! whoever shares the registry (the quarantine re-drive) can still decode in full.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +27,8 @@ pub struct SchemaRegistry {
     client: Client,
     cache: moka::future::Cache<String, Resolved>,
     fetches: AtomicU64,
+    /// The body fields the projected plans keep; `None`: no projection.
+    projection: Option<Vec<String>>,
 }
 
 impl SchemaRegistry {
@@ -32,7 +38,15 @@ impl SchemaRegistry {
             client,
             cache: moka::future::Cache::builder().max_capacity(10_000).build(),
             fetches: AtomicU64::new(0),
+            projection: None,
         }
+    }
+
+    /// Compiles every schema with a projection keeping these top-level body fields
+    /// ([`CompiledSchema::with_projection`]).
+    pub fn with_projection(mut self, fields: Vec<String>) -> Self {
+        self.projection = Some(fields);
+        self
     }
 
     /// `GetSchema` calls made so far.
@@ -65,7 +79,12 @@ impl SchemaRegistry {
         {
             Ok(info) => {
                 let info = info.into_inner();
-                let compiled = CompiledSchema::compile(id, &info.schema_json).map(Arc::new);
+                let compiled = CompiledSchema::compile(id, &info.schema_json).map(|c| {
+                    Arc::new(match &self.projection {
+                        Some(fields) => c.with_projection(fields),
+                        None => c,
+                    })
+                });
                 if let Err(e) = &compiled {
                     tracing::error!(schema_id = id, error = %e, "Schema does not compile; its events will be quarantined");
                 }

@@ -517,9 +517,11 @@ impl<S: Sink> Subscription<S> {
                 continue;
             };
             let resolved = self.schemas.get(&ev.schema_id).await?;
+            // Projected when the source was built with one (`sfcdc run`: only what the rules
+            // read), in full otherwise (`sfcdc tail`).
             let decoded = match resolved.as_ref() {
                 Ok(schema) => schema
-                    .decode(channel, &ev.payload)
+                    .decode_projected(channel, &ev.payload)
                     .map(|body| (schema.id.clone(), body)),
                 Err(e) => Err(e.clone()),
             };

@@ -374,10 +374,12 @@ async fn a_fleet_shares_the_job_backlog_and_keeps_one_coherent_cache() {
     })
     .await;
 
-    // A backlog of a thousand approvals: every instance's worker runs some of it.
+    // A backlog of about three hundred approvals: every instance's worker runs some of it. (Three
+    // debug builds on a loaded 2-core machine complete about 60-90 jobs a second between them, so
+    // a thousand came too close to the test's patience.)
     f.org.emu.fulfilment().update(|c| c.sync_rate = 1.0);
-    let approved: BTreeSet<String> = f.org.emu.bulk(10_000).approved_ids.into_iter().collect();
-    assert!(approved.len() >= 900, "{}", approved.len());
+    let approved: BTreeSet<String> = f.org.emu.bulk(3_000).approved_ids.into_iter().collect();
+    assert!(approved.len() >= 250, "{}", approved.len());
     eventually("every job completed", async || {
         let counts = f.store.state_counts().await.unwrap();
         let completed = counts

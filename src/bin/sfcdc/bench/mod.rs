@@ -93,6 +93,10 @@ pub struct BenchArgs {
     /// Only the reconcile benchmark.
     #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report"])]
     pub reconcile_only: bool,
+    /// Only the decode benchmark: the full decode, the ingest projection and apache-avro on
+    /// the mix of order change events and on one event.
+    #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "failover_only", "report", "reconcile_only", "service_only"])]
+    pub decode_only: bool,
     /// Only the service memory run (`sfcdc run` as a child over `--backlog` events; past a
     /// million, the emulator is fed 250,000 at a time).
     #[arg(long, conflicts_with_all = ["worker_only", "cache_only", "report", "reconcile_only"])]
@@ -145,6 +149,14 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         },
         node_events: if args.report { args.node_events } else { 0 },
     };
+    if args.decode_only {
+        let corpus = decode::Corpus::build(decode::REPORT_BULK_EVENTS)?;
+        let result = decode::run(&corpus, decode::REPORT_BUDGET)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        }
+        return Ok(());
+    }
     if args.service_only {
         let memory = service::run(args.backlog, !args.no_worker, args.rss_csv.as_deref()).await?;
         if args.json {

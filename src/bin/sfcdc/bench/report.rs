@@ -260,6 +260,9 @@ fn decode_rows(rows: &mut Vec<Row>, report: &BenchReport) {
     let mut previous = "";
     for p in &d.paths {
         let mut notes = format!("{}; {:.0} ns/event", p.includes, p.ns_per_event);
+        if let Some(cpu) = p.events_per_cpu_second {
+            notes.push_str(&format!("; {} events per CPU-second", thousands(cpu)));
+        }
         let metric = if p.set == "mix" {
             "decode, mix"
         } else {
