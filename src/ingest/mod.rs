@@ -83,7 +83,7 @@ struct Absorbed {
 pub struct Prepared {
     /// What to write.
     pub batch: StoreBatch,
-    /// Cache entries to drop after the commit.
+    /// Cache entries to drop as the batch commits.
     pub invalidations: Vec<Invalidation>,
     /// Why events created no job, for skips not tied to an evaluated trigger (those are
     /// counted from the triggers, after the store's duplicate check).
@@ -465,18 +465,23 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
     }
 
     /// Commits a prepared batch and reports it.
+    ///
+    /// The batch's cache invalidations are requested first: Salesforce already holds what the
+    /// events report, so dropping the entries before the commit is never early, and by the time
+    /// the checkpoint moves past an event its invalidation is at least pending. A failed commit
+    /// has invalidated entries for nothing, which only costs a reload.
     pub async fn commit_prepared(
         &self,
         channel: &Arc<str>,
-        prepared: Prepared,
+        mut prepared: Prepared,
     ) -> Result<BatchOutcome, SinkError> {
+        self.send_invalidations(std::mem::take(&mut prepared.invalidations));
         let outcome = self
             .store
             .commit_batch(&prepared.batch)
             .await
             .map_err(|e| store_failure("store commit failed", e))?;
         self.record(channel, &prepared, &outcome);
-        self.send_invalidations(prepared.invalidations);
         Ok(outcome)
     }
 }
