@@ -288,7 +288,7 @@ impl Loaded for GuardEntry {
     }
 }
 
-/// What moka keeps for each entry besides the value: key, timers, frequency sketch, about.
+/// About what moka keeps for each entry besides the value (key, timer and order nodes, hash).
 const ENTRY_OVERHEAD: usize = 160;
 
 fn clamp_weight(bytes: usize) -> u32 {
