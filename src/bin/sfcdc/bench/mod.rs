@@ -104,6 +104,10 @@ pub struct BenchArgs {
     /// Run the service memory run with the worker off: ingest alone.
     #[arg(long, requires = "service_only")]
     pub no_worker: bool,
+    /// Run the service memory run on this PostgreSQL database instead of a fresh SQLite file
+    /// (it must be empty: the run counts every job in it).
+    #[arg(long, value_name = "URL", requires = "service_only")]
+    pub service_database: Option<String>,
     /// Write the service memory run's samples (seconds, RSS MiB, checkpoint position) to this
     /// CSV file, for `scripts/plot_rss.py`.
     #[arg(long, value_name = "FILE")]
@@ -158,7 +162,13 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.service_only {
-        let memory = service::run(args.backlog, !args.no_worker, args.rss_csv.as_deref()).await?;
+        let memory = service::run(
+            args.backlog,
+            !args.no_worker,
+            args.rss_csv.as_deref(),
+            args.service_database.as_deref(),
+        )
+        .await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&memory)?);
         }
@@ -492,9 +502,9 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     }
     if options.backlog > 0 {
         println!();
-        report.service_ingest = Some(service::run(options.backlog, false, None).await?);
+        report.service_ingest = Some(service::run(options.backlog, false, None, None).await?);
         println!();
-        report.service = Some(service::run(options.backlog, true, None).await?);
+        report.service = Some(service::run(options.backlog, true, None, None).await?);
     }
     if options.jobs > 0 {
         println!();

@@ -47,6 +47,8 @@ fn first_load(events: usize) -> usize {
 pub struct ServiceMemory {
     /// Events preloaded in the emulator.
     pub events: usize,
+    /// `SQLite` or `PostgreSQL`.
+    pub backend: &'static str,
     /// Whether the worker ran (off: ingest alone).
     pub worker: bool,
     /// Jobs the service created (and, with the worker on, finished).
@@ -242,9 +244,15 @@ async fn settled(
     Ok((at >= last && unfinished == 0 && all > 0).then_some(all))
 }
 
-/// Runs the service over `events` events, with the worker on or (ingest alone) off; prints and
-/// returns what it measured, and writes the samples to `csv` when given.
-pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Result<ServiceMemory> {
+/// Runs the service over `events` events, with the worker on or (ingest alone) off, on a fresh
+/// SQLite file or on `database` (an empty PostgreSQL database); prints and returns what it
+/// measured, and writes the samples to `csv` when given.
+pub async fn run(
+    events: usize,
+    worker: bool,
+    csv: Option<&Path>,
+    database: Option<&str>,
+) -> anyhow::Result<ServiceMemory> {
     let exe = std::env::current_exe()?;
     let dir = tempfile::Builder::new()
         .prefix("sfcdc-bench-service-")
@@ -258,7 +266,7 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
         preload.elapsed().as_secs_f64()
     );
     let db = dir.path().join("service.db");
-    let url = format!("sqlite://{}", db.display());
+    let url = database.map_or_else(|| format!("sqlite://{}", db.display()), str::to_owned);
     let mut service = Command::new(&exe)
         .arg("run")
         .env_clear()
@@ -294,8 +302,9 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
     let pid = service.id().context("the service's pid")?;
     let started = Instant::now();
     let http = sfcdc::salesforce::http::http_client(Some(&ca)).map_err(anyhow::Error::msg)?;
-    // The service creates and migrates the file; wait for it before reading.
-    while !db.exists() {
+    // The service creates and migrates the file; wait for it before reading. (PostgreSQL
+    // migrations take an advisory lock, so opening beside the service is safe.)
+    while database.is_none() && !db.exists() {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(60),
             "the service did not start"
@@ -384,6 +393,11 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
     let steady_mib = steady.get(steady.len() / 2).copied().unwrap_or(0.0);
     let result = ServiceMemory {
         events,
+        backend: if database.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         worker,
         jobs,
         seconds,
@@ -403,8 +417,8 @@ pub async fn run(events: usize, worker: bool, csv: Option<&Path>) -> anyhow::Res
 fn print(r: &ServiceMemory) {
     let worker = if r.worker { "on" } else { "off" };
     println!(
-        "sfcdc run alone, SQLite, worker {worker}: {} events and {} jobs in {:.1} s; peak RSS {:.0} MiB, steady {:.0} MiB",
-        r.events, r.jobs, r.seconds, r.peak_mib, r.steady_mib
+        "sfcdc run alone, {}, worker {worker}: {} events and {} jobs in {:.1} s; peak RSS {:.0} MiB, steady {:.0} MiB",
+        r.backend, r.events, r.jobs, r.seconds, r.peak_mib, r.steady_mib
     );
     println!(
         "  ingest {:.0} events/s over the preloaded events; CPU {:.1} s, {:.1} us per event",
