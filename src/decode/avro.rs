@@ -561,14 +561,37 @@ impl Reader<'_> {
     /// A `["null", T]` union: the common case is decided here without a branch lookup.
     #[inline(always)]
     fn nullable(&mut self, null_index: i64, inner: &Op) -> Step<Value> {
+        if self.branch(2)? as i64 == null_index {
+            Ok(Value::Null)
+        } else {
+            self.value(inner)
+        }
+    }
+
+    /// Reads a union's branch index, which must be below `branches`.
+    fn branch(&mut self, branches: usize) -> Step<usize> {
         let at = self.pos;
-        match self.long()? {
-            i if i == null_index => Ok(Value::Null),
-            i if i == 1 - null_index => self.value(inner),
-            index => Err(self.fail(AvroError::UnionIndex {
+        let index = self.long()?;
+        match usize::try_from(index) {
+            Ok(i) if i < branches => Ok(i),
+            _ => Err(self.fail(AvroError::UnionIndex {
                 offset: at,
                 index,
-                branches: 2,
+                branches,
+            })),
+        }
+    }
+
+    /// Reads an enum's symbol index, which must be below `symbols`.
+    fn symbol(&mut self, symbols: usize) -> Step<usize> {
+        let at = self.pos;
+        let index = self.long()?;
+        match usize::try_from(index) {
+            Ok(i) if i < symbols => Ok(i),
+            _ => Err(self.fail(AvroError::EnumIndex {
+                offset: at,
+                index,
+                symbols,
             })),
         }
     }
@@ -626,33 +649,10 @@ impl Reader<'_> {
             }
             Op::String => Value::String(self.string()?),
             Op::Fixed(n) => Value::Bytes(self.slice(*n)?),
-            Op::Enum(symbols) => {
-                let at = self.pos;
-                let i = self.long()?;
-                match usize::try_from(i).ok().and_then(|i| symbols.get(i)) {
-                    Some(s) => Value::Enum(s.clone()),
-                    None => {
-                        return Err(self.fail(AvroError::EnumIndex {
-                            offset: at,
-                            index: i,
-                            symbols: symbols.len(),
-                        }));
-                    }
-                }
-            }
+            Op::Enum(symbols) => Value::Enum(symbols[self.symbol(symbols.len())?].clone()),
             Op::Union(branches) => {
-                let at = self.pos;
-                let i = self.long()?;
-                match usize::try_from(i).ok().and_then(|i| branches.get(i)) {
-                    Some(branch) => self.value(branch)?,
-                    None => {
-                        return Err(self.fail(AvroError::UnionIndex {
-                            offset: at,
-                            index: i,
-                            branches: branches.len(),
-                        }));
-                    }
-                }
+                let branch = self.branch(branches.len())?;
+                self.value(&branches[branch])?
             }
             Op::Nullable { null_index, inner } => self.nullable(*null_index, inner)?,
             Op::Record(plan) => Value::Record(self.record(plan)?),

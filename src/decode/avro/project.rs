@@ -167,42 +167,15 @@ impl Reader<'_> {
             Op::Bytes | Op::String => self.skip_bytes()?,
             Op::Fixed(n) => self.advance(*n)?,
             Op::Enum(symbols) => {
-                let at = self.pos;
-                let i = self.long()?;
-                if !usize::try_from(i).is_ok_and(|i| i < symbols.len()) {
-                    return Err(self.fail(AvroError::EnumIndex {
-                        offset: at,
-                        index: i,
-                        symbols: symbols.len(),
-                    }));
-                }
+                self.symbol(symbols.len())?;
             }
             Op::Union(branches) => {
-                let at = self.pos;
-                let i = self.long()?;
-                match usize::try_from(i).ok().and_then(|i| branches.get(i)) {
-                    Some(branch) => self.skip(branch)?,
-                    None => {
-                        return Err(self.fail(AvroError::UnionIndex {
-                            offset: at,
-                            index: i,
-                            branches: branches.len(),
-                        }));
-                    }
-                }
+                let branch = self.branch(branches.len())?;
+                self.skip(&branches[branch])?
             }
             Op::Nullable { null_index, inner } => {
-                let at = self.pos;
-                match self.long()? {
-                    i if i == *null_index => {}
-                    i if i == 1 - null_index => self.skip(inner)?,
-                    index => {
-                        return Err(self.fail(AvroError::UnionIndex {
-                            offset: at,
-                            index,
-                            branches: 2,
-                        }));
-                    }
+                if self.branch(2)? as i64 != *null_index {
+                    self.skip(inner)?
                 }
             }
             Op::Record(plan) => {
