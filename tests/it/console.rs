@@ -21,25 +21,6 @@ pub(crate) async fn service(org: &Org, extra: &[(&str, &str)]) -> Running {
     run_app(org, tempfile::tempdir().unwrap(), &env).await
 }
 
-/// `method path` with `token` as a bearer token: the status and the body (JSON, or text).
-pub(crate) async fn call(
-    r: &Running,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-) -> (u16, Value) {
-    let addr = r.app.admin_addr().expect("the admin API listens");
-    let mut req = reqwest::Client::new().request(method, format!("http://{addr}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("admin call");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, body)
-}
-
 #[tokio::test]
 async fn only_the_probes_and_metrics_answer_without_a_token() {
     let org = Org::start().await;

@@ -113,23 +113,6 @@ async fn order(org: &Org, id: &str) -> Value {
     body
 }
 
-async fn admin(
-    r: &Running,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-) -> (u16, Value) {
-    let addr = r.app.admin_addr().expect("the admin API listens");
-    let mut req = reqwest::Client::new().request(method, format!("http://{addr}{path}"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("admin call");
-    let status = resp.status().as_u16();
-    let body = resp.json().await.unwrap_or(Value::Null);
-    (status, body)
-}
-
 #[tokio::test]
 async fn an_approval_is_fulfilled_asynchronously_written_back_and_notified() {
     let org = Org::start().await;
@@ -344,9 +327,9 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
 
     // The admin API guards and explains.
     let path = format!("/jobs/{}/retry", dead.id);
-    assert_eq!(admin(&r, reqwest::Method::POST, &path, None).await.0, 401);
+    assert_eq!(call(&r, reqwest::Method::POST, &path, None).await.0, 401);
     assert_eq!(
-        admin(
+        call(
             &r,
             reqwest::Method::POST,
             &path,
@@ -356,7 +339,7 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
         .0,
         401
     );
-    let (status, body) = admin(
+    let (status, body) = call(
         &r,
         reqwest::Method::POST,
         "/jobs/abc/retry",
@@ -365,7 +348,7 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("abc"));
-    let (status, _) = admin(
+    let (status, _) = call(
         &r,
         reqwest::Method::POST,
         "/jobs/999999/retry",
@@ -374,9 +357,9 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
     .await;
     assert_eq!(status, 404);
     // Reads need a token too: the viewer's or the operator's; the viewer may not change.
-    let (status, body) = admin(&r, reqwest::Method::GET, "/jobs?state=dead", None).await;
+    let (status, body) = call(&r, reqwest::Method::GET, "/jobs?state=dead", None).await;
     assert_eq!(status, 401, "{body}");
-    let (status, body) = admin(
+    let (status, body) = call(
         &r,
         reqwest::Method::GET,
         &format!("/jobs/{}", dead.id),
@@ -384,7 +367,7 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
     )
     .await;
     assert_eq!(status, 401, "{body}");
-    let (status, body) = admin(&r, reqwest::Method::POST, &path, Some(READ_TOKEN)).await;
+    let (status, body) = call(&r, reqwest::Method::POST, &path, Some(READ_TOKEN)).await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["error"]
@@ -393,7 +376,7 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
             .contains("SFCDC_ADMIN_TOKEN"),
         "{body}"
     );
-    let (status, body) = admin(
+    let (status, body) = call(
         &r,
         reqwest::Method::GET,
         "/jobs?state=deadish",
@@ -402,13 +385,13 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
     .await;
     assert_eq!(status, 400, "{body}");
     for token in [READ_TOKEN, ADMIN_TOKEN] {
-        let (status, body) = admin(&r, reqwest::Method::GET, "/jobs?state=dead", Some(token)).await;
+        let (status, body) = call(&r, reqwest::Method::GET, "/jobs?state=dead", Some(token)).await;
         assert_eq!((status, body.as_array().unwrap().len()), (200, 1));
     }
 
     // The storm passes; a manual retry succeeds.
     org.emu.fulfilment().update(|c| c.error_rate = 0.0);
-    let (status, body) = admin(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
+    let (status, body) = call(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "available");
     let done = job_in(&store, &d[0], JobState::Completed).await;
@@ -417,7 +400,7 @@ async fn a_5xx_storm_dead_letters_the_job_and_an_operator_retry_succeeds() {
         order(&org, &d[0]).await["Activation_Status__c"],
         "Activated"
     );
-    let (status, _) = admin(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
+    let (status, _) = call(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 409, "a completed job cannot be retried");
     r.stop().await;
 }
@@ -673,7 +656,7 @@ async fn a_failing_notifier_is_retried_on_its_own() {
     assert_eq!((dead.notifier.as_str(), dead.attempt), ("webhook", 1));
     org.emu.clear_hook_failure("orders");
     let path = format!("/deliveries/{}/retry", dead.id);
-    let (status, body) = admin(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
+    let (status, body) = call(&r, reqwest::Method::POST, &path, Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     eventually("the re-driven delivery", || async {
         let d = store.delivery(dead.id).await.unwrap().unwrap();

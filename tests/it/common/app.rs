@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::Stdio;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sfcdc::app::{App, AppHandle, Settings};
 use sfcdc::clock::Clock;
 use sfcdc::decode::Position;
@@ -204,4 +204,23 @@ pub fn spawn_run(env: &[(String, String)], log: &std::path::Path) -> Proc {
             .spawn()
             .expect("sfcdc run starts"),
     )
+}
+
+/// `method path` with `token` as a bearer token: the status and the body (JSON, or text).
+pub async fn call(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let addr = r.app.admin_addr().expect("the admin API listens");
+    let mut req = reqwest::Client::new().request(method, format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("admin call");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
 }
