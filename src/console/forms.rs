@@ -55,6 +55,47 @@ fn id_of(raw: &str) -> Option<i64> {
     raw.parse::<i64>().ok().filter(|n| *n > 0)
 }
 
+/// What an action on one record acts on: its list's path under `/console` and its noun.
+struct Target {
+    list: &'static str,
+    noun: &'static str,
+}
+
+const JOB: Target = Target {
+    list: "jobs",
+    noun: "job",
+};
+const DELIVERY: Target = Target {
+    list: "deliveries",
+    noun: "delivery",
+};
+const QUARANTINED: Target = Target {
+    list: "quarantine",
+    noun: "quarantine",
+};
+
+/// An action on record `raw` of `t`: the session, its actor, the record's id and the page to go
+/// back to; or the page saying why not (no session, a bad CSRF token, not an id).
+fn acting_on(
+    ui: &Ui,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    raw: &str,
+    t: &Target,
+) -> Result<(Session, Actor, i64, String), Box<Response>> {
+    let back = format!("/console/{}/{raw}", t.list);
+    let (who, actor) = checked(ui, headers, form, &back)?;
+    let Some(id) = id_of(raw) else {
+        return Err(Box::new(error_page(
+            &who,
+            StatusCode::BAD_REQUEST,
+            &format!("That is not a {} id.", t.noun),
+            &format!("/console/{}", t.list),
+        )));
+    };
+    Ok((who, actor, id, back))
+}
+
 /// The answer to an action: a redirect to `to` on success, the reason otherwise.
 fn answer<T>(
     who: &Session,
@@ -74,18 +115,9 @@ pub(super) async fn retry_job(
     Path(raw): Path<String>,
     Form(f): Fields,
 ) -> Response {
-    let back = format!("/console/jobs/{raw}");
-    let (who, actor) = match checked(&ui, &headers, &f, &back) {
+    let (who, actor, id, back) = match acting_on(&ui, &headers, &f, &raw, &JOB) {
         Ok(v) => v,
         Err(r) => return *r,
-    };
-    let Some(id) = id_of(&raw) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a job id.",
-            "/console/jobs",
-        );
     };
     let r = ui.admin.retry_job(&actor, id).await;
     answer(&who, r, format!("/console/jobs/{id}?done=retried"), &back)
@@ -97,18 +129,9 @@ pub(super) async fn cancel_job(
     Path(raw): Path<String>,
     Form(f): Fields,
 ) -> Response {
-    let back = format!("/console/jobs/{raw}");
-    let (who, actor) = match checked(&ui, &headers, &f, &back) {
+    let (who, actor, id, back) = match acting_on(&ui, &headers, &f, &raw, &JOB) {
         Ok(v) => v,
         Err(r) => return *r,
-    };
-    let Some(id) = id_of(&raw) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a job id.",
-            "/console/jobs",
-        );
     };
     let reason = match crate::api::operator_reason(Some(field(&f, "reason"))) {
         Ok(r) => r,
@@ -124,18 +147,9 @@ pub(super) async fn retry_delivery(
     Path(raw): Path<String>,
     Form(f): Fields,
 ) -> Response {
-    let back = format!("/console/deliveries/{raw}");
-    let (who, actor) = match checked(&ui, &headers, &f, &back) {
+    let (who, actor, id, back) = match acting_on(&ui, &headers, &f, &raw, &DELIVERY) {
         Ok(v) => v,
         Err(r) => return *r,
-    };
-    let Some(id) = id_of(&raw) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a delivery id.",
-            "/console/deliveries",
-        );
     };
     let r = ui.admin.retry_delivery(&actor, id).await;
     answer(
@@ -152,18 +166,9 @@ pub(super) async fn cancel_delivery(
     Path(raw): Path<String>,
     Form(f): Fields,
 ) -> Response {
-    let back = format!("/console/deliveries/{raw}");
-    let (who, actor) = match checked(&ui, &headers, &f, &back) {
+    let (who, actor, id, back) = match acting_on(&ui, &headers, &f, &raw, &DELIVERY) {
         Ok(v) => v,
         Err(r) => return *r,
-    };
-    let Some(id) = id_of(&raw) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a delivery id.",
-            "/console/deliveries",
-        );
     };
     let r = ui.admin.cancel_delivery(&actor, id).await;
     answer(
@@ -180,18 +185,9 @@ pub(super) async fn redrive(
     Path(raw): Path<String>,
     Form(f): Fields,
 ) -> Response {
-    let back = format!("/console/quarantine/{raw}");
-    let (who, actor) = match checked(&ui, &headers, &f, &back) {
+    let (who, actor, id, back) = match acting_on(&ui, &headers, &f, &raw, &QUARANTINED) {
         Ok(v) => v,
         Err(r) => return *r,
-    };
-    let Some(id) = id_of(&raw) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a quarantine id.",
-            "/console/quarantine",
-        );
     };
     let r = ui.admin.redrive(&actor, id).await;
     answer(
