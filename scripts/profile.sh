@@ -60,7 +60,8 @@ print(max([int(h[:16], 16) for h in hexes if len(h) >= 16 and h.isalnum()] + [0]
   kill -0 "$svc" 2>/dev/null || { echo "sfcdc run stopped:"; tail -20 "$work/run.err"; exit 1; }
 done
 ended=$(date +%s.%N)
-pkill -TERM -f "$bin run" || true
+# Stop the service perf started (perf's own child), not any other `sfcdc run` on the machine.
+pkill -TERM -P "$svc" || true
 wait "$svc" || true
 echo "sfcdc run caught up to replay position $last in $(echo "$ended - $started" | bc) s (checked every 0.5 s)"
 
