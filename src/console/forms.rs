@@ -15,7 +15,9 @@ use maud::html;
 
 use super::session::Session;
 use super::views::{Section, link, notice, page};
-use super::{Ui, error_page, html_page, not_logged_in};
+use super::{
+    DELIVERY, JOB, QUARANTINED, Target, Ui, error_page, html_page, not_logged_in, record_id,
+};
 use crate::api::actions::{Actor, Bulk, describe};
 
 type Fields = Form<HashMap<String, String>>;
@@ -51,29 +53,6 @@ fn checked(
     Ok((who, actor))
 }
 
-fn id_of(raw: &str) -> Option<i64> {
-    raw.parse::<i64>().ok().filter(|n| *n > 0)
-}
-
-/// What an action on one record acts on: its list's path under `/console` and its noun.
-struct Target {
-    list: &'static str,
-    noun: &'static str,
-}
-
-const JOB: Target = Target {
-    list: "jobs",
-    noun: "job",
-};
-const DELIVERY: Target = Target {
-    list: "deliveries",
-    noun: "delivery",
-};
-const QUARANTINED: Target = Target {
-    list: "quarantine",
-    noun: "quarantine",
-};
-
 /// An action on record `raw` of `t`: the session, its actor, the record's id and the page to go
 /// back to; or the page saying why not (no session, a bad CSRF token, not an id).
 fn acting_on(
@@ -85,14 +64,7 @@ fn acting_on(
 ) -> Result<(Session, Actor, i64, String), Box<Response>> {
     let back = format!("/console/{}/{raw}", t.list);
     let (who, actor) = checked(ui, headers, form, &back)?;
-    let Some(id) = id_of(raw) else {
-        return Err(Box::new(error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            &format!("That is not a {} id.", t.noun),
-            &format!("/console/{}", t.list),
-        )));
-    };
+    let id = record_id(&who, raw, t)?;
     Ok((who, actor, id, back))
 }
 

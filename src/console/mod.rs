@@ -204,6 +204,38 @@ fn html_page(status: StatusCode, markup: Markup) -> Response {
 }
 
 /// An error page inside the console frame, with a way back.
+/// A kind of record a page shows or an action acts on: its list's path under `/console` and its
+/// noun.
+struct Target {
+    list: &'static str,
+    noun: &'static str,
+}
+
+const JOB: Target = Target {
+    list: "jobs",
+    noun: "job",
+};
+const DELIVERY: Target = Target {
+    list: "deliveries",
+    noun: "delivery",
+};
+const QUARANTINED: Target = Target {
+    list: "quarantine",
+    noun: "quarantine",
+};
+
+/// The id in a record's path, or the page saying it is not one (400, back to the list).
+fn record_id(who: &Session, raw: &str, t: &Target) -> Result<i64, Box<Response>> {
+    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        Box::new(error_page(
+            who,
+            StatusCode::BAD_REQUEST,
+            &format!("That is not a {} id.", t.noun),
+            &format!("/console/{}", t.list),
+        ))
+    })
+}
+
 fn error_page(who: &Session, status: StatusCode, reason: &str, back: &str) -> Response {
     let title = match status {
         StatusCode::FORBIDDEN => "Not allowed",

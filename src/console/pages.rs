@@ -13,7 +13,9 @@ use super::views::{
     HEX_VIEW_MAX, Section, age, badge, enc, hex_dump, link, notice, operator, page, pretty, time,
     time_or_dash,
 };
-use super::{Ui, chart, error_page, html_page, not_logged_in};
+use super::{
+    DELIVERY, JOB, QUARANTINED, Ui, chart, error_page, html_page, not_logged_in, record_id,
+};
 use crate::api::actions::{Bulk, describe};
 use crate::store::insight::{Insights, JobQuery};
 use crate::store::queue::{DeliveryFilter, DeliveryState, Queue};
@@ -394,13 +396,9 @@ pub(super) async fn job(
     Query(q): Params,
 ) -> Response {
     let who = who!(ui, headers);
-    let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a job id.",
-            "/console/jobs",
-        );
+    let id = match record_id(&who, &raw, &JOB) {
+        Ok(id) => id,
+        Err(r) => return *r,
     };
     let Some(j) = load!(who, ui.admin.store.job(id).await) else {
         return error_page(
@@ -590,13 +588,9 @@ pub(super) async fn delivery(
     Query(q): Params,
 ) -> Response {
     let who = who!(ui, headers);
-    let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a delivery id.",
-            "/console/deliveries",
-        );
+    let id = match record_id(&who, &raw, &DELIVERY) {
+        Ok(id) => id,
+        Err(r) => return *r,
     };
     let Some(d) = load!(who, ui.admin.store.delivery(id).await) else {
         return error_page(
@@ -717,13 +711,9 @@ pub(super) async fn quarantined(
     Query(q): Params,
 ) -> Response {
     let who = who!(ui, headers);
-    let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a quarantine id.",
-            "/console/quarantine",
-        );
+    let id = match record_id(&who, &raw, &QUARANTINED) {
+        Ok(id) => id,
+        Err(r) => return *r,
     };
     let Some(e) = load!(who, ui.admin.store.quarantine_entry(id).await) else {
         return error_page(
@@ -780,13 +770,9 @@ pub(super) async fn payload(
     Path(raw): Path<String>,
 ) -> Response {
     let who = who!(ui, headers);
-    let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
-        return error_page(
-            &who,
-            StatusCode::BAD_REQUEST,
-            "That is not a quarantine id.",
-            "/console/quarantine",
-        );
+    let id = match record_id(&who, &raw, &QUARANTINED) {
+        Ok(id) => id,
+        Err(r) => return *r,
     };
     let Some(e) = load!(who, ui.admin.store.quarantine_entry(id).await) else {
         return error_page(
