@@ -308,10 +308,13 @@ async fn a_fleet_holds_each_channel_once_and_fails_over_after_a_stop_a_crash_and
         },
     )
     .await;
-    assert_eq!(
-        metric_value(&lost, "sfcdc_channel_leader", &[("channel", ORDERS)]),
-        0.0
-    );
+    // It stood by; unless, by the time of that scrape, the channel had come back to it as a new
+    // lease (the fleet spreads channels again once it is back, and a loaded machine is slow).
+    if metric_value(&lost, "sfcdc_channel_leader", &[("channel", ORDERS)]) != 0.0 {
+        let now = f.leases().await.remove(ORDERS).unwrap();
+        assert_eq!(now.holder.as_deref(), Some(paused.as_str()), "{lost}");
+        assert!(now.generation > after.generation, "{lost}");
+    }
     assert_ne!(after.holder.as_deref(), Some(paused.as_str()));
     eventually("the paused instance's stream closes", async || {
         (f.org.emu.stats().open_subscriptions.get(ORDERS) == Some(&1)).then_some(())

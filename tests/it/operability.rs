@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use sfcdc::clock::Clock;
 use sfcdc::decode::Position;
 use sfcdc::store::{AnyStore, JobState, Store};
+use sfcdc_emulator::EmulatorConfig;
 
 use super::worker::{binary_worker_env, job_in, jobs_of};
 use crate::common::*;
@@ -95,7 +96,13 @@ async fn readyz_names_the_channel_without_a_live_stream_and_recovers_with_it() {
 
 #[tokio::test]
 async fn the_replay_id_age_is_measured_by_the_services_clock() {
-    let org = Org::start().await;
+    // A keepalive commits its position and so restarts the age: with the tests' 200 ms
+    // keepalive one could land between two reads below, on a loaded machine.
+    let org = Org::start_with(EmulatorConfig {
+        keepalive: Duration::from_secs(60),
+        ..test_config()
+    })
+    .await;
     let clock = Clock::manual(sfcdc::clock::now_ms());
     let r = run_app_at(
         &org,

@@ -103,6 +103,9 @@ async fn a_reconcile_beside_the_running_service_makes_one_job_per_approval() {
     )
     .await;
     let store = r.app.store().clone();
+    // From the `latest` preset the stream delivers only what happens once it is open: an
+    // approval made before that and after the reconcile's query would reach neither side.
+    live(store.as_ref(), &[ORDERS]).await;
     // Approvals keep arriving while the reconcile scans: both sides may see these.
     let d = drafts(&org).await;
     let during: Vec<String> = d.into_iter().take(6).collect();
