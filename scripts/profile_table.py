@@ -16,7 +16,7 @@ PARTS = [
     ("Avro decode", r"sfcdc::decode|compact_str|apache_avro|from_utf8"),
     ("JSON rendering (tail)", r"serde_json|sfcdc::admin::tail|\bryu|\bitoa"),
     ("rules, cache and lookups", r"sfcdc::rules|sfcdc::cache|moka|sfcdc::ingest|sfcdc::salesforce|sfcdc::sfid"),
-    ("the store (SQLite, sqlx)", r"sqlite3|libsqlite|sqlx|sfcdc::store|walChecksum|\bvdbe|btree|pager|flume"),
+    ("the store (SQLite, sqlx)", r"sqlite3|libsqlite|sqlx|sfcdc::store|\bwal[A-Z]|\bvdbe|btree|pager|pcache|getPage|readDbPage|balance_nonroot|moveToRoot|pageInsertArray|subjournal|yy_reduce|unix(Write|Read|Sync)|flume"),
     ("subscriber and sink", r"sfcdc::source|sfcdc::telemetry|prometheus|tracing"),
     ("allocator and memcpy", r"malloc|free|realloc|calloc|memcpy|memmove|memset|memcmp|__memc|_int_|unlink_chunk|alloc::|__rdl_|__rust_"),
     ("hashing (SipHash, hashbrown)", r"sip::Hasher|hashbrown"),
@@ -36,6 +36,10 @@ def shares(path):
         if not m:
             continue
         pct, dso, kind, sym = float(m.group(1)), m.group(2), m.group(3), m.group(4)
+        # The binary's own name says nothing of the part (and a copy named e.g. sfcdc-sqlx091
+        # would match the store's pattern): only libraries and the kernel are matched by DSO.
+        if dso.startswith("sfcdc"):
+            dso = ""
         text = f"{dso} {kind} {sym}"
         for name, pattern in PARTS:
             if re.search(pattern, text):
