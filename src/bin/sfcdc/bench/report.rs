@@ -626,6 +626,19 @@ fn memory_rows(rows: &mut Vec<Row>, report: &BenchReport) {
             )
             .notes(format!("user+system time of sfcdc run; {notes}")),
         );
+        rows.push(
+            Row::new(
+                "cpu.emulator.ingest.us_per_event".into(),
+                "CPU per event, emulator",
+                &variant,
+                m.emulator_cpu_us_per_event(),
+                "us",
+            )
+            .notes(format!(
+                "user+system time of sfcdc emulator over the same run (the stream, the lookups): \
+                 it shares the cores with the service; {notes}"
+            )),
+        );
     }
     for (part, results) in [("ingest", &report.ingest), ("backlog", &report.backlog)] {
         for r in results {

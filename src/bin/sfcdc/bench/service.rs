@@ -10,7 +10,9 @@
 //!
 //! `VmRSS` is sampled every 100 ms from `/proc/<pid>/status`; the peak is the child's `VmHWM`, and
 //! the steady figure the median sample after the first tenth of the run. CPU is the child's user
-//! plus system time from `/proc/<pid>/stat`. `--rss-csv` writes every sample (seconds, RSS,
+//! plus system time from `/proc/<pid>/stat`, and the emulator's the same way from the service's
+//! start (what serving the stream, the lookups and the fulfilment cost it): the two share the
+//! machine's cores, which bounds the ingest rate one machine can show. `--rss-csv` writes every sample (seconds, RSS,
 //! checkpoint position), which `scripts/plot_rss.py` draws.
 
 use std::path::Path;
@@ -61,6 +63,9 @@ pub struct ServiceMemory {
     pub steady_mib: f64,
     /// The service's CPU time (user and system) over the run, seconds.
     pub cpu_seconds: f64,
+    /// The emulator's CPU time over the same run (serving the stream, the lookups and the
+    /// fulfilment), seconds.
+    pub emulator_cpu_seconds: f64,
     /// From the service's start to its checkpoint reaching the preloaded events' last: events
     /// per second of ingest with the worker running beside it.
     pub ingest_events_per_second: f64,
@@ -73,6 +78,11 @@ impl ServiceMemory {
     /// CPU microseconds per event taken in (jobs, polls and write-backs included).
     pub fn cpu_us_per_event(&self) -> f64 {
         self.cpu_seconds * 1e6 / self.events.max(1) as f64
+    }
+
+    /// The emulator's CPU microseconds per event over the same run.
+    pub fn emulator_cpu_us_per_event(&self) -> f64 {
+        self.emulator_cpu_seconds * 1e6 / self.events.max(1) as f64
     }
 }
 
@@ -265,6 +275,8 @@ pub async fn run(
         first_load(events),
         preload.elapsed().as_secs_f64()
     );
+    let emu_pid = emu.child.id().context("the emulator's pid")?;
+    let emu_cpu_before = cpu_of(emu_pid).unwrap_or(0.0);
     let db = dir.path().join("service.db");
     let url = database.map_or_else(|| format!("sqlite://{}", db.display()), str::to_owned);
     let mut service = Command::new(&exe)
@@ -377,6 +389,7 @@ pub async fn run(
         peak = peak.max(hwm);
     }
     let cpu_seconds = cpu_of(pid).unwrap_or(0.0);
+    let emulator_cpu_seconds = cpu_of(emu_pid).map_or(0.0, |c| c - emu_cpu_before);
     // SIGTERM: the service's own graceful stop.
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -404,6 +417,7 @@ pub async fn run(
         peak_mib: peak,
         steady_mib,
         cpu_seconds,
+        emulator_cpu_seconds,
         ingest_events_per_second: first_load(events) as f64 / first_caught_up.unwrap_or(seconds),
         samples,
     };
@@ -425,6 +439,14 @@ fn print(r: &ServiceMemory) {
         r.ingest_events_per_second,
         r.cpu_seconds,
         r.cpu_us_per_event()
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let both = r.cpu_us_per_event() + r.emulator_cpu_us_per_event();
+    println!(
+        "  the emulator: CPU {:.1} s, {:.1} us per event; together on {cores} cores at most {:.0} events/s",
+        r.emulator_cpu_seconds,
+        r.emulator_cpu_us_per_event(),
+        cores as f64 * 1e6 / both.max(f64::EPSILON)
     );
     let tenth = (r.samples.len() / 10).max(1);
     let line: Vec<String> = r
