@@ -2,6 +2,7 @@
 # Fuzzes the admin JSON API against its own OpenAPI document with schemathesis (PyPI).
 #
 #   scripts/api-fuzz.sh [--quick] [--examples N] [--seed N] [--random] [--keep]
+#   scripts/api-fuzz.sh --install-only    (only install schemathesis; CI does it while compiling)
 #
 # Starts `sfcdc emulator` and `sfcdc run` (SQLite in a scratch directory, both tokens set, no
 # worker, so nothing changes behind the fuzzer's back), makes demo data (bulk-generated orders
@@ -29,6 +30,7 @@ repo="$PWD"
 examples=25
 seed=20261206
 keep=0
+install_only=0
 generation=(--generation-deterministic)
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -37,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --seed) seed="$2"; shift ;;
     --random) generation=() ;;
     --keep) keep=1 ;;
+    --install-only) install_only=1 ;;
     *) echo "api-fuzz.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -48,6 +51,7 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; the
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+[[ "$install_only" = 1 ]] && exit 0
 
 if [[ -z "${SFCDC_BIN:-}" ]]; then
   cargo build --quiet --bin sfcdc
