@@ -36,7 +36,6 @@ use crate::telemetry::events::{
     JobCreated, QuarantineKind, ReconcileReason, TriggerSkipped,
 };
 use crate::telemetry::metrics::Metrics;
-use serde_json::json;
 
 /// A store failure as the subscription should see it: a database error (an outage, a full or
 /// read-only disk, a lost connection) is retried; a bad URL or stored data sfcdc cannot read is
@@ -557,15 +556,27 @@ pub fn job_row(
     event_id: &str,
     max_attempts: i32,
 ) -> NewJob {
-    let payload = json!({
-        "order_id": j.order_id.as_str(),
-        "account_id": j.account_id,
-        "status": j.status,
-        "trigger": j.kind.name(),
-        "channel": channel,
-        "replay_id": replay_id.to_hex(),
-        "event_id": event_id,
-    });
+    /// A job's payload, serialized straight from this struct (fields in this order), with no
+    /// JSON map built on the way.
+    #[derive(serde::Serialize)]
+    struct Payload<'a> {
+        order_id: &'a str,
+        account_id: Option<&'a str>,
+        status: &'a str,
+        trigger: &'a str,
+        channel: &'a str,
+        replay_id: String,
+        event_id: &'a str,
+    }
+    let payload = Payload {
+        order_id: j.order_id.as_str(),
+        account_id: j.account_id.as_deref(),
+        status: &j.status,
+        trigger: j.kind.name(),
+        channel,
+        replay_id: replay_id.to_hex(),
+        event_id,
+    };
     NewJob {
         key: j.key.clone(),
         order_id: j.order_id.to_string(),
@@ -575,7 +586,7 @@ pub fn job_row(
         channel: channel.to_owned(),
         replay_id: replay_id.as_bytes().to_vec(),
         event_id: event_id.to_owned(),
-        payload: payload.to_string(),
+        payload: serde_json::to_string(&payload).expect("strings always serialize"),
         max_attempts,
     }
 }
@@ -598,5 +609,37 @@ fn quarantine_row(
         payload: payload.to_vec(),
         reason,
         kind: kind.as_str().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::TriggerKind;
+    use serde_json::json;
+
+    #[test]
+    fn a_job_payload_is_the_json_object_it_always_was() {
+        for account_id in [Some("001000000000001AAA".to_owned()), None] {
+            let j = JobRequest {
+                key: "k".into(),
+                order_id: SfId::parse("801000000000001AAA").unwrap(),
+                account_id: account_id.clone(),
+                status: "Appro\"ved".into(),
+                kind: TriggerKind::StatusChange,
+            };
+            let replay = ReplayId::new(vec![0, 1, 0xab]);
+            let row = job_row(&j, "/data/OrderChangeEvent", &replay, "e-1", 5);
+            let expected = json!({
+                "order_id": "801000000000001AAA",
+                "account_id": account_id,
+                "status": "Appro\"ved",
+                "trigger": TriggerKind::StatusChange.name(),
+                "channel": "/data/OrderChangeEvent",
+                "replay_id": "0001ab",
+                "event_id": "e-1",
+            });
+            assert_eq!(row.payload, expected.to_string());
+        }
     }
 }
