@@ -1,31 +1,39 @@
 //! Cached order reads: the read API's orders and account order lists, and the rules' guard
-//! lookups, served from moka and kept fresh by change events.
+//! lookups, served from quick_cache and kept fresh by change events.
 //!
-//! **Coalescing.** Concurrent misses for one key share one Salesforce call (moka's
-//! `try_get_with`): the first caller loads, the others wait for its result. A failed load is not
-//! cached; every waiter gets the same error, and the next read tries again.
+//! **Coalescing.** Concurrent misses for one key share one Salesforce call: the first caller
+//! registers its load for the key and loads, the others wait for its outcome. A failed load is
+//! not cached; every waiter gets the same error, and the next read tries again. A caller
+//! cancelled while it loads wakes its waiters, and one of them loads in its place.
 //!
-//! **Freshness.** Entries live for `SFCDC_CACHE_TTL`, or `SFCDC_CACHE_IDLE` without a read.
-//! Change events invalidate them through the [`invalidate::Invalidator`], which coalesces a burst
-//! for one key into one invalidation. A load that was already running when its key was
+//! **Freshness.** Entries live for `SFCDC_CACHE_TTL` from the start of their load, or
+//! `SFCDC_CACHE_IDLE` without a read (guard facts: `SFCDC_GUARD_MAX_AGE`): each entry keeps both
+//! times, and a read that finds it too old treats it as a miss and drops it.
+//! Change events invalidate entries through the [`invalidate::Invalidator`], which coalesces a
+//! burst for one key into one invalidation. A load that was already running when its key was
 //! invalidated may finish afterwards with what it read before the change; the loads running are
-//! therefore registered per key, an invalidation flags those of its key, and an entry from a
-//! flagged load is treated as a miss. Only customer-facing fields invalidate (`SFCDC_CUSTOMER_FIELDS`), so the read API
-//! shows only the fields it is configured to (`SFCDC_ORDER_READ_FIELDS`,
-//! `SFCDC_ORDER_ITEM_READ_FIELDS`): an entry may hold a stale activation status, which no reader
-//! sees.
+//! therefore registered per key, and an invalidation flags those of its key: what a flagged load
+//! read is not kept (an entry flagged after it was kept is treated as a miss), and misses after
+//! the invalidation load again rather than wait for it. Only customer-facing fields invalidate
+//! (`SFCDC_CUSTOMER_FIELDS`), so the read API shows only the fields it is configured to
+//! (`SFCDC_ORDER_READ_FIELDS`, `SFCDC_ORDER_ITEM_READ_FIELDS`): an entry may hold a stale
+//! activation status, which no reader sees.
 //!
 //! **Bounds.** Orders and account lists are bounded in bytes (`SFCDC_CACHE_MAX_BYTES`, half
 //! each, by an estimate of what each entry holds), guard facts and the account of each order read
-//! in entries (`SFCDC_CACHE_MAX_ENTRIES`); moka evicts the least useful entries past the bound.
-//! Nothing is kept per invalidation: the registry of running loads is as large as the loads.
+//! in entries (`SFCDC_CACHE_MAX_ENTRIES`). quick_cache evicts (S3-FIFO, with CLOCK marks) only
+//! when an insert passes the bound, so a hit does no housekeeping: a shard's read lock, a mark
+//! and a time stamp. An expired entry nobody reads stays until eviction takes it, among the first
+//! since it is not read. Nothing is kept per invalidation: the registry of running loads is as
+//! large as the loads.
 //!
 //! **Guard lookups** ([`CachedLookup`]) keep their own facts (status, activation status, external
 //! id, account) from every load, for `SFCDC_GUARD_MAX_AGE`, and load every other order of a batch
 //! in one SOQL query of those fields alone, so a burst of events for one order costs one REST
-//! read, and the stream fills no read cache entry. Customer-facing invalidations do not touch these facts; an event that changes a guard field does, at once and
-//! before the lookup of its batch ([`OrderLookup::forget`]). The guard is a filter, not the last
-//! word: the worker reads the order again, uncached, before it submits anything.
+//! read, and the stream fills no read cache entry. Customer-facing invalidations do not touch
+//! these facts; an event that changes a guard field does, at once and before the lookup of its
+//! batch ([`OrderLookup::forget`]). The guard is a filter, not the last word: the worker reads
+//! the order again, uncached, before it submits anything.
 
 pub mod broadcast;
 pub mod http;
@@ -33,12 +41,14 @@ pub mod invalidate;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::future::Cache;
+use quick_cache::sync::Cache as QuickCache;
+use quick_cache::{OptionsBuilder, Weighter};
 use secrecy::SecretString;
 use serde_json::{Map, Value as Json};
+use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
@@ -288,8 +298,12 @@ impl Loaded for GuardEntry {
     }
 }
 
-/// About what moka keeps for each entry besides the value (key, timer and order nodes, hash).
-const ENTRY_OVERHEAD: usize = 160;
+/// What the cache keeps for each entry besides the value, measured on quick_cache 0.7 by
+/// `the_entry_overhead_covers_what_the_cache_keeps` (about 230 bytes): the entry's slab and
+/// hash-table slots, the key's text, the [`Slot`] with its stamps and flag, and the value's
+/// `Arc`. The cache also remembers evicted keys, up to half the entries it expects to hold
+/// ([`TYPICAL_ENTRY_BYTES`]), which adds less than 1% to a byte bound.
+const ENTRY_OVERHEAD: usize = 256;
 
 fn clamp_weight(bytes: usize) -> u32 {
     u32::try_from(bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
@@ -319,26 +333,96 @@ enum Bound {
     Bytes(u64),
 }
 
-/// An entry, and the flag an invalidation sets when it outdates the load the entry came from.
-struct Slot<V> {
-    value: Arc<V>,
-    outdated: Arc<AtomicBool>,
+/// What an entry of a byte-bounded cache is assumed to weigh when the cache is sized (about an
+/// order with its items): it sets how many evicted keys the cache remembers (half as many as it
+/// is then expected to hold) and how many shards it may have.
+const TYPICAL_ENTRY_BYTES: u64 = 4 << 10;
+
+/// The least a shard of a byte-bounded cache holds. Each shard is bounded on its own, and an
+/// entry heavier than its shard is served but not kept, so a shard must hold the heaviest entry
+/// worth keeping: an account list of several hundred orders with the default fields (the
+/// default limit is 200).
+const MIN_SHARD_BYTES: u64 = 2 << 20;
+
+/// A quick_cache bounded by `bound`. It is sharded, each shard behind its own lock: a read takes
+/// the shard's read lock and marks the entry used; eviction runs only when an insert overflows a
+/// shard, so a read never pays for housekeeping.
+fn bounded<K, V, W>(bound: Bound, weighter: W) -> QuickCache<K, V, W>
+where
+    K: Eq + std::hash::Hash,
+    V: Clone,
+    W: Weighter<K, V> + Clone,
+{
+    let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+    let (items, weight, shards) = match bound {
+        Bound::Entries(n) => (n, n, parallelism * 4),
+        Bound::Bytes(n) => {
+            let shards = usize::try_from(n / MIN_SHARD_BYTES).unwrap_or(usize::MAX);
+            (n / TYPICAL_ENTRY_BYTES, n, shards.clamp(1, parallelism * 4))
+        }
+    };
+    let options = OptionsBuilder::new()
+        .estimated_items_capacity(usize::try_from(items).unwrap_or(usize::MAX).max(1))
+        .weight_capacity(weight)
+        .shards(shards)
+        .build()
+        .expect("both capacities are set");
+    QuickCache::with_options(options, weighter, Default::default(), Default::default())
 }
 
-impl<V> Clone for Slot<V> {
-    fn clone(&self) -> Self {
-        Slot {
-            value: self.value.clone(),
-            outdated: self.outdated.clone(),
-        }
+/// Monotonic time as the cache ages its entries: nanoseconds since the cache was built. It reads
+/// tokio's clock, which is the system's monotonic clock unless a test pauses it.
+#[derive(Debug, Clone, Copy)]
+struct Epoch(tokio::time::Instant);
+
+impl Epoch {
+    fn new() -> Epoch {
+        Epoch(tokio::time::Instant::now())
+    }
+
+    fn now(self) -> u64 {
+        nanos(self.0.elapsed())
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// An entry: the value, the flag an invalidation sets when it outdates the load the value came
+/// from, and what the entry is aged and weighed by.
+struct Slot<V> {
+    value: Arc<V>,
+    outdated: Arc<AtomicBool>,
+    /// When its load began ([`Epoch`] nanoseconds); the entry expires `ttl` after.
+    born: u64,
+    /// When it was last read, or kept; the entry expires `idle` after.
+    read: AtomicU64,
+    /// [`Loaded::weight`] when bounded in bytes, else 1. Kept, because the cache asks for it on
+    /// every move of the entry.
+    weight: u32,
+}
+
+/// Weighs a slot by the weight it recorded.
+#[derive(Debug, Clone, Copy)]
+struct SlotWeight;
+
+impl<V> Weighter<SfId, Arc<Slot<V>>> for SlotWeight {
+    fn weight(&self, _: &SfId, slot: &Arc<Slot<V>>) -> u64 {
+        u64::from(slot.weight)
+    }
+}
+
+/// What a read load ends with, as its waiters get it (`None` while it runs).
+type Outcome<V> = Option<Result<Arc<V>, Arc<LoadError>>>;
+
 /// The loads of one key running now. They share one flag: an invalidation of the key sets it
-/// and forgets it, so loads that begin afterwards get a new one.
-struct Running {
+/// and forgets them, so loads that begin afterwards get a new one.
+struct Running<V> {
     outdated: Arc<AtomicBool>,
     loads: usize,
+    /// The read load among them, whose outcome concurrent misses wait for.
+    flight: Option<watch::Receiver<Outcome<V>>>,
 }
 
 /// A load in progress, registered until it is dropped (finished, failed or cancelled).
@@ -346,6 +430,11 @@ struct Load<'a, V> {
     entries: &'a Entries<V>,
     id: SfId,
     outdated: Arc<AtomicBool>,
+    /// When it began ([`Epoch`] nanoseconds).
+    began: u64,
+    /// Where a read load tells its waiters how it ended. Dropped unsent (the load was
+    /// cancelled), it wakes them to try again.
+    flight: Option<watch::Sender<Outcome<V>>>,
 }
 
 impl<V> Drop for Load<'_, V> {
@@ -358,12 +447,26 @@ impl<V> Drop for Load<'_, V> {
         if let Some(r) = running.get_mut(&self.id)
             && Arc::ptr_eq(&r.outdated, &self.outdated)
         {
+            if self.flight.is_some() {
+                // Before the sender drops: a waiter it wakes must not find this load again.
+                r.flight = None;
+            }
             r.loads -= 1;
             if r.loads == 0 {
                 running.remove(&self.id);
             }
         }
     }
+}
+
+/// What a miss does next.
+enum Turn<'a, V> {
+    /// A load finished since the miss: its entry.
+    Ready(Arc<V>),
+    /// Another caller is loading the key: wait for its outcome.
+    Wait(watch::Receiver<Outcome<V>>),
+    /// Load it, registered as the key's read load.
+    Lead(Load<'a, V>),
 }
 
 /// One kind of entry: the entries, the loads running now, and the counters.
@@ -373,8 +476,14 @@ impl<V> Drop for Load<'_, V> {
 /// Only running loads are tracked, so a hit costs one lookup and the bookkeeping is as large as
 /// the loads in flight, not as the keys ever invalidated.
 struct Entries<V> {
-    entries: Cache<SfId, Slot<V>>,
-    running: std::sync::Mutex<std::collections::HashMap<SfId, Running>>,
+    entries: QuickCache<SfId, Arc<Slot<V>>, SlotWeight>,
+    bound: Bound,
+    /// Lifetime, nanoseconds.
+    ttl: u64,
+    /// Longest time without a read, nanoseconds.
+    idle: Option<u64>,
+    epoch: Epoch,
+    running: std::sync::Mutex<std::collections::HashMap<SfId, Running<V>>>,
     counters: CacheReads,
 }
 
@@ -383,96 +492,169 @@ impl<V: Loaded> Entries<V> {
         bound: Bound,
         ttl: Duration,
         idle: Option<Duration>,
-        metrics: &Metrics,
-        kind: CacheKind,
+        epoch: Epoch,
+        counters: CacheReads,
     ) -> Self {
-        let mut entries = Cache::builder().time_to_live(ttl);
-        entries = match bound {
-            Bound::Entries(n) => entries.max_capacity(n),
-            Bound::Bytes(n) => entries
-                .max_capacity(n)
-                .weigher(|_: &SfId, s: &Slot<V>| s.value.weight()),
-        };
-        if let Some(idle) = idle {
-            entries = entries.time_to_idle(idle);
-        }
         Entries {
-            entries: entries.build(),
+            entries: bounded(bound, SlotWeight),
+            bound,
+            ttl: nanos(ttl),
+            idle: idle.map(nanos),
+            epoch,
             running: Default::default(),
-            counters: CacheReads::new(metrics, kind),
+            counters,
         }
     }
 
-    /// Registers a load of `id` that is about to read Salesforce.
-    fn begin(&self, id: &SfId) -> Load<'_, V> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+    /// Registers a load of `id` that is about to read Salesforce; a read load also gets the
+    /// key's flight, for misses to wait on.
+    fn register<'a>(
+        &'a self,
+        running: &mut std::collections::HashMap<SfId, Running<V>>,
+        id: &SfId,
+        flight: Option<watch::Sender<Outcome<V>>>,
+    ) -> Load<'a, V> {
         let r = running.entry(id.clone()).or_insert_with(|| Running {
             outdated: Arc::new(AtomicBool::new(false)),
             loads: 0,
+            flight: None,
         });
         r.loads += 1;
+        if let Some(tx) = &flight {
+            r.flight = Some(tx.subscribe());
+        }
         Load {
             entries: self,
             id: id.clone(),
             outdated: r.outdated.clone(),
+            began: self.epoch.now(),
+            flight,
         }
     }
 
-    /// The entry for `id`, unless there is none or an invalidation outdated its load.
-    async fn fresh(&self, id: &SfId) -> Option<Arc<V>> {
-        let slot = self.entries.get(id).await?;
-        if slot.outdated.load(Ordering::Acquire) {
-            self.entries.invalidate(id).await;
+    /// Registers a load of `id` that nobody waits on (guard facts).
+    fn begin(&self, id: &SfId) -> Load<'_, V> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        self.register(&mut running, id, None)
+    }
+
+    /// After a miss: wait for the key's read load, take the entry one kept meanwhile, or lead.
+    fn turn(&self, id: &SfId) -> Turn<'_, V> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = running.get(id).and_then(|r| r.flight.as_ref()) {
+            return Turn::Wait(rx.clone());
+        }
+        // A load keeps its entry before it leaves the registry, so under the lock this sees
+        // every load that finished since the miss.
+        if let Some(v) = self.fresh(id) {
+            return Turn::Ready(v);
+        }
+        let (tx, _) = watch::channel(None);
+        Turn::Lead(self.register(&mut running, id, Some(tx)))
+    }
+
+    /// The entry for `id`, unless there is none, it expired, or an invalidation outdated its
+    /// load; such an entry is dropped.
+    fn fresh(&self, id: &SfId) -> Option<Arc<V>> {
+        let slot = self.entries.get(id)?;
+        let now = self.epoch.now();
+        let read = slot.read.load(Ordering::Relaxed);
+        let idle = self
+            .idle
+            .is_some_and(|idle| now.saturating_sub(read) >= idle);
+        if idle
+            || now.saturating_sub(slot.born) >= self.ttl
+            || slot.outdated.load(Ordering::Acquire)
+        {
+            self.entries.remove_if(id, |s| Arc::ptr_eq(s, &slot));
             return None;
         }
-        Some(slot.value)
+        // Stamped at most every 1/64 of the idle time: concurrent hits on one entry rarely
+        // write the same cache line, and the entry expires at most that much early.
+        if let Some(idle) = self.idle
+            && now.saturating_sub(read) > idle >> 6
+        {
+            slot.read.store(now, Ordering::Relaxed);
+        }
+        Some(slot.value.clone())
     }
 
-    /// Keeps what `load` read.
-    async fn insert(&self, load: &Load<'_, V>, value: Arc<V>) {
+    /// Keeps what `load` read, unless an invalidation has outdated it already (a read would
+    /// only drop it).
+    fn insert(&self, load: &Load<'_, V>, value: Arc<V>) {
+        if load.outdated.load(Ordering::Acquire) {
+            return;
+        }
+        let weight = match self.bound {
+            Bound::Entries(_) => 1,
+            Bound::Bytes(_) => value.weight(),
+        };
         let slot = Slot {
             value,
             outdated: load.outdated.clone(),
+            born: load.began,
+            read: AtomicU64::new(self.epoch.now()),
+            weight,
         };
-        self.entries.insert(load.id.clone(), slot).await;
+        self.entries.insert(load.id.clone(), Arc::new(slot));
     }
 
-    /// The entry for `id`, loaded by `load` on a miss; concurrent misses share one load.
+    /// The entry for `id`, loaded by `load` on a miss. Concurrent misses share one load: every
+    /// one gets its outcome, error included. If the caller loading is cancelled, a waiter loads.
     async fn get_or_load(
         &self,
         id: &SfId,
         load: impl Future<Output = Result<V, LoadError>>,
     ) -> Result<Arc<V>, Arc<LoadError>> {
         let c = &self.counters;
-        if let Some(e) = self.fresh(id).await {
+        if let Some(e) = self.fresh(id) {
             c.hit();
             return Ok(e);
         }
         c.misses(1);
-        let ran = AtomicBool::new(false);
-        let registered = self.begin(id);
-        let result = self
-            .entries
-            .try_get_with_by_ref(id, async {
-                ran.store(true, Ordering::Relaxed);
-                c.load();
-                load.await.map(|v| Slot {
-                    value: Arc::new(v),
-                    outdated: registered.outdated.clone(),
-                })
-            })
-            .await;
-        drop(registered);
-        if !ran.load(Ordering::Relaxed) {
-            c.coalesced();
-        } else if result.is_err() {
-            c.load_failed();
+        loop {
+            match self.turn(id) {
+                Turn::Ready(e) => {
+                    c.coalesced();
+                    return Ok(e);
+                }
+                Turn::Wait(mut rx) => {
+                    let outcome = rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|o| (*o).clone());
+                    if let Some(outcome) = outcome {
+                        c.coalesced();
+                        return outcome;
+                    }
+                    // Its caller was cancelled: try again, perhaps as the one loading.
+                }
+                Turn::Lead(registered) => {
+                    c.load();
+                    let result = match load.await {
+                        Ok(v) => {
+                            let v = Arc::new(v);
+                            self.insert(&registered, v.clone());
+                            Ok(v)
+                        }
+                        Err(e) => {
+                            c.load_failed();
+                            Err(Arc::new(e))
+                        }
+                    };
+                    if let Some(tx) = &registered.flight {
+                        tx.send_replace(Some(result.clone()));
+                    }
+                    return result;
+                }
+            }
         }
-        result.map(|slot| slot.value)
     }
 
-    /// Drops `id` now, and outdates every load of it already running.
-    async fn invalidate(&self, id: &SfId) {
+    /// Drops `id` now, and outdates every load of it already running. Misses from now on do not
+    /// wait for those loads: they load again.
+    fn invalidate(&self, id: &SfId) {
         let running = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running.remove(id)
@@ -480,7 +662,7 @@ impl<V: Loaded> Entries<V> {
         if let Some(r) = running {
             r.outdated.store(true, Ordering::Release);
         }
-        self.entries.invalidate(id).await;
+        self.entries.remove(id);
     }
 
     /// Drops every entry and outdates every running load.
@@ -489,7 +671,29 @@ impl<V: Loaded> Entries<V> {
         for r in running.into_values() {
             r.outdated.store(true, Ordering::Release);
         }
-        self.entries.invalidate_all();
+        self.entries.clear();
+    }
+}
+
+/// The account of each order seen in a load, for `ttl`, bounded in entries.
+struct AccountOf {
+    accounts: QuickCache<SfId, (SfId, u64)>,
+    ttl: u64,
+    epoch: Epoch,
+}
+
+impl AccountOf {
+    fn get(&self, order: &SfId) -> Option<SfId> {
+        let (account, born) = self.accounts.get(order)?;
+        if self.epoch.now().saturating_sub(born) >= self.ttl {
+            self.accounts.remove_if(order, |(_, b)| *b == born);
+            return None;
+        }
+        Some(account)
+    }
+
+    fn insert(&self, order: SfId, account: SfId) {
+        self.accounts.insert(order, (account, self.epoch.now()));
     }
 }
 
@@ -503,7 +707,7 @@ pub struct OrderCache<S> {
     guards: Option<Entries<GuardEntry>>,
     /// The account of every order seen in a load, for invalidating the list of an order whose
     /// event does not name its account.
-    account_of: Cache<SfId, SfId>,
+    account_of: AccountOf,
     rules: Arc<RulesConfig>,
     /// Stamps the time each entry was loaded, as readers see it.
     clock: Clock,
@@ -512,8 +716,8 @@ pub struct OrderCache<S> {
 impl<S> std::fmt::Debug for OrderCache<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OrderCache")
-            .field("orders", &self.orders.entries.entry_count())
-            .field("accounts", &self.accounts.entries.entry_count())
+            .field("orders", &self.orders.entries.len())
+            .field("accounts", &self.accounts.entries.len())
             .finish()
     }
 }
@@ -528,23 +732,29 @@ impl<S: OrderSource> OrderCache<S> {
     ) -> OrderCache<S> {
         let (capacity, ttl, idle) = (config.max_entries, config.ttl, Some(config.idle));
         let half = Bound::Bytes(config.max_bytes / 2);
+        let epoch = Epoch::new();
+        let counters = |kind| CacheReads::new(metrics, kind);
         OrderCache {
             source,
-            orders: Entries::new(half, ttl, idle, metrics, CacheKind::Order),
-            accounts: Entries::new(half, ttl, idle, metrics, CacheKind::AccountOrders),
+            orders: Entries::new(half, ttl, idle, epoch, counters(CacheKind::Order)),
+            accounts: Entries::new(half, ttl, idle, epoch, counters(CacheKind::AccountOrders)),
             guards: (!config.guard_max_age.is_zero()).then(|| {
                 Entries::new(
                     Bound::Entries(capacity),
                     config.guard_max_age,
                     None,
-                    metrics,
-                    CacheKind::Guard,
+                    epoch,
+                    counters(CacheKind::Guard),
                 )
             }),
-            account_of: Cache::builder()
-                .max_capacity(capacity.saturating_mul(4))
-                .time_to_live(ttl)
-                .build(),
+            account_of: AccountOf {
+                accounts: bounded(
+                    Bound::Entries(capacity.saturating_mul(4)),
+                    quick_cache::UnitWeighter,
+                ),
+                ttl: nanos(ttl),
+                epoch,
+            },
             rules,
             clock: Clock::system(),
             config,
@@ -565,9 +775,10 @@ impl<S: OrderSource> OrderCache<S> {
     /// One order with its items (`record: None` when it does not exist). The load keeps the
     /// order's guard facts too.
     pub async fn order(&self, id: &SfId) -> Result<Arc<OrderEntry>, Arc<LoadError>> {
-        let guard_load = self.guards.as_ref().map(|g| g.begin(id));
         self.orders
             .get_or_load(id, async {
+                // Registered before Salesforce is read, so that a guard field's change outdates it.
+                let guard_load = self.guards.as_ref().map(|g| g.begin(id));
                 let loaded_at = Instant::now();
                 let loaded_at_ms = self.clock.now_ms();
                 let records = self
@@ -578,10 +789,10 @@ impl<S: OrderSource> OrderCache<S> {
                 let record = records
                     .into_iter()
                     .find(|r| record_id(r).as_ref() == Some(id));
-                let entry = self.order_entry(id, record, loaded_at, loaded_at_ms).await;
+                let entry = self.order_entry(id, record, loaded_at, loaded_at_ms);
                 if let (Some(guards), Some(load)) = (&self.guards, &guard_load) {
                     let facts = entry.record.as_ref().map(|r| order_facts(r, &self.rules));
-                    guards.insert(load, Arc::new(GuardEntry { facts })).await;
+                    guards.insert(load, Arc::new(GuardEntry { facts }));
                 }
                 Ok(entry)
             })
@@ -589,7 +800,7 @@ impl<S: OrderSource> OrderCache<S> {
     }
 
     /// An order entry from its REST record; the order's account is kept too.
-    async fn order_entry(
+    fn order_entry(
         &self,
         id: &SfId,
         record: Option<Json>,
@@ -609,7 +820,7 @@ impl<S: OrderSource> OrderCache<S> {
                 if let Some(Ok(account)) =
                     m.get("AccountId").and_then(Json::as_str).map(SfId::parse)
                 {
-                    self.account_of.insert(id.clone(), account).await;
+                    self.account_of.insert(id.clone(), account);
                 }
                 (Some(m), items)
             }
@@ -642,7 +853,7 @@ impl<S: OrderSource> OrderCache<S> {
                 let mut orders = Vec::with_capacity(records.len().min(limit));
                 for r in records.into_iter().take(limit).filter_map(strip) {
                     if let Some(Ok(id)) = r.get("Id").and_then(Json::as_str).map(SfId::parse) {
-                        self.account_of.insert(id, account.clone()).await;
+                        self.account_of.insert(id, account.clone());
                     }
                     orders.push(r);
                 }
@@ -661,16 +872,16 @@ impl<S: OrderSource> OrderCache<S> {
     pub async fn invalidate(&self, key: &CacheKey) -> Option<SfId> {
         match key {
             CacheKey::Order(id) => {
-                self.orders.invalidate(id).await;
-                self.account_of.get(id).await
+                self.orders.invalidate(id);
+                self.account_of.get(id)
             }
             CacheKey::AccountOrders(id) => {
-                self.accounts.invalidate(id).await;
+                self.accounts.invalidate(id);
                 None
             }
             CacheKey::Guard(id) => {
                 if let Some(guards) = &self.guards {
-                    guards.invalidate(id).await;
+                    guards.invalidate(id);
                 }
                 None
             }
@@ -689,7 +900,7 @@ impl<S: OrderSource> OrderCache<S> {
                 continue;
             }
             match &self.guards {
-                Some(guards) => match guards.fresh(id).await {
+                Some(guards) => match guards.fresh(id) {
                     Some(e) => {
                         guards.counters.hit();
                         facts.insert(id.clone(), e.facts.clone());
@@ -737,7 +948,7 @@ impl<S: OrderSource> OrderCache<S> {
                 let entry = GuardEntry {
                     facts: facts.get(&load.id).cloned().flatten(),
                 };
-                guards.insert(load, Arc::new(entry)).await;
+                guards.insert(load, Arc::new(entry));
             }
         }
         Ok(facts)

@@ -203,6 +203,34 @@ async fn a_failed_load_fails_every_waiter_and_is_not_cached() {
 }
 
 #[tokio::test]
+async fn a_cancelled_load_hands_over_to_one_of_its_waiters() {
+    let (fake, gate) = Fake::gated();
+    let fake = Arc::new(fake);
+    let (cache, metrics) = cache(&fake, CacheConfig::defaults());
+    let read = || {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.order(&id(ORDER)).await })
+    };
+    let first = read();
+    settle().await;
+    let waiters: Vec<_> = (0..10).map(|_| read()).collect();
+    settle().await;
+    assert_eq!(fake.calls(), 1, "the waiters wait");
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    settle().await;
+    assert_eq!(fake.calls(), 2, "one waiter loads in its place");
+    gate.add_permits(1);
+    for w in waiters {
+        w.await.unwrap().expect("loads");
+    }
+    assert_eq!(fake.calls(), 2);
+    assert_eq!(count(&metrics, "loads", "order"), 2);
+    assert_eq!(count(&metrics, "coalesced", "order"), 9);
+    assert!(cache.orders.running.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn an_absent_order_is_an_answer_not_an_error() {
     let fake = Arc::new(Fake::default());
     let (cache, _) = cache(&fake, CacheConfig::defaults());
@@ -231,6 +259,97 @@ async fn a_load_that_began_before_an_invalidation_is_not_trusted() {
     let next = cache.order(&id(ORDER)).await.unwrap();
     assert_eq!(next.record.as_ref().unwrap()["Status"], "Approved");
     assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_read_after_an_invalidation_does_not_wait_for_the_load_it_outdated() {
+    let (fake, gate) = Fake::gated();
+    let fake = Arc::new(fake);
+    let (cache, _) = cache(&fake, CacheConfig::defaults());
+    let read = || {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.order(&id(ORDER)).await })
+    };
+    let old = read();
+    settle().await;
+    *fake.status.lock().unwrap() = "Approved".into();
+    cache.invalidate(&CacheKey::Order(id(ORDER))).await;
+    let new = read();
+    settle().await;
+    assert_eq!(fake.calls(), 2, "the read after the change loads again");
+    gate.add_permits(2);
+    let status = |e: Arc<OrderEntry>| e.record.as_ref().unwrap()["Status"].clone();
+    assert_eq!(status(old.await.unwrap().unwrap()), "Draft");
+    assert_eq!(status(new.await.unwrap().unwrap()), "Approved");
+    // The outdated load kept nothing; the new one's entry answers.
+    assert_eq!(status(cache.order(&id(ORDER)).await.unwrap()), "Approved");
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test]
+async fn invalidating_everything_drops_every_entry_and_outdates_running_loads() {
+    let (fake, gate) = Fake::gated();
+    let fake = Arc::new(fake);
+    let (cache, _) = cache(&fake, CacheConfig::defaults());
+    gate.add_permits(2);
+    cache.order(&id(ORDER)).await.unwrap();
+    cache.account_orders(&id(ACCOUNT)).await.unwrap();
+    let running = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.order(&id(OTHER)).await })
+    };
+    settle().await;
+    cache.invalidate_all().await;
+    gate.add_permits(1);
+    running.await.unwrap().unwrap();
+    assert_eq!(fake.calls(), 3);
+    gate.add_permits(3);
+    cache.order(&id(ORDER)).await.unwrap();
+    cache.account_orders(&id(ACCOUNT)).await.unwrap();
+    cache.order(&id(OTHER)).await.unwrap();
+    assert_eq!(fake.calls(), 6, "everything is loaded again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_expire_at_their_ttl_or_when_not_read_for_the_idle_time() {
+    let fake = Arc::new(Fake::default());
+    let config = CacheConfig {
+        ttl: Duration::from_secs(300),
+        idle: Duration::from_secs(60),
+        ..CacheConfig::defaults()
+    };
+    let (cache, metrics) = cache(&fake, config);
+    let read = || async { cache.order(&id(ORDER)).await.unwrap() };
+    read().await;
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(50)).await;
+        read().await;
+    }
+    assert_eq!(fake.calls(), 1, "read every 50 s, for 250 s");
+    tokio::time::advance(Duration::from_secs(50)).await;
+    read().await;
+    assert_eq!(fake.calls(), 2, "expired at its TTL, read or not");
+    tokio::time::advance(Duration::from_secs(59)).await;
+    read().await;
+    tokio::time::advance(Duration::from_secs(60)).await;
+    read().await;
+    assert_eq!(fake.calls(), 3, "dropped after a minute without a read");
+    assert_eq!(count(&metrics, "hits", "order"), 6);
+    assert_eq!(count(&metrics, "misses", "order"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn guard_facts_expire_at_the_guard_max_age() {
+    let fake = Arc::new(Fake::default());
+    let (cache, _) = cache(&fake, CacheConfig::defaults());
+    let age = cache.config().guard_max_age;
+    cache.guard_facts(&[id(ORDER)]).await.unwrap();
+    tokio::time::advance(age / 2).await;
+    cache.guard_facts(&[id(ORDER)]).await.unwrap();
+    assert_eq!(fake.calls(), 1);
+    tokio::time::advance(age / 2).await;
+    cache.guard_facts(&[id(ORDER)]).await.unwrap();
+    assert_eq!(fake.calls(), 2, "older than SFCDC_GUARD_MAX_AGE");
 }
 
 #[tokio::test]
@@ -334,7 +453,7 @@ async fn guard_lookups_read_the_guard_fields_alone_and_leave_the_read_cache_to_r
         Some(ACCOUNT)
     );
     assert_eq!(fake.guards_asked.load(Ordering::SeqCst), 1);
-    assert!(cache.orders.entries.get(&id(ORDER)).await.is_none());
+    assert!(cache.orders.entries.get(&id(ORDER)).is_none());
     // The first read loads the whole order; the guard lookup kept its account for invalidations.
     cache.order(&id(ORDER)).await.unwrap();
     assert_eq!(fake.calls(), 2);
@@ -358,11 +477,66 @@ async fn the_read_cache_holds_at_most_its_bytes() {
         let order = format!("8010000000{n:05}AAA");
         cache.order(&id(&order)).await.unwrap();
     }
-    cache.orders.entries.run_pending_tasks().await;
-    let held = cache.orders.entries.weighted_size();
+    let held = cache.orders.entries.weight();
     assert!(held <= 32 << 10, "{held} bytes held");
-    let count = cache.orders.entries.entry_count();
+    let count = cache.orders.entries.len();
     assert!(count > 0 && count < 400, "{count} orders held");
+}
+
+/// An entry that weighs what it says and holds nothing but what the cache keeps for it.
+struct Bare(u32);
+
+impl Loaded for Bare {
+    fn weight(&self) -> u32 {
+        self.0
+    }
+}
+
+/// What a byte-bounded cache of `bound` bytes keeps besides the values, after ten times as many
+/// inserts of entries weighing `weight` as fit, so that evicted keys fill its ghost list too:
+/// the bytes, and the entries held.
+fn bookkeeping(bound: u64, weight: u32) -> (usize, usize) {
+    // glibc's chunk for a request of `n` bytes.
+    let chunk = |n: usize| (n + 8).next_multiple_of(16).max(32);
+    let metrics = Metrics::new();
+    let entries: Entries<Bare> = Entries::new(
+        Bound::Bytes(bound),
+        Duration::from_secs(60),
+        None,
+        Epoch::new(),
+        CacheReads::new(&metrics, CacheKind::Order),
+    );
+    let n = 10 * bound / u64::from(weight);
+    for i in 0..n {
+        let load = entries.begin(&crate::sfid::generate("801", "Qc", i));
+        entries.insert(&load, Arc::new(Bare(weight)));
+    }
+    let held = entries.entries.len();
+    assert!(held > 0 && (held as u64) < n, "{held} held");
+    let per_entry = chunk(18) // the key's text
+        + chunk(std::mem::size_of::<Slot<Bare>>() + 16) // the slot's Arc
+        + chunk(1 + 16) // its load's flag
+        + chunk(16); // the value's Arc
+    (
+        entries.entries.memory_used().total() + held * per_entry,
+        held,
+    )
+}
+
+#[test]
+fn the_entry_overhead_covers_what_the_cache_keeps() {
+    // Small entries: the cost of each.
+    let (bytes, held) = bookkeeping(1 << 20, clamp_weight(0));
+    assert!(
+        bytes / held <= ENTRY_OVERHEAD,
+        "{} bytes an entry ({bytes} for {held})",
+        bytes / held
+    );
+    // Entries of the typical weight: the evicted keys remembered add less than 1% of the bound.
+    let bound = 1 << 20;
+    let (bytes, held) = bookkeeping(bound, TYPICAL_ENTRY_BYTES as u32);
+    let allowed = held * ENTRY_OVERHEAD + bound as usize / 100;
+    assert!(bytes <= allowed, "{bytes} bytes for {held} entries");
 }
 
 #[tokio::test]
