@@ -11,7 +11,8 @@ use super::insight::{Insights, JobQuery, Minute};
 use super::lease::{Fence, LeaseRow, Leases, Takeover};
 use super::postgres::PgStore;
 use super::queue::{
-    ActionError, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged, Queue,
+    ActionError, Applied, Claim, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged,
+    Queue,
 };
 use super::recovery::{NewRecovery, Recoveries, RecoveryRow};
 use super::sqlite::SqliteStore;
@@ -181,6 +182,18 @@ impl Queue for AnyStore {
         match self {
             AnyStore::Sqlite(s) => s.update_jobs(updates, now_ms).await,
             AnyStore::Postgres(p) => p.update_jobs(updates, now_ms).await,
+        }
+    }
+
+    async fn update_jobs_and_claim(
+        &self,
+        updates: &[JobUpdate],
+        claim: &Claim,
+        now_ms: i64,
+    ) -> Result<Applied, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.update_jobs_and_claim(updates, claim, now_ms).await,
+            AnyStore::Postgres(p) => p.update_jobs_and_claim(updates, claim, now_ms).await,
         }
     }
 

@@ -1,8 +1,8 @@
-//! Batched writes to leased rows: a worker's step updates
-//! ([`Queue::update_jobs`](super::queue::Queue::update_jobs)) on SQLite, and the outbox's delivery
-//! outcomes ([`Queue::end_deliveries`](super::queue::Queue::end_deliveries)) on both backends.
-//! PostgreSQL writes step updates with a statement of its own (`postgres/steps.rs`), one round
-//! trip a batch, over the same [`rounds`] and the same columns ([`JobEnd::columns`]).
+//! Batched writes to leased rows on SQLite: a worker's step updates
+//! ([`Queue::update_jobs`](super::queue::Queue::update_jobs)) and the outbox's delivery outcomes
+//! ([`Queue::end_deliveries`](super::queue::Queue::end_deliveries)). PostgreSQL writes both with
+//! statements of its own (`postgres/steps.rs`, `postgres/queue.rs`), one round trip a round, over
+//! the same [`rounds`] and the same columns ([`JobEnd::columns`], [`DeliveryEnd::columns`]).
 //!
 //! Each change joins its row to a `VALUES` list and names the lease owner, so it applies only
 //! while that owner still holds the lease; the ids returned say which did. Changes are grouped
@@ -280,7 +280,10 @@ impl JobEnd {
 
 impl DeliveryEnd {
     /// `(state, run_at, error, delivered_at)`.
-    fn columns(&self, now_ms: i64) -> (&'static str, Option<i64>, Option<&str>, Option<i64>) {
+    pub(crate) fn columns(
+        &self,
+        now_ms: i64,
+    ) -> (&'static str, Option<i64>, Option<&str>, Option<i64>) {
         match self {
             DeliveryEnd::Delivered => ("delivered", None, None, Some(now_ms)),
             DeliveryEnd::Retry { run_at, error } => ("pending", Some(*run_at), Some(error), None),

@@ -17,13 +17,16 @@
 //!
 //! **Batched writes.** Step updates ([`Queue::update_jobs`]) and delivery outcomes are applied
 //! many to a transaction. A job's final update inserts its notification deliveries in the same
-//! transaction (the outbox); each delivery then has its own lease, retries and dead letter.
+//! transaction (the outbox); each delivery then has its own lease, retries and dead letter. A
+//! batch may carry a claim ([`Queue::update_jobs_and_claim`]): the worker slots its last writes
+//! free take their next jobs in the same transaction, behind the same per-order gate, instead of
+//! waiting for a claim of their own.
 //!
 //! This file holds the contract and its types. Each backend implements it in its own
 //! `queue.rs` (`sqlite/queue.rs`, `postgres/queue.rs`) with the statements of `sql.rs` and its
-//! own claims; the batched writes are shared in `leased.rs`, but for PostgreSQL's step updates,
-//! which are one statement a batch (`postgres/steps.rs`). The queue conformance suite, run on
-//! both, keeps them in step.
+//! own claims; the batched writes are shared in `leased.rs`, but for PostgreSQL's, which are one
+//! statement of fixed text a batch (`postgres/steps.rs`, `postgres/queue.rs`). The queue
+//! conformance suite, run on both, keeps them in step.
 
 use std::future::Future;
 
@@ -108,6 +111,26 @@ pub enum JobChange {
         /// Notifications to send.
         deliveries: Vec<NewDelivery>,
     },
+}
+
+/// A claim made with a batch of step updates ([`Queue::update_jobs_and_claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The lease holder of the jobs claimed.
+    pub owner: String,
+    /// At most this many.
+    pub limit: i64,
+    /// Their lease runs until `now_ms + lease_ms`.
+    pub lease_ms: i64,
+}
+
+/// What a batch of step updates did, with the claim made with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Per update, in order: whether its lease held.
+    pub held: Vec<bool>,
+    /// The jobs claimed, in id order.
+    pub claimed: Vec<JobRow>,
 }
 
 /// A notification to deliver.
@@ -294,6 +317,20 @@ pub trait Queue: Send + Sync + 'static {
         updates: &[JobUpdate],
         now_ms: i64,
     ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// Applies updates as [`Queue::update_jobs`] does and, in the same transaction, claims up to
+    /// `claim.limit` due jobs as [`Queue::claim_jobs`] does: the slots that a batch's last writes
+    /// free take their next jobs without a claim of their own. The per-order gate holds as in any
+    /// claim; whether the claim already sees the batch's own updates is the backend's (PostgreSQL
+    /// claims in the statement of the batch's last round, from the queue as it was before that
+    /// statement, and never takes a job it changes), so a job whose predecessor ends in the
+    /// batch may wait for the next claim.
+    fn update_jobs_and_claim(
+        &self,
+        updates: &[JobUpdate],
+        claim: &Claim,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Applied, StoreError>> + Send;
 
     /// One job.
     fn job(&self, id: i64) -> impl Future<Output = Result<Option<JobRow>, StoreError>> + Send;

@@ -15,9 +15,14 @@
 //! the fulfilment system answers with the first operation. So a job is submitted once per
 //! operation generation, whoever runs it.
 //!
-//! **Throughput.** One dispatcher claims as many due jobs as there are free slots in one
-//! statement, and one writer applies every step's updates in batched transactions; pending
-//! operations due together are polled with one batch request when the system offers it.
+//! **Throughput.** One writer applies every step's updates in batches, each one transaction
+//! (one statement on PostgreSQL). A slot (one of `SFCDC_WORKER_CONCURRENCY`) goes from job to
+//! job without a claim of its own: a step's last write (the outcome, or the release until the
+//! next poll) hands its slot to the writer, whose batch claims the slots' next jobs in the same
+//! transaction. A dispatcher claims as many due jobs as there are free slots, in one statement:
+//! at start, when jobs are created after an idle spell, and for slots a claim found nothing
+//! for. Pending operations claimed together are polled with one batch request when the system
+//! offers it.
 
 pub mod deliver;
 pub mod fulfilment;
@@ -26,13 +31,13 @@ mod step;
 pub mod transition;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::Value as Json;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,7 +52,7 @@ use crate::salesforce::{RestError, SalesforceRest};
 use crate::sfid::SfId;
 use crate::store::AnyStore;
 use crate::store::JobRow;
-use crate::store::queue::{JobUpdate, Queue};
+use crate::store::queue::{Claim, JobUpdate, Queue};
 use crate::telemetry::metrics::Metrics;
 
 /// Worker settings.
@@ -207,7 +212,13 @@ impl<T: Orders> Orders for Arc<T> {
 }
 
 /// A step's request to the writer, and where the answer goes.
-type WriteRequest = (JobUpdate, oneshot::Sender<Result<bool, String>>);
+struct WriteRequest {
+    update: JobUpdate,
+    /// The step's slot, handed on with its last write: the writer claims the slot's next job in
+    /// the same statement, or frees the slot when none is due.
+    slot: Option<OwnedSemaphorePermit>,
+    reply: oneshot::Sender<Result<bool, String>>,
+}
 
 /// Updates most one writer transaction applies.
 const WRITE_BATCH: usize = 256;
@@ -297,7 +308,13 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Worker<Q, F, O> {
             notifiers = inner.config.notifiers.len(),
             "Worker started"
         );
-        let writer = tokio::spawn(write_loop(inner.queue.clone(), inner.clock.clone(), writes));
+        let steps = TaskTracker::new();
+        let writer = tokio::spawn(write_loop(
+            Arc::downgrade(&inner),
+            writes,
+            steps.clone(),
+            cancel.clone(),
+        ));
         let background = TaskTracker::new();
         if !inner.config.notifiers.is_empty() {
             background.spawn(deliver::run(
@@ -325,19 +342,20 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Worker<Q, F, O> {
         ));
         background.close();
 
-        let steps = TaskTracker::new();
         dispatch(&inner, &steps, &cancel).await;
         steps.close();
         steps.wait().await;
         background.wait().await;
-        // Every step has answered; dropping the last sender ends the writer.
+        // Every step has answered (and the writer holds no strong reference between batches);
+        // dropping the last sender ends the writer.
         drop(inner);
         let _ = writer.await;
         tracing::info!("Worker stopped");
     }
 }
 
-/// Claims due jobs into free slots until cancelled.
+/// Claims due jobs into free slots until cancelled. Slots seldom come back here while jobs are
+/// due: a step hands its slot on with its last write, which claims the slot's next job.
 async fn dispatch<Q: Queue, F: Fulfilment, O: Orders>(
     inner: &Arc<Inner<Q, F, O>>,
     steps: &TaskTracker,
@@ -354,13 +372,11 @@ async fn dispatch<Q: Queue, F: Fulfilment, O: Orders>(
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
-        let claim = inner.claims.fetch_add(1, Ordering::Relaxed);
-        let owner = format!("{}/{claim}", inner.name);
+        let owner = inner.claim_owner();
         let now = inner.clock.now_ms();
-        let lease_ms = inner.config.lease.as_millis() as i64;
         let jobs = match inner
             .queue
-            .claim_jobs(&owner, permits.len() as i64, now, lease_ms)
+            .claim_jobs(&owner, permits.len() as i64, now, inner.lease_ms())
             .await
         {
             Ok(jobs) => {
@@ -387,25 +403,34 @@ async fn dispatch<Q: Queue, F: Fulfilment, O: Orders>(
             }
             continue;
         }
-        permits.truncate(jobs.len());
-        let (polling, fresh): (Vec<JobRow>, Vec<JobRow>) =
-            jobs.into_iter().partition(|j| j.operation_id.is_some());
-        for job in fresh {
-            let permit = permits.pop();
-            let (inner, owner) = (inner.clone(), owner.clone());
-            steps.spawn(async move {
-                inner.start(job, &owner).await;
-                drop(permit);
-            });
-        }
-        for chunk in chunks(polling, BATCH_MAX) {
-            let held: Vec<_> = permits.drain(permits.len() - chunk.len()..).collect();
-            let (inner, owner, cancel) = (inner.clone(), owner.clone(), cancel.clone());
-            steps.spawn(async move {
-                inner.poll_all(chunk, &owner, &cancel).await;
-                drop(held);
-            });
-        }
+        launch(inner, steps, cancel, jobs, &owner, permits);
+    }
+}
+
+/// Starts claimed jobs, one slot each: a fresh job's step on its own, jobs with an operation
+/// polled together (one batch status request). Slots beyond the jobs are freed.
+fn launch<Q: Queue, F: Fulfilment, O: Orders>(
+    inner: &Arc<Inner<Q, F, O>>,
+    steps: &TaskTracker,
+    cancel: &CancellationToken,
+    jobs: Vec<JobRow>,
+    owner: &str,
+    mut slots: Vec<OwnedSemaphorePermit>,
+) {
+    // Every claim asks for at most as many jobs as it has slots.
+    debug_assert!(jobs.len() <= slots.len());
+    slots.truncate(jobs.len());
+    let (polling, fresh): (Vec<JobRow>, Vec<JobRow>) =
+        jobs.into_iter().partition(|j| j.operation_id.is_some());
+    let mut polling_slots = slots.split_off(fresh.len());
+    for (job, slot) in fresh.into_iter().zip(slots) {
+        let (inner, owner) = (inner.clone(), owner.to_owned());
+        steps.spawn(async move { inner.start(job, &owner, slot).await });
+    }
+    for chunk in chunks(polling, BATCH_MAX) {
+        let held: Vec<_> = polling_slots.drain(..chunk.len()).collect();
+        let (inner, owner, cancel) = (inner.clone(), owner.to_owned(), cancel.clone());
+        steps.spawn(async move { inner.poll_all(chunk, held, &owner, &cancel).await });
     }
 }
 
@@ -421,24 +446,62 @@ fn chunks(mut jobs: Vec<JobRow>, size: usize) -> Vec<Vec<JobRow>> {
     out
 }
 
-/// Applies step updates in batches, answering each step with whether its lease held.
-async fn write_loop<Q: Queue>(
-    queue: Arc<Q>,
-    clock: Clock,
+/// Applies step updates in batches, answering each step with whether its lease held. The slots
+/// handed on with a batch's last writes get their next jobs from a claim in the same statement
+/// (none once a shutdown began), which start here; the slots left over are freed.
+async fn write_loop<Q: Queue, F: Fulfilment, O: Orders>(
+    inner: Weak<Inner<Q, F, O>>,
     mut writes: mpsc::Receiver<WriteRequest>,
+    steps: TaskTracker,
+    cancel: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while writes.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        let (updates, replies): (Vec<JobUpdate>, Vec<_>) = batch.drain(..).unzip();
-        match queue.update_jobs(&updates, clock.now_ms()).await {
-            Ok(held) => {
-                for (reply, held) in replies.into_iter().zip(held) {
+        // The steps that wrote hold the worker; between batches the writer does not, so the
+        // channel closes once they are gone.
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut updates = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut slots = Vec::new();
+        for request in batch.drain(..) {
+            updates.push(request.update);
+            replies.push(request.reply);
+            slots.extend(request.slot);
+        }
+        let claim = Claim {
+            owner: inner.claim_owner(),
+            limit: if cancel.is_cancelled() {
+                0
+            } else {
+                slots.len() as i64
+            },
+            lease_ms: inner.lease_ms(),
+        };
+        let now = inner.clock.now_ms();
+        match inner
+            .queue
+            .update_jobs_and_claim(&updates, &claim, now)
+            .await
+        {
+            Ok(applied) => {
+                launch(
+                    &inner,
+                    &steps,
+                    &cancel,
+                    applied.claimed,
+                    &claim.owner,
+                    slots,
+                );
+                for (reply, held) in replies.into_iter().zip(applied.held) {
                     let _ = reply.send(Ok(held));
                 }
             }
             Err(e) => {
                 // The steps give up; their leases expire and the jobs resume from what was
                 // written before.
+                drop(slots);
                 tracing::error!(error = %e, updates = updates.len(), "Could not write job updates");
                 let message = e.to_string();
                 for reply in replies {
@@ -450,16 +513,36 @@ async fn write_loop<Q: Queue>(
 }
 
 impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
-    /// Writes one update through the writer; `Ok(false)` if the lease was lost.
-    async fn write(&self, update: JobUpdate) -> Result<bool, String> {
+    /// Writes one update through the writer; `Ok(false)` if the lease was lost. A step's last
+    /// write hands its `slot` on.
+    async fn write(
+        &self,
+        update: JobUpdate,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<bool, String> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send((update, reply))
+            .send(WriteRequest {
+                update,
+                slot,
+                reply,
+            })
             .await
             .map_err(|_| "the writer has stopped".to_owned())?;
         answer
             .await
             .map_err(|_| "the writer has stopped".to_owned())?
+    }
+
+    /// A new lease holder's name: this worker's, and a number that tells its claims apart.
+    fn claim_owner(&self) -> String {
+        let claim = self.claims.fetch_add(1, Ordering::Relaxed);
+        format!("{}/{claim}", self.name)
+    }
+
+    /// How long a claim holds a job.
+    fn lease_ms(&self) -> i64 {
+        self.config.lease.as_millis() as i64
     }
 }
 

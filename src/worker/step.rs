@@ -17,6 +17,7 @@ use crate::sfid::SfId;
 use crate::store::JobRow;
 use crate::store::queue::{JobChange, JobEnd, JobUpdate, NewDelivery, PollUpdate, Queue};
 use crate::telemetry::events::{InternalEvent, JobLeaseLost, JobStepEnded, StepEnd};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -127,10 +128,10 @@ fn truncate(s: &str, max: usize) -> String {
 
 impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
     /// A step of a job with no operation yet: check, mark, submit.
-    pub(super) async fn start(&self, job: JobRow, owner: &str) {
+    pub(super) async fn start(&self, job: JobRow, owner: &str, slot: OwnedSemaphorePermit) {
         async {
             let flow = self.submit(&job, owner).await;
-            self.conclude(&job, owner, flow).await;
+            self.conclude(&job, owner, flow, slot).await;
         }
         .instrument(job_span(&job))
         .await
@@ -192,19 +193,21 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
             owner: owner.to_owned(),
             change,
         };
-        match self.write(update).await {
+        match self.write(update, None).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Flow::LeaseLost),
             Err(e) => Err(Flow::fail(e, true)),
         }
     }
 
-    /// A step of jobs whose operations are pending: one batch status request when possible.
-    /// A shutdown abandons the status reads (they change nothing; each operation stays recorded
-    /// on its job and is polled again after the restart), but not the outcomes already read.
+    /// A step of jobs whose operations are pending, a slot each: one batch status request when
+    /// possible. A shutdown abandons the status reads (they change nothing; each operation stays
+    /// recorded on its job and is polled again after the restart), but not the outcomes already
+    /// read.
     pub(super) async fn poll_all(
         &self,
         jobs: Vec<JobRow>,
+        slots: Vec<OwnedSemaphorePermit>,
         owner: &str,
         cancel: &CancellationToken,
     ) {
@@ -216,10 +219,14 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
             }
             polled = self.read_operations(&jobs) => polled,
         };
-        let steps = jobs.iter().zip(polled).map(|(job, polled)| {
-            self.conclude_poll(job, owner, polled)
-                .instrument(job_span(job))
-        });
+        let steps = jobs
+            .iter()
+            .zip(polled)
+            .zip(slots)
+            .map(|((job, polled), slot)| {
+                self.conclude_poll(job, owner, polled, slot)
+                    .instrument(job_span(job))
+            });
         futures_util::future::join_all(steps).await;
     }
 
@@ -255,7 +262,13 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
         }
     }
 
-    async fn conclude_poll(&self, job: &JobRow, owner: &str, polled: Polled) {
+    async fn conclude_poll(
+        &self,
+        job: &JobRow,
+        owner: &str,
+        polled: Polled,
+        slot: OwnedSemaphorePermit,
+    ) {
         let operation_id = job.operation_id.clone().unwrap_or_default();
         let flow = match polled {
             Ok(Some(op)) => Flow::of(op),
@@ -289,12 +302,13 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
             }
             flow => flow,
         };
-        self.conclude(job, owner, flow).await;
+        self.conclude(job, owner, flow, slot).await;
     }
 
     /// Records a step's flow: writes the outcome to Salesforce where there is one, then updates
-    /// the job (with its notifications) in one transaction.
-    async fn conclude(&self, job: &JobRow, owner: &str, flow: Flow) {
+    /// the job (with its notifications) in one transaction, which hands the step's `slot` on to
+    /// the job's successor (see `write_loop`).
+    async fn conclude(&self, job: &JobRow, owner: &str, flow: Flow, slot: OwnedSemaphorePermit) {
         let now = self.clock.now_ms();
         let mut flow = flow;
         let (change, end) = loop {
@@ -398,14 +412,12 @@ impl<Q: Queue, F: Fulfilment, O: Orders> Inner<Q, F, O> {
         // Deliveries were written with the step: wake the delivery loop once they are.
         let notifies =
             matches!(&change, JobChange::End { deliveries, .. } if !deliveries.is_empty());
-        match self
-            .write(JobUpdate {
-                id: job.id,
-                owner: owner.to_owned(),
-                change,
-            })
-            .await
-        {
+        let update = JobUpdate {
+            id: job.id,
+            owner: owner.to_owned(),
+            change,
+        };
+        match self.write(update, Some(slot)).await {
             Ok(true) => {
                 // Logged once recorded: a step whose write failed or lost its lease runs again.
                 JobStepEnded {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sfcdc::store::queue::{
-    ActionError, DeliveryEnd, DeliveryFilter, DeliveryState, DeliveryUpdate, JobChange, JobEnd,
-    JobUpdate, NewDelivery, PollUpdate, Queue,
+    ActionError, Claim, DeliveryEnd, DeliveryFilter, DeliveryState, DeliveryUpdate, JobChange,
+    JobEnd, JobUpdate, NewDelivery, PollUpdate, Queue,
 };
 use sfcdc::store::{JobRow, JobState, NewJob, NewTrigger, Store, StoreBatch};
 
@@ -798,3 +798,177 @@ async fn a_fenced_off_owners_batch_writes_nothing<S: Store + Queue>(store: S) {
     );
 }
 conformance!(a_fenced_off_owners_batch_writes_nothing);
+
+fn claim(owner: &str, limit: i64) -> Claim {
+    Claim {
+        owner: owner.into(),
+        limit,
+        lease_ms: LEASE,
+    }
+}
+
+/// A batch of step writes claims the next due jobs for the slots it frees, in the same
+/// transaction: leased as a claim leases them, in claim order, behind the per-order gate.
+async fn a_batch_of_step_writes_claims_the_next_due_jobs<S: Store + Queue>(store: S) {
+    let id = create(
+        &store,
+        &[
+            ("k1", "ORDER_A", "Approved"),
+            ("k2", "ORDER_B", "Approved"),
+            ("k3", "ORDER_C", "Approved"),
+            ("k4", "ORDER_A", "Reactivate"),
+            ("k5", "ORDER_D", "Approved"),
+        ],
+    )
+    .await;
+    let first = store.claim_jobs("w1", 1, T0, LEASE).await.unwrap();
+    assert_eq!(ids(&first), [id[0]]);
+    let a1 = &first[0];
+
+    // A mid-step write keeps ORDER_A's first job open: its second job is not due.
+    let applied = store
+        .update_jobs_and_claim(
+            &[update(a1, "w1", JobChange::Phase("activating"))],
+            &claim("w2", 2),
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.held, [true]);
+    assert_eq!(
+        ids(&applied.claimed),
+        [id[1], id[2]],
+        "claim order, at most 2"
+    );
+    for j in &applied.claimed {
+        assert_eq!((j.state, j.attempt), (JobState::Running, 1));
+        assert_eq!(j.lease_owner.as_deref(), Some("w2"));
+        assert_eq!(j.lease_until, Some(T0 + 1 + LEASE));
+        assert_eq!(store.job(j.id).await.unwrap().unwrap(), *j, "as stored");
+    }
+    let applied = store
+        .update_jobs_and_claim(
+            &[update(a1, "w1", JobChange::Operation("op_1".into()))],
+            &claim("w3", 10),
+            T0 + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (applied.held, ids(&applied.claimed)),
+        (vec![true], vec![id[4]]),
+        "ORDER_A's second job waits while the first is open"
+    );
+
+    // The first job ends: its successor is claimed by this batch or, at the latest, by the
+    // next claim (PostgreSQL claims from the queue as it was before the batch).
+    let applied = store
+        .update_jobs_and_claim(
+            &[end(a1, "w1", completed(), vec![])],
+            &claim("w4", 10),
+            T0 + 3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.held, [true]);
+    let later = store.claim_jobs("w5", 10, T0 + 4, LEASE).await.unwrap();
+    let mut successor = applied.claimed.clone();
+    successor.extend(later);
+    assert_eq!(ids(&successor), [id[3]], "claimed once, in one of the two");
+    assert_eq!(
+        store.job(a1.id).await.unwrap().unwrap().state,
+        JobState::Completed
+    );
+
+    // Nothing due: the batch's writes apply, and the claim finds nothing.
+    let b = &store.job(id[1]).await.unwrap().unwrap();
+    let applied = store
+        .update_jobs_and_claim(
+            &[end(b, "w2", completed(), deliveries())],
+            &claim("w6", 5),
+            T0 + 5,
+        )
+        .await
+        .unwrap();
+    assert_eq!((applied.held, applied.claimed), (vec![true], vec![]));
+    assert_eq!(
+        store
+            .deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "the outbox is written with the end, as without a claim"
+    );
+    // A claim of nothing is a plain batch.
+    let c = &store.job(id[2]).await.unwrap().unwrap();
+    let applied = store
+        .update_jobs_and_claim(
+            &[end(c, "w2", completed(), vec![])],
+            &claim("w7", 0),
+            T0 + 6,
+        )
+        .await
+        .unwrap();
+    assert_eq!((applied.held, applied.claimed), (vec![true], vec![]));
+}
+conformance!(a_batch_of_step_writes_claims_the_next_due_jobs);
+
+/// The claim that rides on a batch is a claim like any other: it takes no job another worker
+/// holds, and a fenced-off owner's batch still writes nothing, whatever it claims; a job the
+/// batch releases is claimed once, never twice.
+async fn a_claim_with_a_batch_takes_no_held_job_and_fences_as_before<S: Store + Queue>(store: S) {
+    let id = create(
+        &store,
+        &[
+            ("k1", "ORDER_A", "Approved"),
+            ("k2", "ORDER_B", "Approved"),
+            ("k3", "ORDER_C", "Approved"),
+            ("k4", "ORDER_D", "Approved"),
+        ],
+    )
+    .await;
+    let stale = store.claim_jobs("w1", 2, T0, 1_000).await.unwrap();
+    assert_eq!(ids(&stale), id[..2]);
+    let taken = store.claim_jobs("w2", 1, T0 + 1_001, LEASE).await.unwrap();
+    assert_eq!(ids(&taken), [id[0]], "w2 took A over");
+    let before = store.job(id[0]).await.unwrap().unwrap();
+    // w1 writes for both: A is w2's now (refused); B's lease expired but nobody took it, so
+    // w1 still holds it (the fence is the owner), and its release applies.
+    let batch = [
+        end(&stale[0], "w1", completed(), deliveries()),
+        update(&stale[1], "w1", poll_change("op_b", T0 + 1_002)),
+    ];
+    let applied = store
+        .update_jobs_and_claim(&batch, &claim("w3", 10), T0 + 1_002)
+        .await
+        .unwrap();
+    assert_eq!(applied.held, [false, true]);
+    assert_eq!(store.job(id[0]).await.unwrap().unwrap(), before);
+    assert!(
+        store
+            .deliveries(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed: HashSet<i64> = ids(&applied.claimed).into_iter().collect();
+    assert!(!claimed.contains(&id[0]), "w2's job is not claimed");
+    assert!(claimed.contains(&id[2]) && claimed.contains(&id[3]));
+    // B, released by the batch and due at once, is claimed by it or by the next claim: once.
+    let later = store.claim_jobs("w4", 10, T0 + 1_003, LEASE).await.unwrap();
+    let b_claims = applied
+        .claimed
+        .iter()
+        .chain(&later)
+        .filter(|j| j.id == id[1])
+        .count();
+    assert_eq!(b_claims, 1);
+    let b = store.job(id[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (b.state, b.operation_id.as_deref(), b.polls),
+        (JobState::Polling, Some("op_b"), 1),
+        "the release applied before B was claimed again"
+    );
+}
+conformance!(a_claim_with_a_batch_takes_no_held_job_and_fences_as_before);

@@ -1,4 +1,4 @@
-//! A worker's step updates on PostgreSQL, one statement per batch.
+//! A worker's step updates on PostgreSQL, and the claim made with them, one statement per batch.
 //!
 //! [`Queue::update_jobs`](crate::store::queue::Queue::update_jobs) receives the writes of many
 //! steps at once. Here each round of them (a run in which no job repeats, see
@@ -11,6 +11,15 @@
 //! for each write before its next) needs no `BEGIN` and no `COMMIT`. A batch of several rounds
 //! runs its statements in one transaction.
 //!
+//! **A claim rides on the batch** ([`Queue::update_jobs_and_claim`](crate::store::queue::Queue::update_jobs_and_claim)):
+//! one more CTE leases the
+//! next due jobs for the slots the batch's last writes free, so a worker slot moves from one
+//! job to the next in one commit instead of two. It is the claim of `queue.rs` word for word
+//! (the per-order gate, `FOR UPDATE SKIP LOCKED`), run on the statement's snapshot: it sees the
+//! queue as it was before the batch, so a job whose predecessor ends in the same statement still
+//! finds it open and waits for the next claim (the gate errs on the safe side), and it skips the
+//! jobs the round changes, which a statement must not change twice.
+//!
 //! The invariants are `leased.rs`'s. Each change names the lease owner and applies only while
 //! that owner holds the lease (the fence that keeps a worker which lost its job from writing);
 //! the ids returned say which applied. A job's deliveries (the outbox) are written only with its
@@ -21,18 +30,25 @@ use std::collections::HashSet;
 
 use sqlx::{Postgres, Row};
 
-use crate::store::StoreError;
+use super::queue::claim_jobs;
 use crate::store::leased::{self, EndColumns};
-use crate::store::queue::{JobChange, JobUpdate};
+use crate::store::model::job_from_row;
+use crate::store::queue::{Applied, Claim, JobChange, JobUpdate};
+use crate::store::{JobRow, StoreError};
 
 /// One round of step updates. `$1` is the time; then, per kind, parallel arrays of the changed
 /// jobs' ids, lease owners and values: phases `$2..$4` (id, owner, phase); operations `$5..$7`
 /// (id, owner, operation); polls `$8..$13` (id, owner, operation, progress, next run, error);
 /// ends `$14..$23` (id, owner, state, run_at, error, errors, result, external id, finished at,
 /// and 1 when the operation is abandoned); deliveries `$24..$28` (job id, notifier, event,
-/// payload, max attempts). Returns the ids whose lease held. The `SET` clauses are those of
-/// `PHASE_SET`, `OPERATION_SET`, `POLL_SET` and `END_SET` in `sql.rs`.
-const STEP_UPDATES: &str = "WITH
+/// payload, max attempts); the claim `$29..$31` (owner, lease deadline, at most this many:
+/// 0 claims nothing). Returns the ids whose lease held as an array (`held_ids`) on every row,
+/// and one row per job claimed (none: one row of NULL job columns). The `SET` clauses are those
+/// of `PHASE_SET`, `OPERATION_SET`, `POLL_SET` and `END_SET` in `sql.rs`; the claim is
+/// `CLAIM_JOBS` (`queue.rs`) minus the jobs of the round itself, since a statement must not
+/// change a row twice.
+const STEP_UPDATES: &str = concat!(
+    "WITH
     phases AS (
         UPDATE sfcdc_jobs AS j SET phase = v.phase, updated_at = $1
         FROM unnest($2::bigint[], $3::text[], $4::text[]) AS v(id, owner, phase)
@@ -81,16 +97,30 @@ const STEP_UPDATES: &str = "WITH
             AS d(job_id, notifier, event, payload, max_attempts, n)
         WHERE d.job_id IN (SELECT id FROM ends)
         ORDER BY d.n
-        ON CONFLICT DO NOTHING)
-    SELECT id FROM phases UNION ALL SELECT id FROM operations
-    UNION ALL SELECT id FROM polls UNION ALL SELECT id FROM ends";
+        ON CONFLICT DO NOTHING),
+    claimed AS (",
+    claim_jobs!(
+        "$29",
+        "$30",
+        "$1",
+        "$31",
+        " AND j.id <> ALL($2) AND j.id <> ALL($5) AND j.id <> ALL($8) AND j.id <> ALL($14)"
+    ),
+    "),
+    held AS (SELECT id FROM phases UNION ALL SELECT id FROM operations
+        UNION ALL SELECT id FROM polls UNION ALL SELECT id FROM ends)
+    SELECT h.held_ids, c.* FROM (SELECT array(SELECT id FROM held) AS held_ids) AS h
+        LEFT JOIN claimed AS c ON true"
+);
 
-/// Applies one round (no job twice) in one statement on `executor`; the ids whose lease held.
+/// Applies one round (no job twice) and `claim` in one statement on `executor`; the ids whose
+/// lease held, and the jobs claimed.
 pub(super) async fn apply_round<'e, E>(
     executor: E,
     round: &[JobUpdate],
+    claim: Option<&Claim>,
     now_ms: i64,
-) -> Result<HashSet<i64>, StoreError>
+) -> Result<(HashSet<i64>, Vec<JobRow>), StoreError>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
@@ -189,36 +219,62 @@ where
         .bind(d_event)
         .bind(d_payload)
         .bind(d_max)
+        .bind(claim.map_or("", |c| c.owner.as_str()))
+        .bind(now_ms + claim.map_or(0, |c| c.lease_ms))
+        .bind(claim.map_or(0, |c| c.limit))
         .fetch_all(executor)
         .await?;
-    rows.iter()
-        .map(|r| r.try_get::<i64, _>(0).map_err(StoreError::from))
-        .collect()
+    let held = match rows.first() {
+        Some(r) => r.try_get::<Vec<i64>, _>("held_ids")?.into_iter().collect(),
+        None => HashSet::new(),
+    };
+    let mut claimed = Vec::new();
+    for r in &rows {
+        if r.try_get::<Option<i64>, _>("id")?.is_some() {
+            claimed.push(job_from_row(r)?);
+        }
+    }
+    claimed.sort_by_key(|j| j.id);
+    Ok((held, claimed))
 }
 
-/// Applies a batch: one statement when no job repeats in it, else one per round in a single
-/// transaction. Each update says whether its lease held.
+/// Applies a batch and `claim`: one statement when no job repeats in the batch, else one per
+/// round in a single transaction, the claim riding on the last. Each update says whether its
+/// lease held.
 pub(super) async fn update_jobs(
     pool: &sqlx::PgPool,
     updates: &[JobUpdate],
+    claim: Option<&Claim>,
     now_ms: i64,
-) -> Result<Vec<bool>, StoreError> {
+) -> Result<Applied, StoreError> {
     let rounds = leased::rounds(updates, |u| u.id);
-    let mut held = Vec::with_capacity(updates.len());
+    let mut applied = Applied {
+        held: Vec::with_capacity(updates.len()),
+        claimed: Vec::new(),
+    };
+    let claim = claim.filter(|c| c.limit > 0);
     match rounds.as_slice() {
-        [] => {}
-        [round] => {
-            let ids = apply_round(pool, round, now_ms).await?;
-            held.extend(round.iter().map(|u| ids.contains(&u.id)));
+        [] if claim.is_none() => {}
+        [] | [_] => {
+            let round = rounds.first().copied().unwrap_or_default();
+            let (ids, claimed) = apply_round(pool, round, claim, now_ms).await?;
+            applied
+                .held
+                .extend(round.iter().map(|u| ids.contains(&u.id)));
+            applied.claimed = claimed;
         }
         rounds => {
             let mut tx = super::begin_write(pool).await?;
-            for round in rounds {
-                let ids = apply_round(&mut *tx, round, now_ms).await?;
-                held.extend(round.iter().map(|u| ids.contains(&u.id)));
+            for (n, round) in rounds.iter().enumerate() {
+                let claim = claim.filter(|_| n + 1 == rounds.len());
+                let (ids, claimed) = apply_round(&mut *tx, round, claim, now_ms).await?;
+                applied
+                    .held
+                    .extend(round.iter().map(|u| ids.contains(&u.id)));
+                applied.claimed = claimed;
             }
             tx.commit().await?;
         }
     }
-    Ok(held)
+    Ok(applied)
 }

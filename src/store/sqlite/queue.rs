@@ -3,14 +3,15 @@
 //! SQLite has one writer, so a claim is one guarded `UPDATE … RETURNING`: the subquery picks the
 //! due rows and the update leases them in the same statement, and no other claim can interleave.
 //! Writes that span statements (step updates, delivery outcomes) run in a `BEGIN IMMEDIATE`
-//! transaction, like every write here.
+//! transaction, like every write here. A claim made with a batch of step updates runs after
+//! them in their transaction, so it already sees the jobs they ended.
 
 use super::{SqliteStore, begin_write};
 use crate::store::model::job_from_row;
 use crate::store::queue::{
-    ActionError, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged, Queue,
-    changed_one, check_cancellable_delivery, check_cancellable_job, check_retryable_delivery,
-    check_retryable_job, delivery_from_row, retry_refused,
+    ActionError, Applied, Claim, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged,
+    Queue, changed_one, check_cancellable_delivery, check_cancellable_job,
+    check_retryable_delivery, check_retryable_job, delivery_from_row, retry_refused,
 };
 use crate::store::{JobRow, StoreError, leased, sql};
 
@@ -90,6 +91,30 @@ impl Queue for SqliteStore {
         let held = leased::update_jobs(&mut tx, updates, now_ms).await?;
         tx.commit().await?;
         Ok(held)
+    }
+
+    async fn update_jobs_and_claim(
+        &self,
+        updates: &[JobUpdate],
+        claim: &Claim,
+        now_ms: i64,
+    ) -> Result<Applied, StoreError> {
+        let mut tx = begin_write(&self.pool).await?;
+        let held = leased::update_jobs(&mut tx, updates, now_ms).await?;
+        let mut claimed = Vec::new();
+        if claim.limit > 0 {
+            let rows = sqlx::query(CLAIM_JOBS)
+                .bind(&claim.owner)
+                .bind(now_ms + claim.lease_ms)
+                .bind(now_ms)
+                .bind(claim.limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            claimed = rows.iter().map(job_from_row).collect::<Result<_, _>>()?;
+            claimed.sort_by_key(|j: &JobRow| j.id);
+        }
+        tx.commit().await?;
+        Ok(Applied { held, claimed })
     }
 
     async fn job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {

@@ -49,22 +49,25 @@ pub struct WorkerBenchResult {
 /// The product's job claim (`Queue::claim_jobs`, `CLAIM_JOBS` in src/store/sqlite/queue.rs and
 /// src/store/postgres/queue.rs) minus the per-order gate, its `NOT EXISTS` clause: the same lease,
 /// attempt and state changes, the same order and limit, the same columns returned, and on
-/// PostgreSQL the same `FOR UPDATE SKIP LOCKED`. `$1` owner, `$2` lease deadline, `$3` now, `$4`
-/// at most this many. Keep it in step with the product's statement, or the row measures
-/// something else.
+/// PostgreSQL the same `FOR UPDATE SKIP LOCKED` and `id = ANY(ARRAY(…))`. `$1` owner, `$2` lease
+/// deadline, `$3` now, `$4` at most this many. Keep it in step with the product's statement, or
+/// the row measures something else.
 macro_rules! claim_ungated {
-    ($lock:literal) => {
+    ($picked:literal, $lock:literal, $close:literal) => {
         concat!(
             "UPDATE sfcdc_jobs SET lease_owner = $1, lease_until = $2, updated_at = $3,
         attempt = CASE WHEN state IN ('available', 'retryable') THEN attempt + 1 ELSE attempt END,
         state = CASE WHEN state IN ('available', 'retryable') THEN 'running' ELSE state END
-    WHERE id IN (
+    WHERE id ",
+            $picked,
+            "
         SELECT j.id FROM sfcdc_jobs j
         WHERE j.state IN ('available', 'running', 'polling', 'retryable') AND j.run_at <= $3
             AND (j.lease_until IS NULL OR j.lease_until < $3)
         ORDER BY j.run_at, j.id LIMIT $4",
             $lock,
-            ")
+            $close,
+            "
     RETURNING id, job_key, order_id, account_id, trigger_status, trigger_kind, state, attempt,
         max_attempts, run_at, lease_owner, lease_until, operation_id, phase, submitted_at, polls, generation, progress,
         result, external_id, last_error, errors, source_channel, source_replay_id, source_event_id, payload, created_at,
@@ -120,10 +123,11 @@ impl UngatedClaim {
     ) -> anyhow::Result<Vec<i64>> {
         match self {
             UngatedClaim::Sqlite(pool) => {
-                claim_on(pool, claim_ungated!(""), owner, limit, now_ms, lease_ms).await
+                let statement = claim_ungated!("IN (", "", ")");
+                claim_on(pool, statement, owner, limit, now_ms, lease_ms).await
             }
             UngatedClaim::Postgres(pool) => {
-                let statement = claim_ungated!(" FOR UPDATE SKIP LOCKED");
+                let statement = claim_ungated!("= ANY(ARRAY(", " FOR UPDATE SKIP LOCKED", "))");
                 claim_on(pool, statement, owner, limit, now_ms, lease_ms).await
             }
         }
