@@ -138,11 +138,59 @@ pub fn decode<S: AsRef<str>>(
     layout: &FieldLayout,
     values: impl IntoIterator<Item = S>,
 ) -> Result<Vec<FieldName>, BitmapError> {
-    let mut top = Vec::new();
-    let mut nested = Vec::new();
+    let mut names = Expander::new(layout);
     for value in values {
-        let value = value.as_ref();
+        names.push(value.as_ref());
+    }
+    names.finish()
+}
+
+/// [`decode`] one element at a time, for a reader that meets the elements as it decodes them
+/// and keeps no list of their strings. The first malformed element is the result; the elements
+/// after it are not looked at.
+#[derive(Debug)]
+pub struct Expander<'l> {
+    layout: &'l FieldLayout,
+    top: Vec<FieldName>,
+    nested: Vec<FieldName>,
+    error: Option<BitmapError>,
+}
+
+impl<'l> Expander<'l> {
+    /// An expander over `layout`, with no element yet.
+    pub fn new(layout: &'l FieldLayout) -> Self {
+        Expander {
+            layout,
+            top: Vec::new(),
+            nested: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Expands the next element of the array.
+    pub fn push(&mut self, value: &str) {
+        if self.error.is_none()
+            && let Err(e) = self.element(value)
+        {
+            self.error = Some(e);
+        }
+    }
+
+    /// The names, top-level fields first, or the first element's error.
+    pub fn finish(mut self) -> Result<Vec<FieldName>, BitmapError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => {
+                self.top.append(&mut self.nested);
+                Ok(self.top)
+            }
+        }
+    }
+
+    fn element(&mut self, value: &str) -> Result<(), BitmapError> {
+        let layout = self.layout;
         if let Some(hex) = strip_hex_prefix(value) {
+            let top = &mut self.top;
             for_each_bit(hex, value, |i| {
                 if let Some(name) = layout.name(i) {
                     top.push(name.clone());
@@ -156,9 +204,9 @@ pub fn decode<S: AsRef<str>>(
             let Some(parent_name) = layout.name(position) else {
                 // A parent beyond the schema is ignored, like any bit beyond it; the hex must
                 // still be well formed.
-                for_each_bit(hex, value, |_| {})?;
-                continue;
+                return for_each_bit(hex, value, |_| {});
             };
+            let nested = &mut self.nested;
             match layout.nested(position) {
                 Some(children) => for_each_bit(hex, value, |i| {
                     if let Some((_, path)) = children.get(i) {
@@ -173,11 +221,10 @@ pub fn decode<S: AsRef<str>>(
             }
         } else {
             // Defensive, as in the reference decoders: a plain field name passes through.
-            nested.push(FieldName::from(value));
+            self.nested.push(FieldName::from(value));
         }
+        Ok(())
     }
-    top.extend(nested);
-    Ok(top)
 }
 
 /// Formats a bit set as upper-case hex with an even digit count (`"00"` for no bits).
