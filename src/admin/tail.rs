@@ -118,11 +118,14 @@ struct RecordJson<'a>(&'a Record, bool);
 impl Serialize for RecordJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
-        for (name, v) in self.0.iter() {
-            if name == "ChangeEventHeader" || (self.1 && v.is_null()) {
-                continue;
-            }
-            map.serialize_entry(name, &ValueJson(v))?;
+        let mut entry = |name: &str, v: &Value| match name {
+            "ChangeEventHeader" => Ok(()),
+            _ => map.serialize_entry(name, &ValueJson(v)),
+        };
+        if self.1 {
+            self.0.iter_set().try_for_each(|(n, v)| entry(n, v))?;
+        } else {
+            self.0.iter().try_for_each(|(n, v)| entry(n, v))?;
         }
         map.end()
     }

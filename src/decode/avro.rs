@@ -5,7 +5,9 @@
 //! over the bytes with no schema lookups, no name comparisons and no string allocation for field
 //! names (records share their field names with the plan). Strings are `CompactString`s, inline up
 //! to 24 bytes, so most values allocate nothing. Unions are unwrapped: a value is the branch's
-//! value, `Null` for the null branch.
+//! value, `Null` for the null branch. A record keeps only its non-null values (most fields of a
+//! change event are null), gathered in a per-thread scratch list and moved into one allocation
+//! of their exact size per record.
 //!
 //! Decoding is strict where apache-avro's generic reader is lenient: running out of bytes, a
 //! union or enum index out of range, a negative or oversized length, invalid UTF-8 and trailing
@@ -13,10 +15,14 @@
 //!
 //! [`project`] compiles a second plan over the same tree that decodes only chosen top-level
 //! fields and skips the rest without allocating, keeping every check above but UTF-8 of what it
-//! skips.
+//! skips. [`header`] reads a change event's `ChangeEventHeader` (the first top-level field)
+//! straight into typed fields, with the same checks; both the full decode
+//! ([`Plan::decode_change`]) and the projection ([`Projection::decode_change`]) can use it.
 
+pub mod header;
 pub mod project;
 
+pub use header::{Header, HeaderPlan};
 pub use project::Projection;
 
 use std::collections::HashMap;
@@ -26,6 +32,8 @@ use std::sync::Arc;
 use apache_avro::Schema;
 use bytes::Bytes;
 use compact_str::CompactString;
+
+use super::bitmap;
 
 /// Why a payload or schema could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,12 +151,18 @@ impl Value {
     }
 }
 
-/// A decoded record: values by position, names shared with the plan.
+/// A decoded record: the values of its fields that are not null, names shared with the plan.
 #[derive(Clone, PartialEq)]
 pub struct Record {
     plan: Arc<RecordPlan>,
-    values: Vec<Value>,
+    /// `(position, value)` of each field that is not `Null`, in position order. Most fields of
+    /// a change event are null: they take no room here (a dense list of a 45-field event was
+    /// 1.8 KB), and [`Record::get`] and [`Record::iter`] give them back as `Null`.
+    values: Vec<(u32, Value)>,
 }
+
+/// What a field that is not in a record's list holds.
+static NULL: Value = Value::Null;
 
 impl fmt::Debug for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,34 +178,55 @@ impl Record {
 
     /// A field's value by name.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.plan.index.get(name).map(|&i| &self.values[i])
+        let position = *self.plan.index.get(name)?;
+        Some(match self.find(position) {
+            Ok(i) => &self.values[i].1,
+            Err(_) => &NULL,
+        })
     }
 
-    /// `(name, value)` in schema order.
+    /// Where the value at `position` is in the list, or would be.
+    fn find(&self, position: usize) -> Result<usize, usize> {
+        self.values
+            .binary_search_by_key(&position, |(p, _)| *p as usize)
+    }
+
+    /// `(name, value)` of every field, in schema order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.plan
-            .fields
-            .iter()
-            .map(|f| &*f.name)
-            .zip(self.values.iter())
+        let mut set = self.values.iter().peekable();
+        self.plan.fields.iter().enumerate().map(move |(i, f)| {
+            let v = match set.next_if(|(p, _)| *p as usize == i) {
+                Some((_, v)) => v,
+                None => &NULL,
+            };
+            (&*f.name, v)
+        })
+    }
+
+    /// `(name, value)` of the fields that are not `Null`, in schema order.
+    pub fn iter_set(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.values.iter().filter_map(|(p, v)| {
+            let f = self.plan.fields.get(*p as usize)?;
+            Some((&*f.name, v))
+        })
     }
 
     /// Takes the value at `position`, leaving `Null`.
     pub(crate) fn take(&mut self, position: usize) -> Value {
-        self.values
-            .get_mut(position)
-            .map(std::mem::take)
-            .unwrap_or(Value::Null)
+        match self.find(position) {
+            Ok(i) => self.values.remove(i).1,
+            Err(_) => Value::Null,
+        }
     }
 
-    /// Number of fields.
+    /// Number of fields (null or not).
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.plan.fields.len()
     }
 
     /// Whether the record has no fields.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.plan.fields.is_empty()
     }
 }
 
@@ -407,16 +442,32 @@ impl Plan {
 
     /// Decodes one datum, which must use every byte of `payload`.
     pub fn decode(&self, payload: &Bytes) -> Result<Record, AvroError> {
-        let mut r = Reader {
-            buf: payload,
-            pos: 0,
-            error: None,
-        };
+        let mut r = Reader::new(payload);
         let record = r.record(&self.root).map_err(|Stop| r.take_error())?;
         if r.pos != payload.len() {
             return Err(AvroError::Trailing(payload.len() - r.pos));
         }
         Ok(record)
+    }
+
+    /// Decodes one datum whose first top-level field is a change event header, read with
+    /// `header` (bitmaps expanded over `layout`) instead of into the record, whose first slot
+    /// is then `Null`. It fails exactly when [`Plan::decode`] does.
+    pub fn decode_change(
+        &self,
+        header: &HeaderPlan,
+        layout: &bitmap::FieldLayout,
+        payload: &Bytes,
+    ) -> Result<(Header, Record), AvroError> {
+        let mut r = Reader::new(payload);
+        let mut h = Header::default();
+        let record = r
+            .change_record(&self.root, header, layout, &mut h)
+            .map_err(|Stop| r.take_error())?;
+        if r.pos != payload.len() {
+            return Err(AvroError::Trailing(payload.len() - r.pos));
+        }
+        Ok((h, record))
     }
 }
 
@@ -433,6 +484,41 @@ struct Reader<'a> {
     buf: &'a Bytes,
     pos: usize,
     error: Option<AvroError>,
+    /// The values of the records being decoded, nested ones above their parents: each record
+    /// moves its own off the top into a list of exactly their size when it ends, so a record
+    /// costs one allocation, none when all its fields are null. Kept per thread between
+    /// datums (see [`Reader::new`]).
+    scratch: Vec<(u32, Value)>,
+}
+
+thread_local! {
+    /// The [`Reader::scratch`] of the last datum this thread decoded, empty, for the next.
+    static SCRATCH: std::cell::Cell<Vec<(u32, Value)>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The most scratch entries kept between datums (a record this wide is rare).
+const SCRATCH_KEPT: usize = 1 << 12;
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a Bytes) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            error: None,
+            scratch: SCRATCH.take(),
+        }
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if scratch.capacity() <= SCRATCH_KEPT {
+            // Values left by a datum that failed halfway are dropped here.
+            scratch.clear();
+            SCRATCH.set(scratch);
+        }
+    }
 }
 
 impl Reader<'_> {
@@ -542,20 +628,61 @@ impl Reader<'_> {
     }
 
     fn record(&mut self, plan: &Arc<RecordPlan>) -> Step<Record> {
-        let mut values = Vec::with_capacity(plan.fields.len());
-        for f in &plan.fields {
-            // Nearly every field is a nullable union, and most are null: decide that here
-            // without a call.
-            let v = match &f.op {
-                Op::Nullable { null_index, inner } => self.nullable(*null_index, inner)?,
-                op => self.value(op)?,
-            };
-            values.push(v);
+        let start = self.scratch.len();
+        for (i, f) in plan.fields.iter().enumerate() {
+            let v = self.field(&f.op)?;
+            self.set(i, v);
         }
-        Ok(Record {
+        Ok(self.finish(plan, start))
+    }
+
+    /// Keeps the value of the field at `position` of the record being decoded, unless it is
+    /// `Null`.
+    #[inline(always)]
+    fn set(&mut self, position: usize, v: Value) {
+        if !v.is_null() {
+            self.scratch.push((position as u32, v));
+        }
+    }
+
+    /// The record of `plan` whose values were kept from `start` of the scratch on.
+    fn finish(&mut self, plan: &Arc<RecordPlan>, start: usize) -> Record {
+        Record {
             plan: plan.clone(),
-            values,
-        })
+            values: self.scratch.drain(start..).collect(),
+        }
+    }
+
+    /// A top-level record whose first field is a change event header, read into `out`.
+    fn change_record(
+        &mut self,
+        plan: &Arc<RecordPlan>,
+        header: &HeaderPlan,
+        layout: &bitmap::FieldLayout,
+        out: &mut Header,
+    ) -> Step<Record> {
+        let start = self.scratch.len();
+        for (i, f) in plan.fields.iter().enumerate() {
+            if i == 0 {
+                // Its slot stays `Null`.
+                self.header(header, layout, out)?;
+            } else {
+                let v = self.field(&f.op)?;
+                self.set(i, v);
+            }
+        }
+        Ok(self.finish(plan, start))
+    }
+
+    /// One field of a record.
+    #[inline(always)]
+    fn field(&mut self, op: &Op) -> Step<Value> {
+        // Nearly every field is a nullable union, and most are null: decide that here without
+        // a call.
+        match op {
+            Op::Nullable { null_index, inner } => self.nullable(*null_index, inner),
+            op => self.value(op),
+        }
     }
 
     /// A `["null", T]` union: the common case is decided here without a branch lookup.

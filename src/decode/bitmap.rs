@@ -119,13 +119,22 @@ fn for_each_bit(hex: &str, element: &str, mut hit: impl FnMut(usize)) -> Result<
             .ok_or_else(|| BitmapError::NotHex {
                 element: element.to_owned(),
             })?;
-        for bit in 0..4 {
-            if digit & (1 << bit) != 0 {
-                hit(k * 4 + bit);
-            }
+        // The set bits of the digit, lowest first.
+        let mut bits = digit;
+        while bits != 0 {
+            hit(k * 4 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
         }
     }
     Ok(())
+}
+
+/// How many bits a hex number sets at most (non-hex characters count none): the room to reserve
+/// for its names.
+fn bits_set(hex: &str) -> usize {
+    hex.bytes()
+        .map(|c| (c as char).to_digit(16).map_or(0, u32::count_ones) as usize)
+        .sum()
 }
 
 fn strip_hex_prefix(s: &str) -> Option<&str> {
@@ -138,14 +147,69 @@ pub fn decode<S: AsRef<str>>(
     layout: &FieldLayout,
     values: impl IntoIterator<Item = S>,
 ) -> Result<Vec<FieldName>, BitmapError> {
-    let mut top = Vec::new();
-    let mut nested = Vec::new();
+    let mut names = Expander::new(layout);
     for value in values {
-        let value = value.as_ref();
+        names.push(value.as_ref());
+    }
+    names.finish()
+}
+
+/// [`decode`] one element at a time, for a reader that meets the elements as it decodes them
+/// and keeps no list of their strings. The first malformed element is the result; the elements
+/// after it are not looked at.
+#[derive(Debug)]
+pub struct Expander<'l> {
+    layout: &'l FieldLayout,
+    /// The names so far: the top-level ones first (`..top`), then the nested ones. One list,
+    /// grown by what each element can set, so that an event's names usually take one
+    /// allocation.
+    names: Vec<FieldName>,
+    top: usize,
+    error: Option<BitmapError>,
+}
+
+impl<'l> Expander<'l> {
+    /// An expander over `layout`, with no element yet.
+    pub fn new(layout: &'l FieldLayout) -> Self {
+        Expander {
+            layout,
+            names: Vec::new(),
+            top: 0,
+            error: None,
+        }
+    }
+
+    /// Expands the next element of the array.
+    pub fn push(&mut self, value: &str) {
+        if self.error.is_none()
+            && let Err(e) = self.element(value)
+        {
+            self.error = Some(e);
+        }
+    }
+
+    /// The names, top-level fields first, or the first element's error.
+    pub fn finish(self) -> Result<Vec<FieldName>, BitmapError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.names),
+        }
+    }
+
+    fn element(&mut self, value: &str) -> Result<(), BitmapError> {
+        let layout = self.layout;
         if let Some(hex) = strip_hex_prefix(value) {
+            self.names.reserve(bits_set(hex).min(layout.len()));
+            let (names, top) = (&mut self.names, &mut self.top);
             for_each_bit(hex, value, |i| {
                 if let Some(name) = layout.name(i) {
-                    top.push(name.clone());
+                    // Before the nested names, which Salesforce sends after this element.
+                    if *top == names.len() {
+                        names.push(name.clone());
+                    } else {
+                        names.insert(*top, name.clone());
+                    }
+                    *top += 1;
                 }
             })?;
         } else if let Some((parent, rest)) = value.split_once('-') {
@@ -156,28 +220,30 @@ pub fn decode<S: AsRef<str>>(
             let Some(parent_name) = layout.name(position) else {
                 // A parent beyond the schema is ignored, like any bit beyond it; the hex must
                 // still be well formed.
-                for_each_bit(hex, value, |_| {})?;
-                continue;
+                return for_each_bit(hex, value, |_| {});
             };
+            let names = &mut self.names;
             match layout.nested(position) {
-                Some(children) => for_each_bit(hex, value, |i| {
-                    if let Some((_, path)) = children.get(i) {
-                        nested.push(path.clone());
-                    }
-                })?,
+                Some(children) => {
+                    names.reserve(bits_set(hex).min(children.len()));
+                    for_each_bit(hex, value, |i| {
+                        if let Some((_, path)) = children.get(i) {
+                            names.push(path.clone());
+                        }
+                    })?
+                }
                 // A nested entry on a scalar field still says the field changed.
                 None => {
                     for_each_bit(hex, value, |_| {})?;
-                    nested.push(parent_name.clone());
+                    names.push(parent_name.clone());
                 }
             }
         } else {
             // Defensive, as in the reference decoders: a plain field name passes through.
-            nested.push(FieldName::from(value));
+            self.names.push(FieldName::from(value));
         }
+        Ok(())
     }
-    top.extend(nested);
-    Ok(top)
 }
 
 /// Formats a bit set as upper-case hex with an even digit count (`"00"` for no bits).
@@ -454,6 +520,25 @@ mod tests {
             l.push(format!("F{i}"), None);
         }
         assert_eq!(dec(&l, &["0x2080"]), ["F7", "F13"]);
+    }
+
+    #[test]
+    fn top_level_names_come_first_whatever_the_order_of_the_elements() {
+        let a = schema_a();
+        assert_eq!(
+            dec(&a, &["4-0x02", "0x400002", "5-0x01", "0x2000"]),
+            [
+                "Name",
+                "LastModifiedDate",
+                "NumberOfEmployees",
+                "BillingAddress.City",
+                "ShippingAddress.Street"
+            ]
+        );
+        assert_eq!(dec(&a, &["Foo", "0x02"]), ["Name", "Foo"]);
+        // A long run of set bits reserves no more than the schema has fields.
+        let long = format!("0x{}", "F".repeat(10_000));
+        assert_eq!(dec(&a, &[long.as_str()]).len(), a.len());
     }
 
     #[test]

@@ -2,7 +2,12 @@
 //!
 //! A [`CompiledSchema`] is built once per schema id from the JSON `GetSchema` returns: the
 //! decoding plan, the bitmap layout, and the positions of the ChangeEventHeader fields. Every
-//! event is decoded with the schema its own `schema_id` names, never the topic's.
+//! event is decoded with the schema its own `schema_id` names, never the topic's. When the
+//! header has Salesforce's shape (it always has), it is read straight into the
+//! [`ChangeEvent`]'s typed fields ([`avro::header`](super::avro::header)); otherwise it
+//! decodes as a generic record that is then taken apart. Both ways give the same event or the
+//! same error: payload faults first, then the header's meaning (`changeType`,
+//! `sequenceNumber`), then its bitmaps.
 //!
 //! A schema compiled [with a projection](CompiledSchema::with_projection) also holds a plan that
 //! decodes only the header and the named body fields ([`avro::project`](super::avro::project)):
@@ -19,7 +24,7 @@ use compact_str::CompactString;
 use serde::Serialize;
 
 use super::ChangeType;
-use super::avro::{AvroError, Plan, Projection, Record, Value};
+use super::avro::{AvroError, Header, HeaderPlan, Plan, Projection, Record, Value};
 use super::bitmap::{self, BitmapError, FieldLayout, FieldName};
 
 /// A replay id: opaque bytes, stored and sent back exactly as received (8 or 10 bytes in
@@ -308,6 +313,10 @@ pub struct CompiledSchema {
     plan: Plan,
     layout: FieldLayout,
     header: Option<HeaderPositions>,
+    /// How to read the header straight into typed fields, when it has Salesforce's shape
+    /// ([`avro::header`](super::avro::header)); without it the header decodes as a generic
+    /// record and [`CompiledSchema::event`] takes it apart.
+    typed_header: Option<HeaderPlan>,
     /// The plan of [`CompiledSchema::decode_projected`], when one was asked for.
     projection: Option<Projection>,
 }
@@ -342,11 +351,13 @@ impl CompiledSchema {
             }
             _ => None,
         };
+        let typed_header = header.and_then(|_| HeaderPlan::compile(root));
         Ok(CompiledSchema {
             id: Arc::from(id),
             plan,
             layout,
             header,
+            typed_header,
             projection: None,
         })
     }
@@ -375,6 +386,20 @@ impl CompiledSchema {
             .map(|p| p.root().field_names().collect())
     }
 
+    /// The same schema with its header decoded as a generic record, as a schema whose header
+    /// has another shape is: the reference the typed header is tested against.
+    #[cfg(test)]
+    pub(crate) fn with_generic_header(mut self) -> Self {
+        self.typed_header = None;
+        self
+    }
+
+    /// Whether the header is read typed.
+    #[cfg(test)]
+    pub(crate) fn has_typed_header(&self) -> bool {
+        self.typed_header.is_some()
+    }
+
     /// Whether events of this schema are change events.
     pub fn is_change_event(&self) -> bool {
         self.header.is_some()
@@ -387,7 +412,13 @@ impl CompiledSchema {
 
     /// Decodes one payload in full: every field of the body.
     pub fn decode(&self, topic: &Arc<str>, payload: &Bytes) -> Result<EventBody, DecodeError> {
-        self.event(topic, self.plan.decode(payload)?)
+        match &self.typed_header {
+            Some(h) => {
+                let (header, fields) = self.plan.decode_change(h, &self.layout, payload)?;
+                Self::change_event(header, fields)
+            }
+            None => self.event(topic, self.plan.decode(payload)?),
+        }
     }
 
     /// Decodes one payload with the projection: the header in full, the body's projected fields
@@ -399,14 +430,41 @@ impl CompiledSchema {
         topic: &Arc<str>,
         payload: &Bytes,
     ) -> Result<EventBody, DecodeError> {
-        match &self.projection {
-            Some(p) => self.event(topic, p.decode(payload)?),
-            None => self.decode(topic, payload),
+        match (&self.projection, &self.typed_header) {
+            (Some(p), Some(h)) => {
+                let (header, fields) = p.decode_change(h, &self.layout, payload)?;
+                Self::change_event(header, fields)
+            }
+            (Some(p), None) => self.event(topic, p.decode(payload)?),
+            (None, _) => self.decode(topic, payload),
         }
     }
 
+    /// The event from a header read typed ([`avro::header`](super::avro::header)): the checks on
+    /// meaning the Avro decoder left, in the order [`CompiledSchema::event`] makes them.
+    fn change_event(h: Header, fields: Record) -> Result<EventBody, DecodeError> {
+        let change_type = h.change_type.ok_or(DecodeError::Header("changeType"))?;
+        let sequence_number =
+            i32::try_from(h.sequence_number).map_err(|_| DecodeError::Header("sequenceNumber"))?;
+        Ok(EventBody::Change(ChangeEvent {
+            entity: h.entity,
+            record_ids: h.record_ids,
+            change_type,
+            change_origin: h.change_origin,
+            transaction_key: h.transaction_key,
+            sequence_number,
+            commit_timestamp: h.commit_timestamp,
+            commit_number: h.commit_number,
+            commit_user: h.commit_user,
+            changed_fields: h.changed_fields?,
+            nulled_fields: h.nulled_fields?,
+            diff_fields: h.diff_fields?,
+            fields,
+        }))
+    }
+
     /// The event from its decoded top-level record (full or projected: the header is the first
-    /// field of both).
+    /// field of both), when the header has no typed plan or this is a platform event.
     fn event(&self, topic: &Arc<str>, mut record: Record) -> Result<EventBody, DecodeError> {
         let Some(h) = self.header else {
             return Ok(EventBody::Platform(PlatformEvent {

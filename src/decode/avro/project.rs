@@ -22,7 +22,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{AvroError, FieldPlan, Op, Plan, Reader, Record, RecordPlan, Step, Stop};
+use super::bitmap::FieldLayout;
+use super::{
+    AvroError, FieldPlan, Header, HeaderPlan, Op, Plan, Reader, Record, RecordPlan, Step, Stop,
+};
 
 /// What a projection does with one top-level field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,23 +97,53 @@ impl Projection {
 
     /// Decodes the kept fields of one datum, which must use every byte of `payload`.
     pub fn decode(&self, payload: &Bytes) -> Result<Record, AvroError> {
-        let mut r = Reader {
-            buf: payload,
-            pos: 0,
-            error: None,
-        };
-        let record = r.projected(self).map_err(|Stop| r.take_error())?;
+        let mut r = Reader::new(payload);
+        let record = r.projected(self, None).map_err(|Stop| r.take_error())?;
         if r.pos != payload.len() {
             return Err(AvroError::Trailing(payload.len() - r.pos));
         }
         Ok(record)
     }
+
+    /// Decodes the kept fields of one datum whose first top-level field is a change event
+    /// header (which must be kept), read with `header` as
+    /// [`Plan::decode_change`](super::Plan::decode_change) does. It fails exactly when
+    /// [`Projection::decode`] does.
+    pub fn decode_change(
+        &self,
+        header: &HeaderPlan,
+        layout: &FieldLayout,
+        payload: &Bytes,
+    ) -> Result<(Header, Record), AvroError> {
+        let mut r = Reader::new(payload);
+        let mut h = Header::default();
+        let record = r
+            .projected(self, Some((header, layout, &mut h)))
+            .map_err(|Stop| r.take_error())?;
+        if r.pos != payload.len() {
+            return Err(AvroError::Trailing(payload.len() - r.pos));
+        }
+        Ok((h, record))
+    }
 }
 
+/// A header to read typed at the first field, with its layout and where it goes.
+type HeaderOut<'h> = Option<(&'h HeaderPlan, &'h FieldLayout, &'h mut Header)>;
+
 impl Reader<'_> {
-    fn projected(&mut self, p: &Projection) -> Step<Record> {
-        let mut values = Vec::with_capacity(p.out.fields.len());
-        for (f, action) in p.source.fields.iter().zip(p.actions.iter()) {
+    fn projected(&mut self, p: &Projection, mut header: HeaderOut<'_>) -> Step<Record> {
+        let start = self.scratch.len();
+        // Position in the projected record of the next kept field.
+        let mut kept = 0;
+        let mut fields = p.source.fields.iter().zip(p.actions.iter());
+        if let Some((plan, layout, out)) = header.as_mut()
+            && let Some((_, action)) = fields.next()
+        {
+            // Its slot, if kept, stays `Null`.
+            self.header(plan, layout, out)?;
+            kept += usize::from(*action == Action::Keep);
+        }
+        for (f, action) in fields {
             match (action, &f.op) {
                 // Most fields of an event are skipped nulls: one byte compared, no call.
                 (Action::SkipNullable(null), op) => {
@@ -121,16 +154,14 @@ impl Reader<'_> {
                     }
                 }
                 (Action::Skip, op) => self.skip(op)?,
-                (Action::Keep, Op::Nullable { null_index, inner }) => {
-                    values.push(self.nullable(*null_index, inner)?)
+                (Action::Keep, op) => {
+                    let v = self.field(op)?;
+                    self.set(kept, v);
+                    kept += 1;
                 }
-                (Action::Keep, op) => values.push(self.value(op)?),
             }
         }
-        Ok(Record {
-            plan: p.out.clone(),
-            values,
-        })
+        Ok(self.finish(&p.out, start))
     }
 
     /// Moves past `n` bytes.

@@ -309,3 +309,219 @@ proptest! {
         }
     }
 }
+
+/// A change event schema with the header Salesforce sends, but with `changeType`'s symbols in
+/// another order and one that is no change type, a `long` sequence number (which can exceed
+/// an `int`) and an extra header field; then a body with a compound field.
+const CHANGE: &str = r#"{"type":"record","name":"OrderChangeEvent","namespace":"com.sforce.eventbus","fields":[
+    {"name":"ChangeEventHeader","type":{"type":"record","name":"ChangeEventHeader","fields":[
+        {"name":"entityName","type":"string"},
+        {"name":"recordIds","type":{"type":"array","items":"string"}},
+        {"name":"changeType","type":{"type":"enum","name":"ChangeType","symbols":["UPDATE","CREATE","OTHER","DELETE","UNDELETE","GAP_CREATE","GAP_UPDATE","GAP_DELETE","GAP_UNDELETE","GAP_OVERFLOW"]}},
+        {"name":"changeOrigin","type":"string"},
+        {"name":"transactionKey","type":"string"},
+        {"name":"sequenceNumber","type":"long"},
+        {"name":"extra","type":["null","string"]},
+        {"name":"commitTimestamp","type":"long"},
+        {"name":"commitNumber","type":"long"},
+        {"name":"commitUser","type":"string"},
+        {"name":"nulledFields","type":{"type":"array","items":"string"}},
+        {"name":"diffFields","type":{"type":"array","items":"string"}},
+        {"name":"changedFields","type":{"type":"array","items":"string"}}]}},
+    {"name":"Name","type":["null","string"]},
+    {"name":"BillingAddress","type":["null",{"type":"record","name":"Address","fields":[
+        {"name":"Street","type":["null","string"]},{"name":"City","type":["null","string"]}]}]},
+    {"name":"Status","type":["null","string"]},
+    {"name":"Tags","type":{"type":"array","items":"string"}},
+    {"name":"CreatedDate","type":["null","long"]}]}"#;
+
+/// The same header with the shapes of the reference schema (`int` sequence number, the nine
+/// symbols in order, no extra field).
+const CHANGE_PLAIN: &str = r#"{"type":"record","name":"E","namespace":"com.sforce.eventbus","fields":[
+    {"name":"ChangeEventHeader","type":{"type":"record","name":"ChangeEventHeader","fields":[
+        {"name":"entityName","type":"string"},{"name":"recordIds","type":{"type":"array","items":"string"}},
+        {"name":"changeType","type":{"type":"enum","name":"ChangeType","symbols":["CREATE","UPDATE","DELETE","UNDELETE","GAP_CREATE","GAP_UPDATE","GAP_DELETE","GAP_UNDELETE","GAP_OVERFLOW"]}},
+        {"name":"changeOrigin","type":"string"},{"name":"transactionKey","type":"string"},{"name":"sequenceNumber","type":"int"},
+        {"name":"commitTimestamp","type":"long"},{"name":"commitNumber","type":"long"},{"name":"commitUser","type":"string"},
+        {"name":"nulledFields","type":{"type":"array","items":"string"}},{"name":"diffFields","type":{"type":"array","items":"string"}},
+        {"name":"changedFields","type":{"type":"array","items":"string"}}]}},
+    {"name":"Status","type":["null","string"]},
+    {"name":"BillingAddress","type":["null",{"type":"record","name":"Address","fields":[
+        {"name":"Street","type":["null","string"]},{"name":"City","type":["null","string"]}]}]}]}"#;
+
+/// Writes a random change event of `plan`: the header's bitmaps drawn from well-formed and
+/// malformed elements, its other fields and the body as [`random_value`] makes them.
+fn random_change(plan: &Plan, seed: u64, damage: usize) -> Bytes {
+    const ELEMENTS: [&str; 12] = [
+        "0x02",
+        "0x0E",
+        "0x20000200",
+        "0x0400000000",
+        "2-0x03",
+        "2-0x1",
+        "99-0x01",
+        "1-0x01",
+        "Name",
+        "0x",
+        "0xZZ",
+        "x-0x01",
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for (i, f) in plan.root().fields.iter().enumerate() {
+        let Op::Record(header) = &f.op else {
+            random_value(&f.op, &mut rng, &mut out);
+            continue;
+        };
+        assert_eq!(i, 0, "the header comes first");
+        for h in &header.fields {
+            match &*h.name {
+                "nulledFields" | "diffFields" | "changedFields" => {
+                    let n = rng.random_range(0..3usize);
+                    zigzag(&mut out, n as i64);
+                    for _ in 0..n {
+                        // Mostly well formed, so that whole events decode.
+                        let e = ELEMENTS[rng.random_range(0..ELEMENTS.len())];
+                        let e = if rng.random_range(0..4u8) == 0 {
+                            e
+                        } else {
+                            ELEMENTS[0]
+                        };
+                        zigzag(&mut out, e.len() as i64);
+                        out.extend(e.as_bytes());
+                    }
+                    if n > 0 {
+                        zigzag(&mut out, 0);
+                    }
+                }
+                "sequenceNumber" if h.op == Op::Long => zigzag(
+                    &mut out,
+                    match rng.random_range(0..4u8) {
+                        0 => i64::from(i32::MAX) + 1,
+                        _ => rng.random_range(0..1000),
+                    },
+                ),
+                _ => random_value(&h.op, &mut rng, &mut out),
+            }
+        }
+    }
+    for _ in 0..damage {
+        if out.is_empty() {
+            break;
+        }
+        let at = rng.random_range(0..out.len());
+        match rng.random_range(0..4u8) {
+            0 => out[at] = rng.random(),
+            1 => out.insert(at, rng.random()),
+            2 => {
+                out.remove(at);
+            }
+            _ => out.truncate(at),
+        }
+    }
+    Bytes::from(out)
+}
+
+/// The typed header's promise on one payload: the same event, or the same error, as the
+/// header decoded as a generic record, in the full decode and in the projection.
+fn check_header(json: &str, keep: &[&str], payload: &Bytes) -> Result<&'static str, String> {
+    use crate::decode::{CompiledSchema, DecodeError};
+    let typed = CompiledSchema::compile("s", json)
+        .unwrap()
+        .with_projection(keep);
+    let generic = CompiledSchema::compile("s", json)
+        .unwrap()
+        .with_projection(keep)
+        .with_generic_header();
+    assert!(typed.has_typed_header() && !generic.has_typed_header());
+    let topic: std::sync::Arc<str> = "/data/OrderChangeEvent".into();
+    let full = typed.decode(&topic, payload);
+    for (what, a, b) in [
+        ("full", &full, &generic.decode(&topic, payload)),
+        (
+            "projected",
+            &typed.decode_projected(&topic, payload),
+            &generic.decode_projected(&topic, payload),
+        ),
+    ] {
+        // Debug, not ==, so that a NaN compares equal to itself.
+        if format!("{a:?}") != format!("{b:?}") {
+            return Err(format!("{what}: typed {a:?}, generic {b:?}"));
+        }
+    }
+    Ok(match full {
+        Ok(_) => "ok",
+        Err(DecodeError::Header(_)) => "header",
+        Err(DecodeError::Bitmap(_)) => "bitmap",
+        Err(DecodeError::Payload(_)) => "payload",
+        Err(_) => "other",
+    })
+}
+
+#[test]
+fn the_typed_header_decodes_as_the_generic_one() {
+    let mut outcomes = std::collections::BTreeMap::new();
+    for (json, keep) in [
+        (CHANGE, &["Status"][..]),
+        (CHANGE_PLAIN, &["BillingAddress"][..]),
+    ] {
+        let p = plan(json);
+        for seed in 0..1500 {
+            let payload = random_change(&p, seed, seed as usize % 3);
+            match check_header(json, keep, &payload) {
+                Ok(kind) => *outcomes.entry(kind).or_insert(0) += 1,
+                Err(e) => panic!("seed {seed}: {e}"),
+            }
+        }
+    }
+    // Every outcome is exercised: events that decode, and each kind of failure.
+    for kind in ["ok", "header", "bitmap", "payload"] {
+        assert!(outcomes.get(kind).is_some_and(|&n| n > 20), "{outcomes:?}");
+    }
+}
+
+#[test]
+fn a_header_of_another_shape_decodes_generically() {
+    use crate::decode::CompiledSchema;
+    // A nullable entityName, a changeType given as a string, a header behind a union.
+    for (from, to) in [
+        (
+            r#"{"name":"entityName","type":"string"}"#,
+            r#"{"name":"entityName","type":["null","string"]}"#,
+        ),
+        (
+            r#""type":{"type":"enum","name":"ChangeType","symbols":["CREATE","UPDATE","DELETE","UNDELETE","GAP_CREATE","GAP_UPDATE","GAP_DELETE","GAP_UNDELETE","GAP_OVERFLOW"]}"#,
+            r#""type":"string""#,
+        ),
+        (
+            r#"{"name":"ChangeEventHeader","type":{"type":"record""#,
+            r#"{"name":"ChangeEventHeader","type":["null",{"type":"record""#,
+        ),
+    ] {
+        let mut json = CHANGE_PLAIN.replace(from, to);
+        if to.ends_with(r#"["null",{"type":"record""#) {
+            json = json.replace(r#""string"}}]}},"#, r#""string"}}]}]},"#);
+        }
+        assert_ne!(json, CHANGE_PLAIN);
+        let s = CompiledSchema::compile("s", &json).unwrap();
+        assert!(s.is_change_event() && !s.has_typed_header(), "{json}");
+    }
+    let s = CompiledSchema::compile("s", CHANGE_PLAIN).unwrap();
+    assert!(s.has_typed_header());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn typed_headers_agree_with_generic_ones(
+        seed in any::<u64>(),
+        damage in prop_oneof![Just(0usize), 1..4usize],
+    ) {
+        let p = plan(CHANGE);
+        let payload = random_change(&p, seed, damage);
+        if let Err(e) = check_header(CHANGE, &["Name", "BillingAddress"], &payload) {
+            prop_assert!(false, "{e}");
+        }
+    }
+}
