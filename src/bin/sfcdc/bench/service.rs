@@ -12,8 +12,8 @@
 //! the steady figure the median sample after the first tenth of the run. CPU is the child's user
 //! plus system time from `/proc/<pid>/stat`, and the emulator's the same way from the service's
 //! start (what serving the stream, the lookups and the fulfilment cost it): the two share the
-//! machine's cores, which bounds the ingest rate one machine can show. `--rss-csv` writes every sample (seconds, RSS,
-//! checkpoint position), which `scripts/plot_rss.py` draws.
+//! machine's cores, which bounds the ingest rate one machine can show. `--rss-csv` writes every
+//! sample (seconds, RSS, checkpoint position), which `scripts/plot_rss.py` draws.
 
 use std::path::Path;
 use std::process::Stdio;
