@@ -442,12 +442,7 @@ impl Plan {
 
     /// Decodes one datum, which must use every byte of `payload`.
     pub fn decode(&self, payload: &Bytes) -> Result<Record, AvroError> {
-        let mut r = Reader::new(payload);
-        let record = r.record(&self.root).map_err(|Stop| r.take_error())?;
-        if r.pos != payload.len() {
-            return Err(AvroError::Trailing(payload.len() - r.pos));
-        }
-        Ok(record)
+        whole(payload, |r| r.record(&self.root))
     }
 
     /// Decodes one datum whose first top-level field is a change event header, read with
@@ -459,16 +454,25 @@ impl Plan {
         layout: &bitmap::FieldLayout,
         payload: &Bytes,
     ) -> Result<(Header, Record), AvroError> {
-        let mut r = Reader::new(payload);
         let mut h = Header::default();
-        let record = r
-            .change_record(&self.root, header, layout, &mut h)
-            .map_err(|Stop| r.take_error())?;
-        if r.pos != payload.len() {
-            return Err(AvroError::Trailing(payload.len() - r.pos));
-        }
+        let record = whole(payload, |r| {
+            r.change_record(&self.root, header, layout, &mut h)
+        })?;
         Ok((h, record))
     }
+}
+
+/// Reads one datum from `payload` with `read`, which must use every byte of it.
+fn whole<T>(
+    payload: &Bytes,
+    read: impl FnOnce(&mut Reader<'_>) -> Step<T>,
+) -> Result<T, AvroError> {
+    let mut r = Reader::new(payload);
+    let value = read(&mut r).map_err(|Stop| r.take_error())?;
+    if r.pos != payload.len() {
+        return Err(AvroError::Trailing(payload.len() - r.pos));
+    }
+    Ok(value)
 }
 
 /// Most items accepted in one array or map whose items can be zero bytes long.

@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use super::bitmap::FieldLayout;
 use super::{
-    AvroError, FieldPlan, Header, HeaderPlan, Op, Plan, Reader, Record, RecordPlan, Step, Stop,
+    AvroError, FieldPlan, Header, HeaderPlan, Op, Plan, Reader, Record, RecordPlan, Step, whole,
 };
 
 /// What a projection does with one top-level field.
@@ -97,12 +97,7 @@ impl Projection {
 
     /// Decodes the kept fields of one datum, which must use every byte of `payload`.
     pub fn decode(&self, payload: &Bytes) -> Result<Record, AvroError> {
-        let mut r = Reader::new(payload);
-        let record = r.projected(self, None).map_err(|Stop| r.take_error())?;
-        if r.pos != payload.len() {
-            return Err(AvroError::Trailing(payload.len() - r.pos));
-        }
-        Ok(record)
+        whole(payload, |r| r.projected(self, None))
     }
 
     /// Decodes the kept fields of one datum whose first top-level field is a change event
@@ -115,14 +110,10 @@ impl Projection {
         layout: &FieldLayout,
         payload: &Bytes,
     ) -> Result<(Header, Record), AvroError> {
-        let mut r = Reader::new(payload);
         let mut h = Header::default();
-        let record = r
-            .projected(self, Some((header, layout, &mut h)))
-            .map_err(|Stop| r.take_error())?;
-        if r.pos != payload.len() {
-            return Err(AvroError::Trailing(payload.len() - r.pos));
-        }
+        let record = whole(payload, |r| {
+            r.projected(self, Some((header, layout, &mut h)))
+        })?;
         Ok((h, record))
     }
 }

@@ -130,6 +130,11 @@ fn random_payload(plan: &Plan, seed: u64, damage: usize) -> Bytes {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
     random_value(&Op::Record(plan.root().clone()), &mut rng, &mut out);
+    damaged(out, &mut rng, damage)
+}
+
+/// `out` damaged `damage` times: a byte changed, inserted or removed, or the datum cut short.
+fn damaged(mut out: Vec<u8>, rng: &mut ChaCha8Rng, damage: usize) -> Bytes {
     for _ in 0..damage {
         if out.is_empty() {
             break;
@@ -405,21 +410,7 @@ fn random_change(plan: &Plan, seed: u64, damage: usize) -> Bytes {
             }
         }
     }
-    for _ in 0..damage {
-        if out.is_empty() {
-            break;
-        }
-        let at = rng.random_range(0..out.len());
-        match rng.random_range(0..4u8) {
-            0 => out[at] = rng.random(),
-            1 => out.insert(at, rng.random()),
-            2 => {
-                out.remove(at);
-            }
-            _ => out.truncate(at),
-        }
-    }
-    Bytes::from(out)
+    damaged(out, &mut rng, damage)
 }
 
 /// The typed header's promise on one payload: the same event, or the same error, as the
