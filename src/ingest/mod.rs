@@ -5,9 +5,10 @@
 //! record id triggers a reconciliation of recently modified orders (and, for an overflow reaching
 //! further back than that window, a reconcile scan asked for with the batch), and the resulting
 //! triggers, jobs, quarantined events, scan requests and the new checkpoint are committed
-//! together, with the commit time of the batch's last event. Only then are cache invalidations
-//! handed to the [`Invalidator`], which records them and returns at once: ingest never waits for
-//! the cache.
+//! together, with the commit time of the batch's last event. The batch's cache invalidations are
+//! handed to the [`Invalidator`] just before that commit (Salesforce already holds what the
+//! events report, so it is never early); it records them and returns at once: ingest never
+//! waits for the cache.
 //!
 //! A failed lookup or commit fails the whole batch: the subscriber then resumes from the last
 //! committed position, and the batch is evaluated again from scratch.
