@@ -139,7 +139,8 @@ pub type RunWorker = Worker<AnyStore, HttpFulfilment, Arc<SalesforceRest>>;
 /// Opens (and migrates) the store and prepares the login and the REST client. Nothing connects to
 /// Salesforce yet.
 pub async fn deps(settings: &Settings) -> Result<Deps, AppError> {
-    let store = AnyStore::open(&settings.database_url).await?;
+    let store =
+        AnyStore::open_with(&settings.database_url, settings.fleet.idle_in_transaction()).await?;
     Ok(Deps::build(
         store,
         settings.source.ca_cert.as_deref(),

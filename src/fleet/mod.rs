@@ -74,6 +74,14 @@ impl FleetConfig {
         })
     }
 
+    /// How long a PostgreSQL session may sit idle inside a transaction before the server ends
+    /// it: half the TTL. A paused instance's last renewal was at most a third of the TTL before
+    /// the pause, so its locks (the share lock a fenced commit holds on the lease row) are gone
+    /// before its lease expires, and a standby's takeover does not wait on them.
+    pub fn idle_in_transaction(&self) -> Duration {
+        self.lease_ttl / 2
+    }
+
     /// How often a held lease is renewed (and a standby looks again): a third of the TTL.
     pub fn renew_every(&self) -> Duration {
         self.lease_ttl / 3

@@ -5,11 +5,12 @@
 //! behaviour of its own: each backend's conformance suite covers what runs.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use super::audit::{Audit, AuditRow, NewAudit};
 use super::insight::{Insights, JobQuery, Minute};
 use super::lease::{Fence, LeaseRow, Leases, Takeover};
-use super::postgres::PgStore;
+use super::postgres::{DEFAULT_IDLE_IN_TRANSACTION, PgStore};
 use super::queue::{
     ActionError, Applied, Claim, DeliveryFilter, DeliveryRow, DeliveryUpdate, JobUpdate, Purged,
     Queue,
@@ -32,10 +33,19 @@ pub enum AnyStore {
 impl AnyStore {
     /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs the migrations.
     pub async fn open(url: &str) -> Result<AnyStore, StoreError> {
+        AnyStore::open_with(url, DEFAULT_IDLE_IN_TRANSACTION).await
+    }
+
+    /// [`AnyStore::open`]; on PostgreSQL the server ends a session idle inside a transaction
+    /// for `idle_in_transaction` (see [`PgStore::connect_with`]).
+    pub async fn open_with(
+        url: &str,
+        idle_in_transaction: Duration,
+    ) -> Result<AnyStore, StoreError> {
         let store = if url.starts_with("sqlite:") {
             AnyStore::Sqlite(SqliteStore::connect(url).await?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            AnyStore::Postgres(PgStore::connect(url, None).await?)
+            AnyStore::Postgres(PgStore::connect_with(url, None, idle_in_transaction).await?)
         } else {
             return Err(StoreError::Config(format!(
                 "'{}' is neither sqlite://PATH nor postgres://…",

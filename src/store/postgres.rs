@@ -11,6 +11,7 @@ mod queue;
 mod steps;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
@@ -33,16 +34,40 @@ pub struct PgStore {
     scope: std::sync::Arc<str>,
 }
 
+/// How long a session may sit idle inside a transaction when the caller does not say: half the
+/// default lease TTL (see [`PgStore::connect_with`]).
+pub const DEFAULT_IDLE_IN_TRANSACTION: Duration = Duration::from_millis(7_500);
+
 impl PgStore {
     /// Connects to `url`; with `schema`, every table lives in that schema (created if needed),
-    /// which is how tests get a fresh database each.
+    /// which is how tests get a fresh database each. Sessions idle in a transaction for
+    /// [`DEFAULT_IDLE_IN_TRANSACTION`] are ended by the server.
     pub async fn connect(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
+        PgStore::connect_with(url, schema, DEFAULT_IDLE_IN_TRANSACTION).await
+    }
+
+    /// [`PgStore::connect`], with the server told to end any of this store's sessions that sits
+    /// idle inside a transaction for `idle_in_transaction` (PostgreSQL's
+    /// `idle_in_transaction_session_timeout`). sfcdc waits on nothing but the database inside a
+    /// transaction, so such a session belongs to a paused or hung process, and ending it frees
+    /// its locks: otherwise an instance stopped in the middle of a fenced commit keeps its share
+    /// lock on the lease row, and no standby can take the lease over, however long ago it
+    /// expired. Keep it below the lease TTL, so the locks are gone before the lease is.
+    pub async fn connect_with(
+        url: &str,
+        schema: Option<&str>,
+        idle_in_transaction: Duration,
+    ) -> Result<PgStore, StoreError> {
         let mut options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
             StoreError::Config(format!("{}: {e}", super::redact_url(url)))
         })?;
         options = options
             .application_name("sfcdc")
-            .log_statements(tracing::log::LevelFilter::Trace);
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .options([(
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", idle_in_transaction.as_millis().max(1)),
+            )]);
         if let Some(schema) = schema {
             if !schema
                 .chars()

@@ -158,3 +158,49 @@ async fn heartbeats_count_the_live_instances<S: Store + Leases>(s: S) {
     assert_eq!(s.heartbeat("a", 60_000).await.unwrap(), 1);
 }
 lease_conformance!(heartbeats_count_the_live_instances);
+
+/// An instance stopped (SIGSTOP, a frozen VM) in the middle of a fenced commit holds a share
+/// lock on its lease row, and a takeover locks that row: the server must end the stopped
+/// session, or the lease can never be taken over, however long ago it expired.
+#[tokio::test]
+async fn a_paused_holders_open_commit_does_not_keep_the_lease_from_a_standby() {
+    use sfcdc::store::postgres::PgStore;
+    let Some(url) = crate::common::postgres_url() else {
+        return;
+    };
+    let schema = crate::common::fresh_schema(&url).await;
+    let paused = PgStore::connect_with(&url, Some(&schema), Duration::from_millis(300))
+        .await
+        .unwrap();
+    paused.migrate().await.unwrap();
+    let standby = PgStore::connect(&url, Some(&schema)).await.unwrap();
+    let a = paused.acquire(CH, "a", 200).await.unwrap().unwrap();
+    // The holder's commit began and checked its fence, then the process stopped.
+    let mut open = paused.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sfcdc_leases WHERE channel = $1 FOR SHARE")
+        .bind(CH)
+        .fetch_one(&mut *open)
+        .await
+        .unwrap();
+    let taken = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(t) = standby.acquire(CH, "b", 60_000).await.unwrap() {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the standby takes the expired lease once the stopped session is ended");
+    assert_eq!(
+        (taken.reason, taken.fence.generation),
+        (TakeoverReason::Expired, a.fence.generation + 1)
+    );
+    // Woken, the stopped holder finds its transaction gone, and commits nothing.
+    assert!(open.commit().await.is_err());
+    let err = paused
+        .commit_batch(&batch(Some(a.fence), 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+}

@@ -2,15 +2,20 @@
 //! every test gets a fresh schema (for stores opened in this process) or a fresh database (for
 //! `sfcdc run` processes, which take only a URL). Names carry their creation time; what runs
 //! more than an hour old left behind is dropped on the way. Without the variable a test says
-//! loudly that it skipped its PostgreSQL half.
+//! loudly that it skipped its PostgreSQL half; under `CI` it fails instead.
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-/// The PostgreSQL test URL, or a loud skip message.
+/// The PostgreSQL test URL, or a loud skip message (a failure under `CI`).
 pub fn postgres_url() -> Option<String> {
     match std::env::var("SFCDC_TEST_POSTGRES_URL") {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
+            // CI must run everything: a missing PostgreSQL there is a failure, not a skip.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "SFCDC_TEST_POSTGRES_URL is not set, and CI is: CI runs every PostgreSQL test"
+            );
             eprintln!(
                 "\n*** SKIPPED: SFCDC_TEST_POSTGRES_URL is not set, so the PostgreSQL half of this test did not run. ***\n"
             );
