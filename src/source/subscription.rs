@@ -453,13 +453,16 @@ impl<S: Sink> Subscription<S> {
                         demand = (demand - n).max(0);
                         buffered += n;
                         gauges.inflight(buffered);
+                        // Ask for more before decoding: the server prepares the next response
+                        // while this one decodes (at most 100 events are ever owed, so each
+                        // round trip the request waits on caps the stream's rate).
+                        top_up(&requests, b, &mut demand, buffered);
                         match self.decode(response).await {
                             Ok(batch) => {
                                 let _ = queue.send(batch);
                             }
                             Err(status) => break End::Status(status),
                         }
-                        top_up(&requests, b, &mut demand, buffered);
                     }
                     Ok(None) => break End::Ended,
                     Err(status) => break End::Status(status),
