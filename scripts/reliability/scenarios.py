@@ -927,6 +927,7 @@ def fleet_finish(s, f, watch):
             "takeovers (expired)": r"Lease taken; subscribing.*reason=\S*expired",
             "leases lost": r"Lease lost; standing by",
             "commits refused by the fence": r"no longer held at generation",
+            "sessions the server ended (idle in a transaction)": r"idle-in-transaction",
         },
     )
     errors = sum(1 for ln in lines if " ERROR " in ln)
