@@ -16,7 +16,8 @@
 //! operation generation, whoever runs it.
 //!
 //! **Throughput.** One writer applies every step's updates in batches, each one transaction
-//! (one statement on PostgreSQL). A slot (one of `SFCDC_WORKER_CONCURRENCY`) goes from job to
+//! (one statement on PostgreSQL); before it takes a batch it lets the steps it just answered run
+//! up to their next write, so that a batch carries the writes of every busy slot. A slot (one of `SFCDC_WORKER_CONCURRENCY`) goes from job to
 //! job without a claim of its own: a step's last write (the outcome, or the release until the
 //! next poll) hands its slot to the writer, whose batch claims the slots' next jobs in the same
 //! transaction. A dispatcher claims as many due jobs as there are free slots, in one statement:
@@ -222,6 +223,10 @@ struct WriteRequest {
 
 /// Updates most one writer transaction applies.
 const WRITE_BATCH: usize = 256;
+
+/// How many times the writer lets the tasks ready to run go first before it takes a batch,
+/// while their writes keep arriving (see [`coalesce`]).
+const COALESCE_YIELDS: usize = 4;
 
 /// The worker pool.
 pub struct Worker<Q: Queue, F: Fulfilment, O: Orders> {
@@ -456,7 +461,11 @@ async fn write_loop<Q: Queue, F: Fulfilment, O: Orders>(
     cancel: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while writes.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+    loop {
+        coalesce(&writes).await;
+        if writes.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+            return;
+        }
         // The steps that wrote hold the worker; between batches the writer does not, so the
         // channel closes once they are gone.
         let Some(inner) = inner.upgrade() else {
@@ -509,6 +518,29 @@ async fn write_loop<Q: Queue, F: Fulfilment, O: Orders>(
                 }
             }
         }
+    }
+}
+
+/// Lets the steps a batch just answered (and the jobs it claimed) run up to their next write
+/// before the writer takes the next batch, so that their writes join it. Without this, a step
+/// answered at once writes again a moment after the writer has taken the writes that queued
+/// during the last statement, and waits a whole batch behind them: the steps split into two
+/// groups whose batches alternate, each half the size, with twice the statements and commits
+/// (`--worker-only` on PostgreSQL: 916 statements for 30,000 writes, 472 with this). The writer
+/// yields while writes keep arriving, a few times at most; a step that waits on HTTP costs it
+/// one pass of the scheduler.
+async fn coalesce(writes: &mpsc::Receiver<WriteRequest>) {
+    let mut queued = writes.len();
+    for _ in 0..COALESCE_YIELDS {
+        if queued >= WRITE_BATCH {
+            return;
+        }
+        tokio::task::yield_now().await;
+        let now = writes.len();
+        if now > 0 && now == queued {
+            return;
+        }
+        queued = now;
     }
 }
 
