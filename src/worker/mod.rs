@@ -15,15 +15,15 @@
 //! the fulfilment system answers with the first operation. So a job is submitted once per
 //! operation generation, whoever runs it.
 //!
-//! **Throughput.** One writer applies every step's updates in batches, each one transaction
-//! (one statement on PostgreSQL); before it takes a batch it lets the steps it just answered run
-//! up to their next write, so that a batch carries the writes of every busy slot. A slot (one
-//! of `SFCDC_WORKER_CONCURRENCY`) goes from job to job without a claim of its own: a step's last
-//! write (the outcome, or the release until the next poll) hands its slot to the writer, whose
-//! batch claims the slots' next jobs in the same transaction. A dispatcher claims as many due jobs as there are free slots, in one statement:
-//! at start, when jobs are created after an idle spell, and for slots a claim found nothing
-//! for. Pending operations claimed together are polled with one batch request when the system
-//! offers it.
+//! **Throughput.** One writer applies every step's updates in batches, each one transaction (one
+//! statement on PostgreSQL); before it takes a batch it lets the steps it just answered run up to
+//! their next write, so that a batch carries the writes of every busy slot. A slot (one of
+//! `SFCDC_WORKER_CONCURRENCY`) goes from job to job without a claim of its own: a step's last write
+//! (the outcome, or the release until the next poll) hands its slot to the writer, whose batch
+//! claims the slots' next jobs in the same transaction. A dispatcher claims as many due jobs as
+//! there are free slots, in one statement: at start, when jobs are created after an idle spell, and
+//! for slots a claim found nothing for. Pending operations claimed together are polled with one
+//! batch request when the system offers it.
 
 pub mod deliver;
 pub mod fulfilment;
