@@ -91,23 +91,7 @@ impl Fast {
             Fast::Long | Fast::Int => {
                 let most = if self == Fast::Long { 9 } else { 4 };
                 let rest = buf.get(at..).unwrap_or_default();
-                // Eight bytes at once where there are eight: the first without the
-                // continuation bit ends the varint.
-                let len = match rest.get(..8) {
-                    Some(word) => {
-                        let w = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-                        match !w & 0x8080_8080_8080_8080 {
-                            0 if most == 9 && rest.get(8).is_some_and(|&b| b < 0x80) => 9,
-                            0 => return None,
-                            last => (last.trailing_zeros() / 8 + 1) as usize,
-                        }
-                    }
-                    None => 1 + rest.iter().position(|&b| b < 0x80)?,
-                };
-                if len > most {
-                    return None;
-                }
-                at + len
+                at + 1 + rest.iter().take(most).position(|&b| b < 0x80)?
             }
             Fast::Float => at + 4,
             Fast::Double => at + 8,
