@@ -591,20 +591,26 @@ impl Reader<'_> {
         self.long_slow()
     }
 
+    /// A varint of more than one byte (or none): the bytes are scanned in the slice, with no
+    /// check per byte of what is left.
     fn long_slow(&mut self) -> Step<i64> {
         let start = self.pos;
+        let buf: &[u8] = self.buf;
+        let rest = buf.get(start..).unwrap_or_default();
         let mut n: u64 = 0;
-        for shift in (0..70).step_by(7) {
-            let b = self.byte()?;
-            if shift == 63 && b > 1 {
+        for (k, &b) in rest.iter().take(10).enumerate() {
+            if k == 9 && b > 1 {
                 return Err(self.fail(AvroError::BadVarint(start)));
             }
-            n |= u64::from(b & 0x7f) << shift;
+            n |= u64::from(b & 0x7f) << (7 * k);
             if b & 0x80 == 0 {
+                self.pos = start + k + 1;
                 return Ok(((n >> 1) as i64) ^ -((n & 1) as i64));
             }
         }
-        Err(self.fail(AvroError::BadVarint(start)))
+        // Every byte left continues the varint: it runs past the end.
+        self.pos = buf.len();
+        Err(self.eof(1))
     }
 
     fn int(&mut self) -> Step<i32> {

@@ -114,11 +114,11 @@ fn for_each_bit(hex: &str, element: &str, mut hit: impl FnMut(usize)) -> Result<
         });
     }
     for (k, c) in hex.bytes().rev().enumerate() {
-        let digit = (c as char)
-            .to_digit(16)
-            .ok_or_else(|| BitmapError::NotHex {
+        let Some(digit) = hex_digit(c) else {
+            return Err(BitmapError::NotHex {
                 element: element.to_owned(),
-            })?;
+            });
+        };
         // The set bits of the digit, lowest first.
         let mut bits = digit;
         while bits != 0 {
@@ -133,8 +133,19 @@ fn for_each_bit(hex: &str, element: &str, mut hit: impl FnMut(usize)) -> Result<
 /// for its names.
 fn bits_set(hex: &str) -> usize {
     hex.bytes()
-        .map(|c| (c as char).to_digit(16).map_or(0, u32::count_ones) as usize)
+        .map(|c| hex_digit(c).map_or(0, u32::count_ones) as usize)
         .sum()
+}
+
+/// The value of a hex digit, either case (as `char::to_digit(16)`, on a byte).
+#[inline(always)]
+fn hex_digit(c: u8) -> Option<u32> {
+    match c {
+        b'0'..=b'9' => Some(u32::from(c - b'0')),
+        b'a'..=b'f' => Some(u32::from(c - b'a' + 10)),
+        b'A'..=b'F' => Some(u32::from(c - b'A' + 10)),
+        _ => None,
+    }
 }
 
 fn strip_hex_prefix(s: &str) -> Option<&str> {
@@ -212,7 +223,9 @@ impl<'l> Expander<'l> {
                     *top += 1;
                 }
             })?;
-        } else if let Some((parent, rest)) = value.split_once('-') {
+        } else if let Some(dash) = value.bytes().position(|b| b == b'-') {
+            // `split_once('-')`, without a char searcher for these few bytes.
+            let (parent, rest) = (&value[..dash], &value[dash + 1..]);
             let position: usize = parent.parse().map_err(|_| BitmapError::BadParent {
                 element: value.to_owned(),
             })?;

@@ -7,6 +7,16 @@
 //! array or map recurses). The result is a [`Record`] that holds only the kept fields:
 //! [`Record::get`] answers `None` for a skipped one, never a made-up `Null`.
 //!
+//! The plan is laid out for the common event: consecutive skipped `["null", T]` fields form
+//! runs, and a run of nulls is passed by comparing the payload's bytes with the run's null
+//! branch bytes, one byte per field, with no dispatch on the fields' types. A skipped value
+//! that is there is passed in a form compiled for its type's usual encoding (a string with a
+//! one-byte length, a short varint, a fixed width) when it has that form, and by the general
+//! skip otherwise. A record whose fields are all such unions (an address) is passed the same
+//! way, as a run. The fast forms accept only what the general skip accepts, and anything
+//! unusual (and every fault) goes to the general skip from the value's first byte, so errors
+//! come from one place.
+//!
 //! **Strictness.** Skipping keeps every structural check of the full decode, in the same order,
 //! so a payload the full decode rejects for its structure is rejected here with the same error
 //! at the same offset: the datum running out early, malformed or overlong varints, `int`s out of
@@ -27,15 +37,157 @@ use super::{
     AvroError, FieldPlan, Header, HeaderPlan, Op, Plan, Reader, Record, RecordPlan, Step, whole,
 };
 
-/// What a projection does with one top-level field.
+/// A skip of one value compiled for its common encodings, tried before the general
+/// [`Reader::skip`]. It only moves past values that the general skip accepts, to the same
+/// offset; anything else (a long varint, a length past the end, a damaged byte) it leaves to
+/// the general skip, from the value's first byte, which then fails exactly as the full decode
+/// does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    /// Decode it.
-    Keep,
-    /// Skip it.
-    Skip,
-    /// Skip a `["null", T]` union, which is most often null: one byte, this one, decided here.
-    SkipNullable(u8),
+enum Fast {
+    /// No fast form: always the general skip.
+    None,
+    /// A `string` or `bytes` whose length is one varint byte.
+    Bytes,
+    /// A `long` of at most 9 varint bytes (any such varint is well formed).
+    Long,
+    /// An `int` of at most 4 varint bytes (any such value is in range).
+    Int,
+    /// A `float`: 4 bytes.
+    Float,
+    /// A `double`: 8 bytes.
+    Double,
+    /// A `boolean`: one byte, 0 or 1.
+    Boolean,
+    /// `null`: nothing.
+    Null,
+    /// A record skipped as the [`Run`] at this index of [`Projection::records`].
+    Record(u16),
+}
+
+impl Fast {
+    fn of(op: &Op) -> Fast {
+        match op {
+            Op::Null => Fast::Null,
+            Op::Boolean => Fast::Boolean,
+            Op::Int => Fast::Int,
+            Op::Long => Fast::Long,
+            Op::Float => Fast::Float,
+            Op::Double => Fast::Double,
+            Op::Bytes | Op::String => Fast::Bytes,
+            _ => Fast::None,
+        }
+    }
+
+    /// Where the value of this form that starts at `at` in `buf` ends, if it is of this form
+    /// (see the type's doc).
+    #[inline(always)]
+    fn end(self, buf: &[u8], at: usize, records: &[Run]) -> Option<usize> {
+        let end = match self {
+            Fast::Bytes => match buf.get(at) {
+                // A non-negative length of one byte.
+                Some(&b) if b & 0x81 == 0 => at + 1 + usize::from(b >> 1),
+                _ => return None,
+            },
+            Fast::Long | Fast::Int => {
+                let most = if self == Fast::Long { 9 } else { 4 };
+                let rest = buf.get(at..).unwrap_or_default();
+                at + 1 + rest.iter().take(most).position(|&b| b < 0x80)?
+            }
+            Fast::Float => at + 4,
+            Fast::Double => at + 8,
+            Fast::Boolean => match buf.get(at) {
+                Some(&b) if b <= 1 => at + 1,
+                _ => return None,
+            },
+            Fast::Null => at,
+            Fast::None => return None,
+            Fast::Record(k) => records.get(usize::from(k))?.end(buf, at)?,
+        };
+        (end <= buf.len()).then_some(end)
+    }
+}
+
+/// A record whose fields are all `["null", T]` unions with a fast form of `T` other than a
+/// record (an address, a geolocation): skipped as a run of nulls, like the top-level fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Run {
+    /// Per field: the byte of its null branch's index.
+    nulls: Box<[u8]>,
+    /// Per field: how to skip it when it is not null.
+    skips: Box<[Skip]>,
+}
+
+impl Run {
+    fn of(plan: &RecordPlan) -> Option<Run> {
+        let fields = plan
+            .fields
+            .iter()
+            .map(|f| match &f.op {
+                Op::Nullable { null_index, inner } => {
+                    let (null, skip) = nullable(*null_index, Fast::of(inner));
+                    (skip.fast != Fast::None).then_some((null, skip))
+                }
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let (nulls, skips): (Vec<u8>, Vec<Skip>) = fields.into_iter().unzip();
+        Some(Run {
+            nulls: nulls.into_boxed_slice(),
+            skips: skips.into_boxed_slice(),
+        })
+    }
+
+    /// Where the run's record that starts at `at` ends, when every field is null or in its
+    /// fast form; `None` otherwise.
+    fn end(&self, buf: &[u8], mut pos: usize) -> Option<usize> {
+        let mut i = 0;
+        loop {
+            let same = common_prefix(&self.nulls[i..], buf.get(pos..)?);
+            pos += same;
+            i += same;
+            let Some(skip) = self.skips.get(i) else {
+                return Some(pos);
+            };
+            if buf.get(pos) != Some(&skip.some) {
+                return None;
+            }
+            pos = skip.fast.end(buf, pos + 1, &[])?;
+            i += 1;
+        }
+    }
+}
+
+/// The null byte and the skip of a `["null", T]` union whose `T` has the fast form `fast`: the
+/// zigzag varint of a branch index (0 or 1) is one byte, 0 or 2.
+fn nullable(null_index: i64, fast: Fast) -> (u8, Skip) {
+    (
+        null_index as u8 * 2,
+        Skip {
+            some: (1 - null_index) as u8 * 2,
+            fast,
+        },
+    )
+}
+
+/// How a skipped top-level field is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Skip {
+    /// The byte of the branch index of a `["null", T]` union's other branch (2 or 0); unused
+    /// for other fields.
+    some: u8,
+    /// The fast form of the value: of `T` for such a union, of the field itself otherwise.
+    fast: Fast,
+}
+
+/// A step of a projection over the writer's top-level fields, in schema order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    /// Decode the field at this position.
+    Keep(usize),
+    /// Skip the field at this position, which is no `["null", T]` union.
+    Skip(usize),
+    /// Skip the fields at these positions, a run of consecutive `["null", T]` unions.
+    Nullables(std::ops::Range<usize>),
 }
 
 /// A plan that decodes some top-level fields of a record schema and skips the others.
@@ -43,8 +195,17 @@ enum Action {
 pub struct Projection {
     /// The writer schema's top-level record: every field is read, in order.
     source: Arc<RecordPlan>,
-    /// Per field of `source`: what to do with it.
-    actions: Box<[Action]>,
+    /// The fields of `source` in order: the kept ones one by one, the skipped nullable ones in
+    /// runs (the first field is a part of its own, for the header).
+    parts: Box<[Part]>,
+    /// Per field of `source`: the byte of its null branch's index (0 or 2) when it is a
+    /// `["null", T]` union (unused for others). A run of null fields is a run of these bytes in
+    /// the payload, compared at once.
+    nulls: Box<[u8]>,
+    /// Per field of `source`: how to skip it when it is not null.
+    skips: Box<[Skip]>,
+    /// The records skipped as runs ([`Fast::Record`]).
+    records: Box<[Run]>,
     /// The record the kept fields decode into (same name, kept fields in schema order).
     out: Arc<RecordPlan>,
 }
@@ -56,21 +217,52 @@ impl Projection {
     pub fn compile<'a>(plan: &Plan, keep: impl IntoIterator<Item = &'a str>) -> Projection {
         let source = plan.root().clone();
         let wanted: Vec<&str> = keep.into_iter().collect();
-        let actions: Box<[Action]> = source
+        let kept: Vec<bool> = source
+            .fields
+            .iter()
+            .map(|f| wanted.contains(&&*f.name))
+            .collect();
+        let mut parts = Vec::new();
+        for (i, (f, &keep)) in source.fields.iter().zip(&kept).enumerate() {
+            let nullable = matches!(f.op, Op::Nullable { .. });
+            match parts.last_mut() {
+                _ if keep => parts.push(Part::Keep(i)),
+                _ if !nullable => parts.push(Part::Skip(i)),
+                // Runs start after the first field.
+                Some(Part::Nullables(run)) if i > 1 => run.end = i + 1,
+                _ => parts.push(Part::Nullables(i..i + 1)),
+            }
+        }
+        let mut records = Vec::new();
+        let mut fast = |op: &Op| match op {
+            Op::Record(plan) if records.len() < usize::from(u16::MAX) => match Run::of(plan) {
+                Some(run) => {
+                    records.push(run);
+                    Fast::Record((records.len() - 1) as u16)
+                }
+                None => Fast::None,
+            },
+            op => Fast::of(op),
+        };
+        let (nulls, skips) = source
             .fields
             .iter()
             .map(|f| match &f.op {
-                _ if wanted.contains(&&*f.name) => Action::Keep,
-                // The zigzag varint of the null branch's index (0 or 1) is one byte: 0 or 2.
-                Op::Nullable { null_index, .. } => Action::SkipNullable(*null_index as u8 * 2),
-                _ => Action::Skip,
+                Op::Nullable { null_index, inner } => nullable(*null_index, fast(inner)),
+                op => (
+                    0xFF,
+                    Skip {
+                        some: 0xFF,
+                        fast: fast(op),
+                    },
+                ),
             })
-            .collect();
+            .unzip::<_, _, Vec<_>, Vec<_>>();
         let fields: Vec<FieldPlan> = source
             .fields
             .iter()
-            .zip(actions.iter())
-            .filter(|(_, a)| **a == Action::Keep)
+            .zip(&kept)
+            .filter(|(_, keep)| **keep)
             .map(|(f, _)| f.clone())
             .collect();
         let index: HashMap<Arc<str>, usize> = fields
@@ -85,7 +277,10 @@ impl Projection {
         });
         Projection {
             source,
-            actions,
+            parts: parts.into_boxed_slice(),
+            nulls: nulls.into_boxed_slice(),
+            skips: skips.into_boxed_slice(),
+            records: records.into_boxed_slice(),
             out,
         }
     }
@@ -118,6 +313,26 @@ impl Projection {
     }
 }
 
+/// How many leading bytes `a` and `b` have in common, compared eight at a time.
+#[inline(always)]
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+    let mut i = 0;
+    while i + 8 <= n {
+        let differ = word(a, i) ^ word(b, i);
+        if differ != 0 {
+            return i + (differ.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
 /// A header to read typed at the first field, with its layout and where it goes.
 type HeaderOut<'h> = Option<(&'h HeaderPlan, &'h FieldLayout, &'h mut Header)>;
 
@@ -126,33 +341,69 @@ impl Reader<'_> {
         let start = self.scratch.len();
         // Position in the projected record of the next kept field.
         let mut kept = 0;
-        let mut fields = p.source.fields.iter().zip(p.actions.iter());
+        let mut parts = p.parts.iter();
         if let Some((plan, layout, out)) = header.as_mut()
-            && let Some((_, action)) = fields.next()
+            && let Some(part) = parts.next()
         {
-            // Its slot, if kept, stays `Null`.
+            // The first field, a part of its own. Its slot, if kept, stays `Null`.
             self.header(plan, layout, out)?;
-            kept += usize::from(*action == Action::Keep);
+            kept += usize::from(matches!(part, Part::Keep(_)));
         }
-        for (f, action) in fields {
-            match (action, &f.op) {
-                // Most fields of an event are skipped nulls: one byte compared, no call.
-                (Action::SkipNullable(null), op) => {
-                    if self.buf.get(self.pos) == Some(null) {
-                        self.pos += 1;
-                    } else {
-                        self.skip(op)?;
-                    }
-                }
-                (Action::Skip, op) => self.skip(op)?,
-                (Action::Keep, op) => {
-                    let v = self.field(op)?;
+        for part in parts {
+            match part {
+                Part::Keep(i) => {
+                    let v = self.field(&p.source.fields[*i].op)?;
                     self.set(kept, v);
                     kept += 1;
                 }
+                Part::Skip(i) => {
+                    let op = &p.source.fields[*i].op;
+                    match p.skips[*i].fast.end(self.buf, self.pos, &p.records) {
+                        Some(end) => self.pos = end,
+                        None => self.skip(op)?,
+                    }
+                }
+                Part::Nullables(run) => self.skip_nullables(p, run.clone())?,
             }
         }
         Ok(self.finish(&p.out, start))
+    }
+
+    /// Moves past a run of `["null", T]` fields. Most are nulls: the bytes of their null
+    /// branches are compared with the payload's at once, and a field that is not null is
+    /// skipped in its [`Fast`] form or, failing that, by [`Reader::skip`].
+    #[inline(always)]
+    fn skip_nullables(&mut self, p: &Projection, run: std::ops::Range<usize>) -> Step<()> {
+        let buf: &[u8] = self.buf;
+        let nulls = &p.nulls[run.clone()];
+        let skips = &p.skips[run.clone()];
+        let mut pos = self.pos;
+        let mut i = 0;
+        while i < nulls.len() {
+            let same = common_prefix(&nulls[i..], buf.get(pos..).unwrap_or_default());
+            pos += same;
+            i += same;
+            let Some(skip) = skips.get(i) else {
+                break;
+            };
+            // Field `i` is not a null (or the payload ended).
+            let end = if buf.get(pos) == Some(&skip.some) {
+                skip.fast.end(buf, pos + 1, &p.records)
+            } else {
+                None
+            };
+            pos = match end {
+                Some(end) => end,
+                None => {
+                    self.pos = pos;
+                    self.skip(&p.source.fields[run.start + i].op)?;
+                    self.pos
+                }
+            };
+            i += 1;
+        }
+        self.pos = pos;
+        Ok(())
     }
 
     /// Moves past `n` bytes.

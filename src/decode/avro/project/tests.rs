@@ -32,7 +32,14 @@ const SHAPES: &str = r#"{"type":"record","name":"S","namespace":"t","fields":[
     {"name":"m","type":{"type":"map","values":"long"}},
     {"name":"mm","type":["null",{"type":"map","values":{"type":"array","items":"E"}}]},
     {"name":"dt","type":{"type":"int","logicalType":"date"}},
-    {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+    {"name":"ts","type":{"type":"long","logicalType":"timestamp-millis"}},
+    {"name":"geo","type":["null",{"type":"record","name":"Geo","fields":[
+        {"name":"lat","type":["null","double"]},{"name":"city","type":["null","string"]},
+        {"name":"code","type":["long","null"]},{"name":"n","type":["null","int"]},
+        {"name":"at","type":["null","long"]},{"name":"ok","type":["null","boolean"]},
+        {"name":"f","type":["null","float"]},{"name":"by","type":["null","bytes"]}]}]},
+    {"name":"geo2","type":"Geo"},
+    {"name":"last","type":["null","bytes"]}]}"#;
 
 fn plan(json: &str) -> Plan {
     Plan::compile(&Schema::parse_str(json).unwrap()).unwrap()
@@ -47,12 +54,17 @@ fn zigzag(out: &mut Vec<u8>, v: i64) {
     out.push(n as u8);
 }
 
-/// Writes a random value of `op`: mostly valid, sometimes with invalid UTF-8 in a string.
+/// Writes a random value of `op`: mostly valid, sometimes with invalid UTF-8 in a string;
+/// strings and varints of every length class the projection's fast skips tell apart.
 fn random_value(op: &Op, rng: &mut ChaCha8Rng, out: &mut Vec<u8>) {
     let text = |rng: &mut ChaCha8Rng, out: &mut Vec<u8>| {
         let s: Vec<u8> = match rng.random_range(0..16u8) {
             0 => vec![0xC3, 0x28],
             1 => "é✓ünï".as_bytes().to_vec(),
+            // Longer than 63 bytes: a length of two varint bytes.
+            2 => (0..rng.random_range(64..200usize))
+                .map(|_| rng.random_range(b' '..=b'~'))
+                .collect(),
             _ => (0..rng.random_range(0..40usize))
                 .map(|_| rng.random_range(b' '..=b'~'))
                 .collect(),
@@ -251,6 +263,23 @@ fn keeping_every_field_is_the_full_decode() {
     }
     // The generator makes valid data unless told to damage it: both outcomes are exercised.
     assert!((100..400).contains(&valid), "{valid} of 500 decode");
+}
+
+#[test]
+fn records_of_nullable_fields_are_skipped_as_runs() {
+    let p = plan(SHAPES);
+    let none = Projection::compile(&p, std::iter::empty());
+    // `Geo`, behind a union and plain; `Addr` has a plain `int`, so it is skipped in general.
+    assert_eq!(none.records.len(), 2);
+    let geo = |name: &str| none.skips[p.root().position(name).unwrap()].fast;
+    assert!(matches!(geo("geo"), Fast::Record(0)));
+    assert!(matches!(geo("geo2"), Fast::Record(1)));
+    assert_eq!(geo("a2"), Fast::None);
+    let valid = (0..300)
+        .map(|seed| random_payload(&p, seed, 0))
+        .filter(|b| none.decode(b).is_ok())
+        .count();
+    assert!(valid > 100, "{valid} of 300 decode");
 }
 
 #[test]
