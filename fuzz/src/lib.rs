@@ -4,7 +4,7 @@
 //!
 //! Each function takes arbitrary bytes and feeds them to one family of parsers exactly as sfcdc
 //! runs them on untrusted input: [`avro_decode`] the Pub/Sub payload decoder (and the rules that
-//! ingest applies to what it decodes), [`bitmap`] the ChangeEventHeader field bitmaps,
+//! ingest applies to what it decodes), [`bitmap()`] the ChangeEventHeader field bitmaps,
 //! [`rest_responses`] the Salesforce, OAuth and fulfilment HTTP answers, and [`config`] the
 //! configuration file and every setting. The invariant is that **none of them panics** on any
 //! input, nor allocates without bound: rejecting input with an error is fine. Where a parser
@@ -255,7 +255,7 @@ fn same(ours: &Value, theirs: &apache_avro::types::Value) -> bool {
     }
 }
 
-/// The layouts [`bitmap`]'s first byte picks from: each served schema's (as the subscriber
+/// The layouts [`bitmap()`]'s first byte picks from: each served schema's (as the subscriber
 /// derives it), then schemas A and D of the Pub/Sub API reference §4.4, whose test vectors the
 /// seed corpus holds.
 pub fn bitmap_layouts() -> &'static [FieldLayout] {

@@ -1,5 +1,5 @@
 //! The read API on the admin server: `GET /orders/{id}` and `GET /accounts/{id}/orders`, served
-//! from the [`OrderCache`](super::OrderCache).
+//! from the [`OrderCache`].
 //!
 //! Order data is customer data, so every read needs the viewer token (`SFCDC_READ_TOKEN`) or the
 //! operator token (`SFCDC_ADMIN_TOKEN`): 401 without one or with a wrong one, 403 when neither

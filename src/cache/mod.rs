@@ -72,7 +72,7 @@ pub struct CacheConfig {
     /// orders read, four times over.
     pub max_entries: u64,
     /// `SFCDC_CACHE_MAX_BYTES`: what the read cache's orders and account lists may hold, by the
-    /// estimate of [`weight`]; each kind gets half.
+    /// estimate of [`Loaded::weight`]; each kind gets half.
     pub max_bytes: u64,
     /// `SFCDC_CACHE_TTL`: the longest an entry lives.
     pub ttl: Duration,

@@ -1,6 +1,6 @@
 //! Several instances on one store: one fenced subscriber per channel, the others standing by.
 //!
-//! For each configured channel, every instance runs a leader loop ([`lead`]): it takes the
+//! For each configured channel, every instance runs a leader loop (`lead`): it takes the
 //! channel's lease when it is free (never held, released, or expired by the database's clock),
 //! subscribes under it, and renews it every third of `SFCDC_LEASE_TTL`. Its commits carry the
 //! lease as a fence, checked in the commit's own transaction, so an instance that lost the
@@ -11,6 +11,9 @@
 //! **Failover.** A graceful stop commits what is in hand, then releases its leases; on
 //! PostgreSQL the release is announced with `NOTIFY`, so a standby takes over at once. After a
 //! crash a standby takes over when the lease expires: within the TTL plus one renewal interval.
+//! A holder stopped in the middle of a commit (SIGSTOP, a frozen VM) would keep its lock on the
+//! lease row and block the takeover, so on PostgreSQL the server ends any session idle inside a
+//! transaction for half the TTL ([`FleetConfig::idle_in_transaction`]), before the lease expires.
 //!
 //! **Spreading.** Instances record heartbeats; each takes at most its fair share of the channels
 //! (the channel count divided by the live instances, rounded up), and one holding more than its

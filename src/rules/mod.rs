@@ -145,7 +145,7 @@ impl RulesConfig {
     /// `AccountId` and guard fields, an item's `OrderId`, the fulfilment event's order field):
     /// ingest decodes these and skips every other body field. Changed, nulled and diff field
     /// *names* come from the header, which is always decoded. Keep in step with every
-    /// `fields.get` and [`carried`] below; the projection tests evaluate every rule both ways.
+    /// `fields.get` and `carried` below; the projection tests evaluate every rule both ways.
     pub fn event_fields(&self) -> Vec<String> {
         let mut fields: Vec<String> = [STATUS, ACCOUNT, ITEM_ORDER]
             .into_iter()

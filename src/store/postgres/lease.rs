@@ -1,9 +1,11 @@
 //! Channel leases on PostgreSQL, shared by every instance of a fleet. "Now" is the server's
-//! `clock_timestamp()`, so instances whose clocks drift still agree on expiry. Taking a lease
-//! locks its row (`FOR UPDATE`) and a fenced batch holds a share lock on it, so a takeover and a
-//! commit in flight are ordered: the commit lands first, or it finds the new generation and is
-//! refused. Releasing a lease announces it on the `sfcdc_leases` channel (`NOTIFY`), so a standby
-//! takes over at once instead of waiting for the expiry.
+//! `clock_timestamp()`, so instances whose clocks drift still agree on expiry. Taking a lease locks
+//! its row (`FOR UPDATE`) and a fenced batch holds a share lock on it, so a takeover and a commit
+//! in flight are ordered: the commit lands first, or it finds the new generation and is refused. A
+//! commit whose process stopped holds that lock until the server ends its idle session
+//! (`idle_in_transaction_session_timeout`, set at connection, see `PgStore::connect_with`).
+//! Releasing a lease announces it on the `sfcdc_leases` channel (`NOTIFY`), so a standby takes over
+//! at once instead of waiting for the expiry.
 
 use sqlx::{Postgres, Row, Transaction};
 
