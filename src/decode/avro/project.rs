@@ -139,21 +139,41 @@ impl Run {
 
     /// Where the run's record that starts at `at` ends, when every field is null or in its
     /// fast form; `None` otherwise.
-    fn end(&self, buf: &[u8], mut pos: usize) -> Option<usize> {
-        let mut i = 0;
-        loop {
-            let same = common_prefix(&self.nulls[i..], buf.get(pos..)?);
-            pos += same;
-            i += same;
-            let Some(skip) = self.skips.get(i) else {
-                return Some(pos);
-            };
-            if buf.get(pos) != Some(&skip.some) {
-                return None;
-            }
-            pos = skip.fast.end(buf, pos + 1, &[])?;
-            i += 1;
+    fn end(&self, buf: &[u8], at: usize) -> Option<usize> {
+        pass_nullables(&self.nulls, &self.skips, buf, at, 0, &[]).ok()
+    }
+}
+
+/// Passes the `["null", T]` values from the `i`th of a run (their null bytes `nulls`, their
+/// skips `skips`) on, from `pos` in `buf`: the nulls compared with the payload at once, the
+/// other values in their [`Fast`] form. `Ok` with where the run ends, or `Err` with the index
+/// and the position of the first value that is neither, for the general skip.
+#[inline(always)]
+fn pass_nullables(
+    nulls: &[u8],
+    skips: &[Skip],
+    buf: &[u8],
+    mut pos: usize,
+    mut i: usize,
+    records: &[Run],
+) -> Result<usize, (usize, usize)> {
+    loop {
+        let same = common_prefix(&nulls[i..], buf.get(pos..).unwrap_or_default());
+        pos += same;
+        i += same;
+        let Some(skip) = skips.get(i) else {
+            return Ok(pos);
+        };
+        let end = if buf.get(pos) == Some(&skip.some) {
+            skip.fast.end(buf, pos + 1, records)
+        } else {
+            None
+        };
+        match end {
+            Some(end) => pos = end,
+            None => return Err((i, pos)),
         }
+        i += 1;
     }
 }
 
@@ -374,36 +394,22 @@ impl Reader<'_> {
     /// skipped in its [`Fast`] form or, failing that, by [`Reader::skip`].
     #[inline(always)]
     fn skip_nullables(&mut self, p: &Projection, run: std::ops::Range<usize>) -> Step<()> {
-        let buf: &[u8] = self.buf;
-        let nulls = &p.nulls[run.clone()];
-        let skips = &p.skips[run.clone()];
-        let mut pos = self.pos;
+        let (nulls, skips) = (&p.nulls[run.clone()], &p.skips[run.clone()]);
         let mut i = 0;
-        while i < nulls.len() {
-            let same = common_prefix(&nulls[i..], buf.get(pos..).unwrap_or_default());
-            pos += same;
-            i += same;
-            let Some(skip) = skips.get(i) else {
-                break;
-            };
-            // Field `i` is not a null (or the payload ended).
-            let end = if buf.get(pos) == Some(&skip.some) {
-                skip.fast.end(buf, pos + 1, &p.records)
-            } else {
-                None
-            };
-            pos = match end {
-                Some(end) => end,
-                None => {
-                    self.pos = pos;
-                    self.skip(&p.source.fields[run.start + i].op)?;
-                    self.pos
+        loop {
+            match pass_nullables(nulls, skips, self.buf, self.pos, i, &p.records) {
+                Ok(end) => {
+                    self.pos = end;
+                    return Ok(());
                 }
-            };
-            i += 1;
+                // Field `at` is not a null, nor in its fast form (or the payload ended).
+                Err((at, pos)) => {
+                    self.pos = pos;
+                    self.skip(&p.source.fields[run.start + at].op)?;
+                    i = at + 1;
+                }
+            }
         }
-        self.pos = pos;
-        Ok(())
     }
 
     /// Moves past `n` bytes.
