@@ -13,7 +13,7 @@
 //! crash a standby takes over when the lease expires: within the TTL plus one renewal interval.
 //! A holder stopped in the middle of a commit (SIGSTOP, a frozen VM) would keep its lock on the
 //! lease row and block the takeover, so on PostgreSQL the server ends any session idle inside a
-//! transaction for half the TTL ([`FleetConfig::idle_in_transaction`]), before the lease expires.
+//! transaction for half the TTL ([`lease::idle_in_transaction`]), before the lease expires.
 //!
 //! **Spreading.** Instances record heartbeats; each takes at most its fair share of the channels
 //! (the channel count divided by the live instances, rounded up), and one holding more than its
@@ -38,7 +38,7 @@ use crate::salesforce::OrderLookup;
 use crate::source::subscription::ChannelError;
 use crate::source::{Source, SourceError};
 use crate::store::AnyStore;
-use crate::store::lease::{Fence, Leases};
+use crate::store::lease::{self, Fence, Leases};
 use crate::telemetry::events::{InternalEvent, LeaseLost, LeaseReleased, LeaseTaken};
 use crate::telemetry::health::Role;
 use crate::telemetry::metrics::Metrics;
@@ -64,7 +64,7 @@ impl FleetConfig {
                 Ok(s.to_owned())
             }
         })?;
-        let lease_ttl = env.positive_duration_or("SFCDC_LEASE_TTL", Duration::from_secs(15))?;
+        let lease_ttl = env.positive_duration_or("SFCDC_LEASE_TTL", lease::DEFAULT_LEASE_TTL)?;
         if lease_ttl < Duration::from_millis(300) {
             return Err(ConfigError::new(
                 "SFCDC_LEASE_TTL",
@@ -78,11 +78,9 @@ impl FleetConfig {
     }
 
     /// How long a PostgreSQL session may sit idle inside a transaction before the server ends
-    /// it: half the TTL. A paused instance's last renewal was at most a third of the TTL before
-    /// the pause, so its locks (the share lock a fenced commit holds on the lease row) are gone
-    /// before its lease expires, and a standby's takeover does not wait on them.
+    /// it, for this TTL ([`lease::idle_in_transaction`]).
     pub fn idle_in_transaction(&self) -> Duration {
-        self.lease_ttl / 2
+        lease::idle_in_transaction(self.lease_ttl)
     }
 
     /// How often a held lease is renewed (and a standby looks again): a third of the TTL.

@@ -9,16 +9,32 @@
 //! at that generation, and refuses the whole batch otherwise ([`StoreError::Fenced`]). A takeover
 //! raises the generation, so a paused, partitioned or deposed holder can never commit after
 //! another instance took its channel; on PostgreSQL the check holds a share lock on the lease
-//! row, so a takeover waits for a commit in flight instead of racing it.
+//! row, so a takeover waits for a commit in flight instead of racing it. A holder stopped in the
+//! middle of such a commit would keep that lock, so PostgreSQL ends a session idle inside a
+//! transaction after [`idle_in_transaction`] of the TTL.
 //!
 //! **Instances** also record a heartbeat, so each can tell how many share the channels and take
 //! no more than its fair share.
 
 use std::future::Future;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::StoreError;
+
+/// How long a lease lasts without renewal when `SFCDC_LEASE_TTL` does not say.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// How long a PostgreSQL session may sit idle inside a transaction, for leases of `ttl`: half of
+/// it. sfcdc waits on nothing but the database inside a transaction, so such a session belongs to
+/// a paused or hung process, and the server ends it with its locks (the share lock a fenced
+/// commit holds on the lease row). A holder renews every third of the TTL, so its lease runs at
+/// least two thirds of the TTL past any pause: the locks go before the lease, and a standby's
+/// takeover does not wait on them.
+pub const fn idle_in_transaction(ttl: Duration) -> Duration {
+    Duration::from_nanos((ttl.as_nanos() / 2) as u64)
+}
 
 /// The right to commit for a channel: the holder and the generation it acquired.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -34,9 +34,10 @@ pub struct PgStore {
     scope: std::sync::Arc<str>,
 }
 
-/// How long a session may sit idle inside a transaction when the caller does not say: half the
-/// default lease TTL (see [`PgStore::connect_with`]).
-pub const DEFAULT_IDLE_IN_TRANSACTION: Duration = Duration::from_millis(7_500);
+/// How long a session may sit idle inside a transaction when the caller does not say: as for
+/// the default lease TTL (see [`PgStore::connect_with`]).
+pub const DEFAULT_IDLE_IN_TRANSACTION: Duration =
+    super::lease::idle_in_transaction(super::lease::DEFAULT_LEASE_TTL);
 
 impl PgStore {
     /// Connects to `url`; with `schema`, every table lives in that schema (created if needed),
@@ -48,11 +49,10 @@ impl PgStore {
 
     /// [`PgStore::connect`], with the server told to end any of this store's sessions that sits
     /// idle inside a transaction for `idle_in_transaction` (PostgreSQL's
-    /// `idle_in_transaction_session_timeout`). sfcdc waits on nothing but the database inside a
-    /// transaction, so such a session belongs to a paused or hung process, and ending it frees
-    /// its locks: otherwise an instance stopped in the middle of a fenced commit keeps its share
-    /// lock on the lease row, and no standby can take the lease over, however long ago it
-    /// expired. Keep it below the lease TTL, so the locks are gone before the lease is.
+    /// `idle_in_transaction_session_timeout`), which frees its locks: otherwise an instance
+    /// stopped in the middle of a fenced commit keeps its share lock on the lease row, and no
+    /// standby can take the lease over, however long ago it expired. See
+    /// [`idle_in_transaction`](super::lease::idle_in_transaction) for the value.
     pub async fn connect_with(
         url: &str,
         schema: Option<&str>,
