@@ -45,30 +45,28 @@ const CLAIM_DELIVERIES: &str = "UPDATE sfcdc_deliveries SET lease_owner = $1, le
     RETURNING id, job_id, notifier, event, payload, state, attempt, max_attempts, run_at, last_error, errors,
         created_at, delivered_at";
 
-impl SqliteStore {
-    /// Runs a job claim; the jobs come back in id order.
-    async fn claim(
-        &self,
-        statement: &'static str,
-        owner: &str,
-        limit: i64,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> Result<Vec<JobRow>, StoreError> {
-        let rows = sqlx::query(statement)
-            .bind(owner)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut jobs = rows
-            .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|j| j.id);
-        Ok(jobs)
-    }
+/// Claims up to `limit` due jobs for `owner` on `db` (the pool, or a write transaction); they
+/// come back in id order.
+async fn claim_jobs_on<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    owner: &str,
+    limit: i64,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Vec<JobRow>, StoreError> {
+    let rows = sqlx::query(CLAIM_JOBS)
+        .bind(owner)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    let mut jobs = rows
+        .iter()
+        .map(job_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    jobs.sort_by_key(|j| j.id);
+    Ok(jobs)
 }
 
 impl Queue for SqliteStore {
@@ -79,7 +77,7 @@ impl Queue for SqliteStore {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
-        self.claim(CLAIM_JOBS, owner, limit, now_ms, lease_ms).await
+        claim_jobs_on(&self.pool, owner, limit, now_ms, lease_ms).await
     }
 
     async fn update_jobs(
@@ -103,15 +101,8 @@ impl Queue for SqliteStore {
         let held = leased::update_jobs(&mut tx, updates, now_ms).await?;
         let mut claimed = Vec::new();
         if claim.limit > 0 {
-            let rows = sqlx::query(CLAIM_JOBS)
-                .bind(&claim.owner)
-                .bind(now_ms + claim.lease_ms)
-                .bind(now_ms)
-                .bind(claim.limit)
-                .fetch_all(&mut *tx)
-                .await?;
-            claimed = rows.iter().map(job_from_row).collect::<Result<_, _>>()?;
-            claimed.sort_by_key(|j: &JobRow| j.id);
+            claimed =
+                claim_jobs_on(&mut *tx, &claim.owner, claim.limit, now_ms, claim.lease_ms).await?;
         }
         tx.commit().await?;
         Ok(Applied { held, claimed })
