@@ -28,6 +28,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Request, Status, Streaming};
 
+/// Whether this run is CI's (`CI` set, and not to `false` or `0`): there, a test whose outside
+/// system is missing fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 /// How long a test waits for something that should happen before declaring it lost.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 

@@ -13,7 +13,7 @@ pub fn postgres_url() -> Option<String> {
         _ => {
             // CI must run everything: a missing PostgreSQL there is a failure, not a skip.
             assert!(
-                std::env::var_os("CI").is_none(),
+                !super::in_ci(),
                 "SFCDC_TEST_POSTGRES_URL is not set, and CI is: CI runs every PostgreSQL test"
             );
             eprintln!(

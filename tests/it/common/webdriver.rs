@@ -35,8 +35,7 @@ fn on_path(name: &str) -> Option<std::path::PathBuf> {
 }
 
 fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-        || std::env::var("SFCDC_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
+    super::in_ci() || std::env::var("SFCDC_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
 }
 
 impl Driver {
