@@ -70,10 +70,9 @@ async fn the_binary_prints_its_addresses_and_applies_flag_faults() {
     let ca_pem = std::fs::read_to_string(&ca).unwrap();
     assert!(ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
 
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
-        .build()
-        .unwrap();
+    // sfcdc's own client, trusting the CA file: it names its TLS provider, so the test does
+    // not depend on another test having installed a process default.
+    let http = sfcdc::salesforce::http::http_client(Some(&ca)).unwrap();
     let token: serde_json::Value = http
         .post(format!("{rest}/services/oauth2/token"))
         .form(&[
@@ -356,10 +355,7 @@ async fn emulator_fulfil_binary_flags_configure_the_sinks() {
     assert!(find("Webhook sink:").starts_with(&format!("{rest}/hooks/{{name}}")));
     assert!(find("GitHub API:").contains("token gh"));
 
-    let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap()])
-        .build()
-        .unwrap();
+    let http = sfcdc::salesforce::http::http_client(Some(&ca)).unwrap();
     let a = send(
         http.post(format!("{base}/orders"))
             .bearer_auth("tok")
