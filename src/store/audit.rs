@@ -105,7 +105,8 @@ where
     })
 }
 
-/// Implements [`Audit`] for a backend store whose pool is `self.pool`.
+/// Implements [`Audit`] for a backend store that reads on `self.pool` and writes on
+/// `self.writer()`.
 macro_rules! audit_on_pool {
     ($store:ty) => {
         impl $crate::store::audit::Audit for $store {
@@ -122,7 +123,7 @@ macro_rules! audit_on_pool {
                     .bind(e.target.as_str())
                     .bind(e.outcome.as_str())
                     .bind(e.detail.as_deref())
-                    .fetch_one(&self.pool)
+                    .fetch_one(self.writer())
                     .await?)
             }
 

@@ -102,8 +102,13 @@ impl PgStore {
         })
     }
 
-    /// The connection pool (for the worker, later).
+    /// The connection pool.
     pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Where writes go: the same pool (PostgreSQL runs many writers at once).
+    pub(crate) fn writer(&self) -> &PgPool {
         &self.pool
     }
 }

@@ -200,7 +200,8 @@ where
     })
 }
 
-/// Implements [`Recoveries`] for a backend store whose pool is `self.pool`.
+/// Implements [`Recoveries`] for a backend store that reads on `self.pool` and writes on
+/// `self.writer()`.
 macro_rules! recoveries_on_pool {
     ($store:ty) => {
         impl $crate::store::recovery::Recoveries for $store {
@@ -208,7 +209,7 @@ macro_rules! recoveries_on_pool {
                 &self,
                 request: &$crate::store::recovery::NewRecovery,
             ) -> Result<bool, $crate::store::StoreError> {
-                $crate::store::recovery::insert(&self.pool, request).await
+                $crate::store::recovery::insert(self.writer(), request).await
             }
 
             async fn pending_recoveries(
@@ -232,7 +233,7 @@ macro_rules! recoveries_on_pool {
                     .bind(finished_ms)
                     .bind(scanned)
                     .bind(created)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(())
             }
@@ -245,7 +246,7 @@ macro_rules! recoveries_on_pool {
                 sqlx::query($crate::store::recovery::FAIL)
                     .bind(id)
                     .bind(error)
-                    .execute(&self.pool)
+                    .execute(self.writer())
                     .await?;
                 Ok(())
             }

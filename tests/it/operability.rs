@@ -342,7 +342,7 @@ async fn an_unreachable_store_makes_readyz_fail_and_store_up_zero() {
     let AnyStore::Sqlite(sqlite) = r.app.sink().store().as_ref() else {
         panic!("run_app uses SQLite");
     };
-    sqlite.pool().close().await;
+    sqlite.close().await;
     let (status, body) = get(format!("http://{admin}/readyz")).await;
     assert_eq!(status, 503, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();

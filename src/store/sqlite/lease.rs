@@ -64,7 +64,7 @@ impl Leases for SqliteStore {
         holder: &str,
         ttl_ms: i64,
     ) -> Result<Option<Takeover>, StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         let now: i64 = sqlx::query_scalar(concat!("SELECT ", now!()))
             .fetch_one(&mut *tx)
             .await?;
@@ -120,7 +120,7 @@ impl Leases for SqliteStore {
         .bind(&fence.holder)
         .bind(fence.generation)
         .bind(ttl_ms)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -135,7 +135,7 @@ impl Leases for SqliteStore {
         .bind(channel)
         .bind(&fence.holder)
         .bind(fence.generation)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -153,7 +153,7 @@ impl Leases for SqliteStore {
     }
 
     async fn heartbeat(&self, instance: &str, ttl_ms: i64) -> Result<usize, StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         sqlx::query(concat!(
             "INSERT INTO sfcdc_instances (id, seen_at) VALUES ($1, ",
             now!(),
@@ -187,7 +187,7 @@ impl Leases for SqliteStore {
     async fn leave(&self, instance: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM sfcdc_instances WHERE id = $1")
             .bind(instance)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }

@@ -77,7 +77,7 @@ impl Queue for SqliteStore {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
-        claim_jobs_on(&self.pool, owner, limit, now_ms, lease_ms).await
+        claim_jobs_on(&self.writer, owner, limit, now_ms, lease_ms).await
     }
 
     async fn update_jobs(
@@ -85,7 +85,7 @@ impl Queue for SqliteStore {
         updates: &[JobUpdate],
         now_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         let held = leased::update_jobs(&mut tx, updates, now_ms).await?;
         tx.commit().await?;
         Ok(held)
@@ -97,7 +97,7 @@ impl Queue for SqliteStore {
         claim: &Claim,
         now_ms: i64,
     ) -> Result<Applied, StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         let held = leased::update_jobs(&mut tx, updates, now_ms).await?;
         let mut claimed = Vec::new();
         if claim.limit > 0 {
@@ -124,7 +124,7 @@ impl Queue for SqliteStore {
         let retried = sqlx::query(sql::RETRY_JOB)
             .bind(now_ms)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await;
         match retried {
             Ok(Some(row)) => Ok(job_from_row(&row)?),
@@ -142,7 +142,7 @@ impl Queue for SqliteStore {
             .bind(errors)
             .bind(now_ms)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(StoreError::from)?;
         changed_one("job", r.rows_affected())?;
@@ -152,17 +152,17 @@ impl Queue for SqliteStore {
     async fn purge(&self, before_ms: i64, triggers_before_ms: i64) -> Result<Purged, StoreError> {
         let jobs = sqlx::query(sql::PURGE_JOBS)
             .bind(before_ms)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         let deliveries = sqlx::query(sql::PURGE_DELIVERIES)
             .bind(before_ms)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         let triggers = sqlx::query(sql::PURGE_TRIGGERS)
             .bind(triggers_before_ms)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         Ok(Purged {
@@ -184,7 +184,7 @@ impl Queue for SqliteStore {
             .bind(now_ms + lease_ms)
             .bind(now_ms)
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await?;
         let mut out = rows
             .iter()
@@ -199,7 +199,7 @@ impl Queue for SqliteStore {
         updates: &[DeliveryUpdate],
         now_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         let held = leased::end_deliveries(&mut tx, updates, now_ms).await?;
         tx.commit().await?;
         Ok(held)
@@ -232,7 +232,7 @@ impl Queue for SqliteStore {
         let r = sqlx::query(sql::RETRY_DELIVERY)
             .bind(now_ms)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(StoreError::from)?;
         changed_one("delivery", r.rows_affected())?;
@@ -250,7 +250,7 @@ impl Queue for SqliteStore {
         let r = sqlx::query(sql::CANCEL_DELIVERY)
             .bind(now_ms)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(StoreError::from)?;
         changed_one("delivery", r.rows_affected())?;
