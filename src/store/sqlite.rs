@@ -89,7 +89,12 @@ impl SqliteStore {
             .foreign_keys(true)
             // Commits no longer checkpoint every 1,000 pages (a 15 ms stall with its fsync): a
             // background task does it. The larger limit is a safety net if that task falls behind.
-            .pragma("wal_autocheckpoint", "16000");
+            .pragma("wal_autocheckpoint", "16000")
+            // Statement journals (the undo log of one statement inside a transaction, which a
+            // multi-row insert with ON CONFLICT keeps) in memory: past 64 KiB SQLite spills them
+            // to a temporary file it creates, writes and deletes for that one statement, which
+            // was a third of all the file writes of ingest. They live for one statement.
+            .pragma("temp_store", "memory");
         let pool_options = || {
             SqlitePoolOptions::new()
                 // A COMMIT that fails for a full disk has already been rolled back by SQLite; the
