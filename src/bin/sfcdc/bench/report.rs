@@ -578,7 +578,7 @@ fn memory_rows(rows: &mut Vec<Row>, report: &BenchReport) {
                 "MiB",
             )
             .notes(format!(
-                "median VmRSS sampled every 100 ms after the first tenth of the run; {notes}"
+                "median VmRSS sampled every 50 ms after the first tenth of the run; {notes}"
             )),
         );
         rows.push(
