@@ -3,8 +3,9 @@
 //! **Flow control.** The first FetchRequest asks for `SFCDC_BATCH_SIZE` (B) events. Each response
 //! is decoded and queued for the sink, which stages a batch (lookups) while the one before it
 //! commits, and commits whatever is staged together (group commit). More events are requested
-//! only as commits complete, keeping `demand + uncommitted ≤ 3B` and `demand ≤ B`: memory stays
-//! bounded however slow the sink, and the server is never asked for more than it allows.
+//! only as commits complete, keeping `demand + uncommitted ≤ 6B` ([`WINDOW_BATCHES`]) and
+//! `demand ≤ B`: memory stays bounded however slow the sink, and the server is never asked for
+//! more than it allows.
 //!
 //! **Position.** It moves only when the sink has committed a batch (or a keepalive's
 //! `latest_replay_id`). When a stream ends for any reason, queued commits finish first, then the
@@ -45,8 +46,12 @@ use crate::telemetry::health::ChannelHealth;
 use crate::telemetry::metrics::Metrics;
 
 /// Events received but not yet committed, plus events requested, stay within this many
-/// batches: one committing, one staging, one in transit.
-pub const WINDOW_BATCHES: i64 = 3;
+/// batches: one committing, one staging, the rest in transit or staged and waiting, and those
+/// waiting commit together once the commit before them ends. Six rather than three: fewer,
+/// larger transactions, each writing its pages once for more events (over 300,000 events,
+/// alternated: 50-58k -> 63-69k events/s, 18-21 -> 16-18 us of CPU per event), for 2-4 MiB of
+/// RSS (a batch in flight is at most `SFCDC_BATCH_SIZE` decoded events).
+pub const WINDOW_BATCHES: i64 = 6;
 
 /// Most staged batches committed in one group.
 const GROUP_COMMIT_MAX: usize = 8;
@@ -748,21 +753,22 @@ mod tests {
     async fn the_window_keeps_demand_and_buffered_events_bounded() {
         let (tx, mut rx) = mpsc::channel(16);
         let b = 100;
+        let window = WINDOW_BATCHES * b;
         // Everything asked for has arrived and nothing has committed: ask for one more batch.
         let (mut demand, buffered) = (0, 100);
         top_up(&tx, b, &mut demand, buffered);
         assert_eq!(rx.try_recv().unwrap().num_requested, 100);
         assert_eq!(demand, 100);
-        // A full window (three batches uncommitted): ask for nothing.
-        let (mut demand, buffered) = (0, 300);
+        // A full window (every batch of it uncommitted): ask for nothing.
+        let (mut demand, buffered) = (0, window);
         top_up(&tx, b, &mut demand, buffered);
         assert!(rx.try_recv().is_err());
-        // Two uncommitted and one in flight: the window is full too.
-        let (mut demand, buffered) = (100, 200);
+        // All but one uncommitted and one in flight: the window is full too.
+        let (mut demand, buffered) = (100, window - b);
         top_up(&tx, b, &mut demand, buffered);
         assert!(rx.try_recv().is_err());
         // A small commit frees a little room: not worth a request while demand is outstanding.
-        let (mut demand, buffered) = (90, 200);
+        let (mut demand, buffered) = (90, window - b);
         top_up(&tx, b, &mut demand, buffered);
         assert!(rx.try_recv().is_err());
         // Room for half a batch or more: ask, never beyond B outstanding.
