@@ -9,13 +9,16 @@
 //! one statement per kind, in rounds in which no row repeats, so two changes of one row in a
 //! batch still apply in order. A job's end inserts its deliveries in the same transaction. The
 //! caller opens that transaction (its backend's write transaction) and commits it.
+//!
+//! Claims, on both backends, run through [`claim`]: each backend has its own claim statements,
+//! and one function binds them and reads the rows back in id order.
 
 use std::collections::HashSet;
 
 use sqlx::{QueryBuilder, Row};
 
 use super::StoreError;
-use super::queue::{DeliveryEnd, DeliveryUpdate, JobChange, JobEnd, JobUpdate};
+use super::queue::{DeliveryEnd, DeliveryRow, DeliveryUpdate, JobChange, JobEnd, JobUpdate};
 use super::sql::{self, ROWS_PER_STATEMENT};
 
 /// Applies step updates in the caller's transaction; each says whether its lease still held.
@@ -193,6 +196,56 @@ where
         held.extend(round.iter().map(|u| held_ids.contains(&u.id)));
     }
     Ok(held)
+}
+
+/// A row a claim returns: it comes back among the others in id order.
+pub(crate) trait Claimed {
+    /// The row's id.
+    fn id(&self) -> i64;
+}
+
+impl Claimed for super::JobRow {
+    fn id(&self) -> i64 {
+        self.id
+    }
+}
+
+impl Claimed for DeliveryRow {
+    fn id(&self) -> i64 {
+        self.id
+    }
+}
+
+/// Runs a claim on `db` (a pool, or a write transaction's connection), on either backend:
+/// `statement` leases due rows with `$1` the owner, `$2` the lease deadline (`now_ms +
+/// lease_ms`), `$3` now and `$4` at most this many, and returns them; they come back in id
+/// order, read by `from_row`.
+pub(crate) async fn claim<'e, DB, T>(
+    db: impl sqlx::Executor<'e, Database = DB>,
+    statement: &'static str,
+    owner: &str,
+    limit: i64,
+    now_ms: i64,
+    lease_ms: i64,
+    from_row: impl Fn(&DB::Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    T: Claimed,
+{
+    let rows = sqlx::query::<DB>(statement)
+        .bind(owner)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    let mut claimed = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    claimed.sort_by_key(T::id);
+    Ok(claimed)
 }
 
 /// Splits `items` into consecutive runs in which no id repeats, so that a batch applied one

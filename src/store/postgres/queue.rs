@@ -127,19 +127,16 @@ impl PgStore {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
-        let rows = sqlx::query(statement)
-            .bind(owner)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut jobs = rows
-            .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|j| j.id);
-        Ok(jobs)
+        leased::claim(
+            &self.pool,
+            statement,
+            owner,
+            limit,
+            now_ms,
+            lease_ms,
+            job_from_row,
+        )
+        .await
     }
 }
 
@@ -249,19 +246,16 @@ impl Queue for PgStore {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
-        let rows = sqlx::query(CLAIM_DELIVERIES)
-            .bind(owner)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = rows
-            .iter()
-            .map(delivery_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        out.sort_by_key(|d| d.id);
-        Ok(out)
+        leased::claim(
+            &self.pool,
+            CLAIM_DELIVERIES,
+            owner,
+            limit,
+            now_ms,
+            lease_ms,
+            delivery_from_row,
+        )
+        .await
     }
 
     async fn end_deliveries(

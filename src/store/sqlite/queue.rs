@@ -54,19 +54,7 @@ async fn claim_jobs_on<'e>(
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<Vec<JobRow>, StoreError> {
-    let rows = sqlx::query(CLAIM_JOBS)
-        .bind(owner)
-        .bind(now_ms + lease_ms)
-        .bind(now_ms)
-        .bind(limit)
-        .fetch_all(db)
-        .await?;
-    let mut jobs = rows
-        .iter()
-        .map(job_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    jobs.sort_by_key(|j| j.id);
-    Ok(jobs)
+    leased::claim(db, CLAIM_JOBS, owner, limit, now_ms, lease_ms, job_from_row).await
 }
 
 impl Queue for SqliteStore {
@@ -179,19 +167,16 @@ impl Queue for SqliteStore {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
-        let rows = sqlx::query(CLAIM_DELIVERIES)
-            .bind(owner)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all(&self.writer)
-            .await?;
-        let mut out = rows
-            .iter()
-            .map(delivery_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        out.sort_by_key(|d| d.id);
-        Ok(out)
+        leased::claim(
+            &self.writer,
+            CLAIM_DELIVERIES,
+            owner,
+            limit,
+            now_ms,
+            lease_ms,
+            delivery_from_row,
+        )
+        .await
     }
 
     async fn end_deliveries(
