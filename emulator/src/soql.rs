@@ -571,17 +571,48 @@ impl Parser {
     }
 }
 
+/// A condition with its literals in the form records are compared in, computed once per query
+/// instead of once per record and literal: ids in their 18-character form (15-character literals
+/// match too), other text lower-cased (text compares case-insensitively).
+fn normalized(c: &Condition, ftype: FieldType) -> Condition {
+    let id = matches!(ftype, FieldType::Id | FieldType::Reference);
+    let mut values: Vec<Literal> = c
+        .values
+        .iter()
+        .map(|l| match l {
+            Literal::Str(b) if id => {
+                Literal::Str(super::ids::to_18(b).unwrap_or_else(|_| b.clone()))
+            }
+            Literal::Str(b) => Literal::Str(b.to_lowercase()),
+            other => other.clone(),
+        })
+        .collect();
+    if c.op == Op::In {
+        // Text literals last and sorted, so [`holds`] finds a text value by binary search.
+        values.sort_by(|a, b| match (a, b) {
+            (Literal::Str(x), Literal::Str(y)) => x.cmp(y),
+            (Literal::Str(_), _) => Ordering::Greater,
+            (_, Literal::Str(_)) => Ordering::Less,
+            _ => Ordering::Equal,
+        });
+    }
+    Condition {
+        field: c.field.clone(),
+        op: c.op,
+        values,
+    }
+}
+
+/// Compares a record's value with a [`normalized`] literal.
 fn compare(v: &FieldValue, lit: &Literal, ftype: FieldType) -> Option<Ordering> {
     match (v, lit) {
         (FieldValue::Null, Literal::Null) => Some(Ordering::Equal),
         (FieldValue::Null, _) | (_, Literal::Null) => None,
         (FieldValue::Str(a), Literal::Str(b)) => {
             if matches!(ftype, FieldType::Id | FieldType::Reference) {
-                // Ids compare in their 18-character form; 15-character literals match too.
-                let b = super::ids::to_18(b).unwrap_or_else(|_| b.clone());
-                Some(a.cmp(&b))
+                Some(a.as_str().cmp(b.as_str()))
             } else {
-                Some(a.to_lowercase().cmp(&b.to_lowercase()))
+                Some(a.to_lowercase().cmp(b))
             }
         }
         (FieldValue::Long(a), Literal::Time(b)) => Some(a.cmp(b)),
@@ -594,13 +625,26 @@ fn compare(v: &FieldValue, lit: &Literal, ftype: FieldType) -> Option<Ordering> 
 
 fn holds(record: &Record, field: &str, ftype: FieldType, c: &Condition) -> bool {
     let v = record.get(field);
-    match c.op {
-        Op::In => c
+    match (c.op, v) {
+        (Op::In, FieldValue::Str(a)) => {
+            let key = if matches!(ftype, FieldType::Id | FieldType::Reference) {
+                std::borrow::Cow::Borrowed(a.as_str())
+            } else {
+                std::borrow::Cow::Owned(a.to_lowercase())
+            };
+            c.values
+                .binary_search_by(|l| match l {
+                    Literal::Str(b) => b.as_str().cmp(key.as_ref()),
+                    _ => Ordering::Less,
+                })
+                .is_ok()
+        }
+        (Op::In, _) => c
             .values
             .iter()
             .any(|l| compare(v, l, ftype) == Some(Ordering::Equal)),
-        Op::Ne => compare(v, &c.values[0], ftype) != Some(Ordering::Equal),
-        op => compare(v, &c.values[0], ftype).is_some_and(|o| match op {
+        (Op::Ne, _) => compare(v, &c.values[0], ftype) != Some(Ordering::Equal),
+        (op, _) => compare(v, &c.values[0], ftype).is_some_and(|o| match op {
             Op::Eq => o == Ordering::Equal,
             Op::Lt => o == Ordering::Less,
             Op::Le => o != Ordering::Greater,
@@ -692,7 +736,7 @@ impl Plan {
         let conditions = q
             .conditions
             .iter()
-            .map(|c| resolve(&c.field).map(|(name, t)| (name, t, c.clone())))
+            .map(|c| resolve(&c.field).map(|(name, t)| (name, t, normalized(c, t))))
             .collect::<Result<Vec<_>, _>>()?;
         let order_by = match &q.order_by {
             Some((f, desc)) => Some((resolve(f)?.0, *desc)),
@@ -1146,6 +1190,45 @@ mod tests {
 
     fn query(org: &Org, q: &str) -> Result<Vec<Json>, SoqlError> {
         Ok(run(org, &parse(q)?)?.to_json(org, "60.0"))
+    }
+
+    #[test]
+    fn in_lists_match_15_and_18_character_ids_and_text_in_any_case() {
+        let (org, [with_items, empty], [first, second]) = sample_org();
+        let ids = |rows: Vec<Json>| -> Vec<String> {
+            rows.iter()
+                .map(|r| r["Id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // Ids: 15-character literals match, in any order, with unknown ids and duplicates.
+        let short = &with_items.as_str()[..15];
+        let q = format!(
+            "SELECT Id FROM Order WHERE Id IN ('{empty}', '001000000000000AAA', '{short}', '{empty}')"
+        );
+        assert_eq!(
+            ids(query(&org, &q).unwrap()),
+            [with_items.to_string(), empty.to_string()]
+        );
+        // A reference field, on a candidate set not chosen by Id.
+        let q = format!(
+            "SELECT Id FROM OrderItem WHERE OrderId IN ('{}')",
+            &with_items.as_str()[..15]
+        );
+        assert_eq!(
+            ids(query(&org, &q).unwrap()),
+            [first.to_string(), second.to_string()]
+        );
+        // Text compares without regard to case, in an IN list as with `=`.
+        let q = "SELECT Id FROM Order WHERE Status IN ('activated', 'DRAFT') AND BillingCity IN ('paris')";
+        assert_eq!(
+            ids(query(&org, q).unwrap()),
+            [with_items.to_string(), empty.to_string()]
+        );
+        let q = "SELECT Id FROM Order WHERE Status IN ('Activated')";
+        assert!(query(&org, q).unwrap().is_empty());
+        let q = "SELECT Id FROM Order WHERE Status = 'draft' AND Id IN ('{empty}')"
+            .replace("{empty}", empty.as_str());
+        assert_eq!(ids(query(&org, &q).unwrap()), [empty.to_string()]);
     }
 
     #[test]
