@@ -221,48 +221,37 @@ impl Store for SqliteStore {
             lease::check_fence(&mut tx, &batch.channel, fence).await?;
         }
         let mut inserted = HashSet::new();
-        for chunk in batch.triggers.chunks(sql::ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO sfcdc_triggers (trigger_key, order_id, channel, outcome, reason, created_at) ",
-            );
-            q.push_values(chunk, |mut b, t| {
-                b.push_bind(&t.key)
-                    .push_bind(&t.order_id)
-                    .push_bind(&batch.channel)
-                    .push_bind(t.outcome())
-                    .push_bind(t.reason())
-                    .push_bind(batch.now_ms);
-            });
-            q.push(" ON CONFLICT DO NOTHING RETURNING trigger_key");
-            inserted.extend(q.build_query_scalar::<String>().fetch_all(&mut *tx).await?);
+        for chunk in batch.triggers.chunks(padded::MAX_ROWS) {
+            let mut q = sqlx::query_scalar::<_, String>(padded::TRIGGERS.text(chunk.len()))
+                .bind(&batch.channel)
+                .bind(batch.now_ms);
+            for t in chunk {
+                q = q
+                    .bind(&t.key)
+                    .bind(&t.order_id)
+                    .bind(t.outcome())
+                    .bind(t.reason());
+            }
+            inserted.extend(q.fetch_all(&mut *tx).await?);
         }
         let (jobs, duplicate_events) = jobs_of_new_triggers(batch, &inserted);
         let mut created = Vec::new();
-        for chunk in jobs.chunks(sql::ROWS_PER_STATEMENT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO sfcdc_jobs (job_key, kind, order_id, account_id, trigger_status, trigger_kind, source_channel, source_replay_id, \
-                 source_event_id, payload, state, attempt, max_attempts, run_at, created_at, updated_at) ",
-            );
-            q.push_values(chunk, |mut b, j| {
-                b.push_bind(&j.key)
-                    .push_bind("provision")
-                    .push_bind(&j.order_id)
-                    .push_bind(&j.account_id)
-                    .push_bind(&j.trigger_status)
-                    .push_bind(&j.trigger_kind)
-                    .push_bind(&j.channel)
-                    .push_bind(&j.replay_id)
-                    .push_bind(&j.event_id)
-                    .push_bind(&j.payload)
-                    .push_bind("available")
-                    .push_bind(0i32)
-                    .push_bind(j.max_attempts)
-                    .push_bind(batch.now_ms)
-                    .push_bind(batch.now_ms)
-                    .push_bind(batch.now_ms);
-            });
-            q.push(" ON CONFLICT DO NOTHING RETURNING id, job_key");
-            for r in q.build().fetch_all(&mut *tx).await? {
+        for chunk in jobs.chunks(padded::MAX_ROWS) {
+            let mut q = sqlx::query(padded::JOBS.text(chunk.len())).bind(batch.now_ms);
+            for j in chunk {
+                q = q
+                    .bind(&j.key)
+                    .bind(&j.order_id)
+                    .bind(&j.account_id)
+                    .bind(&j.trigger_status)
+                    .bind(&j.trigger_kind)
+                    .bind(&j.channel)
+                    .bind(&j.replay_id)
+                    .bind(&j.event_id)
+                    .bind(&j.payload)
+                    .bind(j.max_attempts);
+            }
+            for r in q.fetch_all(&mut *tx).await? {
                 created.push((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?));
             }
         }
@@ -417,4 +406,118 @@ async fn begin_write(
     pool: &SqlitePool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
+}
+
+/// The ingest's two hot inserts (triggers and jobs) as a few fixed statement texts, prepared once
+/// and kept in the connection's statement cache, instead of a new text for every row count
+/// (built, hashed, parsed and compiled for nearly every commit, and crowding the cache with
+/// statements of many kilobytes).
+///
+/// A chunk of n rows runs the text for the smallest class of at least n rows. Its rows come
+/// from a `VALUES` list whose unused tail is left unbound: SQLx clears a statement's bindings
+/// before binding (`sqlite3_clear_bindings`) and leaves parameters past its arguments unbound,
+/// and SQLite reads an unbound parameter as `NULL`, so the padding rows are all `NULL` and the
+/// `WHERE column1 IS NOT NULL` drops them (the first column is a key, never `NULL`). Values
+/// shared by every row (the channel, the time) are bound once, as `?1` and `?2`.
+mod padded {
+    use std::sync::LazyLock;
+
+    /// Rows per statement, by class.
+    const CLASSES: [usize; 6] = [8, 16, 32, 64, 128, 256];
+
+    /// The most rows one statement takes.
+    pub(super) const MAX_ROWS: usize = CLASSES[CLASSES.len() - 1];
+
+    /// One insert's texts, one per class.
+    pub(super) struct Insert(Vec<String>);
+
+    impl Insert {
+        /// `INSERT {head} SELECT {select} FROM (VALUES ...) WHERE column1 IS NOT NULL {tail}`,
+        /// with `shared` parameters before the rows' and `per_row` parameters in each row.
+        fn new(head: &str, select: &str, shared: usize, per_row: usize, tail: &str) -> Insert {
+            Insert(
+                CLASSES
+                    .iter()
+                    .map(|&rows| {
+                        let mut sql = format!("{head} SELECT {select} FROM (VALUES ");
+                        let mut n = shared;
+                        for row in 0..rows {
+                            sql.push_str(if row == 0 { "(" } else { ", (" });
+                            for column in 0..per_row {
+                                n += 1;
+                                if column > 0 {
+                                    sql.push_str(", ");
+                                }
+                                sql.push_str(&format!("?{n}"));
+                            }
+                            sql.push(')');
+                        }
+                        sql.push_str(&format!(") WHERE column1 IS NOT NULL {tail}"));
+                        sql
+                    })
+                    .collect(),
+            )
+        }
+
+        /// The text for a chunk of `rows` rows (at most [`MAX_ROWS`]).
+        pub(super) fn text(&'static self, rows: usize) -> &'static str {
+            let class = CLASSES
+                .iter()
+                .position(|&c| c >= rows)
+                .unwrap_or(CLASSES.len() - 1);
+            &self.0[class]
+        }
+    }
+
+    /// `?1` channel, `?2` time; per row: key, order, outcome, reason.
+    pub(super) static TRIGGERS: LazyLock<Insert> = LazyLock::new(|| {
+        Insert::new(
+            "INSERT INTO sfcdc_triggers (trigger_key, order_id, channel, outcome, reason, created_at)",
+            "column1, column2, ?1, column3, column4, ?2",
+            2,
+            4,
+            "ON CONFLICT DO NOTHING RETURNING trigger_key",
+        )
+    });
+
+    /// `?1` time; per row: key, order, account, trigger status, trigger kind, channel, replay id,
+    /// event id, payload, max attempts.
+    pub(super) static JOBS: LazyLock<Insert> = LazyLock::new(|| {
+        Insert::new(
+            "INSERT INTO sfcdc_jobs (job_key, kind, order_id, account_id, trigger_status, trigger_kind, \
+             source_channel, source_replay_id, source_event_id, payload, state, attempt, max_attempts, \
+             run_at, created_at, updated_at)",
+            "column1, 'provision', column2, column3, column4, column5, column6, column7, column8, \
+             column9, 'available', 0, column10, ?1, ?1, ?1",
+            1,
+            10,
+            "ON CONFLICT DO NOTHING RETURNING id, job_key",
+        )
+    });
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn each_chunk_runs_the_smallest_class_that_holds_it() {
+            let rows = |sql: &str| sql.matches("), (").count() + 1;
+            assert_eq!(rows(TRIGGERS.text(1)), 8);
+            assert_eq!(rows(TRIGGERS.text(8)), 8);
+            assert_eq!(rows(TRIGGERS.text(9)), 16);
+            assert_eq!(rows(JOBS.text(200)), 256);
+            assert_eq!(rows(JOBS.text(MAX_ROWS)), MAX_ROWS);
+            // Parameters are numbered in binding order: the shared ones, then row by row.
+            assert!(
+                TRIGGERS
+                    .text(1)
+                    .contains("VALUES (?3, ?4, ?5, ?6), (?7, ?8, ?9, ?10)")
+            );
+            assert!(
+                JOBS.text(1)
+                    .contains("VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11), (?12,")
+            );
+            assert!(JOBS.text(256).contains(&format!("?{})", 1 + 256 * 10)));
+        }
+    }
 }

@@ -163,6 +163,63 @@ async fn replayed_triggers_never_create_a_second_job<S: Store>(store: S) {
 }
 conformance!(replayed_triggers_never_create_a_second_job);
 
+/// Batches of every size write exactly their own rows, whatever the size of the batch before:
+/// a large one (several statements), then smaller ones, then one of a single approval.
+async fn batches_of_any_size_write_exactly_their_rows<S: Store>(store: S) {
+    let mut total_jobs = 0;
+    let mut total_triggers = 0;
+    for (round, size) in [600usize, 37, 5, 300, 1].into_iter().enumerate() {
+        let mut b = batch(round as u8 + 1);
+        for i in 0..size {
+            let order = format!("801{round:02}{i:013}");
+            let key = format!("cdc:r{round}:{i}:{order}");
+            // Every third trigger is skipped, the others make a job each.
+            if i % 3 == 2 {
+                b.triggers
+                    .push(trigger(&key, &order, Some(SkipReason::StatusNotTrigger)));
+            } else {
+                b.triggers.push(trigger(&key, &order, None));
+                let mut j = job(&key, &order, "Approved");
+                j.payload = format!("{{\"n\":{i}}}");
+                b.jobs.push(j);
+            }
+        }
+        let out = store.commit_batch(&b).await.unwrap();
+        let mut created: Vec<String> = out.created.iter().map(|(_, key)| key.clone()).collect();
+        let mut expected: Vec<String> = b.jobs.iter().map(|j| j.key.clone()).collect();
+        created.sort();
+        expected.sort();
+        assert_eq!(created, expected, "round {round}: {size} triggers");
+        assert!(out.duplicate_events.is_empty());
+        total_jobs += b.jobs.len();
+        total_triggers += size;
+        let jobs = store.jobs(&JobFilter::default()).await.unwrap();
+        assert_eq!(jobs.len(), total_jobs);
+        let counts = store.counts().await.unwrap();
+        let triggers: i64 = counts.triggers.iter().map(|(_, n)| n).sum();
+        assert_eq!(triggers as usize, total_triggers);
+    }
+    // Each job kept its own row's values.
+    let jobs = store.jobs(&JobFilter::default()).await.unwrap();
+    assert!(jobs.iter().all(|j| j.key.ends_with(&j.order_id)
+        && j.max_attempts == 5
+        && j.run_at == 1_700_000_000_000 + i64::from(j.key.as_bytes()[5] - b'0') + 1
+        && j.channel == "/data/OrderChangeEvent"
+        && j.account_id.as_deref() == Some("001Hs0000000Q0vIAE")));
+    // Ids follow the rows' order within a batch.
+    let mut by_id: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.key.starts_with("cdc:r0:"))
+        .collect();
+    by_id.sort_by_key(|j| j.id);
+    let order: Vec<usize> = by_id
+        .iter()
+        .map(|j| j.key.split(':').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+}
+conformance!(batches_of_any_size_write_exactly_their_rows);
+
 async fn recorded_triggers_and_open_approvals_can_be_looked_up<S: Store>(store: S) {
     let mut b = batch(1);
     b.triggers = vec![
