@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use super::SourceConfig;
 use super::connect::Client;
-use super::schemas::SchemaRegistry;
+use super::schemas::{Resolved, SchemaRegistry};
 use super::sink::{Batch, Sink, SinkError, SinkErrorKind};
 use crate::clock::Clock;
 use crate::decode::{
@@ -511,6 +511,9 @@ impl<S: Sink> Subscription<S> {
         let mut events = Vec::with_capacity(response.events.len());
         let mut failed = Vec::new();
         let mut last = ReplayId(response.latest_replay_id);
+        // The events of a response nearly always share one schema: look it up once per run of
+        // events with the same id, not once per event.
+        let mut schema: Option<(String, Resolved)> = None;
         for ce in response.events {
             let replay_id = ReplayId(ce.replay_id);
             last = replay_id.clone();
@@ -524,7 +527,14 @@ impl<S: Sink> Subscription<S> {
                 });
                 continue;
             };
-            let resolved = self.schemas.get(&ev.schema_id).await?;
+            let resolved = match &schema {
+                Some((id, resolved)) if *id == ev.schema_id => resolved.clone(),
+                _ => {
+                    let resolved = self.schemas.get(&ev.schema_id).await?;
+                    schema = Some((ev.schema_id.clone(), resolved.clone()));
+                    resolved
+                }
+            };
             // Projected when the source was built with one (`sfcdc run`: only what the rules
             // read), in full otherwise (`sfcdc tail`).
             let decoded = match resolved.as_ref() {
