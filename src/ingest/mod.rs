@@ -6,9 +6,9 @@
 //! further back than that window, a reconcile scan asked for with the batch), and the resulting
 //! triggers, jobs, quarantined events, scan requests and the new checkpoint are committed
 //! together, with the commit time of the batch's last event. The batch's cache invalidations are
-//! handed to the [`Invalidator`] just before that commit (Salesforce already holds what the
-//! events report, so it is never early); it records them and returns at once: ingest never
-//! waits for the cache.
+//! handed to the [`Invalidator`] before that commit, as the batch is staged (Salesforce already
+//! holds what the events report, so it is never early; and off the path of the channel's serial
+//! commits); it records them and returns at once: ingest never waits for the cache.
 //!
 //! A failed lookup or commit fails the whole batch: the subscriber then resumes from the last
 //! committed position, and the batch is evaluated again from scratch.
@@ -85,6 +85,8 @@ pub struct Prepared {
     pub batch: StoreBatch,
     /// Cache entries to drop as the batch commits.
     pub invalidations: Vec<Invalidation>,
+    /// Whether `invalidations` were handed to the invalidator already (as the batch was staged).
+    pub invalidations_requested: bool,
     /// Why events created no job, for skips not tied to an evaluated trigger (those are
     /// counted from the triggers, after the store's duplicate check).
     pub skips: Vec<SkipReason>,
@@ -109,6 +111,7 @@ impl Prepared {
             self.batch.last_event_ms = self.batch.last_event_ms.max(b.last_event_ms);
         }
         self.invalidations.extend(later.invalidations);
+        self.invalidations_requested &= later.invalidations_requested;
         self.skips.extend(later.skips);
         self.forgets.extend(later.forgets);
     }
@@ -454,28 +457,32 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         }
     }
 
-    fn send_invalidations(&self, invalidations: Vec<Invalidation>) {
+    fn send_invalidations(&self, invalidations: &[Invalidation]) {
         InvalidationsRequested {
             count: invalidations.len(),
         }
         .emit(&self.metrics);
         if let Some(invalidator) = &self.invalidations {
-            invalidator.request(&invalidations);
+            invalidator.request(invalidations);
         }
     }
 
     /// Commits a prepared batch and reports it.
     ///
-    /// The batch's cache invalidations are requested first: Salesforce already holds what the
-    /// events report, so dropping the entries before the commit is never early, and by the time
-    /// the checkpoint moves past an event its invalidation is at least pending. A failed commit
-    /// has invalidated entries for nothing, which only costs a reload.
+    /// The batch's cache invalidations are requested first, unless staging did already:
+    /// Salesforce already holds what the events report, so dropping the entries before the
+    /// commit is never early, and by the time the checkpoint moves past an event its
+    /// invalidation is at least pending. A failed commit has invalidated entries for nothing,
+    /// which only costs a reload.
     pub async fn commit_prepared(
         &self,
         channel: &Arc<str>,
         mut prepared: Prepared,
     ) -> Result<BatchOutcome, SinkError> {
-        self.send_invalidations(std::mem::take(&mut prepared.invalidations));
+        if !prepared.invalidations_requested {
+            self.send_invalidations(&prepared.invalidations);
+            prepared.invalidations_requested = true;
+        }
         let outcome = self
             .store
             .commit_batch(&prepared.batch)
@@ -504,6 +511,10 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
         prepared.batch.checkpoint = Some(batch.replay_id);
         prepared.batch.fence = self.fence_of(&batch.channel);
         prepared.batch.last_event_ms = batch.events.iter().filter_map(|e| e.commit_ms()).max();
+        // Requested here, one batch ahead of the commit, rather than on the commit's path: the
+        // commits of one channel are serial, and this one waits for nothing.
+        self.send_invalidations(&prepared.invalidations);
+        prepared.invalidations_requested = true;
         Ok((batch.channel, prepared))
     }
 
