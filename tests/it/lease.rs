@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sfcdc::decode::{Position, ReplayId};
 use sfcdc::store::lease::{Fence, Leases, TakeoverReason};
-use sfcdc::store::{Store, StoreBatch, StoreError};
+use sfcdc::store::{JobFilter, NewJob, NewTrigger, Store, StoreBatch, StoreError};
 
 const CH: &str = "/data/OrderChangeEvent";
 
@@ -100,11 +100,27 @@ async fn a_deposed_holder_commits_nothing<S: Store + Leases>(s: S) {
     s.commit_batch(&batch(Some(b.fence.clone()), 5))
         .await
         .unwrap();
-    // The deposed holder's batch (which would move the checkpoint back) is refused whole.
-    let err = s
-        .commit_batch(&batch(Some(a.fence.clone()), 3))
-        .await
-        .unwrap_err();
+    // The deposed holder's batch (which would move the checkpoint back) is refused whole: its
+    // checkpoint, its triggers and its job.
+    let mut late = batch(Some(a.fence.clone()), 3);
+    late.triggers = vec![NewTrigger {
+        key: "cdc:t9:1:801Hs0000000Q0vIAE".into(),
+        order_id: "801Hs0000000Q0vIAE".into(),
+        skipped: None,
+    }];
+    late.jobs = vec![NewJob {
+        key: "cdc:t9:1:801Hs0000000Q0vIAE".into(),
+        order_id: "801Hs0000000Q0vIAE".into(),
+        account_id: None,
+        trigger_status: "Approved".into(),
+        trigger_kind: "status_change".into(),
+        channel: CH.into(),
+        replay_id: vec![0, 0, 0, 0, 0, 0, 0, 3],
+        event_id: "e9".into(),
+        payload: "{}".into(),
+        max_attempts: 5,
+    }];
+    let err = s.commit_batch(&late).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Fenced { generation: 1, .. }),
         "{err}"
@@ -113,6 +129,13 @@ async fn a_deposed_holder_commits_nothing<S: Store + Leases>(s: S) {
         s.checkpoint(CH).await.unwrap(),
         Some(Position::After(ReplayId::new(vec![0, 0, 0, 0, 0, 0, 0, 5])))
     );
+    assert!(s.jobs(&JobFilter::default()).await.unwrap().is_empty());
+    let keys = vec![late.triggers[0].key.clone()];
+    assert!(s.known_triggers(&keys).await.unwrap().is_empty());
+    // The holder's own batch with the same rows is written.
+    late.fence = Some(b.fence.clone());
+    let out = s.commit_batch(&late).await.unwrap();
+    assert_eq!(out.created.len(), 1);
     // A batch for a channel nobody leased is refused too when fenced, and written when not.
     let stray = Fence {
         holder: "a".into(),
