@@ -85,8 +85,6 @@ pub struct Prepared {
     pub batch: StoreBatch,
     /// Cache entries to drop as the batch commits.
     pub invalidations: Vec<Invalidation>,
-    /// Whether `invalidations` were handed to the invalidator already (as the batch was staged).
-    pub invalidations_requested: bool,
     /// Why events created no job, for skips not tied to an evaluated trigger (those are
     /// counted from the triggers, after the store's duplicate check).
     pub skips: Vec<SkipReason>,
@@ -111,7 +109,6 @@ impl Prepared {
             self.batch.last_event_ms = self.batch.last_event_ms.max(b.last_event_ms);
         }
         self.invalidations.extend(later.invalidations);
-        self.invalidations_requested &= later.invalidations_requested;
         self.skips.extend(later.skips);
         self.forgets.extend(later.forgets);
     }
@@ -457,6 +454,11 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         }
     }
 
+    /// Hands a batch's cache invalidations to the invalidator, before the batch commits:
+    /// Salesforce already holds what the events report, so dropping the entries before the
+    /// commit is never early, and by the time the checkpoint moves past an event its
+    /// invalidation is at least pending. A failed commit has invalidated entries for nothing,
+    /// which only costs a reload.
     fn send_invalidations(&self, invalidations: &[Invalidation]) {
         InvalidationsRequested {
             count: invalidations.len(),
@@ -467,22 +469,13 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         }
     }
 
-    /// Commits a prepared batch and reports it.
-    ///
-    /// The batch's cache invalidations are requested first, unless staging did already:
-    /// Salesforce already holds what the events report, so dropping the entries before the
-    /// commit is never early, and by the time the checkpoint moves past an event its
-    /// invalidation is at least pending. A failed commit has invalidated entries for nothing,
-    /// which only costs a reload.
+    /// Commits a prepared batch and reports it. Its cache invalidations were requested already
+    /// (see [`IngestSink::send_invalidations`]).
     pub async fn commit_prepared(
         &self,
         channel: &Arc<str>,
-        mut prepared: Prepared,
+        prepared: Prepared,
     ) -> Result<BatchOutcome, SinkError> {
-        if !prepared.invalidations_requested {
-            self.send_invalidations(&prepared.invalidations);
-            prepared.invalidations_requested = true;
-        }
         let outcome = self
             .store
             .commit_batch(&prepared.batch)
@@ -514,7 +507,6 @@ impl<S: Store, L: OrderLookup> Sink for IngestSink<S, L> {
         // Requested here, one batch ahead of the commit, rather than on the commit's path: the
         // commits of one channel are serial, and this one waits for nothing.
         self.send_invalidations(&prepared.invalidations);
-        prepared.invalidations_requested = true;
         Ok((batch.channel, prepared))
     }
 

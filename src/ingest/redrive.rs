@@ -126,6 +126,7 @@ impl<S: Store, L: OrderLookup> Redriver<S, L> {
         prepared.batch.channel = entry.channel.clone();
         prepared.batch.resolve_quarantine = vec![id];
         prepared.batch.now_ms = now;
+        self.sink.send_invalidations(&prepared.invalidations);
         let outcome = self
             .sink
             .commit_prepared(&channel, prepared)
