@@ -221,8 +221,8 @@ impl Store for SqliteStore {
             lease::check_fence(&mut tx, &batch.channel, fence).await?;
         }
         let mut inserted = HashSet::new();
-        for chunk in batch.triggers.chunks(padded::MAX_ROWS) {
-            let mut q = sqlx::query_scalar::<_, String>(padded::TRIGGERS.text(chunk.len()))
+        for (text, chunk) in padded::TRIGGERS.chunks(&batch.triggers) {
+            let mut q = sqlx::query_scalar::<_, String>(text)
                 .bind(&batch.channel)
                 .bind(batch.now_ms);
             for t in chunk {
@@ -236,8 +236,8 @@ impl Store for SqliteStore {
         }
         let (jobs, duplicate_events) = jobs_of_new_triggers(batch, &inserted);
         let mut created = Vec::new();
-        for chunk in jobs.chunks(padded::MAX_ROWS) {
-            let mut q = sqlx::query(padded::JOBS.text(chunk.len())).bind(batch.now_ms);
+        for (text, chunk) in padded::JOBS.chunks(&jobs) {
+            let mut q = sqlx::query(text).bind(batch.now_ms);
             for j in chunk {
                 q = q
                     .bind(&j.key)
@@ -426,7 +426,7 @@ mod padded {
     const CLASSES: [usize; 6] = [8, 16, 32, 64, 128, 256];
 
     /// The most rows one statement takes.
-    pub(super) const MAX_ROWS: usize = CLASSES[CLASSES.len() - 1];
+    const MAX_ROWS: usize = CLASSES[CLASSES.len() - 1];
 
     /// One insert's texts, one per class.
     pub(super) struct Insert(Vec<String>);
@@ -459,13 +459,16 @@ mod padded {
             )
         }
 
-        /// The text for a chunk of `rows` rows (at most [`MAX_ROWS`]).
-        pub(super) fn text(&'static self, rows: usize) -> &'static str {
-            let class = CLASSES
-                .iter()
-                .position(|&c| c >= rows)
-                .unwrap_or(CLASSES.len() - 1);
-            &self.0[class]
+        /// `rows` in chunks of at most [`MAX_ROWS`], each with the text of the smallest class
+        /// that holds it.
+        pub(super) fn chunks<'r, T>(
+            &'static self,
+            rows: &'r [T],
+        ) -> impl Iterator<Item = (&'static str, &'r [T])> {
+            rows.chunks(MAX_ROWS).map(|chunk| {
+                let class = CLASSES.partition_point(|&c| c < chunk.len());
+                (self.0[class].as_str(), chunk)
+            })
         }
     }
 
@@ -502,22 +505,29 @@ mod padded {
         #[test]
         fn each_chunk_runs_the_smallest_class_that_holds_it() {
             let rows = |sql: &str| sql.matches("), (").count() + 1;
-            assert_eq!(rows(TRIGGERS.text(1)), 8);
-            assert_eq!(rows(TRIGGERS.text(8)), 8);
-            assert_eq!(rows(TRIGGERS.text(9)), 16);
-            assert_eq!(rows(JOBS.text(200)), 256);
-            assert_eq!(rows(JOBS.text(MAX_ROWS)), MAX_ROWS);
+            // The text a chunk of n rows runs.
+            let text = |insert: &'static Insert, n: usize| {
+                let only: Vec<&str> = insert.chunks(&vec![(); n]).map(|(sql, _)| sql).collect();
+                assert_eq!(only.len(), 1, "{n} rows are one chunk");
+                only[0]
+            };
+            assert_eq!(rows(text(&TRIGGERS, 1)), 8);
+            assert_eq!(rows(text(&TRIGGERS, 8)), 8);
+            assert_eq!(rows(text(&TRIGGERS, 9)), 16);
+            assert_eq!(rows(text(&JOBS, 200)), 256);
+            assert_eq!(rows(text(&JOBS, MAX_ROWS)), MAX_ROWS);
             // Parameters are numbered in binding order: the shared ones, then row by row.
+            assert!(text(&TRIGGERS, 1).contains("VALUES (?3, ?4, ?5, ?6), (?7, ?8, ?9, ?10)"));
             assert!(
-                TRIGGERS
-                    .text(1)
-                    .contains("VALUES (?3, ?4, ?5, ?6), (?7, ?8, ?9, ?10)")
+                text(&JOBS, 1).contains("VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11), (?12,")
             );
-            assert!(
-                JOBS.text(1)
-                    .contains("VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11), (?12,")
-            );
-            assert!(JOBS.text(256).contains(&format!("?{})", 1 + 256 * 10)));
+            assert!(text(&JOBS, 256).contains(&format!("?{})", 1 + 256 * 10)));
+            // More rows than a statement takes: full statements, then the rest's class.
+            let split: Vec<_> = JOBS
+                .chunks(&[(); MAX_ROWS + 1])
+                .map(|(sql, chunk)| (rows(sql), chunk.len()))
+                .collect();
+            assert_eq!(split, [(MAX_ROWS, MAX_ROWS), (8, 1)]);
         }
     }
 }
