@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
+
 /// Characters of the checksum suffix, indexed by a 5-bit upper-case mask.
 const SUFFIX_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
 /// Base-62 digits used for the counter part of generated ids.
@@ -26,15 +28,20 @@ pub enum IdError {
     Checksum,
 }
 
-/// A validated Salesforce id, always held in its 18-character form.
+/// A validated Salesforce id, always held in its 18-character form, inline (an id is copied
+/// from events into rules, jobs, cache keys and invalidations: no allocation for any of them).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct SfId(String);
+pub struct SfId(CompactString);
 
 impl SfId {
     /// Parses a 15- or 18-character id; the checksum of an 18-character id is verified.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        to_18(s).map(SfId)
+        let suffix = checked_suffix(s)?;
+        let mut id = CompactString::with_capacity(18);
+        id.push_str(&s[..15]);
+        id.push_str(std::str::from_utf8(&suffix).expect("suffix alphabet is ASCII"));
+        Ok(SfId(id))
     }
 
     /// The 18-character form.
@@ -74,7 +81,7 @@ impl TryFrom<String> for SfId {
 
 impl From<SfId> for String {
     fn from(id: SfId) -> String {
-        id.0
+        id.0.into_string()
     }
 }
 
@@ -101,6 +108,12 @@ fn suffix(id15: &[u8]) -> [u8; 3] {
 
 /// Normalises a 15- or 18-character id to its 18-character form.
 pub fn to_18(s: &str) -> Result<String, IdError> {
+    SfId::parse(s).map(String::from)
+}
+
+/// The checksum suffix of a well-formed 15- or 18-character id (verified against an
+/// 18-character id's own).
+fn checked_suffix(s: &str) -> Result<[u8; 3], IdError> {
     let bytes = s.as_bytes();
     if bytes.len() != 15 && bytes.len() != 18 {
         return Err(IdError::Length(s.chars().count()));
@@ -115,10 +128,7 @@ pub fn to_18(s: &str) -> Result<String, IdError> {
             return Err(IdError::Checksum);
         }
     }
-    let mut out = String::with_capacity(18);
-    out.push_str(&s[..15]);
-    out.push_str(std::str::from_utf8(&sfx).expect("suffix alphabet is ASCII"));
-    Ok(out)
+    Ok(sfx)
 }
 
 /// Builds the id numbered `n` for a key prefix (3 chars) and an instance tag (2 chars).

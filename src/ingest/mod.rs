@@ -410,8 +410,18 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
             .iter()
             .filter(|t| !replayed.contains(t.key.as_str()))
             .filter_map(|t| t.skipped);
+        // Counted per reason, one metric update each, not one per event.
+        let mut skips = std::collections::BTreeMap::<SkipReason, usize>::new();
         for reason in prepared.skips.iter().copied().chain(trigger_skips) {
-            TriggerSkipped { channel, reason }.emit(&self.metrics);
+            *skips.entry(reason).or_default() += 1;
+        }
+        for (reason, count) in skips {
+            TriggerSkipped {
+                channel,
+                reason,
+                count,
+            }
+            .emit(&self.metrics);
         }
         for (reason, n) in [
             (SkipReason::DuplicateEvent, outcome.duplicate_events.len()),

@@ -318,16 +318,18 @@ pub struct TriggerSkipped<'a> {
     pub channel: &'a Arc<str>,
     /// Why.
     pub reason: SkipReason,
+    /// How many, in one batch.
+    pub count: usize,
 }
 
 impl InternalEvent for TriggerSkipped<'_> {
     fn emit(self, metrics: &Metrics) {
-        let channel: &str = self.channel;
-        tracing::debug!(target: INGEST, channel, reason = self.reason.label(), "No job");
+        let (channel, n): (&str, usize) = (self.channel, self.count);
+        tracing::debug!(target: INGEST, channel, reason = self.reason.label(), n, "No job");
         metrics
             .rule_skips
             .get_or_create(&ChannelReason::new(self.channel, self.reason))
-            .inc();
+            .inc_by(n as u64);
     }
 }
 
