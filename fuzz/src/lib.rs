@@ -184,7 +184,7 @@ fn looked_up(id: &SfId) -> Option<OrderFacts> {
 fn evaluate_as_ingest(event: &DecodedEvent) {
     let cfg = rules_config();
     let _ = rules::guard_changes(cfg, event);
-    match rules::evaluate(cfg, event, &Facts::new()) {
+    match rules::evaluate(cfg, event, &Facts::default()) {
         Ok(Evaluation::Done(_)) | Err(_) => {}
         Ok(Evaluation::NeedOrders(ids)) => {
             let facts: Facts = ids.iter().map(|id| (id.clone(), looked_up(id))).collect();

@@ -13,7 +13,9 @@
 //! The pending set is bounded: past [`MAX_PENDING`] keys, the next flush drops every entry
 //! instead, which is always safe.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -483,7 +483,7 @@ struct Entries<V> {
     /// Longest time without a read, nanoseconds.
     idle: Option<u64>,
     epoch: Epoch,
-    running: std::sync::Mutex<std::collections::HashMap<SfId, Running<V>>>,
+    running: std::sync::Mutex<foldhash::HashMap<SfId, Running<V>>>,
     counters: CacheReads,
 }
 
@@ -510,7 +510,7 @@ impl<V: Loaded> Entries<V> {
     /// key's flight, for misses to wait on.
     fn register<'a>(
         &'a self,
-        running: &mut std::collections::HashMap<SfId, Running<V>>,
+        running: &mut foldhash::HashMap<SfId, Running<V>>,
         id: &SfId,
         flight: Option<watch::Sender<Outcome<V>>>,
     ) -> Load<'a, V> {
@@ -893,7 +893,7 @@ impl<S: OrderSource> OrderCache<S> {
     /// it holds only what readers asked for, so a stream of events for orders nobody reads
     /// costs a few dozen bytes an order, not a whole order with its items.
     pub async fn guard_facts(&self, ids: &[SfId]) -> Result<Facts, RestError> {
-        let mut facts = Facts::with_capacity(ids.len());
+        let mut facts = Facts::with_capacity_and_hasher(ids.len(), Default::default());
         let mut missing = Vec::new();
         for id in ids {
             if facts.contains_key(id) || missing.contains(id) {

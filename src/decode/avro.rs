@@ -259,7 +259,7 @@ enum Op {
 pub struct RecordPlan {
     name: String,
     fields: Vec<FieldPlan>,
-    index: HashMap<Arc<str>, usize>,
+    index: foldhash::HashMap<Arc<str>, usize>,
 }
 
 impl RecordPlan {
@@ -400,7 +400,8 @@ impl<'a> Compiler<'a> {
         }
         self.in_progress.push(full.clone());
         let mut fields = Vec::with_capacity(r.fields.len());
-        let mut index = HashMap::with_capacity(r.fields.len());
+        let mut index =
+            foldhash::HashMap::with_capacity_and_hasher(r.fields.len(), Default::default());
         for (i, f) in r.fields.iter().enumerate() {
             let name: Arc<str> = Arc::from(f.name.as_str());
             index.insert(name.clone(), i);

@@ -272,7 +272,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
         let mut pending = Vec::new();
         let mut needed = BTreeSet::new();
         let mut overflows = Vec::new();
-        let empty = Facts::new();
+        let empty = Facts::default();
         for (i, e) in events.iter().enumerate() {
             match rules::evaluate(&self.rules, e, &empty) {
                 Ok(Evaluation::Done(d)) => self.absorb(&mut out, channel, e, d),
@@ -399,7 +399,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
     }
 
     fn record(&self, channel: &Arc<str>, prepared: &Prepared, outcome: &BatchOutcome) {
-        let replayed: std::collections::HashSet<&str> = outcome
+        let replayed: foldhash::HashSet<&str> = outcome
             .duplicate_events
             .iter()
             .map(String::as_str)
@@ -439,7 +439,7 @@ impl<S: Store, L: OrderLookup> IngestSink<S, L> {
                 .emit(&self.metrics);
             }
         }
-        let jobs: std::collections::HashMap<&str, &NewJob> = prepared
+        let jobs: foldhash::HashMap<&str, &NewJob> = prepared
             .batch
             .jobs
             .iter()

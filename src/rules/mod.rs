@@ -18,8 +18,6 @@
 //! Every Order or OrderItem event whose customer-facing fields changed also yields cache
 //! invalidations; gap events invalidate conservatively.
 
-use std::collections::HashMap;
-
 use crate::config::{ConfigError, Env};
 use crate::decode::avro::Value;
 use crate::decode::{ChangeEvent, ChangeType, DecodedEvent, EventBody, PlatformEvent};
@@ -187,7 +185,7 @@ pub struct OrderFacts {
 }
 
 /// Facts the caller looked up: `None` for an order that does not exist (or was deleted).
-pub type Facts = HashMap<SfId, Option<OrderFacts>>;
+pub type Facts = foldhash::HashMap<SfId, Option<OrderFacts>>;
 
 /// How a job came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

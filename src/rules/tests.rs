@@ -124,7 +124,7 @@ impl Fixture {
 }
 
 fn facts(id: &SfId, status: &str, activation: Option<&str>, external: Option<&str>) -> Facts {
-    Facts::from([(
+    Facts::from_iter([(
         id.clone(),
         Some(OrderFacts {
             status: Some(status.into()),
@@ -148,7 +148,7 @@ fn an_approval_reads_guards_it_does_not_carry_then_creates_a_job() {
     let mut f = fixture();
     let e = f.update(json!({"Status": "Approved"}));
     assert_eq!(
-        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        evaluate(&cfg, &e, &Facts::default()).unwrap(),
         Evaluation::NeedOrders(vec![f.order.clone()])
     );
     let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, None)).unwrap());
@@ -234,11 +234,11 @@ fn guard_values_the_event_carries_win_over_salesforce() {
     // The event sets a blocking status: it blocks even if Salesforce has since moved on.
     let e = f.update(json!({"Status": "Draft"}));
     assert_eq!(
-        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        done(evaluate(&cfg, &e, &Facts::default()).unwrap()).skips,
         [SkipReason::StatusNotTrigger]
     );
     let e = f.update(json!({"Status": "Approved", "Activation_Status__c": "Activating", "WHMCS_Order_ID__c": "WH-4"}));
-    let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
+    let d = done(evaluate(&cfg, &e, &Facts::default()).unwrap());
     assert_eq!(
         d.skips,
         [SkipReason::ActivationBlocking],
@@ -258,7 +258,7 @@ fn an_absent_guard_field_is_never_assumed_empty() {
     // The UPDATE has WHMCS_Order_ID__c = null because it did not change, not because it is empty.
     assert_eq!(c.fields.get("WHMCS_Order_ID__c"), Some(&Value::Null));
     assert!(matches!(
-        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        evaluate(&cfg, &e, &Facts::default()).unwrap(),
         Evaluation::NeedOrders(_)
     ));
     let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, Some("WH-9"))).unwrap());
@@ -271,15 +271,15 @@ fn non_trigger_updates_need_no_lookup() {
     let mut f = fixture();
     let e = f.update(json!({"Status": "Activated"}));
     assert_eq!(
-        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        done(evaluate(&cfg, &e, &Facts::default()).unwrap()).skips,
         [SkipReason::StatusNotTrigger]
     );
     let e = f.update(json!({"Description": "new words"}));
-    let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
+    let d = done(evaluate(&cfg, &e, &Facts::default()).unwrap());
     assert_eq!(d.skips, [SkipReason::StatusUnchanged]);
     assert_eq!(d.invalidations.len(), 1, "Description is customer-facing");
     let e = f.update(json!({"Activation_Status__c": "Pending", "WHMCS_Order_ID__c": "X"}));
-    let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
+    let d = done(evaluate(&cfg, &e, &Facts::default()).unwrap());
     assert!(
         d.invalidations.is_empty(),
         "internal fields do not invalidate: {d:?}"
@@ -292,19 +292,19 @@ fn a_create_with_a_trigger_status_decides_from_the_event_alone() {
     let cfg = RulesConfig::defaults();
     let mut f = fixture();
     let (id, e) = f.create(json!({"Status": "Approved"}));
-    let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
+    let d = done(evaluate(&cfg, &e, &Facts::default()).unwrap());
     assert_eq!(d.jobs.len(), 1);
     assert_eq!(d.jobs[0].order_id, id);
     assert_eq!(d.jobs[0].kind, TriggerKind::Create);
     assert_eq!(d.jobs[0].account_id.as_deref(), Some(f.account.as_str()));
     let (_, e) = f.create(json!({"Status": "Approved", "Activation_Status__c": "Activated"}));
     assert_eq!(
-        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        done(evaluate(&cfg, &e, &Facts::default()).unwrap()).skips,
         [SkipReason::ActivationBlocking]
     );
     let (_, e) = f.create(json!({}));
     assert_eq!(
-        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        done(evaluate(&cfg, &e, &Facts::default()).unwrap()).skips,
         [SkipReason::StatusNotTrigger]
     );
 }
@@ -316,14 +316,14 @@ fn the_fulfilment_event_triggers_on_the_order_it_names() {
     let order = f.order.to_string();
     let e = f.publish(&order);
     assert_eq!(
-        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        evaluate(&cfg, &e, &Facts::default()).unwrap(),
         Evaluation::NeedOrders(vec![f.order.clone()])
     );
     let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, None)).unwrap());
     assert_eq!(d.jobs[0].kind, TriggerKind::PlatformEvent);
     assert_eq!(d.jobs[0].key, format!("pe:{}:{}", e.event_id, f.order));
     assert_eq!(d.jobs[0].status, "Approved");
-    let gone = Facts::from([(f.order.clone(), None)]);
+    let gone = Facts::from_iter([(f.order.clone(), None)]);
     assert_eq!(
         done(evaluate(&cfg, &e, &gone).unwrap()).skips,
         [SkipReason::OrderNotFound]
@@ -340,12 +340,12 @@ fn the_fulfilment_event_triggers_on_the_order_it_names() {
     // 15-character ids are accepted; garbage is a rule error (the event is quarantined).
     let e = f.publish(&order[..15]);
     assert_eq!(
-        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        evaluate(&cfg, &e, &Facts::default()).unwrap(),
         Evaluation::NeedOrders(vec![f.order.clone()])
     );
     let e = f.publish("not-an-id");
     assert!(matches!(
-        evaluate(&cfg, &e, &Facts::new()),
+        evaluate(&cfg, &e, &Facts::default()),
         Err(RuleError::BadOrderField { .. })
     ));
 }
@@ -361,7 +361,7 @@ fn gap_events_are_evaluated_from_a_re_read() {
     ] {
         let e = f.gap(ct);
         assert_eq!(
-            evaluate(&cfg, &e, &Facts::new()).unwrap(),
+            evaluate(&cfg, &e, &Facts::default()).unwrap(),
             Evaluation::NeedOrders(vec![f.order.clone()])
         );
         let d = done(evaluate(&cfg, &e, &facts(&f.order, "Approved", None, None)).unwrap());
@@ -373,7 +373,7 @@ fn gap_events_are_evaluated_from_a_re_read() {
     }
     let e = f.gap(ChangeType::GapDelete);
     assert_eq!(
-        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        done(evaluate(&cfg, &e, &Facts::default()).unwrap()).skips,
         [SkipReason::NotATriggerChange]
     );
 }
@@ -389,7 +389,7 @@ fn wildcard_record_ids_ask_for_reconciliation_instead_of_quarantine() {
     c.record_ids = vec!["801*".into()];
     let at = c.commit_timestamp;
     assert_eq!(
-        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        evaluate(&cfg, &e, &Facts::default()).unwrap(),
         Evaluation::NeedReconciliation {
             since_ms: at - cfg.reconcile_window_ms,
             lost: Lost::Wildcard,
@@ -400,7 +400,7 @@ fn wildcard_record_ids_ask_for_reconciliation_instead_of_quarantine() {
         c.record_ids.insert(0, f.order.as_str().into());
     }
     assert!(matches!(
-        evaluate(&cfg, &e, &Facts::new()),
+        evaluate(&cfg, &e, &Facts::default()),
         Ok(Evaluation::NeedReconciliation {
             lost: Lost::Wildcard,
             ..
@@ -411,7 +411,7 @@ fn wildcard_record_ids_ask_for_reconciliation_instead_of_quarantine() {
         c.change_type = ChangeType::Delete;
     }
     assert_eq!(
-        done(evaluate(&cfg, &e, &Facts::new()).unwrap()).skips,
+        done(evaluate(&cfg, &e, &Facts::default()).unwrap()).skips,
         [SkipReason::NotATriggerChange]
     );
     // A malformed id that is not a wildcard is still a bad event.
@@ -420,7 +420,7 @@ fn wildcard_record_ids_ask_for_reconciliation_instead_of_quarantine() {
         c.record_ids = vec!["not-an-id".into()];
     }
     assert!(matches!(
-        evaluate(&cfg, &e, &Facts::new()),
+        evaluate(&cfg, &e, &Facts::default()),
         Err(RuleError::BadRecordId(_))
     ));
     // The re-read's triggers are keyed by the event, under their own prefix.
@@ -455,7 +455,7 @@ fn gap_overflow_asks_for_reconciliation_of_recent_orders() {
     f.world.commit(vec![change], 1_700_000_300_000);
     let e = f.last("/data/OrderChangeEvent");
     assert_eq!(
-        evaluate(&cfg, &e, &Facts::new()).unwrap(),
+        evaluate(&cfg, &e, &Facts::default()).unwrap(),
         Evaluation::NeedReconciliation {
             since_ms: 1_700_000_300_000 - 3_600_000,
             lost: Lost::Overflow,
@@ -495,7 +495,7 @@ fn deletes_and_item_changes_only_invalidate() {
         .mutate(1, |o| o.delete("Order", &id, &actor, 1).map(|c| ((), c)))
         .unwrap();
     let e = f.last("/data/OrderChangeEvent");
-    let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
+    let d = done(evaluate(&cfg, &e, &Facts::default()).unwrap());
     assert_eq!(d.skips, [SkipReason::NotATriggerChange]);
     assert_eq!(d.invalidations.len(), 1);
 
@@ -508,7 +508,7 @@ fn deletes_and_item_changes_only_invalidate() {
         })
         .unwrap();
     let e = f.last("/data/OrderItemChangeEvent");
-    let d = done(evaluate(&cfg, &e, &Facts::new()).unwrap());
+    let d = done(evaluate(&cfg, &e, &Facts::default()).unwrap());
     assert_eq!(
         d.invalidations,
         [Invalidation::Order {
@@ -699,7 +699,7 @@ mod agreement {
         let status = state.status.clone().unwrap();
         let account = f.account.clone();
         let looked_up = |id: &SfId| {
-            Facts::from([(
+            Facts::from_iter([(
                 id.clone(),
                 Some(OrderFacts {
                     account_id: Some(account.clone()),
@@ -981,7 +981,7 @@ mod projection {
     /// Everything the rules answer for one event: both evaluation passes, the reconciliation,
     /// the guard changes and the commit time.
     fn answers(cfg: &RulesConfig, e: &DecodedEvent) -> String {
-        let first = evaluate(cfg, e, &Facts::new());
+        let first = evaluate(cfg, e, &Facts::default());
         let second = match &first {
             Ok(Evaluation::NeedOrders(ids)) => Some(evaluate(cfg, e, &facts_for(ids))),
             _ => None,
@@ -1099,7 +1099,7 @@ mod projection {
                     payload: s.payload.clone(),
                     body,
                 };
-                if let Ok(Evaluation::Done(d)) = evaluate(&cfg, &e, &Facts::new()) {
+                if let Ok(Evaluation::Done(d)) = evaluate(&cfg, &e, &Facts::default()) {
                     jobs += d.jobs.len();
                 }
             }

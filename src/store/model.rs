@@ -4,7 +4,7 @@
 //! Rows are mapped by column name, so a statement may list its columns in any order; times are
 //! epoch milliseconds and replay ids are raw bytes in the database, hex in rows read back.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use serde::Serialize;
 

@@ -167,7 +167,7 @@ impl Store for PgStore {
         if let Some(fence) = &batch.fence {
             lease::check_fence(&mut tx, &batch.channel, fence).await?;
         }
-        let mut inserted = HashSet::new();
+        let mut inserted = foldhash::HashSet::default();
         if !batch.triggers.is_empty() {
             let t = &batch.triggers;
             let keys: Vec<&str> = t.iter().map(|t| t.key.as_str()).collect();

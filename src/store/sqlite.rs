@@ -220,7 +220,7 @@ impl Store for SqliteStore {
         if let Some(fence) = &batch.fence {
             lease::check_fence(&mut tx, &batch.channel, fence).await?;
         }
-        let mut inserted = HashSet::new();
+        let mut inserted = foldhash::HashSet::default();
         for (text, chunk) in padded::TRIGGERS.chunks(&batch.triggers) {
             let mut q = sqlx::query_scalar::<_, String>(text)
                 .bind(&batch.channel)

@@ -27,7 +27,6 @@
 //! skipped field decodes here and fails [`Plan::decode`] with [`AvroError::Utf8`]; in a kept
 //! field it fails both the same way. Nothing here panics on input.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -285,7 +284,7 @@ impl Projection {
             .filter(|(_, keep)| **keep)
             .map(|(f, _)| f.clone())
             .collect();
-        let index: HashMap<Arc<str>, usize> = fields
+        let index: foldhash::HashMap<Arc<str>, usize> = fields
             .iter()
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
