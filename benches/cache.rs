@@ -11,6 +11,7 @@ use serde_json::{Value as Json, json};
 use sfcdc::cache::{CacheConfig, OrderCache, OrderSource};
 use sfcdc::rules::RulesConfig;
 use sfcdc::salesforce::RestError;
+use sfcdc::salesforce::rest::TextFields;
 use sfcdc::sfid::SfId;
 use sfcdc::telemetry::metrics::Metrics;
 
@@ -40,8 +41,9 @@ impl OrderSource for Immediate {
             .collect())
     }
 
-    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
-        self.orders(ids).await
+    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<TextFields>, RestError> {
+        let records = self.orders(ids).await?;
+        Ok(records.iter().map(TextFields::from_json).collect())
     }
 
     async fn account_orders(&self, _account: &SfId, _limit: usize) -> Result<Vec<Json>, RestError> {

@@ -445,28 +445,43 @@ pub fn rest_responses(data: &[u8]) {
 /// One page of a SOQL query, and the order facts [`sfcdc::salesforce::RestLookup`] reads from
 /// each record.
 fn soql_page(body: &[u8]) {
-    let Ok(mut page) = serde_json::from_slice::<Json>(body) else {
+    use sfcdc::salesforce::rest::{RecordFields, TextFields, order_facts, parse_page, record_id};
+    let Ok((records, next)) = parse_page::<Json>(body) else {
         return;
     };
-    let expected = page
-        .get("records")
-        .and_then(Json::as_array)
-        .map_or(0, Vec::len);
-    let (records, next) = sfcdc::salesforce::rest::take_page(&mut page);
-    assert_eq!(records.len(), expected);
+    let page: Json = serde_json::from_slice(body).expect("a page is JSON");
     assert_eq!(
-        next.as_deref(),
-        page.get("nextRecordsUrl").and_then(Json::as_str)
+        records.len(),
+        page["records"].as_array().map_or(0, Vec::len)
     );
+    assert_eq!(next.as_deref(), page["nextRecordsUrl"].as_str());
     let rules = rules_config();
+    // The guard lookups read records straight into their text fields: the same fields, and the
+    // same facts, as the JSON tree of the record.
+    match parse_page::<TextFields>(body) {
+        Ok((texts, _)) => {
+            assert_eq!(texts.len(), records.len());
+            for (t, r) in texts.iter().zip(&records) {
+                let fields = r
+                    .as_object()
+                    .expect("a record read as text fields is an object");
+                for (name, value) in fields {
+                    assert_eq!(t.text(name), value.as_str());
+                }
+                assert_eq!(order_facts(t, rules), order_facts(fields, rules));
+                assert_eq!(t.id(), record_id(r));
+            }
+        }
+        Err(_) => assert!(records.iter().any(|r| !r.is_object())),
+    }
     for r in &records {
-        let Some(id) = sfcdc::salesforce::rest::record_id(r) else {
+        let Some(id) = record_id(r) else {
             continue;
         };
         let Some(fields) = r.as_object() else {
             panic!("a record with an Id is an object");
         };
-        let facts = sfcdc::salesforce::rest::order_facts(fields, rules);
+        let facts = order_facts(fields, rules);
         assert_eq!(facts.status.as_deref(), r["Status"].as_str());
         assert_eq!(id.as_str().len(), 18);
     }

@@ -53,7 +53,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
 use crate::rules::{Facts, OrderFacts, RulesConfig};
-use crate::salesforce::rest::{order_facts, record_id};
+use crate::salesforce::rest::{TextFields, order_facts, record_id};
 use crate::salesforce::{OrderLookup, RestError, RestLookup, SalesforceRest};
 use crate::sfid::SfId;
 use crate::telemetry::events::{CacheKind, CacheReads};
@@ -144,7 +144,7 @@ pub trait OrderSource: Send + Sync + 'static {
     fn guard_orders(
         &self,
         ids: &[SfId],
-    ) -> impl Future<Output = Result<Vec<Json>, RestError>> + Send;
+    ) -> impl Future<Output = Result<Vec<TextFields>, RestError>> + Send;
 
     /// Up to `limit` orders of an account, newest first, without items.
     fn account_orders(
@@ -199,8 +199,8 @@ impl OrderSource for RestOrderSource {
         self.rest.query_by_ids(&self.order_select, ids).await
     }
 
-    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
-        self.rest.query_by_ids(&self.guard_select, ids).await
+    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<TextFields>, RestError> {
+        self.rest.query_by_ids_as(&self.guard_select, ids).await
     }
 
     async fn account_orders(&self, account: &SfId, limit: usize) -> Result<Vec<Json>, RestError> {
@@ -931,16 +931,12 @@ impl<S: OrderSource> OrderCache<S> {
                 return Err(e);
             }
         };
-        let mut by_id: std::collections::HashMap<SfId, Json> = records
+        let mut by_id: foldhash::HashMap<SfId, TextFields> = records
             .into_iter()
-            .filter_map(|r| Some((record_id(&r)?, r)))
+            .filter_map(|r| Some((r.id()?, r)))
             .collect();
         for id in missing {
-            let found = by_id
-                .remove(&id)
-                .as_ref()
-                .and_then(Json::as_object)
-                .map(|r| order_facts(r, &self.rules));
+            let found = by_id.remove(&id).map(|r| order_facts(&r, &self.rules));
             facts.insert(id, found);
         }
         if let Some(guards) = &self.guards {

@@ -92,9 +92,10 @@ impl OrderSource for Arc<Fake> {
         Ok(records)
     }
 
-    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
+    async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<TextFields>, RestError> {
         self.guards_asked.fetch_add(1, Ordering::SeqCst);
-        self.orders(ids).await
+        let records = self.orders(ids).await?;
+        Ok(records.iter().map(TextFields::from_json).collect())
     }
 
     async fn account_orders(&self, _: &SfId, _: usize) -> Result<Vec<Json>, RestError> {
