@@ -1,9 +1,9 @@
 //! Coalesced invalidation: what change events ask the cache to forget, applied once per key and
 //! window.
 //!
-//! [`Invalidator::request`] is called by ingest as a batch commits (just before: Salesforce already
-//! holds what the events report, and so a checkpoint never passes an event whose invalidation is
-//! not at least pending). It never blocks and never
+//! [`Invalidator::request`] is called by ingest as a batch is staged, before it commits (Salesforce
+//! already holds what the events report, and so a checkpoint never passes an event whose
+//! invalidation is not at least pending). It never blocks and never
 //! waits for the cache: it records each key in a pending set under a short lock and returns. The
 //! first request for a key opens its window (`SFCDC_INVALIDATION_WINDOW`); requests for the same
 //! key within the window join it; when the window closes, the flush task invalidates the key once.
@@ -14,11 +14,10 @@
 //! instead, which is always safe.
 
 use std::collections::VecDeque;
-
-use foldhash::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use foldhash::HashSet;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
