@@ -38,10 +38,11 @@ impl SfId {
     /// Parses a 15- or 18-character id; the checksum of an 18-character id is verified.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let suffix = checked_suffix(s)?;
-        let mut id = CompactString::with_capacity(18);
-        id.push_str(&s[..15]);
-        id.push_str(std::str::from_utf8(&suffix).expect("suffix alphabet is ASCII"));
-        Ok(SfId(id))
+        let mut id = [0u8; 18];
+        id[..15].copy_from_slice(&s.as_bytes()[..15]);
+        id[15..].copy_from_slice(&suffix);
+        let id = std::str::from_utf8(&id).expect("ids are ASCII letters and digits");
+        Ok(SfId(CompactString::new(id)))
     }
 
     /// The 18-character form.
@@ -95,12 +96,11 @@ impl std::str::FromStr for SfId {
 /// Returns the checksum suffix for a 15-character id.
 fn suffix(id15: &[u8]) -> [u8; 3] {
     let mut out = [0u8; 3];
-    for (chunk_index, chunk) in id15.chunks(5).enumerate() {
-        let mask = chunk
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.is_ascii_uppercase())
-            .fold(0usize, |m, (i, _)| m | (1 << i));
+    for (chunk_index, chunk) in id15.chunks_exact(5).enumerate() {
+        let mut mask = 0usize;
+        for (i, c) in chunk.iter().enumerate() {
+            mask |= usize::from(c.is_ascii_uppercase()) << i;
+        }
         out[chunk_index] = SUFFIX_ALPHABET[mask];
     }
     out
