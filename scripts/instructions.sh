@@ -28,18 +28,9 @@ emulator_bin="${SFCDC_EMULATOR_BIN:-${bins[0]}}"
 work="$(mktemp -d)"
 trap 'kill "${emu:-0}" "${svc:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-"$emulator_bin" emulator --grpc-addr 127.0.0.1:0 --rest-addr 127.0.0.1:0 --ca-out "$work/ca.pem" \
-  --bulk "$events" --fault api-limit=5000000 >"$work/emulator.out" 2>"$work/emulator.err" &
-emu=$!
-for _ in $(seq 600); do grep -q ready "$work/emulator.out" 2>/dev/null && break; sleep 0.5; done
-line="$(head -1 "$work/emulator.out")"
-grpc="$(sed -E 's/.*grpc=([^ ]+).*/\1/' <<<"$line")"
-rest="$(sed -E 's/.* rest=([^ ]+).*/\1/' <<<"$line")"
-export SFCDC_PUBSUB_ENDPOINT="$grpc" SFCDC_CA_CERT="$work/ca.pem" SF_AUTH=client-credentials \
-  SF_LOGIN_URL="$rest" SF_CLIENT_ID=sfcdc-demo SF_CLIENT_SECRET=sfcdc-demo-secret SFCDC_LOG=warn
-channel=/data/OrderChangeEvent
-last="$(curl -sf --cacert "$work/ca.pem" "$rest/emulator/stats" | python3 -c \
-  "import json,sys; print(int(json.load(sys.stdin)['last_replay_ids']['$channel'], 16))")"
+source scripts/emulated-run.sh
+start_emulator "$emulator_bin" "$events" "$work"
+last="$(last_replay_position "$work")"
 
 echo "instructions: sfcdc run over $events events; $(valgrind --version)"
 n=0
@@ -53,11 +44,7 @@ for bin in "${bins[@]}"; do
   svc=$!
   while :; do
     sleep 1
-    at="$(SFCDC_DATABASE_URL="$db" "$bin" channels --format json 2>/dev/null | python3 -c \
-      "import json,sys
-rows = json.load(sys.stdin)
-hexes = [r.get('checkpoint') or '' for r in rows]
-print(max([int(h[:16], 16) for h in hexes if len(h) >= 16 and h.isalnum()] + [0]))" 2>/dev/null || echo 0)"
+    at="$(checkpoint_position "$bin" "$db")"
     [ "$at" -ge "$last" ] && break
     kill -0 "$svc" 2>/dev/null || { echo "sfcdc run stopped:"; tail -20 "$work/run-$n.err"; exit 1; }
   done
