@@ -6,8 +6,10 @@
 #                                       SFCDC_CA_CERT, the client-credentials login and SFCDC_LOG;
 #                                       sets $channel and $rest
 #   last_replay_position WORKDIR        the channel's last replay id, as a number
-#   checkpoint_position BIN DB_URL      where the checkpoint of `sfcdc run` on DB_URL stands (0
-#                                       before its first commit)
+#   wait_for_checkpoint BIN DB_URL LAST PID ERRFILE SECONDS
+#                                       polls, every SECONDS, until the checkpoint of the
+#                                       `sfcdc run` on DB_URL (process PID, stderr in ERRFILE)
+#                                       reaches LAST; stops the script if that process ends first
 
 start_emulator() {
   local bin="$1" events="$2" work="$3" line grpc
@@ -28,6 +30,7 @@ last_replay_position() {
     "import json,sys; print(int(json.load(sys.stdin)['last_replay_ids']['$channel'], 16))"
 }
 
+# Where the checkpoint on DB_URL stands (0 before the first commit).
 checkpoint_position() {
   SFCDC_DATABASE_URL="$2" "$1" channels --format json 2>/dev/null | python3 -c \
     "import json,sys
@@ -35,4 +38,13 @@ rows = json.load(sys.stdin)
 hexes = [r.get('checkpoint') or '' for r in rows]
 print(max([int(h[:16], 16) for h in hexes if len(h) >= 16 and h.isalnum()] + [0]))" 2>/dev/null \
     || echo 0
+}
+
+wait_for_checkpoint() {
+  local bin="$1" db="$2" last="$3" pid="$4" err="$5" every="$6"
+  while :; do
+    sleep "$every"
+    [ "$(checkpoint_position "$bin" "$db")" -ge "$last" ] && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "sfcdc run stopped:"; tail -20 "$err"; exit 1; }
+  done
 }

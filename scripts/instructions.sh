@@ -42,12 +42,7 @@ for bin in "${bins[@]}"; do
     SFCDC_ADMIN_ADDR=off \
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" run 2>"$work/run-$n.err" &
   svc=$!
-  while :; do
-    sleep 1
-    at="$(checkpoint_position "$bin" "$db")"
-    [ "$at" -ge "$last" ] && break
-    kill -0 "$svc" 2>/dev/null || { echo "sfcdc run stopped:"; tail -20 "$work/run-$n.err"; exit 1; }
-  done
+  wait_for_checkpoint "$bin" "$db" "$last" "$svc" "$work/run-$n.err" 1
   # valgrind runs the service itself: SIGTERM stops it gracefully and callgrind writes its counts.
   kill -TERM "$svc"
   wait "$svc" || true

@@ -40,12 +40,7 @@ SFCDC_CHANNELS="$channel" SFCDC_REPLAY_PRESET=earliest SFCDC_DATABASE_URL="$db" 
   perf record -q -e cpu-clock -F 1999 -g -o "$work/run.data" -- "$bin" run 2>"$work/run.err" &
 svc=$!
 started=$(date +%s.%N)
-while :; do
-  sleep 0.5
-  at="$(checkpoint_position "$bin" "$db")"
-  [ "$at" -ge "$last" ] && break
-  kill -0 "$svc" 2>/dev/null || { echo "sfcdc run stopped:"; tail -20 "$work/run.err"; exit 1; }
-done
+wait_for_checkpoint "$bin" "$db" "$last" "$svc" "$work/run.err" 0.5
 ended=$(date +%s.%N)
 # Stop the service perf started (perf's own child), not any other `sfcdc run` on the machine.
 pkill -TERM -P "$svc" || true

@@ -53,7 +53,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{ConfigError, Env};
 use crate::rules::{Facts, OrderFacts, RulesConfig};
-use crate::salesforce::rest::{TextFields, order_facts, record_id};
+use crate::salesforce::rest::{RecordFields, TextFields, order_facts, record_id};
 use crate::salesforce::{OrderLookup, RestError, RestLookup, SalesforceRest};
 use crate::sfid::SfId;
 use crate::telemetry::events::{CacheKind, CacheReads};

@@ -368,13 +368,18 @@ struct Page<T> {
 
 /// The `Id` of a REST record.
 pub fn record_id(r: &Json) -> Option<SfId> {
-    SfId::parse(r.get("Id")?.as_str()?).ok()
+    r.as_object()?.id()
 }
 
 /// A record's fields read as text, whichever form the record was read in.
 pub trait RecordFields {
     /// The field's value, if it is a string.
     fn text(&self, name: &str) -> Option<&str>;
+
+    /// The record's `Id`, if it is a valid one.
+    fn id(&self) -> Option<SfId> {
+        SfId::parse(self.text("Id")?).ok()
+    }
 }
 
 impl RecordFields for serde_json::Map<String, Json> {
@@ -391,19 +396,10 @@ impl RecordFields for serde_json::Map<String, Json> {
 pub struct TextFields(Vec<(String, String)>);
 
 impl TextFields {
-    /// The string fields of a JSON record (nothing for anything but an object).
+    /// The string fields of a JSON record, read as an answer's records are (nothing for anything
+    /// but an object).
     pub fn from_json(record: &Json) -> TextFields {
-        let fields = record.as_object().into_iter().flatten();
-        TextFields(
-            fields
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect(),
-        )
-    }
-
-    /// The record's `Id`, if it is a valid one.
-    pub fn id(&self) -> Option<SfId> {
-        SfId::parse(self.text("Id")?).ok()
+        TextFields::deserialize(record).unwrap_or_default()
     }
 }
 
