@@ -37,6 +37,15 @@ impl Batch {
         self.events.len() + self.failed.len()
     }
 
+    /// Appends the next batch of the same channel: its events follow, its position wins. The
+    /// result is what one larger response would have delivered.
+    pub fn absorb_later(&mut self, later: Batch) {
+        self.events.extend(later.events);
+        self.failed.extend(later.failed);
+        self.replay_id = later.replay_id;
+        self.keepalive &= later.keepalive;
+    }
+
     /// Whether the batch carries no events.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -110,7 +119,8 @@ impl SinkError {
 ///
 /// Each batch is first staged (the sink's preparation, which may read other systems) and then
 /// committed. Staging of one batch may overlap the commit of the one before; commits happen
-/// strictly in order.
+/// strictly in order. Consecutive batches of a channel may be staged as one
+/// ([`Batch::absorb_later`]) and committed as one group.
 pub trait Sink: Send + Sync + 'static {
     /// A batch made ready to commit.
     type Staged: Send + 'static;

@@ -70,6 +70,23 @@ async fn appears(driver: &Driver, css: &str) {
     }
 }
 
+/// Waits until the browser has navigated to a URL containing `part` (a form's submit returns
+/// before the next page has loaded; until then the page before is still the one shown).
+async fn navigated(driver: &Driver, part: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let url = driver.url().await;
+        if url.contains(part) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never navigated to {part}: still on {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_operator_and_a_viewer_use_the_console_in_a_browser() {
     // The emulator first: it installs the TLS provider every HTTP client here uses.
@@ -182,8 +199,8 @@ async fn an_operator_and_a_viewer_use_the_console_in_a_browser() {
     driver
         .click(&driver.find("form.filters button[type=submit]").await)
         .await;
+    navigated(&driver, "state=dead").await;
     appears(&driver, "b.count").await;
-    assert!(driver.url().await.contains("state=dead"));
     assert_eq!(driver.all("tr[data-job]").await.len(), 2);
     let target = dead[0].id;
     driver

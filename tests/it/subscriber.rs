@@ -79,7 +79,10 @@ async fn ten_byte_replay_ids_are_stored_and_resumed_exactly() {
 #[tokio::test]
 async fn a_slow_sink_bounds_what_is_in_flight_and_causes_no_error() {
     let org = Org::start().await;
-    org.emu.bulk(400);
+    // Three windows' worth, so that the window is what bounds the events in flight.
+    let window = sfcdc::source::subscription::WINDOW_BATCHES * 20;
+    let total = 3 * window;
+    org.emu.bulk(total as usize);
     let slow = sink();
     slow.set_delay(Duration::from_millis(15));
     let s = org
@@ -97,7 +100,7 @@ async fn a_slow_sink_bounds_what_is_in_flight_and_causes_no_error() {
             let delivered = org.emu.stats().events_delivered as i64;
             let done = s.sink.replay_ids().len() as i64;
             peak = peak.max(delivered - done);
-            if done >= 400 {
+            if done >= total {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -106,12 +109,12 @@ async fn a_slow_sink_bounds_what_is_in_flight_and_causes_no_error() {
     .await
     .expect("all events arrive");
     // Delivered but uncommitted events never exceed the window of batches.
-    let window = sfcdc::source::subscription::WINDOW_BATCHES * 20;
     assert!(peak <= window, "peak in flight {peak}, window {window}");
     assert!(peak > 0);
     assert_eq!(committed(&s.sink), org.sequence(ORDERS));
     assert_eq!(s.metric("sfcdc_reconnects_total", &[]), 0.0);
-    assert!(s.sink.batches().iter().all(|b| b.len() <= 20));
+    // What queues behind the slow commits may be staged together, never beyond the window.
+    assert!(s.sink.batches().iter().all(|b| b.len() as i64 <= window));
     s.stop().await.unwrap();
 }
 
