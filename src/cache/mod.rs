@@ -200,7 +200,7 @@ impl OrderSource for RestOrderSource {
     }
 
     async fn guard_orders(&self, ids: &[SfId]) -> Result<Vec<TextFields>, RestError> {
-        self.rest.query_by_ids_as(&self.guard_select, ids).await
+        self.rest.query_by_ids(&self.guard_select, ids).await
     }
 
     async fn account_orders(&self, account: &SfId, limit: usize) -> Result<Vec<Json>, RestError> {

@@ -157,14 +157,9 @@ impl SalesforceRest {
         }
     }
 
-    /// Runs a SOQL query and returns every record, following `nextRecordsUrl`.
-    pub async fn query(&self, soql: &str) -> Result<Vec<Json>, RestError> {
-        self.query_as(soql).await
-    }
-
-    /// [`SalesforceRest::query`], each record read straight into a `T` (such as
-    /// [`TextFields`]) instead of a JSON tree.
-    pub async fn query_as<T: DeserializeOwned>(&self, soql: &str) -> Result<Vec<T>, RestError> {
+    /// Runs a SOQL query and returns every record, following `nextRecordsUrl`, each read
+    /// straight into a `T`: a JSON tree, or only what a caller needs (such as [`TextFields`]).
+    pub async fn query<T: DeserializeOwned>(&self, soql: &str) -> Result<Vec<T>, RestError> {
         let resp = self
             .send(|http, base| http.get(format!("{base}/query")).query(&[("q", soql)]))
             .await?;
@@ -186,13 +181,8 @@ impl SalesforceRest {
     }
 
     /// Runs `select` (a `SELECT … FROM …` without `WHERE`) for these record ids, in chunks that
-    /// keep the query URL short.
-    pub async fn query_by_ids(&self, select: &str, ids: &[SfId]) -> Result<Vec<Json>, RestError> {
-        self.query_by_ids_as(select, ids).await
-    }
-
-    /// [`SalesforceRest::query_by_ids`], each record read straight into a `T`.
-    pub async fn query_by_ids_as<T: DeserializeOwned>(
+    /// keep the query URL short; each record is read into a `T`, as by [`SalesforceRest::query`].
+    pub async fn query_by_ids<T: DeserializeOwned>(
         &self,
         select: &str,
         ids: &[SfId],
@@ -201,7 +191,7 @@ impl SalesforceRest {
         for chunk in ids.chunks(IDS_PER_QUERY) {
             let list: Vec<String> = chunk.iter().map(|id| format!("'{id}'")).collect();
             let soql = format!("{select} WHERE Id IN ({})", list.join(", "));
-            out.extend(self.query_as(&soql).await?);
+            out.extend(self.query(&soql).await?);
         }
         Ok(out)
     }
@@ -512,7 +502,7 @@ impl OrderLookup for RestLookup {
         let mut facts: Facts = ids.iter().map(|id| (id.clone(), None)).collect();
         for r in self
             .rest
-            .query_by_ids_as::<TextFields>(&self.select(), ids)
+            .query_by_ids::<TextFields>(&self.select(), ids)
             .await?
         {
             if let Some((id, f)) = self.facts(&r) {
@@ -530,7 +520,7 @@ impl OrderLookup for RestLookup {
         );
         Ok(self
             .rest
-            .query_as::<TextFields>(&soql)
+            .query::<TextFields>(&soql)
             .await?
             .iter()
             .filter_map(|r| self.facts(r))
